@@ -1,0 +1,127 @@
+"""Address resolution as Postfix's trivial-rewrite does it: canonical form and address class."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+from mailgate.maps.base import Map
+from mailgate.maps.matchlist import DomainList
+
+
+class AddressClass(enum.Enum):
+    LOCAL = "local"  # mydestination, inet_interfaces, proxy_interfaces
+    ALIAS = "alias"  # virtual_alias_domains
+    VIRTUAL = "virtual"  # virtual_mailbox_domains
+    RELAY = "relay"  # relay_domains
+    DEFAULT = "default"  # anything else
+
+    @property
+    def final(self) -> bool:
+        return self in (AddressClass.LOCAL, AddressClass.ALIAS, AddressClass.VIRTUAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    address: str  # internal form, domain lower-cased, no trailing dot
+    localpart: str
+    domain: str
+    cls: AddressClass
+    routed: bool  # the client asked for routing (user@x@us, user%x@us, x!user@us)
+
+
+@dataclass(frozen=True)
+class AddressResolver:
+    """Classifies recipient domains; built once from settings and handed to smtpd and qmgr."""
+
+    myorigin: str
+    mydestination: DomainList
+    virtual_alias_domains: DomainList
+    virtual_mailbox_domains: DomainList
+    relay_domains: DomainList
+    interface_addresses: frozenset[str]
+    allow_percent_hack: bool = True
+    swap_bangpath: bool = True
+    append_at_myorigin: bool = True
+
+    def domain_class(self, domain: str) -> AddressClass:
+        """The class of a domain; raises MapError when a table lookup fails."""
+        if domain.startswith("[") and domain.endswith("]"):
+            literal = domain[1:-1]
+            if literal.lower().startswith("ipv6:"):
+                literal = literal[5:]
+            try:
+                addr = str(ipaddress.ip_address(literal))
+            except ValueError:
+                return AddressClass.DEFAULT
+            return AddressClass.LOCAL if addr in self.interface_addresses else AddressClass.DEFAULT
+        if self.mydestination.match(domain):
+            return AddressClass.LOCAL
+        if self.virtual_alias_domains.match(domain):
+            return AddressClass.ALIAS
+        if self.virtual_mailbox_domains.match(domain):
+            return AddressClass.VIRTUAL
+        if self.relay_domains.match(domain):
+            return AddressClass.RELAY
+        return AddressClass.DEFAULT
+
+    def resolve(self, address: str) -> Resolved:
+        """Canonicalize and classify `address` (internal form); raises MapError on table failure."""
+        routed = False
+        localpart, at, domain = address.rpartition("@")
+        if not at:
+            localpart, domain = address, (self.myorigin if self.append_at_myorigin else "")
+        domain = domain.rstrip(".").lower()
+        for _ in range(20):
+            cls = self.domain_class(domain) if domain else AddressClass.LOCAL
+            if cls is not AddressClass.LOCAL:
+                break
+            if "@" in localpart:
+                localpart, _, domain = localpart.rpartition("@")
+            elif self.allow_percent_hack and "%" in localpart:
+                localpart, _, domain = localpart.rpartition("%")
+            elif self.swap_bangpath and "!" in localpart:
+                domain, _, localpart = localpart.partition("!")
+            else:
+                break
+            domain = domain.rstrip(".").lower()
+            routed = True
+        else:
+            cls = AddressClass.DEFAULT
+        full = f"{localpart}@{domain}" if domain else localpart
+        return Resolved(full, localpart, domain, cls, routed)
+
+
+def strip_extension(localpart: str, delimiters: str) -> str:
+    """`user+ext` → `user` for each delimiter in recipient_delimiter (Postfix 2.11+: a set)."""
+    if not delimiters or localpart.lower() in ("postmaster", "mailer-daemon"):
+        return localpart
+    cut = min((i for i in (localpart.find(d) for d in delimiters) if i > 0), default=-1)
+    return localpart[:cut] if cut > 0 else localpart
+
+
+def find_address(table: Map, address: str, delimiters: str, local: bool) -> str | None:
+    """Look up a recipient as Postfix's mail_addr_find: full, without extension, `@domain`.
+
+    For local domains the bare local part is also tried (local_recipient_maps). Raises
+    MapError on a table failure.
+    """
+    localpart, _, domain = address.rpartition("@")
+    keys = [address]
+    bare = strip_extension(localpart, delimiters)
+    if bare != localpart:
+        keys.append(f"{bare}@{domain}")
+    if local:
+        keys.append(localpart)
+        if bare != localpart:
+            keys.append(bare)
+    if table.fixed:
+        keys.append(f"@{domain}")
+    else:
+        keys = keys[:1]
+    for key in keys:
+        value = table.lookup(key)
+        if value is not None:
+            return value
+    return None

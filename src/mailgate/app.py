@@ -1,0 +1,212 @@
+"""Wires a Config into a running server: tables, engine, queue, queue manager, listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import resource
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailgate.addressing import AddressResolver
+from mailgate.config.config import Config
+from mailgate.config.settings import DeliverySettings, SmtpdSettings
+from mailgate.delivery.agent import Agent
+from mailgate.delivery.maildir import MaildirAgent
+from mailgate.delivery.router import Router
+from mailgate.engine.context import EngineTables
+from mailgate.engine.evaluate import Engine, EngineSettings
+from mailgate.engine.restrictions import Codes, Env
+from mailgate.maillog import MailLog
+from mailgate.maps import Map, Registry, default_registry
+from mailgate.maps.matchlist import DomainList, HostAddrList
+from mailgate.queue.manager import QueueManager
+from mailgate.queue.store import QueueStore
+from mailgate.server.commands import ForbiddenCommands
+from mailgate.server.listener import SmtpServer
+from mailgate.server.session import Services
+
+# The embedded main.cf of `mailgate serve` without -c: a working local demo.
+DEMO_MAIN_CF = """\
+# mailgate's embedded demo configuration (used when no -c DIR is given)
+mydestination = localhost, $myhostname
+mynetworks = 127.0.0.0/8 [::1]/128
+local_recipient_maps =
+smtpd_listen = 127.0.0.1:2525
+"""
+
+
+def _union_map(specs: tuple[str, ...], registry: Registry) -> Map | None:
+    """Open a list of tables as one: the first table that has the key wins (Postfix maps)."""
+    if not specs:
+        return None
+    tables = [registry.open_or_failed(s) for s in specs]
+    if len(tables) == 1:
+        return tables[0]
+    return _Maps(" ".join(specs), tables)
+
+
+@dataclass
+class _Maps:
+    spec: str
+    tables: list[Map]
+    fixed: bool = True
+    fold_case: bool = True
+
+    def lookup(self, key: str) -> str | None:
+        for table in self.tables:
+            value = table.lookup(key)
+            if value is not None:
+                return value
+        return None
+
+
+def interface_addresses(cfg: Config, listen: list[str]) -> frozenset[str]:
+    """Our own addresses: inet_interfaces (or, for `all`, the listen addresses and loopback)."""
+    out: set[str] = {"127.0.0.1", "::1"}
+    for item in cfg.list("inet_interfaces") + cfg.list("proxy_interfaces"):
+        if item in ("all", "loopback-only", "localhost"):
+            continue
+        try:
+            out.add(str(ipaddress.ip_address(item.strip("[]"))))
+        except ValueError:
+            with contextlib.suppress(OSError):
+                out.update(str(a[4][0]) for a in socket.getaddrinfo(item, None))
+    for host in listen:
+        with contextlib.suppress(ValueError):
+            out.add(str(ipaddress.ip_address(host)))
+    return frozenset(out)
+
+
+def mynetworks_patterns(cfg: Config) -> tuple[str, ...]:
+    """`mynetworks`, or what `mynetworks_style` derives (host: the machine's own addresses)."""
+    if cfg.is_set("mynetworks") or cfg.list("mynetworks"):
+        return cfg.list("mynetworks")
+    style = cfg.str("mynetworks_style")
+    if style == "host":
+        return ("127.0.0.0/8", "[::1]/128")
+    if style == "subnet":
+        return ("127.0.0.0/8", "[::1]/128")
+    return ("0.0.0.0/0",) if style == "class" else ("127.0.0.0/8", "[::1]/128")
+
+
+@dataclass
+class App:
+    """Everything `mailgate serve` runs, built once from a Config."""
+
+    config: Config
+    smtpd: SmtpdSettings
+    delivery: DeliverySettings
+    log: MailLog
+    store: QueueStore
+    qmgr: QueueManager
+    server: SmtpServer
+
+    @classmethod
+    def build(cls, cfg: Config, fsync: bool = True) -> App:
+        registry = default_registry()
+        smtpd = SmtpdSettings.from_config(cfg)
+        delivery = DeliverySettings.from_config(cfg)
+        log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.str("maillog_file"))
+        pdms = set(cfg.list("parent_domain_matches_subdomains"))
+        local = interface_addresses(cfg, [a.host for a in smtpd.listen])
+
+        def domains(name: str) -> DomainList:
+            return DomainList.build(cfg.list(name), registry, name in pdms)
+
+        resolver = AddressResolver(
+            myorigin=cfg.str("myorigin"), mydestination=domains("mydestination"),
+            virtual_alias_domains=domains("virtual_alias_domains"),
+            virtual_mailbox_domains=domains("virtual_mailbox_domains"),
+            relay_domains=domains("relay_domains"), interface_addresses=local,
+            allow_percent_hack=cfg.bool("allow_percent_hack"),
+            swap_bangpath=cfg.bool("swap_bangpath"),
+            append_at_myorigin=cfg.bool("append_at_myorigin"))
+        mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry)
+        for bad in mynetworks.errors:
+            log.warning("smtpd", f'mynetworks: non-null host address bits in "{bad}"')
+        vmaps = _union_map(cfg.list("virtual_mailbox_maps"), registry)
+        tables = EngineTables(
+            resolver=resolver, mynetworks=mynetworks,
+            local_recipient_maps=_union_map(
+                tuple(s for s in cfg.list("local_recipient_maps")), registry),
+            virtual_mailbox_maps=vmaps,
+            virtual_alias_maps=_union_map(cfg.list("virtual_alias_maps"), registry),
+            relay_recipient_maps=_union_map(cfg.list("relay_recipient_maps"), registry),
+            recipient_delimiter=cfg.str("recipient_delimiter"))
+        codes = Codes(
+            reject_code=cfg.int("reject_code"), defer_code=cfg.int("defer_code"),
+            relay_domains_reject_code=cfg.int("relay_domains_reject_code"),
+            unknown_local_recipient_reject_code=cfg.int("unknown_local_recipient_reject_code"),
+            unknown_virtual_mailbox_reject_code=cfg.int("unknown_virtual_mailbox_reject_code"),
+            unknown_virtual_alias_reject_code=cfg.int("unknown_virtual_alias_reject_code"),
+            unknown_relay_recipient_reject_code=cfg.int("unknown_relay_recipient_reject_code"),
+            show_user_unknown_table_name=cfg.bool("show_user_unknown_table_name"),
+            soft_bounce=cfg.bool("soft_bounce"))
+        engine = Engine(EngineSettings.from_config(cfg), Env(tables, codes),
+                        warn=lambda text: log.warning("smtpd", text))
+        store = QueueStore(delivery.queue_directory, fsync=fsync)
+        router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
+                        delivery.recipient_delimiter)
+        agents: dict[str, Agent] = {
+            "virtual": MaildirAgent("virtual", smtpd.myhostname, fsync),
+            "local": MaildirAgent("local", smtpd.myhostname, fsync),
+        }
+        qmgr = QueueManager(store, delivery, router, agents, log)
+        services = Services(engine=engine, store=store, log=log,
+                            forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
+                            local_addresses=local, on_queued=qmgr.enqueue, clock=time.time)
+        exceptions = HostAddrList.build(cfg.list("smtpd_client_event_limit_exceptions")
+                                        or mynetworks_patterns(cfg), registry)
+        server = SmtpServer(smtpd, services, exceptions)
+        return cls(cfg, smtpd, delivery, log, store, qmgr, server)
+
+    async def start(self) -> list[tuple[str, int]]:
+        Path(self.delivery.virtual_mailbox_base).mkdir(parents=True, exist_ok=True)
+        await self.qmgr.start()
+        bound = await self.server.start()
+        for warning in self.config.warnings:
+            self.log.warning("master", warning)
+        for warning in self.config.unused_parameters():
+            self.log.warning("master", warning)
+        self.log.log("master", f"daemon started -- version {self.config.str('mail_version')}, "
+                     f"configuration {self.config.config_dir or '(embedded)'}")
+        return bound
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.qmgr.stop()
+        self.log.log("master", "terminating on signal")
+        self.log.close()
+
+
+def raise_fd_limit() -> None:
+    """Thousands of tarpitted clients need file descriptors: lift the soft limit to the hard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def serve(cfg: Config, ready: asyncio.Event | None = None,
+                announce: bool = True) -> None:
+    """Run until SIGTERM/SIGINT. Prints `ready host:port ...` once listening."""
+    raise_fd_limit()
+    app = App.build(cfg)
+    bound = await app.start()
+    if announce:
+        print("mailgate: listening on " + " ".join(
+            f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in bound), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, app.log.reopen)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    await app.stop()

@@ -1,0 +1,88 @@
+"""The `mailgate` command: serve, postconf (and later postmap, check, policyd, queue)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from mailgate import __version__
+from mailgate.errors import ConfigError, MailgateError
+
+
+def _load(args: argparse.Namespace, demo: bool):  # type: ignore[no-untyped-def]
+    from mailgate.app import DEMO_MAIN_CF
+    from mailgate.config.config import Config
+
+    base = DEMO_MAIN_CF if demo and args.config_dir is None else None
+    return Config.load(args.config_dir, args.override, base_text=base)
+
+
+def _run_loop(coro):  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mailgate.app import serve
+
+    cfg = _load(args, demo=True)
+    _run_loop(serve(cfg))
+    return 0
+
+
+def cmd_postconf(args: argparse.Namespace) -> int:
+    cfg = _load(args, demo=False)
+    mode = "n" if args.n else "d" if args.d else ""
+    try:
+        lines = cfg.postconf_lines(mode, args.names)
+    except ConfigError as exc:
+        print(f"mailgate/postconf: warning: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mailgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", dest="config_dir", metavar="DIR",
+                       help="configuration directory holding main.cf")
+        p.add_argument("-o", dest="override", action="append", default=[],
+                       metavar="NAME=VALUE", help="override a main.cf parameter (repeatable)")
+
+    serve = sub.add_parser("serve", help="run the SMTP server")
+    common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    postconf = sub.add_parser("postconf", help="print parameters as postconf(1) does")
+    common(postconf)
+    group = postconf.add_mutually_exclusive_group()
+    group.add_argument("-n", action="store_true", help="only parameters set in main.cf")
+    group.add_argument("-d", action="store_true", help="built-in default values")
+    postconf.add_argument("names", nargs="*")
+    postconf.set_defaults(func=cmd_postconf)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except MailgateError as exc:
+        print(f"mailgate: fatal: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Configuration: main.cf parsing, the parameter table and frozen settings."""

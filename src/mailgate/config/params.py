@@ -1,0 +1,206 @@
+"""The declarative table of main.cf parameters: name, type, Postfix 3.7 default, bounds."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(enum.Enum):
+    """How a parameter's expanded text is converted (Postfix's mail_conf_{str,int,bool,time,...})."""
+
+    STR = "str"
+    INT = "int"
+    BOOL = "bool"
+    TIME = "time"  # a number with an optional unit s/m/h/d/w; the default unit is per parameter
+    SIZE = "size"  # a byte count (Postfix's long)
+    LIST = "list"  # commas and/or whitespace separated, {} protects an element
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One main.cf parameter: its Postfix name, type, built-in default (unexpanded) and bounds."""
+
+    name: str
+    kind: Kind
+    default: str
+    min: int | None = None
+    max: int | None = None
+    unit: str = "s"  # default time unit (Postfix: the default's suffix decides)
+    extension: bool = False  # a mailgate parameter that Postfix does not have
+
+
+_S, _I, _B, _T, _Z, _L = Kind.STR, Kind.INT, Kind.BOOL, Kind.TIME, Kind.SIZE, Kind.LIST
+
+_PDMS = (
+    "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,"
+    "qmqpd_authorized_clients,relay_domains,smtpd_access_maps"
+)
+
+PARAMETERS: tuple[Param, ...] = (
+    # --- identity and addressing
+    Param("compatibility_level", _S, "3.7"),
+    Param("mail_name", _S, "mailgate"),
+    Param("mail_version", _S, "0.1.0"),
+    Param("myhostname", _S, ""),  # filled in from the system at start-up
+    Param("mydomain", _S, "localdomain"),  # filled in from $myhostname at start-up
+    Param("myorigin", _S, "$myhostname"),
+    Param("mydestination", _L, "$myhostname, localhost.$mydomain, localhost"),
+    Param("mynetworks", _L, ""),  # empty: derived from mynetworks_style
+    Param("mynetworks_style", _S, "host"),
+    Param("inet_interfaces", _L, "all"),
+    Param("inet_protocols", _L, "all"),
+    Param("proxy_interfaces", _L, ""),
+    Param("relay_domains", _L, ""),
+    Param("relayhost", _S, ""),
+    Param("recipient_delimiter", _S, ""),
+    Param("parent_domain_matches_subdomains", _L, _PDMS),
+    Param("allow_untrusted_routing", _B, "no"),
+    Param("swap_bangpath", _B, "yes"),
+    Param("allow_percent_hack", _B, "yes"),
+    Param("append_at_myorigin", _B, "yes"),
+    Param("append_dot_mydomain", _B, "no"),
+    Param("resolve_dequoted_address", _B, "yes"),
+    Param("resolve_null_domain", _B, "no"),
+    Param("resolve_numeric_domain", _B, "no"),
+    Param("strict_rfc821_envelopes", _B, "no"),
+    Param("smtputf8_enable", _B, "yes"),
+    Param("soft_bounce", _B, "no"),
+    Param("stress", _S, ""),
+    # --- mailgate's own paths and listeners (extensions)
+    Param("smtpd_listen", _L, "127.0.0.1:2525", extension=True),
+    Param("mailgate_home", _S, "./mailgate-data", extension=True),
+    Param("queue_directory", _S, "$mailgate_home/queue"),
+    Param("data_directory", _S, "$mailgate_home/data"),
+    Param("syslog_name", _S, "mailgate"),
+    Param("maillog_file", _S, ""),
+    Param("smtpd_max_connections", _I, "2000", min=1, extension=True),
+    Param("smtpd_enable_help", _B, "no", extension=True),
+    # --- local and virtual delivery
+    Param("virtual_mailbox_domains", _L, "$virtual_mailbox_maps"),
+    Param("virtual_mailbox_maps", _L, ""),
+    Param("virtual_mailbox_base", _S, "$mailgate_home/mail"),
+    Param("virtual_alias_domains", _L, "$virtual_alias_maps"),
+    Param("virtual_alias_maps", _L, "$virtual_maps"),
+    Param("virtual_maps", _L, ""),
+    Param("local_recipient_maps", _L, "proxy:unix:passwd.byname $alias_maps"),
+    Param("alias_maps", _L, ""),
+    Param("home_mailbox", _S, "Maildir/"),
+    Param("relay_recipient_maps", _L, ""),
+    Param("enable_original_recipient", _B, "yes"),
+    Param("always_add_missing_headers", _B, "no"),
+    Param("local_header_rewrite_clients", _L, "permit_inet_interfaces"),
+    # --- SMTP server limits
+    Param("smtpd_banner", _S, "$myhostname ESMTP $mail_name"),
+    Param("line_length_limit", _I, "2048", min=1),
+    Param("message_size_limit", _Z, "10240000", min=0),
+    Param("smtpd_recipient_limit", _I, "1000", min=1),
+    Param("smtpd_recipient_overshoot_limit", _I, "1000", min=0),
+    Param("smtpd_timeout", _T, "${stress?{10}:{300}}s", min=1),
+    Param("smtpd_client_connection_count_limit", _I, "50", min=0),
+    Param("smtpd_client_connection_rate_limit", _I, "0", min=0),
+    Param("smtpd_client_message_rate_limit", _I, "0", min=0),
+    Param("smtpd_client_recipient_rate_limit", _I, "0", min=0),
+    Param("smtpd_client_event_limit_exceptions",
+          _L, "${smtpd_client_connection_limit_exceptions:$mynetworks}"),
+    Param("smtpd_client_connection_limit_exceptions", _L, ""),
+    Param("anvil_rate_time_unit", _T, "60s", min=1),
+    Param("smtpd_soft_error_limit", _I, "10", min=0),
+    Param("smtpd_hard_error_limit", _I, "${stress?{1}:{20}}", min=1),
+    Param("smtpd_error_sleep_time", _T, "1s", min=0),
+    Param("smtpd_junk_command_limit", _I, "${stress?{1}:{100}}", min=1),
+    Param("smtpd_error_sleep_growth", _T, "0s", min=0, extension=True),
+    Param("smtpd_error_sleep_max", _T, "30s", min=0, extension=True),
+    Param("smtpd_helo_required", _B, "no"),
+    Param("disable_vrfy_command", _B, "no"),
+    Param("smtpd_noop_commands", _L, ""),
+    Param("smtpd_forbidden_commands", _L, "CONNECT GET POST regexp:{{/^[^A-Z]/ Thrash}}"),
+    Param("smtpd_forbid_bare_newline", _S, "normalize"),
+    Param("smtpd_forbid_bare_newline_exclusions", _L, "$mynetworks"),
+    Param("smtpd_forbid_bare_newline_reject_code", _I, "550"),
+    Param("smtpd_forbid_unauth_pipelining", _B, "no"),
+    Param("smtpd_discard_ehlo_keywords", _L, ""),
+    Param("smtpd_client_port_logging", _B, "no"),
+    Param("smtpd_peername_lookup", _B, "yes"),
+    Param("smtpd_delay_open_until_valid_rcpt", _B, "yes"),
+    Param("smtpd_authorized_xclient_hosts", _L, ""),
+    Param("smtpd_authorized_xforward_hosts", _L, ""),
+    Param("smtpd_log_access_permit_actions", _L, ""),
+    Param("smtpd_reject_footer", _S, ""),
+    Param("queue_minfree", _Z, "0", min=0),
+    # --- restriction lists (issue 4 uses them; here so pasted main.cf lines are known)
+    Param("smtpd_client_restrictions", _L, ""),
+    Param("smtpd_helo_restrictions", _L, ""),
+    Param("smtpd_sender_restrictions", _L, ""),
+    Param("smtpd_relay_restrictions", _L,
+          "${{$compatibility_level} <level {1} ? {} : "
+          "{permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination}}"),
+    Param("smtpd_recipient_restrictions", _L, ""),
+    Param("smtpd_data_restrictions", _L, ""),
+    Param("smtpd_end_of_data_restrictions", _L, ""),
+    Param("smtpd_etrn_restrictions", _L, ""),
+    Param("smtpd_restriction_classes", _L, ""),
+    Param("smtpd_delay_reject", _B, "yes"),
+    Param("smtpd_relay_before_recipient_restrictions", _B,
+          "${{$compatibility_level} <level {3.6} ? {no} : {yes}}"),
+    Param("smtpd_reject_unlisted_recipient", _B, "yes"),
+    Param("smtpd_reject_unlisted_sender", _B, "no"),
+    Param("smtpd_null_access_lookup_key", _S, "<>"),
+    Param("smtpd_sasl_auth_enable", _B, "no"),
+    Param("smtpd_policy_service_default_action", _S, "451 4.3.5 Server configuration problem"),
+    Param("smtpd_policy_service_max_idle", _T, "300s", min=1),
+    Param("smtpd_policy_service_max_ttl", _T, "1000s", min=1),
+    Param("smtpd_policy_service_timeout", _T, "100s", min=1),
+    Param("smtpd_policy_service_try_limit", _I, "2", min=1),
+    Param("smtpd_policy_service_retry_delay", _T, "1s", min=1),
+    Param("smtpd_policy_service_request_limit", _I, "0", min=0),
+    Param("smtpd_policy_service_policy_context", _S, ""),
+    # --- reply codes
+    Param("access_map_reject_code", _I, "554"),
+    Param("access_map_defer_code", _I, "450"),
+    Param("reject_code", _I, "554"),
+    Param("defer_code", _I, "450"),
+    Param("relay_domains_reject_code", _I, "554"),
+    Param("maps_rbl_reject_code", _I, "554"),
+    Param("unknown_client_reject_code", _I, "450"),
+    Param("invalid_hostname_reject_code", _I, "501"),
+    Param("unknown_hostname_reject_code", _I, "450"),
+    Param("unknown_address_reject_code", _I, "450"),
+    Param("non_fqdn_reject_code", _I, "504"),
+    Param("multi_recipient_bounce_reject_code", _I, "550"),
+    Param("unknown_local_recipient_reject_code", _I, "550"),
+    Param("unknown_relay_recipient_reject_code", _I, "550"),
+    Param("unknown_virtual_alias_reject_code", _I, "550"),
+    Param("unknown_virtual_mailbox_reject_code", _I, "550"),
+    Param("plaintext_reject_code", _I, "450"),
+    Param("show_user_unknown_table_name", _B, "yes"),
+    Param("reject_tempfail_action", _S, "defer_if_permit"),
+    Param("unknown_address_tempfail_action", _S, "$reject_tempfail_action"),
+    Param("unknown_helo_hostname_tempfail_action", _S, "$reject_tempfail_action"),
+    Param("unverified_recipient_tempfail_action", _S, "$reject_tempfail_action"),
+    Param("unverified_sender_tempfail_action", _S, "$reject_tempfail_action"),
+    Param("default_rbl_reply", _S,
+          "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using "
+          "$rbl_domain${rbl_reason?; $rbl_reason}"),
+    Param("rbl_reply_maps", _L, ""),
+    Param("smtpd_dns_reply_filter", _S, ""),
+    Param("disable_dns_lookups", _B, "no"),
+    Param("smtp_host_lookup", _L, "dns"),
+    Param("permit_mx_backup_networks", _L, ""),
+    # --- queue manager and delivery
+    Param("queue_run_delay", _T, "300s", min=1),
+    Param("minimal_backoff_time", _T, "300s", min=1),
+    Param("maximal_backoff_time", _T, "4000s", min=1),
+    Param("maximal_queue_lifetime", _T, "5d", min=0, unit="d"),
+    Param("bounce_queue_lifetime", _T, "5d", min=0, unit="d"),
+    Param("delay_warning_time", _T, "0h", min=0, unit="h"),
+    Param("default_destination_concurrency_limit", _I, "20", min=0),
+    Param("transport_maps", _L, ""),
+    Param("default_transport", _S, "smtp"),
+    Param("relay_transport", _S, "relay"),
+    Param("local_transport", _S, "local:$myhostname"),
+    Param("virtual_transport", _S, "virtual"),
+    Param("delivery_concurrency", _I, "16", min=1, extension=True),
+)
+
+BY_NAME: dict[str, Param] = {p.name: p for p in PARAMETERS}

@@ -1,0 +1,142 @@
+"""Frozen, typed settings for each component, built once from a Config and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailgate.config.config import Config
+from mailgate.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+
+def parse_listen(items: tuple[str, ...], origin: str) -> tuple[ListenAddress, ...]:
+    """`host:port` and `[ipv6]:port` items of `smtpd_listen`."""
+    out = []
+    for item in items:
+        if item.startswith("["):
+            host, sep, port = item[1:].partition("]:")
+        else:
+            host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            raise ConfigError(f"{origin}: bad smtpd_listen address: {item!r} (use host:port "
+                              "or [ipv6]:port)")
+        out.append(ListenAddress(host, int(port)))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpdSettings:
+    """What the SMTP server needs, in Postfix's parameter names."""
+
+    myhostname: str
+    mail_name: str
+    banner: str
+    syslog_name: str
+    listen: tuple[ListenAddress, ...]
+    line_length_limit: int
+    message_size_limit: int
+    recipient_limit: int
+    recipient_overshoot_limit: int
+    timeout: float
+    connection_count_limit: int
+    max_connections: int
+    soft_error_limit: int
+    hard_error_limit: int
+    error_sleep_time: float
+    error_sleep_growth: float
+    error_sleep_max: float
+    junk_command_limit: int
+    helo_required: bool
+    disable_vrfy: bool
+    noop_commands: frozenset[str]
+    forbidden_commands: tuple[str, ...]
+    forbid_bare_newline: str
+    forbid_unauth_pipelining: bool
+    discard_ehlo_keywords: frozenset[str]
+    client_port_logging: bool
+    smtputf8_enable: bool
+    strict_rfc821_envelopes: bool
+    enable_help: bool
+    delay_reject: bool
+    soft_bounce: bool
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SmtpdSettings:
+        bare = cfg.str("smtpd_forbid_bare_newline").lower()
+        if bare not in ("no", "yes", "normalize"):
+            raise ConfigError(f"{cfg.origin('smtpd_forbid_bare_newline')}: bad "
+                              f"smtpd_forbid_bare_newline value: {bare} (no, normalize or yes)")
+        return cls(
+            myhostname=cfg.str("myhostname"),
+            mail_name=cfg.str("mail_name"),
+            banner=cfg.str("smtpd_banner"),
+            syslog_name=cfg.str("syslog_name"),
+            listen=parse_listen(cfg.list("smtpd_listen"), cfg.origin("smtpd_listen")),
+            line_length_limit=cfg.int("line_length_limit"),
+            message_size_limit=cfg.size("message_size_limit"),
+            recipient_limit=cfg.int("smtpd_recipient_limit"),
+            recipient_overshoot_limit=cfg.int("smtpd_recipient_overshoot_limit"),
+            timeout=cfg.time("smtpd_timeout"),
+            connection_count_limit=cfg.int("smtpd_client_connection_count_limit"),
+            max_connections=cfg.int("smtpd_max_connections"),
+            soft_error_limit=cfg.int("smtpd_soft_error_limit"),
+            hard_error_limit=cfg.int("smtpd_hard_error_limit"),
+            error_sleep_time=cfg.time("smtpd_error_sleep_time"),
+            error_sleep_growth=cfg.time("smtpd_error_sleep_growth"),
+            error_sleep_max=cfg.time("smtpd_error_sleep_max"),
+            junk_command_limit=cfg.int("smtpd_junk_command_limit"),
+            helo_required=cfg.bool("smtpd_helo_required"),
+            disable_vrfy=cfg.bool("disable_vrfy_command"),
+            noop_commands=frozenset(c.upper() for c in cfg.list("smtpd_noop_commands")),
+            forbidden_commands=cfg.list("smtpd_forbidden_commands"),
+            forbid_bare_newline=bare,
+            forbid_unauth_pipelining=cfg.bool("smtpd_forbid_unauth_pipelining"),
+            discard_ehlo_keywords=frozenset(
+                k.upper() for k in cfg.list("smtpd_discard_ehlo_keywords")),
+            client_port_logging=cfg.bool("smtpd_client_port_logging"),
+            smtputf8_enable=cfg.bool("smtputf8_enable"),
+            strict_rfc821_envelopes=cfg.bool("strict_rfc821_envelopes"),
+            enable_help=cfg.bool("smtpd_enable_help"),
+            delay_reject=cfg.bool("smtpd_delay_reject"),
+            soft_bounce=cfg.bool("soft_bounce"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """What the queue manager and the Maildir agents need."""
+
+    myhostname: str
+    queue_directory: str
+    virtual_mailbox_base: str
+    home_mailbox: str
+    recipient_delimiter: str
+    queue_run_delay: float
+    minimal_backoff_time: float
+    maximal_backoff_time: float
+    concurrency: int
+    enable_original_recipient: bool
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> DeliverySettings:
+        home = cfg.str("home_mailbox")
+        if home and not home.endswith("/"):
+            raise ConfigError(f"{cfg.origin('home_mailbox')}: home_mailbox = {home}: only "
+                              "Maildir delivery (a value ending in '/') is supported")
+        return cls(
+            myhostname=cfg.str("myhostname"),
+            queue_directory=cfg.str("queue_directory"),
+            virtual_mailbox_base=cfg.str("virtual_mailbox_base"),
+            home_mailbox=home,
+            recipient_delimiter=cfg.str("recipient_delimiter"),
+            queue_run_delay=cfg.time("queue_run_delay"),
+            minimal_backoff_time=cfg.time("minimal_backoff_time"),
+            maximal_backoff_time=cfg.time("maximal_backoff_time"),
+            concurrency=cfg.int("delivery_concurrency"),
+            enable_original_recipient=cfg.bool("enable_original_recipient"),
+        )

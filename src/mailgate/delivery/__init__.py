@@ -1,0 +1,1 @@
+"""Delivery agents behind one interface (Maildir now; SMTP and LMTP later)."""

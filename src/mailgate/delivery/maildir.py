@@ -1,0 +1,93 @@
+"""Delivery to Maildir (virtual(8)/local(8) semantics): tmp/ → new/, fsync, idempotent names."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from mailgate.delivery.agent import DeliveryRequest, DeliveryResult, Status
+
+
+def maildir_name(request: DeliveryRequest, hostname: str) -> str:
+    """A unique file name that a retry of the same delivery reproduces exactly.
+
+    `<arrival seconds>.Q<queue id>R<recipient index>.<host>`: unique because queue ids are
+    unique while the message is queued, and the same for every attempt of one delivery, so a
+    delivery repeated after a crash finds its earlier copy instead of writing a second one.
+    """
+    host = hostname.replace("/", "\\057").replace(":", "\\072")
+    return f"{int(request.arrival)}.Q{request.queue_id}R{request.index}.{host}"
+
+
+def _already_delivered(maildir: Path, name: str) -> bool:
+    if (maildir / "new" / name).exists():
+        return True
+    cur = maildir / "cur"
+    try:
+        return any(entry.split(":", 1)[0] == name for entry in os.listdir(cur))
+    except FileNotFoundError:
+        return False
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def deliver_to_maildir(maildir: Path, name: str, headers: bytes, content: bytes,
+                       check_duplicate: bool, fsync: bool = True) -> bool:
+    """Write one message file atomically; return False if it was already there."""
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    if check_duplicate and _already_delivered(maildir, name):
+        return False
+    tmp = maildir / "tmp" / name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, headers)
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, maildir / "new" / name)
+    if fsync:
+        _fsync_dir(maildir / "new")
+    return True
+
+
+class MaildirAgent:
+    """The `virtual` or `local` transport writing to Maildirs; `nexthop` is the Maildir path."""
+
+    def __init__(self, name: str, hostname: str, fsync: bool = True) -> None:
+        self.name = name
+        self.hostname = hostname
+        self.fsync = fsync
+
+    def _headers(self, request: DeliveryRequest) -> bytes:
+        lines = [f"Return-Path: <{request.sender}>\n"]
+        if request.original_recipient:
+            lines.append(f"X-Original-To: {request.original_recipient}\n")
+        lines.append(f"Delivered-To: {request.recipient}\n")
+        return "".join(lines).encode("utf-8", "surrogateescape")
+
+    def _deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        maildir = Path(request.nexthop)
+        try:
+            deliver_to_maildir(maildir, maildir_name(request, self.hostname),
+                               self._headers(request), request.content,
+                               check_duplicate=request.recovered, fsync=self.fsync)
+        except OSError as exc:
+            return DeliveryResult(Status.DEFERRED, "4.2.0",
+                                  f"maildir delivery failed: create maildir file "
+                                  f"{maildir}: {exc.strerror}", self.name)
+        return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
+
+    async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
+        return await asyncio.to_thread(self._deliver, request)

@@ -1,0 +1,1 @@
+"""The restriction engine: stage lists of Postfix restrictions, evaluated to one Action."""

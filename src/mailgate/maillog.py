@@ -1,0 +1,87 @@
+"""The one writer of Postfix-shaped mail log lines (`Mon dd hh:mm:ss host name/prog[pid]: text`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class MailLog:
+    """Writes lines in Postfix's syslog shape to `maillog_file` (or stderr).
+
+    `syslog_name` is the program-name prefix (`mailgate` → `mailgate/smtpd[pid]:`); the host
+    field is the first label of `myhostname`, as Postfix's postlogd writes it. Each line is
+    written with one write() call so that concurrent writers never interleave a line.
+    """
+
+    def __init__(self, syslog_name: str, myhostname: str, path: str = "",
+                 clock: Callable[[], float] = time.time, stream: TextIO | None = None) -> None:
+        self.syslog_name = syslog_name
+        self.host = myhostname.split(".", 1)[0] or "localhost"
+        self.pid = os.getpid()
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stream: TextIO | None = stream
+        self._fd: int | None = None
+        self._last_sec = -1
+        self._stamp = ""
+        if path:
+            self.reopen()
+        self.listeners: list[Callable[[str, str], None]] = []
+
+    def reopen(self) -> None:
+        """Open (again) `maillog_file`, for log rotation (`postlog reopen`)."""
+        if not self.path:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with self._lock:
+            old, self._fd = self._fd, fd
+        if old is not None:
+            os.close(old)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def _timestamp(self) -> str:
+        now = self._clock()
+        sec = int(now)
+        if sec != self._last_sec:
+            t = time.localtime(sec)
+            self._stamp = f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:" \
+                          f"{t.tm_min:02d}:{t.tm_sec:02d}"
+            self._last_sec = sec
+        return self._stamp
+
+    def log(self, program: str, text: str) -> None:
+        """Write one line `text` for `program` (smtpd, cleanup, qmgr, virtual, local, ...)."""
+        line = f"{self._timestamp()} {self.host} {self.syslog_name}/{program}[{self.pid}]: {text}\n"
+        data = line.encode("utf-8", "surrogateescape")
+        if self._fd is not None:
+            with self._lock:
+                if self._fd is not None:
+                    os.write(self._fd, data)
+        else:
+            stream = self._stream or sys.stderr
+            stream.write(line)
+            stream.flush()
+        for listener in self.listeners:
+            listener(program, text)
+
+    def info(self, program: str, text: str) -> None:
+        self.log(program, text)
+
+    def warning(self, program: str, text: str) -> None:
+        self.log(program, "warning: " + text)
+
+    def fatal(self, program: str, text: str) -> None:
+        self.log(program, "fatal: " + text)

@@ -1,0 +1,1 @@
+"""The durable mail queue and the queue manager."""

@@ -1,0 +1,1 @@
+"""The asyncio SMTP server: listener and per-connection sessions."""

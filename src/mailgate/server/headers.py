@@ -1,0 +1,95 @@
+"""Headers smtpd and cleanup add: `Received:` in Postfix's form and missing Message-Id/Date/From."""
+
+from __future__ import annotations
+
+import re
+import time
+
+_HEADER = re.compile(rb"^[!-9;-~]+:")
+
+
+def rfc2822_date(now: float) -> str:
+    """`Wed, 25 Nov 2026 20:27:54 +0000 (UTC)` in local time, as Postfix's mail_date()."""
+    t = time.localtime(now)
+    offset = t.tm_gmtoff or 0
+    sign = "-" if offset < 0 else "+"
+    offset = abs(offset) // 60
+    days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    return (f"{days[t.tm_wday]}, {t.tm_mday} {months[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {sign}{offset // 60:02d}"
+            f"{offset % 60:02d} ({t.tm_zone})")
+
+
+def received_header(helo: str, name: str, addr: str, hostname: str, mail_name: str,
+                    protocol: str, queue_id: str, recipients: list[str], now: float) -> bytes:
+    """The `Received:` header smtpd prepends (smtpd.c: `for <rcpt>` only with one recipient)."""
+    rfc_addr = f"IPv6:{addr}" if ":" in addr else addr
+    text = (f"Received: from {helo or name} ({name} [{rfc_addr}])\n"
+            f"\tby {hostname} ({mail_name}) with {protocol} id {queue_id}")
+    if len(recipients) == 1:
+        text += f"\n\tfor <{recipients[0]}>; {rfc2822_date(now)}\n"
+    else:
+        text += f"; {rfc2822_date(now)}\n"
+    return text.encode("utf-8", "surrogateescape")
+
+
+def scan_headers(content: bytes) -> tuple[int, bool, dict[bytes, bytes]]:
+    """Find the end of the header block: (offset, ended by an empty line, first values by name).
+
+    The block ends at an empty line or at the first line that is neither a header nor a
+    continuation (then the body starts there without a separating empty line).
+    """
+    pos = 0
+    seen: dict[bytes, bytes] = {}
+    n = len(content)
+    while pos < n:
+        nl = content.find(b"\n", pos)
+        end = n if nl < 0 else nl
+        line = content[pos:end]
+        if not line:
+            return pos, True, seen
+        if line[:1] in (b" ", b"\t"):
+            if pos == 0:
+                return 0, False, seen
+        else:
+            m = _HEADER.match(line)
+            if m is None:
+                return pos, False, seen
+            name = line[: m.end() - 1].lower()
+            seen.setdefault(name, line[m.end() :].strip())
+        pos = end + 1
+    return n, False, seen
+
+
+def add_missing_headers(content: bytes, queue_id: str, sender: str, hostname: str,
+                        now: float) -> tuple[bytes, str]:
+    """Add Message-Id, Date and From when missing (cleanup for local clients).
+
+    Returns the new text and the Message-Id value to log.
+    """
+    end, blank, seen = scan_headers(content)
+    added = []
+    message_id = seen.get(b"message-id", b"").decode("utf-8", "surrogateescape")
+    if not message_id:
+        stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(now))
+        message_id = f"<{stamp}.{queue_id}@{hostname}>"
+        added.append(f"Message-Id: {message_id}\n")
+    if b"date" not in seen:
+        added.append(f"Date: {rfc2822_date(now)}\n")
+    if b"from" not in seen:
+        added.append(f"From: {sender or 'MAILER-DAEMON'}\n")
+    if not added:
+        return content, message_id
+    extra = "".join(added).encode("utf-8", "surrogateescape")
+    if end < len(content) and not blank:
+        extra += b"\n"
+    elif end == len(content) and end > 0 and not content.endswith(b"\n"):
+        extra = b"\n" + extra
+    return content[:end] + extra + content[end:], message_id
+
+
+def logged_message_id(content: bytes) -> str:
+    """The Message-Id header value, for cleanup's `message-id=` line ('' when absent)."""
+    _, _, seen = scan_headers(content)
+    return seen.get(b"message-id", b"").decode("utf-8", "surrogateescape")

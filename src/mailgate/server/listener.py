@@ -1,0 +1,160 @@
+"""The asyncio SMTP listener: the only code that reads and writes client sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+from mailgate.config.settings import SmtpdSettings
+from mailgate.engine.context import Client
+from mailgate.maps.matchlist import HostAddrList
+from mailgate.server.session import Services, Session
+from mailgate.smtp.protocol import NEED_DATA, BareNewline, Closed, ServerConnection
+
+_READ = 65536
+
+
+def _peek(sock: socket.socket | None) -> bytes:
+    """Input that arrived before the greeting (the 3.7.6+ pre-greeting pipelining check)."""
+    if sock is None:
+        return b""
+    try:
+        # uvloop's transport sockets cannot recv(): peek through a duplicate descriptor.
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as dup:
+            return dup.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError, OSError):
+        return b""
+
+
+class SmtpServer:
+    """Accepts connections and runs one Session per client, bounded by connection limits."""
+
+    def __init__(self, settings: SmtpdSettings, services: Services,
+                 limit_exceptions: HostAddrList,
+                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+        self.settings = settings
+        self.services = services
+        self.limit_exceptions = limit_exceptions
+        self.sleep = sleep
+        self.servers: list[asyncio.Server] = []
+        self.per_client: dict[str, int] = {}
+        self.active = 0
+        self.sessions: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Listen on every `smtpd_listen` address; return the bound (host, port) pairs."""
+        bound = []
+        for addr in self.settings.listen:
+            server = await asyncio.start_server(self._accept, addr.host, addr.port,
+                                                backlog=4096, reuse_address=True,
+                                                limit=_READ * 4)
+            self.servers.append(server)
+            for sock in server.sockets:
+                name = sock.getsockname()
+                bound.append((name[0], name[1]))
+        return bound
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for task in list(self.sessions):
+            task.cancel()
+        await asyncio.gather(*self.sessions, return_exceptions=True)
+        for server in self.servers:
+            await server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.sessions.add(task)
+        peer = writer.get_extra_info("peername") or ("unknown", 0)
+        addr = str(peer[0])
+        if addr.startswith("::ffff:") and "." in addr:
+            addr = addr[7:]
+        self.active += 1
+        self.per_client[addr] = self.per_client.get(addr, 0) + 1
+        try:
+            await self._run(reader, writer, addr, int(peer[1]))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.active -= 1
+            left = self.per_client[addr] - 1
+            if left:
+                self.per_client[addr] = left
+            else:
+                del self.per_client[addr]
+            writer.close()
+            self.sessions.discard(task)
+
+    def _over_limit(self, addr: str) -> str:
+        s = self.settings
+        if self.active > s.max_connections:
+            return f"421 4.7.0 {s.myhostname} Error: too many connections"
+        count = self.per_client[addr]
+        if s.connection_count_limit and count > s.connection_count_limit:
+            try:
+                exempt = self.limit_exceptions.match("", addr)
+            except Exception:
+                exempt = False
+            if not exempt:
+                return f"421 4.7.0 {s.myhostname} Error: too many connections from {addr}"
+        return ""
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   addr: str, port: int) -> None:
+        s = self.settings
+        conn = ServerConnection(s.line_length_limit, s.message_size_limit,
+                                BareNewline(s.forbid_bare_newline))
+        client = Client("localhost" if addr in ("127.0.0.1", "::1") else "unknown", addr, port)
+        session = Session(s, self.services, client, conn)
+        refusal = self._over_limit(addr)
+        if refusal:
+            session.log(f"connect from {session.namaddr}")
+            what = "concurrency" if "from" in refusal else "count"
+            session.warn(f"Connection {what} limit exceeded: {self.per_client[addr]} from "
+                         f"{session.namaddr} for service smtp")
+            writer.write(refusal.encode() + b"\r\n")
+            await writer.drain()
+            session.log(f"disconnect from {session.namaddr} commands=0/0")
+            return
+        session.start(_peek(writer.get_extra_info("socket")))
+        try:
+            await self._loop(reader, writer, session, conn)
+        finally:
+            session.finish()
+
+    async def _flush(self, writer: asyncio.StreamWriter, session: Session) -> None:
+        out = session.out
+        while out:
+            delay, data = out.pop(0)
+            if delay > 0:
+                await writer.drain()
+                await self.sleep(delay)  # type: ignore[misc]
+            writer.write(data)
+        await writer.drain()
+
+    async def _loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    session: Session, conn: ServerConnection) -> None:
+        timeout = self.settings.timeout
+        while not session.closing:
+            if conn.mode.value == "command" and session.over_hard_limit():
+                break
+            event = conn.next_event()
+            if event is NEED_DATA:
+                await self._flush(writer, session)
+                try:
+                    data = await asyncio.wait_for(reader.read(_READ), timeout)
+                except TimeoutError:
+                    session.timed_out()
+                    break
+                except ConnectionError:
+                    data = b""
+                conn.receive_data(data)
+                continue
+            if isinstance(event, Closed):
+                session.lost(event)
+                return
+            await session.handle(event)
+        await self._flush(writer, session)

@@ -1,0 +1,1 @@
+"""The SMTP protocol core (sans-IO) and Postfix-compatible address parsing."""
