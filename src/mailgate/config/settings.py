@@ -22,7 +22,7 @@ def parse_listen(items: tuple[str, ...], origin: str) -> tuple[ListenAddress, ..
             host, sep, port = item[1:].partition("]:")
         else:
             host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
             raise ConfigError(f"{origin}: bad smtpd_listen address: {item!r} (use host:port "
                               "or [ipv6]:port)")
         out.append(ListenAddress(host, int(port)))

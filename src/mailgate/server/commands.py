@@ -116,6 +116,7 @@ def parse_mail_params(words: list[str]) -> MailParams:
 @dataclass
 class RcptParams:
     error: str = ""
+    warning: str = ""
     notify: str = ""
     orcpt: str = ""
 
@@ -127,8 +128,10 @@ def parse_rcpt_params(words: list[str]) -> RcptParams:
         upper = word.upper()
         if upper.startswith("NOTIFY="):
             values = upper[7:].split(",")
-            ok = all(v in ("NEVER", "SUCCESS", "FAILURE", "DELAY") for v in values)
-            if p.notify or not ok or ("NEVER" in values and len(values) > 1):
+            bad = [v for v in values if v not in ("NEVER", "SUCCESS", "FAILURE", "DELAY")]
+            if bad:
+                p.warning = f'unknown DSN NOTIFY command value "{bad[0]}" in "{word[7:]}"'
+            if p.notify or bad or ("NEVER" in values and len(values) > 1):
                 p.error = "501 5.5.4 Error: Bad NOTIFY parameter syntax"
                 return p
             p.notify = ",".join(values)

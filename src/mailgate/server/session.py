@@ -67,6 +67,18 @@ class Services:
     run_blocking: Callable[..., Awaitable[object]] = asyncio.to_thread
 
 
+def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
+    """Drop duplicate recipients, ignoring case (cleanup's duplicate filter); first one wins."""
+    seen: set[str] = set()
+    out = []
+    for rcpt in recipients:
+        key = rcpt.address.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(rcpt)
+    return out
+
+
 class Session:
     """Postfix smtpd semantics for one connection; `handle()` an event, read `out`."""
 
@@ -193,6 +205,10 @@ class Session:
         if cmd.too_long:
             self.warn(f"{self.namaddr}: request longer than {self.s.line_length_limit}: "
                       f"{cmd.line[:30]}...")
+        if cmd.bad_utf8 and self.s.smtputf8_enable:
+            self.reply("500 5.5.2 Error: bad UTF-8 syntax")
+            self.error_count += 1
+            return
         if not cmd.tokens:
             self.reply("500 5.5.2 Error: bad syntax")
             self.error_count += 1
@@ -212,11 +228,6 @@ class Session:
                 self.closing = True
                 return
             self.reply("500 5.5.2 Error: command not recognized")
-            self.error_count += 1
-            return
-        if cmd.bad_utf8 and self.s.smtputf8_enable:
-            self.stats.count(verb.lower(), False)
-            self.reply("500 5.5.2 Error: bad UTF-8 syntax")
             self.error_count += 1
             return
         self.where = verb
@@ -344,6 +355,8 @@ class Session:
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
         params = parse_rcpt_params([t.value for t in args[3:]])
+        if params.warning:
+            self.warn(params.warning)
         if params.error:
             self.reply(params.error)
             return False
@@ -459,8 +472,10 @@ class Session:
         else:
             message_id = logged_message_id(content)
         text = header + content
-        envelope = Envelope(queue_id, tx.sender, tx.recipients, now, self.client.name,
-                            self.client.addr, self.helo, self.proto, len(text), message_id)
+        size = len(text) + text.count(b"\n")  # Postfix counts message size with CRLF
+        envelope = Envelope(queue_id, tx.sender, unique_recipients(tx.recipients), now,
+                            self.client.name, self.client.addr, self.helo, self.proto, size,
+                            message_id)
         try:
             await self.svc.run_blocking(self.svc.store.commit, tx.incoming, envelope, text)
         except Exception as exc:  # a queue failure must never look like acceptance
@@ -546,5 +561,8 @@ class Session:
         return False
 
     async def xclient_cmd(self, cmd: Command) -> bool:
+        if self.tx.sender is not None:
+            self.reply("503 5.5.1 Error: MAIL transaction in progress")
+            return False
         self.reply("550 5.7.0 Error: insufficient authorization")
         return False

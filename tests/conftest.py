@@ -1,0 +1,219 @@
+"""Shared fixtures: a real `mailgate serve` process on a loopback port chosen by the OS."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+if not SHARED.exists():  # CI: shared/ sits beside the clone
+    SHARED = Path(os.environ.get("MAILGATE_SHARED", "../shared")).resolve()
+
+USERS = ("postmaster", "alice", "bob")
+DOMAIN = "example.test"
+HOSTNAME = "mx.example.test"
+
+
+def base_main_cf(root: Path) -> str:
+    """A test configuration like the reference Postfix's: virtual domain + local demo."""
+    vmailbox = root / "etc" / "vmailbox"
+    vmailbox.parent.mkdir(parents=True, exist_ok=True)
+    vmailbox.write_text("".join(
+        f"{u}@{DOMAIN} {DOMAIN}/{u}/\n{u}@localhost localhost/{u}/\n"
+        f"{u}@{HOSTNAME} localhost/{u}/\n" for u in USERS))
+    return (
+        f"myhostname = {HOSTNAME}\n"
+        "mydestination = $myhostname, localhost\n"
+        "mynetworks = 127.0.0.0/8\n"
+        "inet_interfaces = 127.0.0.1\n"
+        f"virtual_mailbox_domains = {DOMAIN}\n"
+        f"virtual_mailbox_maps = texthash:{vmailbox}\n"
+        "local_recipient_maps = $virtual_mailbox_maps\n"
+        f"mailgate_home = {root / 'data'}\n"
+        f"virtual_mailbox_base = {root / 'mail'}\n"
+        f"maillog_file = {root / 'maillog'}\n"
+        "smtpd_listen = 127.0.0.1:0\n"
+    )
+
+
+@dataclass
+class Server:
+    """A running `mailgate serve`; stopped by its PID."""
+
+    root: Path
+    proc: subprocess.Popen[str] | None = None
+    port: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "maillog"
+
+    @property
+    def mail(self) -> Path:
+        return self.root / "mail"
+
+    def write_config(self) -> None:
+        text = base_main_cf(self.root)
+        text += "".join(f"{k} = {v}\n" for k, v in self.extra.items())
+        (self.root / "etc" / "main.cf").write_text(text)
+
+    def start(self, timeout: float = 20.0) -> Server:
+        self.write_config()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailgate.cli", "serve", "-c", str(self.root / "etc")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the readiness signal: "mailgate: listening on"
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if not m:
+            self.proc.kill()
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"mailgate did not start: {line!r} {err}")
+        self.port = int(m.group(1))
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream:
+                    stream.close()
+        self.proc = None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.stop()
+
+    def log(self) -> list[str]:
+        """Log lines with the syslog prefix removed (`name/prog[pid]: text` → `prog: text`)."""
+        if not self.log_path.exists():
+            return []
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            m = re.match(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/(\w+)\[\d+\]: (.*)$", line)
+            if m:
+                out.append(f"{m.group(1)}: {m.group(2)}")
+        return out
+
+    def smtpd_log(self) -> list[str]:
+        return [line[len("smtpd: "):] for line in self.log() if line.startswith("smtpd: ")]
+
+    def wait_log(self, pattern: str, count: int = 1, timeout: float = 15.0) -> list[str]:
+        """Wait until `count` log lines match `pattern` (bounded in time)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            hits = [line for line in self.log() if regex.search(line)]
+            if len(hits) >= count:
+                return hits
+            if time.monotonic() > deadline:
+                raise AssertionError(f"log has no {count}x {pattern!r}:\n" + "\n".join(self.log()))
+            time.sleep(0.02)
+
+    def maildir_files(self, user: str, domain: str = DOMAIN) -> list[Path]:
+        new = self.mail / domain / user / "new"
+        return sorted(new.iterdir()) if new.exists() else []
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[type[Server] | object]:
+    servers: list[Server] = []
+
+    def make(**params: str) -> Server:
+        root = tmp_path / f"mg{len(servers)}"
+        root.mkdir()
+        server = Server(root, extra=dict(params))
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory) -> Server:  # type: ignore[no-untyped-def]
+    return server_factory().start()  # type: ignore[no-any-return]
+
+
+class Client:
+    """A raw SMTP client for byte-exact dialogues (smtplib hides too much)."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def line(self) -> str:
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("server closed the connection")
+            self.buf += data
+        raw, self.buf = self.buf.split(b"\n", 1)
+        return raw.rstrip(b"\r").decode("utf-8", "surrogateescape")
+
+    def reply(self) -> str:
+        """One complete reply; multi-line replies joined with newlines."""
+        lines = [self.line()]
+        while len(lines[-1]) > 3 and lines[-1][3] == "-":
+            lines.append(self.line())
+        return "\n".join(lines)
+
+    def send(self, data: str | bytes) -> None:
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode() + b"\r\n")
+
+    def cmd(self, text: str | bytes) -> str:
+        self.send(text)
+        return self.reply()
+
+    def closed(self) -> bool:
+        """True if the server closed the connection (EOF or reset) with no more output."""
+        try:
+            self.sock.settimeout(5)
+            data = self.buf or self.sock.recv(1)
+            return data == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def connect(server: Server) -> Iterator[object]:
+    clients: list[Client] = []
+
+    def make(port: int | None = None, greet: bool = True) -> Client:
+        client = Client(port or server.port)
+        clients.append(client)
+        if greet:
+            assert client.reply().startswith("220 ")
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
