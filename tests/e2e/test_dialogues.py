@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from support.dialogue import normalize, parse_script, play
+from support.dialogue import normalize, parse_script, play, script_settings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
 SCRIPTS = sorted(DATA.glob("*.in"))
@@ -24,9 +24,10 @@ def _settings() -> dict[str, str]:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
 def test_dialogue_matches_postfix(server_factory, script: Path) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory(**_settings()).start()
+    text = script.read_text()
+    server = server_factory(**{**_settings(), **script_settings(text)}).start()
     got = []
-    for session in parse_script(script.read_text()):
+    for session in parse_script(text):
         got.append("\n".join(normalize(play(server.port, session), "mx.example.test")))
     actual = "\n======\n".join(got) + "\n"
     expected = script.with_suffix(".ref").read_text()

@@ -18,6 +18,16 @@ def _decode(text: str) -> bytes:
     return text.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
 
 
+def script_settings(text: str) -> dict[str, str]:
+    """`#! name = value` lines: main.cf settings the script needs (both servers get them)."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#! "):
+            name, _, value = line[3:].partition("=")
+            out[name.strip()] = value.strip()
+    return out
+
+
 def parse_script(text: str) -> list[list[tuple[str, bytes, bool]]]:
     """Sessions of (label, bytes to send, wait for a reply)."""
     sessions: list[list[tuple[str, bytes, bool]]] = [[]]

@@ -473,6 +473,9 @@ class Session:
             message_id = logged_message_id(content)
         text = header + content
         size = len(text) + text.count(b"\n")  # Postfix counts message size with CRLF
+        if self.s.message_size_limit and size > self.s.message_size_limit:
+            self.message_too_big(verb)  # the limit applies to the queue file (cleanup)
+            return
         envelope = Envelope(queue_id, tx.sender, unique_recipients(tx.recipients), now,
                             self.client.name, self.client.addr, self.helo, self.proto, size,
                             message_id)
