@@ -217,3 +217,14 @@ def connect(server: Server) -> Iterator[object]:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def require(tool: str) -> str:
+    """The path of an external tool; missing tools fail in CI (set-up installs them), else skip."""
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}")
+                                  else None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is not installed: run scripts/test-setup")
+        pytest.skip(f"{tool} is not installed (scripts/test-setup installs it)")
+    return path

@@ -151,7 +151,9 @@ class App:
                         warn=lambda text: log.warning("smtpd", text))
         store = QueueStore(delivery.queue_directory, fsync=fsync)
         router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
-                        delivery.recipient_delimiter)
+                        delivery.recipient_delimiter,
+                        _union_map(cfg.list("virtual_uid_maps"), registry),
+                        _union_map(cfg.list("virtual_gid_maps"), registry))
         agents: dict[str, Agent] = {
             "virtual": MaildirAgent("virtual", smtpd.myhostname, fsync),
             "local": MaildirAgent("local", smtpd.myhostname, fsync),

@@ -78,6 +78,10 @@ class Config:
                 raise ConfigError(f'-o {item}: expected name=value')
             entries.append(Entry(name.strip(), value.strip(), "command line"))
         explicit = {e.name: e for e in entries}
+        if "myhostname" in explicit:  # mydomain follows myhostname, as in Postfix
+            host = expand(explicit["myhostname"].value, lookup_in(
+                {k: v.value for k, v in explicit.items()}, defaults)).lower()
+            defaults["mydomain"] = host.split(".", 1)[1] if "." in host else "localdomain"
         config = cls(MappingProxyType(defaults), MappingProxyType(explicit), config_dir,
                      tuple(warnings))
         config.validate()

@@ -121,6 +121,7 @@ class DeliverySettings:
     maximal_backoff_time: float
     concurrency: int
     enable_original_recipient: bool
+    defer_transports: frozenset[str]
 
     @classmethod
     def from_config(cls, cfg: Config) -> DeliverySettings:
@@ -139,4 +140,5 @@ class DeliverySettings:
             maximal_backoff_time=cfg.time("maximal_backoff_time"),
             concurrency=cfg.int("delivery_concurrency"),
             enable_original_recipient=cfg.bool("enable_original_recipient"),
+            defer_transports=frozenset(cfg.list("defer_transports")),
         )

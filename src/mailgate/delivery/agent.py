@@ -26,6 +26,8 @@ class DeliveryRequest:
     content: bytes
     nexthop: str  # transport-specific: a Maildir path for maildir agents
     recovered: bool  # the message was found in the queue at start-up (may be half done)
+    uid: int = -1  # owner for delivered files (-1: unchanged)
+    gid: int = -1
 
 
 @dataclass(frozen=True, slots=True)

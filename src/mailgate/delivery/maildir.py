@@ -38,16 +38,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def deliver_to_maildir(maildir: Path, name: str, headers: bytes, content: bytes,
-                       check_duplicate: bool, fsync: bool = True) -> bool:
-    """Write one message file atomically; return False if it was already there."""
+def _make_maildir(maildir: Path, uid: int, gid: int) -> None:
+    if (maildir / "tmp").is_dir():
+        return
+    created = [p for p in (maildir, *maildir.parents) if not p.exists()]
     for sub in ("tmp", "new", "cur"):
         (maildir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    if uid >= 0 or gid >= 0:
+        for path in [*created, maildir / "tmp", maildir / "new", maildir / "cur"]:
+            os.chown(path, uid, gid)
+
+
+def deliver_to_maildir(maildir: Path, name: str, headers: bytes, content: bytes,
+                       check_duplicate: bool, fsync: bool = True, uid: int = -1,
+                       gid: int = -1) -> bool:
+    """Write one message file atomically; return False if it was already there."""
+    _make_maildir(maildir, uid, gid)
     if check_duplicate and _already_delivered(maildir, name):
         return False
     tmp = maildir / "tmp" / name
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        if uid >= 0 or gid >= 0:
+            os.fchown(fd, uid, gid)
         os.write(fd, headers)
         view = memoryview(content)
         while view:
@@ -82,7 +95,8 @@ class MaildirAgent:
         try:
             deliver_to_maildir(maildir, maildir_name(request, self.hostname),
                                self._headers(request), request.content,
-                               check_duplicate=request.recovered, fsync=self.fsync)
+                               check_duplicate=request.recovered, fsync=self.fsync,
+                               uid=request.uid, gid=request.gid)
         except OSError as exc:
             return DeliveryResult(Status.DEFERRED, "4.2.0",
                                   f"maildir delivery failed: create maildir file "

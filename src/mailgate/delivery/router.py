@@ -15,6 +15,8 @@ class Route:
     transport: str  # "virtual", "local", or a transport this server cannot deliver to yet
     nexthop: str  # a Maildir path for virtual/local
     error: str = ""  # a reason to defer (temporary) instead of delivering
+    uid: int = -1  # owner of delivered files (virtual_uid_maps); -1 keeps the server's
+    gid: int = -1
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Router:
     virtual_mailbox_base: str
     home_mailbox: str
     recipient_delimiter: str
+    uid_maps: Map | None = None
+    gid_maps: Map | None = None
 
     def route(self, recipient: str) -> Route:
         try:
@@ -55,7 +59,20 @@ class Router:
         if Path(value).is_absolute() or ".." in parts:
             return Route("virtual", "", f"mailbox {value}: not a relative path under "
                                         "virtual_mailbox_base")
-        return Route("virtual", str(Path(self.virtual_mailbox_base) / value))
+        uid = self._id(self.uid_maps, address)
+        gid = self._id(self.gid_maps, address)
+        if uid is None or gid is None:
+            return Route("virtual", "", f"recipient {address}: bad virtual_uid_maps or "
+                                        "virtual_gid_maps result")
+        return Route("virtual", str(Path(self.virtual_mailbox_base) / value), uid=uid, gid=gid)
+
+    def _id(self, table: Map | None, address: str) -> int | None:
+        if table is None:
+            return -1
+        value = find_address(table, address, self.recipient_delimiter, local=False)
+        if value is None or not value.isdigit():
+            return None
+        return int(value)
 
 
 def _safe_name(user: str) -> str:

@@ -116,13 +116,16 @@ class QueueManager:
     async def _deliver_one(self, envelope: Envelope, content: bytes, index: int,
                            recipient: str, recovered: bool) -> DeliveryResult:
         route = self.router.route(recipient)
+        if route.transport in self.settings.defer_transports:
+            return DeliveryResult(Status.DEFERRED, "4.3.0", "deferred transport", "none")
         agent = self.agents.get(route.transport)
         if route.error or agent is None:
             return DeliveryResult(Status.DEFERRED, "4.3.0", route.error or
                                   f"transport {route.transport} is not available", "none")
         orig = recipient if self.settings.enable_original_recipient else ""
         request = DeliveryRequest(envelope.queue_id, envelope.sender, recipient, orig, index,
-                                  envelope.arrival, content, route.nexthop, recovered)
+                                  envelope.arrival, content, route.nexthop, recovered,
+                                  route.uid, route.gid)
         return await agent.deliver(request)
 
     def _log_result(self, envelope: Envelope, recipient: str, result: DeliveryResult,
