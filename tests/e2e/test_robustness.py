@@ -1,0 +1,203 @@
+"""Bad input gets the right answer and loses nothing: vanishing clients, kill -9, bad config."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import Server
+
+
+def _queue_files(server: Server) -> list[Path]:
+    queue = server.root / "data" / "queue"
+    return [p for d in ("incoming", "active", "deferred") if (queue / d).exists()
+            for p in (queue / d).iterdir()]
+
+
+def test_client_vanishing_mid_data_queues_nothing(connect, server: Server) -> None:  # type: ignore[no-untyped-def]
+    client = connect()
+    client.cmd("EHLO x")
+    client.cmd("MAIL FROM:<a@remote.example>")
+    assert client.cmd("RCPT TO:<alice@example.test>") == "250 2.1.5 Ok"
+    assert client.cmd("DATA").startswith("354 ")
+    client.send(b"Subject: half\r\n\r\npartial body")
+    client.close()
+    server.wait_log("disconnect from")
+    assert "lost connection after DATA (29 bytes) from localhost[127.0.0.1]" in server.smtpd_log()
+    assert any("data=0/1" in line for line in server.smtpd_log())
+    assert _queue_files(server) == []
+    assert server.maildir_files("alice") == []
+
+
+def test_lost_connection_is_logged_with_the_last_command(connect, server: Server) -> None:  # type: ignore[no-untyped-def]
+    client = connect()
+    client.cmd("EHLO x")
+    client.cmd("MAIL FROM:<a@remote.example>")
+    client.close()
+    server.wait_log("disconnect from")
+    log = server.smtpd_log()
+    assert log[-2:] == ["lost connection after MAIL from localhost[127.0.0.1]",
+                        "disconnect from localhost[127.0.0.1] ehlo=1 mail=1 commands=2"]
+
+
+@pytest.mark.parametrize("smuggle", [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r.\r\n"])
+def test_smuggled_end_of_data_stays_in_the_message(connect, server: Server, smuggle: bytes) -> None:  # type: ignore[no-untyped-def]
+    client = connect()
+    client.cmd("EHLO x")
+    client.cmd("MAIL FROM:<a@remote.example>")
+    client.cmd("RCPT TO:<alice@example.test>")
+    client.cmd("DATA")
+    client.send(b"Subject: s\r\n\r\nbefore" + smuggle +
+                b"MAIL FROM:<evil@remote.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+                b"after\r\n.\r\n")
+    reply = client.reply()
+    assert reply.startswith("250 2.0.0 Ok: queued as ")
+    assert client.cmd("QUIT") == "221 2.0.0 Bye"
+    server.wait_log("removed")
+    (path,) = server.maildir_files("alice")
+    assert "MAIL FROM:<evil@remote.example>" in path.read_bytes().decode()
+    assert server.maildir_files("bob") == []
+
+
+def test_kill9_right_after_250_delivers_after_restart_exactly_once(server_factory) -> None:  # type: ignore[no-untyped-def]
+    # First life: the virtual transport is deferred, so the message sits in the queue.
+    server = server_factory(defer_transports="virtual").start()
+    with smtplib.SMTP("127.0.0.1", server.port) as smtp:
+        smtp.sendmail("a@remote.example", ["alice@example.test"], b"Subject: durable\r\n\r\nx\r\n")
+    server.kill9()
+    assert server.maildir_files("alice") == []
+    assert len(_queue_files(server)) == 1
+    # Second life: recovered from the queue and delivered once.
+    server.extra.pop("defer_transports")
+    server.start()
+    server.wait_log(r"qmgr: [0-9A-F]+: removed")
+    (path,) = server.maildir_files("alice")
+    assert "Subject: durable" in path.read_text()
+    assert _queue_files(server) == []
+
+
+def test_kill9_at_any_moment_loses_no_acknowledged_message(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory().start()
+    acknowledged = []
+    for i in range(5):
+        with smtplib.SMTP("127.0.0.1", server.port) as smtp:
+            smtp.sendmail("a@remote.example", ["bob@example.test"],
+                          f"Subject: n{i}\r\n\r\nx\r\n".encode())
+            acknowledged.append(f"Subject: n{i}")
+        if i == 2:
+            server.kill9()  # possibly in the middle of a delivery
+            server.start()
+    server.wait_log(r"qmgr: [0-9A-F]+: removed", count=1)
+    server.stop()
+    server.start()  # one more recovery pass; nothing may be delivered twice
+    deadline_hits = server.wait_log(r"daemon started", count=3)
+    assert deadline_hits
+    import time
+    end = time.monotonic() + 15
+    while time.monotonic() < end and len(server.maildir_files("bob")) < 5:
+        time.sleep(0.05)
+    subjects = sorted(p.read_text().split("Subject: ")[1].split("\n")[0]
+                      for p in server.maildir_files("bob"))
+    assert subjects == [f"n{i}" for i in range(5)]
+
+
+def test_config_error_stops_startup_with_file_line_and_problem(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "main.cf").write_text("myhostname = mx.example\n\nsmtpd_hard_error_limit = lots\n")
+    result = subprocess.run([sys.executable, "-m", "mailgate.cli", "serve", "-c", str(etc)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"mailgate: fatal: {etc / 'main.cf'}, line 3: bad numerical "
+                                     "configuration: smtpd_hard_error_limit = lots")
+
+
+def test_open_relay_configuration_refuses_to_start(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "main.cf").write_text("smtpd_relay_restrictions =\n"
+                                 "smtpd_recipient_restrictions = permit_mynetworks\n")
+    result = subprocess.run([sys.executable, "-m", "mailgate.cli", "serve", "-c", str(etc)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "specify at least one working instance of: reject_unauth_destination" in result.stderr
+
+
+def test_missing_config_dir_is_reported(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "mailgate.cli", "serve", "-c",
+                             str(tmp_path / "nope")], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "main.cf: No such file or directory" in result.stderr
+
+
+def test_timeout_says_421_and_logs(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(smtpd_timeout="1s").start()
+    from conftest import Client
+
+    client = Client(server.port)
+    client.reply()
+    client.cmd("EHLO x")
+    assert client.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
+    assert client.closed()
+    client.close()
+    server.wait_log("disconnect from")
+    assert "timeout after EHLO from localhost[127.0.0.1]" in server.smtpd_log()
+
+
+def test_client_connection_count_limit(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(smtpd_client_connection_count_limit="2",
+                            mynetworks="10.0.0.0/8").start()
+    from conftest import Client
+
+    first, second = Client(server.port), Client(server.port)
+    assert first.reply().startswith("220") and second.reply().startswith("220")
+    third = Client(server.port)
+    assert third.reply() == "421 4.7.0 mx.example.test Error: too many connections from 127.0.0.1"
+    assert third.closed()
+    server.wait_log("Connection concurrency limit exceeded")
+    for c in (first, second, third):
+        c.close()
+
+
+def test_hard_error_limit_disconnects_with_log_line(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(smtpd_hard_error_limit="2", smtpd_soft_error_limit="10").start()
+    from conftest import Client
+
+    client = Client(server.port)
+    client.reply()
+    assert client.cmd("FOO").startswith("500")
+    assert client.cmd("BAR") == "500 5.5.2 Error: command not recognized"
+    assert client.reply() == "421 4.7.0 mx.example.test Error: too many errors"
+    assert client.closed()
+    client.close()
+    server.wait_log("disconnect from")
+    assert server.smtpd_log()[-2:] == [
+        "too many errors after UNKNOWN from localhost[127.0.0.1]",
+        "disconnect from localhost[127.0.0.1] unknown=0/2 commands=0/2"]
+
+
+def test_pipelining_violation_is_logged_once(connect, server: Server) -> None:  # type: ignore[no-untyped-def]
+    client = connect()
+    client.send(b"HELO h.example\r\nMAIL FROM:<s@remote.example>\r\nRCPT TO:<alice@example.test>\r\n")
+    assert client.reply() == "250 mx.example.test"
+    assert client.reply() == "250 2.1.0 Ok"
+    assert client.reply() == "250 2.1.5 Ok"
+    client.cmd("QUIT")
+    server.wait_log("disconnect from")
+    assert ("improper command pipelining after HELO from localhost[127.0.0.1]: "
+            "MAIL FROM:<s@remote.example>\\r\\nRCPT TO:<alice@example.test>\\r\\n"
+            ) in server.smtpd_log()
+
+
+def test_greeting_when_environment_has_home(tmp_path: Path) -> None:
+    env = dict(os.environ, MAILGATE_HOME=str(tmp_path / "home"))
+    result = subprocess.run([sys.executable, "-m", "mailgate.cli", "postconf", "queue_directory"],
+                            capture_output=True, text=True, env=env, timeout=30)
+    assert result.stdout.strip() == "queue_directory = $mailgate_home/queue"
+    result = subprocess.run([sys.executable, "-m", "mailgate.cli", "postconf", "mailgate_home"],
+                            capture_output=True, text=True, env=env, timeout=30)
+    assert result.stdout.strip() == f"mailgate_home = {tmp_path / 'home'}"
