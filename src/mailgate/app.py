@@ -68,7 +68,7 @@ class _Maps:
 def interface_addresses(cfg: Config, listen: list[str]) -> frozenset[str]:
     """Our own addresses: inet_interfaces (or, for `all`, the listen addresses and loopback)."""
     out: set[str] = {"127.0.0.1", "::1"}
-    for item in cfg.list("inet_interfaces") + cfg.list("proxy_interfaces"):
+    for item in cfg.get_list("inet_interfaces") + cfg.get_list("proxy_interfaces"):
         if item in ("all", "loopback-only", "localhost"):
             continue
         try:
@@ -84,9 +84,9 @@ def interface_addresses(cfg: Config, listen: list[str]) -> frozenset[str]:
 
 def mynetworks_patterns(cfg: Config) -> tuple[str, ...]:
     """`mynetworks`, or what `mynetworks_style` derives (host: the machine's own addresses)."""
-    if cfg.is_set("mynetworks") or cfg.list("mynetworks"):
-        return cfg.list("mynetworks")
-    style = cfg.str("mynetworks_style")
+    if cfg.is_set("mynetworks") or cfg.get_list("mynetworks"):
+        return cfg.get_list("mynetworks")
+    style = cfg.get_str("mynetworks_style")
     if style == "host":
         return ("127.0.0.0/8", "[::1]/128")
     if style == "subnet":
@@ -111,49 +111,49 @@ class App:
         registry = default_registry()
         smtpd = SmtpdSettings.from_config(cfg)
         delivery = DeliverySettings.from_config(cfg)
-        log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.str("maillog_file"))
-        pdms = set(cfg.list("parent_domain_matches_subdomains"))
+        log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
+        pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
         local = interface_addresses(cfg, [a.host for a in smtpd.listen])
 
         def domains(name: str) -> DomainList:
-            return DomainList.build(cfg.list(name), registry, name in pdms)
+            return DomainList.build(cfg.get_list(name), registry, name in pdms)
 
         resolver = AddressResolver(
-            myorigin=cfg.str("myorigin"), mydestination=domains("mydestination"),
+            myorigin=cfg.get_str("myorigin"), mydestination=domains("mydestination"),
             virtual_alias_domains=domains("virtual_alias_domains"),
             virtual_mailbox_domains=domains("virtual_mailbox_domains"),
             relay_domains=domains("relay_domains"), interface_addresses=local,
-            allow_percent_hack=cfg.bool("allow_percent_hack"),
-            swap_bangpath=cfg.bool("swap_bangpath"),
-            append_at_myorigin=cfg.bool("append_at_myorigin"))
+            allow_percent_hack=cfg.get_bool("allow_percent_hack"),
+            swap_bangpath=cfg.get_bool("swap_bangpath"),
+            append_at_myorigin=cfg.get_bool("append_at_myorigin"))
         mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry)
         for bad in mynetworks.errors:
             log.warning("smtpd", f'mynetworks: non-null host address bits in "{bad}"')
-        vmaps = _union_map(cfg.list("virtual_mailbox_maps"), registry)
+        vmaps = _union_map(cfg.get_list("virtual_mailbox_maps"), registry)
         tables = EngineTables(
             resolver=resolver, mynetworks=mynetworks,
             local_recipient_maps=_union_map(
-                tuple(s for s in cfg.list("local_recipient_maps")), registry),
+                tuple(s for s in cfg.get_list("local_recipient_maps")), registry),
             virtual_mailbox_maps=vmaps,
-            virtual_alias_maps=_union_map(cfg.list("virtual_alias_maps"), registry),
-            relay_recipient_maps=_union_map(cfg.list("relay_recipient_maps"), registry),
-            recipient_delimiter=cfg.str("recipient_delimiter"))
+            virtual_alias_maps=_union_map(cfg.get_list("virtual_alias_maps"), registry),
+            relay_recipient_maps=_union_map(cfg.get_list("relay_recipient_maps"), registry),
+            recipient_delimiter=cfg.get_str("recipient_delimiter"))
         codes = Codes(
-            reject_code=cfg.int("reject_code"), defer_code=cfg.int("defer_code"),
-            relay_domains_reject_code=cfg.int("relay_domains_reject_code"),
-            unknown_local_recipient_reject_code=cfg.int("unknown_local_recipient_reject_code"),
-            unknown_virtual_mailbox_reject_code=cfg.int("unknown_virtual_mailbox_reject_code"),
-            unknown_virtual_alias_reject_code=cfg.int("unknown_virtual_alias_reject_code"),
-            unknown_relay_recipient_reject_code=cfg.int("unknown_relay_recipient_reject_code"),
-            show_user_unknown_table_name=cfg.bool("show_user_unknown_table_name"),
-            soft_bounce=cfg.bool("soft_bounce"))
+            reject_code=cfg.get_int("reject_code"), defer_code=cfg.get_int("defer_code"),
+            relay_domains_reject_code=cfg.get_int("relay_domains_reject_code"),
+            unknown_local_recipient_reject_code=cfg.get_int("unknown_local_recipient_reject_code"),
+            unknown_virtual_mailbox_reject_code=cfg.get_int("unknown_virtual_mailbox_reject_code"),
+            unknown_virtual_alias_reject_code=cfg.get_int("unknown_virtual_alias_reject_code"),
+            unknown_relay_recipient_reject_code=cfg.get_int("unknown_relay_recipient_reject_code"),
+            show_user_unknown_table_name=cfg.get_bool("show_user_unknown_table_name"),
+            soft_bounce=cfg.get_bool("soft_bounce"))
         engine = Engine(EngineSettings.from_config(cfg), Env(tables, codes),
                         warn=lambda text: log.warning("smtpd", text))
         store = QueueStore(delivery.queue_directory, fsync=fsync)
         router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
                         delivery.recipient_delimiter,
-                        _union_map(cfg.list("virtual_uid_maps"), registry),
-                        _union_map(cfg.list("virtual_gid_maps"), registry))
+                        _union_map(cfg.get_list("virtual_uid_maps"), registry),
+                        _union_map(cfg.get_list("virtual_gid_maps"), registry))
         agents: dict[str, Agent] = {
             "virtual": MaildirAgent("virtual", smtpd.myhostname, fsync),
             "local": MaildirAgent("local", smtpd.myhostname, fsync),
@@ -162,7 +162,7 @@ class App:
         services = Services(engine=engine, store=store, log=log,
                             forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
                             local_addresses=local, on_queued=qmgr.enqueue, clock=time.time)
-        exceptions = HostAddrList.build(cfg.list("smtpd_client_event_limit_exceptions")
+        exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
         server = SmtpServer(smtpd, services, exceptions)
         return cls(cfg, smtpd, delivery, log, store, qmgr, server)
@@ -175,7 +175,7 @@ class App:
             self.log.warning("master", warning)
         for warning in self.config.unused_parameters():
             self.log.warning("master", warning)
-        self.log.log("master", f"daemon started -- version {self.config.str('mail_version')}, "
+        self.log.log("master", f"daemon started -- version {self.config.get_str('mail_version')}, "
                      f"configuration {self.config.config_dir or '(embedded)'}")
         return bound
 

@@ -5,25 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from mailgate import __version__
+from mailgate.config.config import Config
 from mailgate.errors import ConfigError, MailgateError
 
 
-def _load(args: argparse.Namespace, demo: bool):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace, demo: bool) -> Config:
     from mailgate.app import DEMO_MAIN_CF
-    from mailgate.config.config import Config
 
     base = DEMO_MAIN_CF if demo and args.config_dir is None else None
     return Config.load(args.config_dir, args.override, base_text=base)
 
 
-def _run_loop(coro):  # type: ignore[no-untyped-def]
+def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

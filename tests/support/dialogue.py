@@ -1,8 +1,9 @@
 """Play scripted SMTP dialogues over a real socket and record the server's replies.
 
 Script lines (`*.in`): `C text` sends text+CRLF and reads one reply; `N text` sends text+CRLF
-and reads nothing; `R text` sends raw text (no CRLF added) and reads one reply; `W` reads one more
-reply without sending; `E expr` sends the Python string expression's value+CRLF and reads one reply. In `text`, backslash
+and reads nothing; `R text` sends raw text (no CRLF added) and reads one reply; `W` reads one
+more reply without sending; `E expr` sends the Python string expression's value+CRLF and reads
+one reply; `#! name = value` sets a main.cf parameter for both servers. In `text`, backslash
 escapes (\\r, \\n, \\t, \\xNN) are decoded. `---` starts a new session, `#` is a comment.
 Transcripts (`*.ref`) hold `S: ` reply lines and `C: ` echo lines; `<CLOSED>` marks a close.
 """

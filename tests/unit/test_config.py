@@ -52,21 +52,21 @@ def _cfg(tmp_path: Path, text: str, *overrides: str) -> Config:
 def test_typed_values_and_defaults(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "smtpd_timeout = 5m\nmyhostname = mx.example\n"
                          "smtpd_delay_reject = no\n", "message_size_limit=100")
-    assert cfg.time("smtpd_timeout") == 300
-    assert cfg.bool("smtpd_delay_reject") is False
-    assert cfg.size("message_size_limit") == 100
-    assert cfg.int("smtpd_hard_error_limit") == 20
-    assert cfg.str("smtpd_banner") == "mx.example ESMTP mailgate"
-    assert cfg.list("mydestination") == ("mx.example", "localhost.example", "localhost")
-    assert cfg.list("smtpd_relay_restrictions") == (
+    assert cfg.get_time("smtpd_timeout") == 300
+    assert cfg.get_bool("smtpd_delay_reject") is False
+    assert cfg.get_size("message_size_limit") == 100
+    assert cfg.get_int("smtpd_hard_error_limit") == 20
+    assert cfg.get_str("smtpd_banner") == "mx.example ESMTP mailgate"
+    assert cfg.get_list("mydestination") == ("mx.example", "localhost.example", "localhost")
+    assert cfg.get_list("smtpd_relay_restrictions") == (
         "permit_mynetworks", "permit_sasl_authenticated", "defer_unauth_destination")
-    assert cfg.bool("smtpd_relay_before_recipient_restrictions") is True
+    assert cfg.get_bool("smtpd_relay_before_recipient_restrictions") is True
 
 
 def test_stress_conditional_default(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "stress = yes\n")
-    assert cfg.int("smtpd_hard_error_limit") == 1
-    assert cfg.time("smtpd_timeout") == 10
+    assert cfg.get_int("smtpd_hard_error_limit") == 1
+    assert cfg.get_time("smtpd_timeout") == 10
 
 
 @pytest.mark.parametrize(("line", "message"), [

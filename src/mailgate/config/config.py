@@ -124,38 +124,38 @@ class Config:
         return expand(text, self.raw)
 
     # --- typed getters ----------------------------------------------------------------
-    def str(self, name: str) -> str:
+    def get_str(self, name: str) -> str:
         return self.expanded(name).strip()
 
-    def list(self, name: str) -> tuple[str, ...]:
+    def get_list(self, name: str) -> tuple[str, ...]:
         return tuple(split_list(self.expanded(name)))
 
-    def bool(self, name: str) -> bool:
-        value = self.str(name).lower()
+    def get_bool(self, name: str) -> bool:
+        value = self.get_str(name).lower()
         if value not in _BOOL:
             self._bad(name, "bad boolean configuration")
         return _BOOL[value]
 
-    def int(self, name: str) -> int:
-        value = self.str(name)
+    def get_int(self, name: str) -> int:
+        value = self.get_str(name)
         if not re.fullmatch(r"-?[0-9]+", value):
             self._bad(name, "bad numerical configuration")
         return self._bounded(name, int(value))
 
-    def time(self, name: str) -> float:
+    def get_time(self, name: str) -> float:
         """A time in seconds; a bare number takes the parameter's default unit."""
-        value = self.str(name).lower()
+        value = self.get_str(name).lower()
         param = BY_NAME.get(name)
         m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)", value)
-        if not m:
-            self._bad(name, "bad time configuration")
+        if m is None:
+            raise self._error(name, "bad time configuration")
         unit = m.group(2) or (param.unit if param else "s")
         seconds = float(m.group(1)) * _TIME_UNITS[unit]
         self._bounded(name, int(seconds))
         return seconds
 
-    def size(self, name: str) -> int:
-        value = self.str(name)
+    def get_size(self, name: str) -> int:
+        value = self.get_str(name)
         if not re.fullmatch(r"[0-9]+", value):
             self._bad(name, "bad numerical configuration")
         return self._bounded(name, int(value))
@@ -172,13 +172,16 @@ class Config:
         return number
 
     def _bad(self, name: str, what: str) -> None:
-        raise ConfigError(f"{self.origin(name)}: {what}: {name} = {self.raw(name)}")
+        raise self._error(name, what)
+
+    def _error(self, name: str, what: str) -> ConfigError:
+        return ConfigError(f"{self.origin(name)}: {what}: {name} = {self.raw(name)}")
 
     # --- start-up checks --------------------------------------------------------------
     def validate(self) -> None:
         """Convert every known parameter once, so a bad value stops start-up with its origin."""
-        getters = {Kind.INT: self.int, Kind.BOOL: self.bool, Kind.TIME: self.time,
-                   Kind.SIZE: self.size, Kind.STR: self.str, Kind.LIST: self.list}
+        getters = {Kind.INT: self.get_int, Kind.BOOL: self.get_bool, Kind.TIME: self.get_time,
+                   Kind.SIZE: self.get_size, Kind.STR: self.get_str, Kind.LIST: self.get_list}
         for param in PARAMETERS:
             getters[param.kind](param.name)
         for name in self.explicit:
@@ -191,7 +194,7 @@ class Config:
         Like postconf: a user-defined name is "used" when another value references it as
         `$name` or it is listed in `smtpd_restriction_classes`.
         """
-        referenced: set[str] = set(self.list("smtpd_restriction_classes"))
+        referenced: set[str] = set(self.get_list("smtpd_restriction_classes"))
         pattern = re.compile(r"\$\{?\(?([A-Za-z0-9_]+)")
         for name in list(self.explicit) + list(self.defaults):
             raw = self.raw(name) or ""

@@ -92,15 +92,22 @@ def _level(value: str) -> tuple[int, ...]:
 
 def _compare(left: str, op: str, right: str) -> bool:
     if op.endswith("level"):
-        a, b = _level(left), _level(right)
-        op = op[: -len("level")]
-        return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+        la, lb = _level(left), _level(right)
+        diff = (la > lb) - (la < lb)
+        return _ordered(diff, op[: -len("level")], 0)
     if left.isdigit() and right.isdigit():
-        x: int | str = int(left)
-        y: int | str = int(right)
+        return _ordered(int(left), op, int(right))
+    return _ordered(left, op, right)
+
+
+def _ordered(a: int | str, op: str, b: int | str) -> bool:
+    if isinstance(a, int) and isinstance(b, int):
+        diff = (a > b) - (a < b)
     else:
-        x, y = left, right
-    return {"==": x == y, "!=": x != y, "<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
+        sa, sb = str(a), str(b)
+        diff = (sa > sb) - (sa < sb)
+    return {"==": diff == 0, "!=": diff != 0, "<": diff < 0, "<=": diff <= 0, ">": diff > 0,
+            ">=": diff >= 0}[op]
 
 
 def expand(value: str, lookup: Callable[[str], str | None], depth: int = 0) -> str:

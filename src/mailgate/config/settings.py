@@ -67,43 +67,43 @@ class SmtpdSettings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> SmtpdSettings:
-        bare = cfg.str("smtpd_forbid_bare_newline").lower()
+        bare = cfg.get_str("smtpd_forbid_bare_newline").lower()
         if bare not in ("no", "yes", "normalize"):
             raise ConfigError(f"{cfg.origin('smtpd_forbid_bare_newline')}: bad "
                               f"smtpd_forbid_bare_newline value: {bare} (no, normalize or yes)")
         return cls(
-            myhostname=cfg.str("myhostname"),
-            mail_name=cfg.str("mail_name"),
-            banner=cfg.str("smtpd_banner"),
-            syslog_name=cfg.str("syslog_name"),
-            listen=parse_listen(cfg.list("smtpd_listen"), cfg.origin("smtpd_listen")),
-            line_length_limit=cfg.int("line_length_limit"),
-            message_size_limit=cfg.size("message_size_limit"),
-            recipient_limit=cfg.int("smtpd_recipient_limit"),
-            recipient_overshoot_limit=cfg.int("smtpd_recipient_overshoot_limit"),
-            timeout=cfg.time("smtpd_timeout"),
-            connection_count_limit=cfg.int("smtpd_client_connection_count_limit"),
-            max_connections=cfg.int("smtpd_max_connections"),
-            soft_error_limit=cfg.int("smtpd_soft_error_limit"),
-            hard_error_limit=cfg.int("smtpd_hard_error_limit"),
-            error_sleep_time=cfg.time("smtpd_error_sleep_time"),
-            error_sleep_growth=cfg.time("smtpd_error_sleep_growth"),
-            error_sleep_max=cfg.time("smtpd_error_sleep_max"),
-            junk_command_limit=cfg.int("smtpd_junk_command_limit"),
-            helo_required=cfg.bool("smtpd_helo_required"),
-            disable_vrfy=cfg.bool("disable_vrfy_command"),
-            noop_commands=frozenset(c.upper() for c in cfg.list("smtpd_noop_commands")),
-            forbidden_commands=cfg.list("smtpd_forbidden_commands"),
+            myhostname=cfg.get_str("myhostname"),
+            mail_name=cfg.get_str("mail_name"),
+            banner=cfg.get_str("smtpd_banner"),
+            syslog_name=cfg.get_str("syslog_name"),
+            listen=parse_listen(cfg.get_list("smtpd_listen"), cfg.origin("smtpd_listen")),
+            line_length_limit=cfg.get_int("line_length_limit"),
+            message_size_limit=cfg.get_size("message_size_limit"),
+            recipient_limit=cfg.get_int("smtpd_recipient_limit"),
+            recipient_overshoot_limit=cfg.get_int("smtpd_recipient_overshoot_limit"),
+            timeout=cfg.get_time("smtpd_timeout"),
+            connection_count_limit=cfg.get_int("smtpd_client_connection_count_limit"),
+            max_connections=cfg.get_int("smtpd_max_connections"),
+            soft_error_limit=cfg.get_int("smtpd_soft_error_limit"),
+            hard_error_limit=cfg.get_int("smtpd_hard_error_limit"),
+            error_sleep_time=cfg.get_time("smtpd_error_sleep_time"),
+            error_sleep_growth=cfg.get_time("smtpd_error_sleep_growth"),
+            error_sleep_max=cfg.get_time("smtpd_error_sleep_max"),
+            junk_command_limit=cfg.get_int("smtpd_junk_command_limit"),
+            helo_required=cfg.get_bool("smtpd_helo_required"),
+            disable_vrfy=cfg.get_bool("disable_vrfy_command"),
+            noop_commands=frozenset(c.upper() for c in cfg.get_list("smtpd_noop_commands")),
+            forbidden_commands=cfg.get_list("smtpd_forbidden_commands"),
             forbid_bare_newline=bare,
-            forbid_unauth_pipelining=cfg.bool("smtpd_forbid_unauth_pipelining"),
+            forbid_unauth_pipelining=cfg.get_bool("smtpd_forbid_unauth_pipelining"),
             discard_ehlo_keywords=frozenset(
-                k.upper() for k in cfg.list("smtpd_discard_ehlo_keywords")),
-            client_port_logging=cfg.bool("smtpd_client_port_logging"),
-            smtputf8_enable=cfg.bool("smtputf8_enable"),
-            strict_rfc821_envelopes=cfg.bool("strict_rfc821_envelopes"),
-            enable_help=cfg.bool("smtpd_enable_help"),
-            delay_reject=cfg.bool("smtpd_delay_reject"),
-            soft_bounce=cfg.bool("soft_bounce"),
+                k.upper() for k in cfg.get_list("smtpd_discard_ehlo_keywords")),
+            client_port_logging=cfg.get_bool("smtpd_client_port_logging"),
+            smtputf8_enable=cfg.get_bool("smtputf8_enable"),
+            strict_rfc821_envelopes=cfg.get_bool("strict_rfc821_envelopes"),
+            enable_help=cfg.get_bool("smtpd_enable_help"),
+            delay_reject=cfg.get_bool("smtpd_delay_reject"),
+            soft_bounce=cfg.get_bool("soft_bounce"),
         )
 
 
@@ -125,20 +125,20 @@ class DeliverySettings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> DeliverySettings:
-        home = cfg.str("home_mailbox")
+        home = cfg.get_str("home_mailbox")
         if home and not home.endswith("/"):
             raise ConfigError(f"{cfg.origin('home_mailbox')}: home_mailbox = {home}: only "
                               "Maildir delivery (a value ending in '/') is supported")
         return cls(
-            myhostname=cfg.str("myhostname"),
-            queue_directory=cfg.str("queue_directory"),
-            virtual_mailbox_base=cfg.str("virtual_mailbox_base"),
+            myhostname=cfg.get_str("myhostname"),
+            queue_directory=cfg.get_str("queue_directory"),
+            virtual_mailbox_base=cfg.get_str("virtual_mailbox_base"),
             home_mailbox=home,
-            recipient_delimiter=cfg.str("recipient_delimiter"),
-            queue_run_delay=cfg.time("queue_run_delay"),
-            minimal_backoff_time=cfg.time("minimal_backoff_time"),
-            maximal_backoff_time=cfg.time("maximal_backoff_time"),
-            concurrency=cfg.int("delivery_concurrency"),
-            enable_original_recipient=cfg.bool("enable_original_recipient"),
-            defer_transports=frozenset(cfg.list("defer_transports")),
+            recipient_delimiter=cfg.get_str("recipient_delimiter"),
+            queue_run_delay=cfg.get_time("queue_run_delay"),
+            minimal_backoff_time=cfg.get_time("minimal_backoff_time"),
+            maximal_backoff_time=cfg.get_time("maximal_backoff_time"),
+            concurrency=cfg.get_int("delivery_concurrency"),
+            enable_original_recipient=cfg.get_bool("enable_original_recipient"),
+            defer_transports=frozenset(cfg.get_list("defer_transports")),
         )

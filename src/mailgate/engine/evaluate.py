@@ -25,11 +25,11 @@ class EngineSettings:
     @classmethod
     def from_config(cls, cfg: Config) -> EngineSettings:
         settings = cls(
-            relay_restrictions=tuple(n.lower() for n in cfg.list("smtpd_relay_restrictions")),
+            relay_restrictions=tuple(n.lower() for n in cfg.get_list("smtpd_relay_restrictions")),
             recipient_restrictions=tuple(
-                n.lower() for n in cfg.list("smtpd_recipient_restrictions")),
-            relay_before_recipient=cfg.bool("smtpd_relay_before_recipient_restrictions"),
-            reject_unlisted_recipient=cfg.bool("smtpd_reject_unlisted_recipient"),
+                n.lower() for n in cfg.get_list("smtpd_recipient_restrictions")),
+            relay_before_recipient=cfg.get_bool("smtpd_relay_before_recipient_restrictions"),
+            reject_unlisted_recipient=cfg.get_bool("smtpd_reject_unlisted_recipient"),
         )
         settings.check_relay_control()
         return settings

@@ -158,7 +158,7 @@ class QueueManager:
         """Move deferred messages (due ones, or all) back to active/ and deliver them."""
         moved = 0
         now = self.clock()
-        for queue_id in await asyncio.to_thread(self.store.list, "deferred"):
+        for queue_id in await asyncio.to_thread(self.store.list_queue, "deferred"):
             try:
                 envelope, _ = await asyncio.to_thread(self.store.read, "deferred", queue_id)
             except (OSError, ValueError):

@@ -182,7 +182,7 @@ class QueueStore:
         if self.fsync:
             _fsync_dir(self.root / queue)
 
-    def list(self, queue: str) -> list[str]:
+    def list_queue(self, queue: str) -> list[str]:
         return sorted(p.name for p in (self.root / queue).iterdir()
                       if not p.name.endswith(".tmp") and not p.name.startswith("t"))
 
@@ -193,4 +193,4 @@ class QueueStore:
         for p in (self.root / "active").iterdir():
             if p.name.endswith(".tmp"):
                 p.unlink()
-        return self.list("active")
+        return self.list_queue("active")
