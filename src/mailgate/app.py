@@ -21,11 +21,13 @@ from mailgate.delivery.router import Router
 from mailgate.engine.context import EngineTables
 from mailgate.engine.evaluate import Engine, EngineSettings
 from mailgate.engine.restrictions import Codes, Env
+from mailgate.errors import QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps import Map, Registry, default_registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
+from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.manager import QueueManager
-from mailgate.queue.store import QueueStore
+from mailgate.queue.store import Envelope, Incoming, QueueStore
 from mailgate.server.commands import ForbiddenCommands
 from mailgate.server.listener import SmtpServer
 from mailgate.server.session import Services
@@ -105,6 +107,7 @@ class App:
     store: QueueStore
     qmgr: QueueManager
     server: SmtpServer
+    renamer: DurableRenamer
 
     @classmethod
     def build(cls, cfg: Config, fsync: bool = True) -> App:
@@ -154,18 +157,33 @@ class App:
                         delivery.recipient_delimiter,
                         _union_map(cfg.get_list("virtual_uid_maps"), registry),
                         _union_map(cfg.get_list("virtual_gid_maps"), registry))
+        renamer = DurableRenamer(asyncio.get_running_loop())
         agents: dict[str, Agent] = {
-            "virtual": MaildirAgent("virtual", smtpd.myhostname, fsync),
-            "local": MaildirAgent("local", smtpd.myhostname, fsync),
+            "virtual": MaildirAgent("virtual", smtpd.myhostname, renamer, fsync),
+            "local": MaildirAgent("local", smtpd.myhostname, renamer, fsync),
         }
         qmgr = QueueManager(store, delivery, router, agents, log)
+
+        async def commit(incoming: Incoming, envelope: Envelope, text: bytes) -> None:
+            store.write(incoming, envelope, text)
+            try:
+                await renamer.commit(incoming.fd, str(incoming.path),
+                                     str(store.path("active", incoming.queue_id)), fsync)
+            except OSError as exc:
+                incoming.fd = -1  # closed by the renamer
+                store.abort(incoming)
+                raise QueueError(f"{incoming.queue_id}: cannot store message: "
+                                 f"{exc.strerror}") from exc
+            incoming.fd = -1
+
         services = Services(engine=engine, store=store, log=log,
                             forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
-                            local_addresses=local, on_queued=qmgr.enqueue, clock=time.time)
+                            local_addresses=local, on_queued=qmgr.enqueue, commit=commit,
+                            clock=time.time)
         exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
         server = SmtpServer(smtpd, services, exceptions)
-        return cls(cfg, smtpd, delivery, log, store, qmgr, server)
+        return cls(cfg, smtpd, delivery, log, store, qmgr, server, renamer)
 
     async def start(self) -> list[tuple[str, int]]:
         Path(self.delivery.virtual_mailbox_base).mkdir(parents=True, exist_ok=True)
@@ -182,6 +200,7 @@ class App:
     async def stop(self) -> None:
         await self.server.stop()
         await self.qmgr.stop()
+        self.renamer.stop()
         self.log.log("master", "terminating on signal")
         self.log.close()
 
@@ -198,7 +217,7 @@ async def serve(cfg: Config, ready: asyncio.Event | None = None,
                 announce: bool = True) -> None:
     """Run until SIGTERM/SIGINT. Prints `ready host:port ...` once listening."""
     raise_fd_limit()
-    app = App.build(cfg)
+    app = App.build(cfg)  # inside the running loop: the renamer wakes this loop
     bound = await app.start()
     if announce:
         print("mailgate: listening on " + " ".join(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -32,9 +33,29 @@ class MailLog:
         self._fd: int | None = None
         self._last_sec = -1
         self._stamp = ""
+        self._pending: list[str] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         if path:
             self.reopen()
         self.listeners: list[Callable[[str, str], None]] = []
+
+    def batch_in(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Inside an event loop, write the lines of one loop iteration with one write()."""
+        self._loop = loop
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._scheduled = False
+        if self._pending and self._fd is not None:
+            data = "".join(self._pending).encode("utf-8", "surrogateescape")
+            self._pending.clear()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
 
     def reopen(self) -> None:
         """Open (again) `maillog_file`, for log rotation (`postlog reopen`)."""
@@ -42,12 +63,14 @@ class MailLog:
             return
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         with self._lock:
+            self._flush_locked()
             old, self._fd = self._fd, fd
         if old is not None:
             os.close(old)
 
     def close(self) -> None:
         with self._lock:
+            self._flush_locked()
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
@@ -65,11 +88,14 @@ class MailLog:
     def log(self, program: str, text: str) -> None:
         """Write one line `text` for `program` (smtpd, cleanup, qmgr, virtual, local, ...)."""
         line = f"{self._timestamp()} {self.host} {self.syslog_name}/{program}[{self.pid}]: {text}\n"
-        data = line.encode("utf-8", "surrogateescape")
         if self._fd is not None:
             with self._lock:
-                if self._fd is not None:
-                    os.write(self._fd, data)
+                self._pending.append(line)
+                if self._loop is None or len(self._pending) > 256:
+                    self._flush_locked()
+                elif not self._scheduled:
+                    self._scheduled = True
+                    self._loop.call_soon(self.flush)
         else:
             stream = self._stream or sys.stderr
             stream.write(line)

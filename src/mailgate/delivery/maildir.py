@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 from mailgate.delivery.agent import DeliveryRequest, DeliveryResult, Status
+from mailgate.queue.durable import DurableRenamer
+from mailgate.queue.fsync import DirectorySync
 
 
 def maildir_name(request: DeliveryRequest, hostname: str) -> str:
@@ -51,7 +52,7 @@ def _make_maildir(maildir: Path, uid: int, gid: int) -> None:
 
 def deliver_to_maildir(maildir: Path, name: str, headers: bytes, content: bytes,
                        check_duplicate: bool, fsync: bool = True, uid: int = -1,
-                       gid: int = -1) -> bool:
+                       gid: int = -1, dirsync: DirectorySync | None = None) -> bool:
     """Write one message file atomically; return False if it was already there."""
     _make_maildir(maildir, uid, gid)
     if check_duplicate and _already_delivered(maildir, name):
@@ -71,17 +72,27 @@ def deliver_to_maildir(maildir: Path, name: str, headers: bytes, content: bytes,
         os.close(fd)
     os.rename(tmp, maildir / "new" / name)
     if fsync:
-        _fsync_dir(maildir / "new")
+        if dirsync is not None:
+            dirsync.sync(str(maildir / "new"))
+        else:
+            _fsync_dir(maildir / "new")
     return True
 
 
 class MaildirAgent:
-    """The `virtual` or `local` transport writing to Maildirs; `nexthop` is the Maildir path."""
+    """The `virtual` or `local` transport writing to Maildirs; `nexthop` is the Maildir path.
 
-    def __init__(self, name: str, hostname: str, fsync: bool = True) -> None:
+    The file is written from the event loop (page cache); fsync, the rename into new/ and the
+    directory fsync happen in the DurableRenamer's batch thread.
+    """
+
+    def __init__(self, name: str, hostname: str, renamer: DurableRenamer | None = None,
+                 fsync: bool = True) -> None:
         self.name = name
         self.hostname = hostname
         self.fsync = fsync
+        self.renamer = renamer
+        self.dirsync = DirectorySync()
 
     def _headers(self, request: DeliveryRequest) -> bytes:
         lines = [f"Return-Path: <{request.sender}>\n"]
@@ -90,18 +101,40 @@ class MaildirAgent:
         lines.append(f"Delivered-To: {request.recipient}\n")
         return "".join(lines).encode("utf-8", "surrogateescape")
 
-    def _deliver(self, request: DeliveryRequest) -> DeliveryResult:
-        maildir = Path(request.nexthop)
-        try:
-            deliver_to_maildir(maildir, maildir_name(request, self.hostname),
-                               self._headers(request), request.content,
-                               check_duplicate=request.recovered, fsync=self.fsync,
-                               uid=request.uid, gid=request.gid)
-        except OSError as exc:
-            return DeliveryResult(Status.DEFERRED, "4.2.0",
-                                  f"maildir delivery failed: create maildir file "
-                                  f"{maildir}: {exc.strerror}", self.name)
-        return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
+    def _failed(self, maildir: Path, exc: OSError) -> DeliveryResult:
+        return DeliveryResult(Status.DEFERRED, "4.2.0", f"maildir delivery failed: create "
+                              f"maildir file {maildir}: {exc.strerror}", self.name)
 
     async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
-        return await asyncio.to_thread(self._deliver, request)
+        maildir = Path(request.nexthop)
+        name = maildir_name(request, self.hostname)
+        if self.renamer is None:
+            try:
+                deliver_to_maildir(maildir, name, self._headers(request), request.content,
+                                   check_duplicate=request.recovered, fsync=self.fsync,
+                                   uid=request.uid, gid=request.gid, dirsync=self.dirsync)
+            except OSError as exc:
+                return self._failed(maildir, exc)
+            return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
+        try:
+            _make_maildir(maildir, request.uid, request.gid)
+            if request.recovered and _already_delivered(maildir, name):
+                return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
+            tmp = maildir / "tmp" / name
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            return self._failed(maildir, exc)
+        try:
+            if request.uid >= 0 or request.gid >= 0:
+                os.fchown(fd, request.uid, request.gid)
+            view = memoryview(self._headers(request) + request.content)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            os.close(fd)
+            return self._failed(maildir, exc)
+        try:
+            await self.renamer.commit(fd, str(tmp), str(maildir / "new" / name), self.fsync)
+        except OSError as exc:
+            return self._failed(maildir, exc)
+        return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)

@@ -30,6 +30,7 @@ class _Job:
     queue_id: str
     recovered: bool
     picked: float  # when the queue manager took it (end of delay a)
+    loaded: tuple[Envelope, bytes] | None = None  # handed over by smtpd: no re-read
 
 
 class QueueManager:
@@ -65,9 +66,11 @@ class QueueManager:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    def enqueue(self, queue_id: str) -> None:
+    def enqueue(self, queue_id: str, envelope: Envelope | None = None,
+                content: bytes | None = None) -> None:
         """Called by smtpd after a message was committed to active/."""
-        self._jobs.put_nowait(_Job(queue_id, False, self.clock()))
+        loaded = (envelope, content) if envelope is not None and content is not None else None
+        self._jobs.put_nowait(_Job(queue_id, False, self.clock(), loaded))
         self.idle.clear()
 
     def _update_idle(self) -> None:
@@ -89,7 +92,11 @@ class QueueManager:
                 self._update_idle()
 
     async def _deliver(self, job: _Job) -> None:
-        envelope, content = await asyncio.to_thread(self.store.read, "active", job.queue_id)
+        if job.loaded is not None:
+            envelope, content = job.loaded
+            job.loaded = None
+        else:
+            envelope, content = await asyncio.to_thread(self.store.read, "active", job.queue_id)
         qid = envelope.queue_id
         pending = [r for r in envelope.recipients if not r.done]
         self.log.log("qmgr", f"{qid}: from=<{envelope.sender}>, size={envelope.size}, "
@@ -110,7 +117,7 @@ class QueueManager:
         if deferred:
             await self._defer(envelope, content)
         else:
-            await asyncio.to_thread(self.store.remove, "active", qid)
+            self.store.remove("active", qid)
             self.log.log("qmgr", f"{qid}: removed")
 
     async def _deliver_one(self, envelope: Envelope, content: bytes, index: int,

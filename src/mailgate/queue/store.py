@@ -3,7 +3,7 @@
 Layout under `queue_directory`: `incoming/` (a transaction in progress, never acknowledged),
 `active/` (accepted, waiting for or in delivery), `deferred/` (to retry), `hold/`.
 A file is `MGQ1 <envelope length>\\n<envelope JSON>\\n<message text>`. Queue ids are Postfix's
-short form: five hex digits of microseconds, then the hex inode number of the queue file.
+short form: five hex digits of microseconds, then a hex sequence number.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mailgate.errors import QueueError
+from mailgate.queue.fsync import DirectorySync
 
 MAGIC = b"MGQ1 "
 QUEUES = ("incoming", "active", "deferred", "hold")
@@ -84,6 +85,8 @@ class QueueStore:
         self.root = Path(directory)
         self.clock = clock
         self.fsync = fsync
+        self.dirsync = DirectorySync()
+        self._seq = int.from_bytes(os.urandom(3), "big")
         for name in QUEUES:
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
@@ -91,41 +94,45 @@ class QueueStore:
         return self.root / queue / queue_id
 
     def create(self) -> Incoming:
-        """Open a new queue file in incoming/ and name it by microseconds and inode."""
+        """Open a new queue file in incoming/, named like a Postfix short queue id.
+
+        Five hex digits of microseconds, then a per-process sequence number in hex (Postfix
+        uses the inode number; a counter saves a rename). O_EXCL makes a clash impossible.
+        """
         incoming = self.root / "incoming"
-        for _ in range(100):
+        for _ in range(1000):
             now = self.clock()
-            tmp = incoming / f"t{os.getpid()}.{now:.6f}.{id(self)}"
+            self._seq = (self._seq + 1) & 0xFFFFFF
+            queue_id = f"{int((now % 1) * 1_000_000):05X}{self._seq | 0x100000:X}"
+            path = incoming / queue_id
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
             except OSError as exc:
-                raise QueueError(f"create file {tmp}: {exc.strerror}") from exc
-            usec = int((now % 1) * 1_000_000)
-            queue_id = f"{usec:05X}{os.fstat(fd).st_ino:X}"
-            final = incoming / queue_id
-            if final.exists():
-                os.close(fd)
-                os.unlink(tmp)
-                continue
-            os.rename(tmp, final)
-            return Incoming(queue_id, final, fd)
+                raise QueueError(f"create file {path}: {exc.strerror}") from exc
+            return Incoming(queue_id, path, fd)
         raise QueueError("cannot create a unique queue file")
 
-    def commit(self, incoming: Incoming, envelope: Envelope, content: bytes) -> None:
-        """Write envelope and text, fsync the file, move it to active/ and fsync the directory.
-
-        Only after this returns may the server answer `250 ... queued as`. Blocking: run it in
-        a worker thread.
-        """
+    def write(self, incoming: Incoming, envelope: Envelope, content: bytes) -> None:
+        """Write envelope and text into the open incoming file (not yet durable)."""
         header = envelope.to_json()
         try:
-            os.write(incoming.fd, MAGIC + str(len(header)).encode() + b"\n" + header + b"\n")
-            view = memoryview(content)
+            data = b"".join((MAGIC, str(len(header)).encode(), b"\n", header, b"\n", content))
+            view = memoryview(data)
             while view:
-                written = os.write(incoming.fd, view)
-                view = view[written:]
+                view = view[os.write(incoming.fd, view):]
+        except OSError as exc:
+            self.abort(incoming)
+            raise QueueError(f"{incoming.queue_id}: cannot store message: {exc.strerror}") from exc
+
+    def commit(self, incoming: Incoming, envelope: Envelope, content: bytes) -> None:
+        """Write, fsync, move to active/ and fsync the directory, in the calling thread.
+
+        The server does the same without blocking its loop (write() + DurableRenamer).
+        """
+        self.write(incoming, envelope, content)
+        try:
             if self.fsync:
                 os.fsync(incoming.fd)
             os.close(incoming.fd)
@@ -133,7 +140,7 @@ class QueueStore:
             active = self.path("active", incoming.queue_id)
             os.rename(incoming.path, active)
             if self.fsync:
-                _fsync_dir(active.parent)
+                self.dirsync.sync(str(active.parent))
         except OSError as exc:
             self.abort(incoming)
             raise QueueError(f"{incoming.queue_id}: cannot store message: {exc.strerror}") from exc
@@ -178,13 +185,13 @@ class QueueStore:
             _fsync_dir(self.root / dst)
 
     def remove(self, queue: str, queue_id: str) -> None:
+        """Remove a delivered message. Not fsync'd: a removal lost in a crash only makes the
+        message come back, and redelivery finds the earlier Maildir copy (maildir_name)."""
         os.unlink(self.path(queue, queue_id))
-        if self.fsync:
-            _fsync_dir(self.root / queue)
 
     def list_queue(self, queue: str) -> list[str]:
         return sorted(p.name for p in (self.root / queue).iterdir()
-                      if not p.name.endswith(".tmp") and not p.name.startswith("t"))
+                      if not p.name.endswith(".tmp"))
 
     def recover(self) -> list[str]:
         """At start: drop unacknowledged incoming files; return the active ids to deliver."""

@@ -145,7 +145,8 @@ class SmtpServer:
             if event is NEED_DATA:
                 await self._flush(writer, session)
                 try:
-                    data = await asyncio.wait_for(reader.read(_READ), timeout)
+                    async with asyncio.timeout(timeout):
+                        data = await reader.read(_READ)
                 except TimeoutError:
                     session.timed_out()
                     break

@@ -7,7 +7,6 @@ postfix/src/smtpd/smtpd.c (reply codes and texts verified against a live Postfix
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -62,9 +61,9 @@ class Services:
     log: MailLog
     forbidden: ForbiddenCommands
     local_addresses: frozenset[str]
-    on_queued: Callable[[str], None]
+    on_queued: Callable[[str, Envelope, bytes], None]
+    commit: Callable[[Incoming, Envelope, bytes], Awaitable[None]]
     clock: Callable[[], float] = time.time
-    run_blocking: Callable[..., Awaitable[object]] = asyncio.to_thread
 
 
 def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
@@ -480,7 +479,7 @@ class Session:
                             self.client.name, self.client.addr, self.helo, self.proto, size,
                             message_id)
         try:
-            await self.svc.run_blocking(self.svc.store.commit, tx.incoming, envelope, text)
+            await self.svc.commit(tx.incoming, envelope, text)
         except Exception as exc:  # a queue failure must never look like acceptance
             self.warn(f"{queue_id}: {exc}")
             self.reply("451 4.3.0 Error: queue file write error")
@@ -496,7 +495,7 @@ class Session:
         self.junk_count = 0
         self.tx = Transaction()
         self.stats.count(verb, True)
-        self.svc.on_queued(queue_id)
+        self.svc.on_queued(queue_id, envelope, text)
 
     # The rest -----------------------------------------------------------------------------
     async def rset_cmd(self, cmd: Command) -> bool:

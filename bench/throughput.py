@@ -1,0 +1,200 @@
+"""Throughput: Postfix's smtp-source against mailgate and a reference Postfix, Maildir delivery.
+
+Both servers fsync a message before `250` and deliver it to a Maildir. For each: messages/s
+accepted (the smtp-source run) and delivered (until the last Maildir file), CPU seconds of the
+whole server, peak RSS, and RSS samples over the run (memory must stay flat).
+Usage: bench/throughput [-m MESSAGES] [-s SESSIONS] [-l BYTES] [--no-postfix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = Path(os.environ.get("MAILGATE_SHARED", ROOT.parent / "shared"))
+REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int, children: bool = False) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime (waited-for children)
+    return ticks / TICK
+
+
+def proc_rss_kb(pid: int, field: str = "VmRSS") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
+class Sampler(threading.Thread):
+    """Samples the summed RSS of a process tree every 0.25 s."""
+
+    def __init__(self, root_pid: int, tree: bool) -> None:
+        super().__init__(daemon=True)
+        self.root_pid, self.tree = root_pid, tree
+        self.samples: list[tuple[float, int]] = []
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.stop_flag.wait(0.25):
+            pids = [self.root_pid] + (descendants(self.root_pid) if self.tree else [])
+            self.samples.append((time.monotonic() - start, sum(proc_rss_kb(p) for p in pids)))
+
+    def finish(self) -> list[tuple[float, int]]:
+        self.stop_flag.set()
+        self.join()
+        return self.samples
+
+
+def count_files(mail: Path) -> int:
+    """Messages in the benchmark Maildir (both servers use MAIL/example.test/bench/)."""
+    try:
+        return len(os.listdir(mail / "example.test" / "bench" / "new"))
+    except FileNotFoundError:
+        return 0
+
+
+def smtp_source(port: int, messages: int, sessions: int, size: int, rcpt: str) -> float:
+    start = time.monotonic()
+    subprocess.run(["/usr/sbin/smtp-source", "-s", str(sessions), "-m", str(messages), "-l",
+                    str(size), "-f", "bench@remote.example", "-t", rcpt, f"127.0.0.1:{port}"],
+                   check=True, timeout=3600)
+    return time.monotonic() - start
+
+
+def wait_delivered(mail: Path, messages: int, timeout: float = 3600) -> float:
+    start = time.monotonic()
+    while count_files(mail) < messages:
+        if time.monotonic() - start > timeout:
+            raise TimeoutError("deliveries did not finish")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def run_mailgate(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    etc = work / "etc"
+    etc.mkdir(parents=True)
+    (etc / "vmailbox").write_text("bench@example.test example.test/bench/\n")
+    (etc / "main.cf").write_text(
+        "myhostname = mx.bench.test\nmydestination = localhost\nmynetworks = 127.0.0.0/8\n"
+        "virtual_mailbox_domains = example.test\n"
+        f"virtual_mailbox_maps = texthash:{etc / 'vmailbox'}\n"
+        f"mailgate_home = {work / 'data'}\nvirtual_mailbox_base = {work / 'mail'}\n"
+        f"maillog_file = {work / 'maillog'}\nsmtpd_listen = 127.0.0.1:0\n")
+    python = ROOT / ".venv" / "bin" / "python"
+    proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m",
+                             "mailgate.cli", "serve", "-c", str(etc)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    m = re.search(r":(\d+)$", proc.stdout.readline().strip())
+    assert m, "mailgate did not start"
+    port = int(m.group(1))
+    sampler = Sampler(proc.pid, tree=False)
+    sampler.start()
+    try:
+        accept = smtp_source(port, args.messages, args.sessions, args.size, "bench@example.test")
+        deliver = wait_delivered(work / "mail", args.messages)
+        cpu = proc_cpu(proc.pid)
+        peak = proc_rss_kb(proc.pid, "VmHWM")
+    finally:
+        samples = sampler.finish()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    return {"accept_s": accept, "total_s": accept + deliver, "cpu_s": cpu, "peak_kb": peak,
+            "samples": samples}
+
+
+def run_postfix(args: argparse.Namespace, work: Path) -> dict[str, object] | None:
+    if not REFERENCE.exists() or not Path("/usr/sbin/postfix").exists():
+        return None
+    port = args.port
+    subprocess.run([str(REFERENCE), "start", "--dir", str(work), "--port", str(port),
+                    "--users", "bench", "--hostname", "mx.bench.test"], check=True,
+                   stdout=subprocess.DEVNULL)
+    master = int((work / "spool" / "pid" / "master.pid").read_text().strip())
+    sampler = Sampler(master, tree=True)
+    sampler.start()
+    try:
+        cpu0 = proc_cpu(master, children=True) + sum(proc_cpu(p) for p in descendants(master))
+        accept = smtp_source(port, args.messages, args.sessions, args.size, "bench@example.test")
+        deliver = wait_delivered(work / "mail", args.messages)
+        cpu = (proc_cpu(master, children=True) + sum(proc_cpu(p) for p in descendants(master))
+               - cpu0)
+    finally:
+        samples = sampler.finish()
+        subprocess.run([str(REFERENCE), "stop", "--dir", str(work)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+    peak = max((kb for _, kb in samples), default=0)
+    return {"accept_s": accept, "total_s": accept + deliver, "cpu_s": cpu, "peak_kb": peak,
+            "samples": samples}
+
+
+def show(name: str, result: dict[str, object], messages: int) -> None:
+    accept, total = float(result["accept_s"]), float(result["total_s"])  # type: ignore[arg-type]
+    samples = result["samples"]
+    assert isinstance(samples, list)
+    quarters = [samples[int(len(samples) * q)][1] // 1024 for q in (0.25, 0.5, 0.75)
+                if samples] + ([samples[-1][1] // 1024] if samples else [])
+    print(f"{name:9s} accepted {messages / accept:8.1f} msg/s  delivered {messages / total:8.1f} "
+          f"msg/s  cpu {float(result['cpu_s']):7.1f} s  peak RSS "  # type: ignore[arg-type]
+          f"{int(result['peak_kb']) // 1024:5d} MB  RSS at 25/50/75/100%: "  # type: ignore[call-overload]
+          f"{'/'.join(str(q) for q in quarters)} MB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-m", "--messages", type=int, default=20000)
+    parser.add_argument("-s", "--sessions", type=int, default=10)
+    parser.add_argument("-l", "--size", type=int, default=2048)
+    parser.add_argument("--port", type=int, default=2798, help="reference Postfix port")
+    parser.add_argument("--no-postfix", action="store_true")
+    args = parser.parse_args()
+    print(f"smtp-source -s {args.sessions} -m {args.messages} -l {args.size}, Maildir delivery, "
+          f"fsync before 250; {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="mailgate-bench-") as tmp:
+        mg = run_mailgate(args, Path(tmp) / "mailgate")
+        show("mailgate", mg, args.messages)
+        pf = None if args.no_postfix else run_postfix(args, Path(tmp) / "postfix")
+        if pf is not None:
+            show("postfix", pf, args.messages)
+            ratio_accept = float(pf["accept_s"]) / float(mg["accept_s"])  # type: ignore[arg-type]
+            ratio_total = float(pf["total_s"]) / float(mg["total_s"])  # type: ignore[arg-type]
+            print(f"ratio mailgate/postfix: accepted {ratio_accept:.2f}x  delivered "
+                  f"{ratio_total:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Durable renames in batches: fsync files, rename them into place, fsync their directories.
+
+The event loop writes a file (page cache, microseconds) and hands the open descriptor to
+`DurableRenamer.commit()`. One worker thread takes every pending commit at once, fsyncs each
+file, renames it, fsyncs each directory once, and wakes the loop once for the whole batch:
+group commit, with one thread hop per batch instead of several per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _Op:
+    fd: int
+    src: str
+    dst: str
+    fsync: bool
+    future: asyncio.Future[None]
+    error: OSError | None = field(default=None)
+
+
+class DurableRenamer:
+    """Owns one worker thread; `commit()` is awaited by any number of coroutines."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._cond = threading.Condition()
+        self._pending: list[_Op] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="mailgate-fsync", daemon=True)
+        self._thread.start()
+
+    async def commit(self, fd: int, src: str, dst: str, fsync: bool = True) -> None:
+        """fsync `fd` and close it, rename `src` to `dst`, fsync `dst`'s directory.
+
+        Raises OSError if any step failed (the caller then still owns the file at `src`).
+        """
+        future: asyncio.Future[None] = self.loop.create_future()
+        with self._cond:
+            self._pending.append(_Op(fd, src, dst, fsync, future))
+            self._cond.notify()
+        await future
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+            dirs: dict[str, list[_Op]] = {}
+            for op in batch:
+                try:
+                    if op.fsync:
+                        os.fsync(op.fd)
+                    os.close(op.fd)
+                    op.fd = -1
+                    os.rename(op.src, op.dst)
+                    if op.fsync:
+                        dirs.setdefault(os.path.dirname(op.dst), []).append(op)
+                except OSError as exc:
+                    op.error = exc
+                    if op.fd >= 0:
+                        os.close(op.fd)
+            for directory, ops in dirs.items():
+                try:
+                    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    for op in ops:
+                        op.error = exc
+            self.loop.call_soon_threadsafe(_resolve, batch)
+
+
+def _resolve(batch: list[_Op]) -> None:
+    for op in batch:
+        if op.future.done():
+            continue
+        if op.error is not None:
+            op.future.set_exception(op.error)
+        else:
+            op.future.set_result(None)
