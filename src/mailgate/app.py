@@ -18,10 +18,10 @@ from mailgate.config.settings import DeliverySettings, SmtpdSettings
 from mailgate.delivery.agent import Agent
 from mailgate.delivery.maildir import MaildirAgent
 from mailgate.delivery.router import Router
-from mailgate.engine.context import EngineTables
+from mailgate.engine.context import Client, EngineTables
 from mailgate.engine.evaluate import Engine, EngineSettings
 from mailgate.engine.restrictions import Codes, Env
-from mailgate.errors import QueueError
+from mailgate.errors import MapError, QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps import Map, Registry, default_registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
@@ -175,6 +175,15 @@ class App:
                 raise QueueError(f"{incoming.queue_id}: cannot store message: "
                                  f"{exc.strerror}") from exc
             incoming.fd = -1
+
+        bare_exempt = HostAddrList.build(cfg.get_list("smtpd_forbid_bare_newline_exclusions"),
+                                         registry)
+
+        def exempt(client: Client) -> bool:
+            try:
+                return bare_exempt.match(client.name, client.addr)
+            except MapError:
+                return False
 
         services = Services(engine=engine, store=store, log=log,
                             forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),

@@ -16,7 +16,7 @@ from conftest import Server
 def _queue_files(server: Server) -> list[Path]:
     queue = server.root / "data" / "queue"
     return [p for d in ("incoming", "active", "deferred") if (queue / d).exists()
-            for p in (queue / d).iterdir()]
+            for p in (queue / d).iterdir() if not p.name.endswith(".tmp")]
 
 
 def test_client_vanishing_mid_data_queues_nothing(connect, server: Server) -> None:  # type: ignore[no-untyped-def]
@@ -65,8 +65,10 @@ def test_smuggled_end_of_data_stays_in_the_message(connect, server: Server, smug
 
 
 def test_kill9_right_after_250_delivers_after_restart_exactly_once(server_factory) -> None:  # type: ignore[no-untyped-def]
-    # First life: the virtual transport is deferred, so the message sits in the queue.
-    server = server_factory(defer_transports="virtual").start()
+    # First life: the virtual transport is deferred, so the message sits in the queue
+    # (in active/, or already in deferred/ with a retry one second later).
+    server = server_factory(defer_transports="virtual", minimal_backoff_time="1s",
+                            queue_run_delay="1s").start()
     with smtplib.SMTP("127.0.0.1", server.port) as smtp:
         smtp.sendmail("a@remote.example", ["alice@example.test"], b"Subject: durable\r\n\r\nx\r\n")
     server.kill9()
@@ -201,3 +203,15 @@ def test_greeting_when_environment_has_home(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "mailgate.cli", "postconf", "mailgate_home"],
                             capture_output=True, text=True, env=env, timeout=30)
     assert result.stdout.strip() == f"mailgate_home = {tmp_path / 'home'}"
+
+
+def test_forbid_bare_newline_yes_rejects_and_disconnects(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(smtpd_forbid_bare_newline="yes", mynetworks="10.0.0.0/8").start()
+    from conftest import Client
+
+    client = Client(server.port)
+    client.reply()
+    assert client.cmd("EHLO x").startswith("250")
+    assert client.cmd(b"NOOP\n") == "550 5.5.2 mx.example.test Error: bare <LF> received"
+    assert client.closed()
+    client.close()

@@ -56,6 +56,7 @@ class SmtpdSettings:
     noop_commands: frozenset[str]
     forbidden_commands: tuple[str, ...]
     forbid_bare_newline: str
+    bare_newline_reject_code: int
     forbid_unauth_pipelining: bool
     discard_ehlo_keywords: frozenset[str]
     client_port_logging: bool
@@ -95,6 +96,7 @@ class SmtpdSettings:
             noop_commands=frozenset(c.upper() for c in cfg.get_list("smtpd_noop_commands")),
             forbidden_commands=cfg.get_list("smtpd_forbidden_commands"),
             forbid_bare_newline=bare,
+            bare_newline_reject_code=cfg.get_int("smtpd_forbid_bare_newline_reject_code"),
             forbid_unauth_pipelining=cfg.get_bool("smtpd_forbid_unauth_pipelining"),
             discard_ehlo_keywords=frozenset(
                 k.upper() for k in cfg.get_list("smtpd_discard_ehlo_keywords")),

@@ -158,8 +158,8 @@ class QueueManager:
 
     async def _retry_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.queue_run_delay)
             await self.flush(only_due=True)
+            await asyncio.sleep(self.settings.queue_run_delay)
 
     async def flush(self, only_due: bool = False) -> int:
         """Move deferred messages (due ones, or all) back to active/ and deliver them."""

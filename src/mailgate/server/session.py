@@ -64,6 +64,7 @@ class Services:
     on_queued: Callable[[str, Envelope, bytes], None]
     commit: Callable[[Incoming, Envelope, bytes], Awaitable[None]]
     clock: Callable[[], float] = time.time
+    bare_newline_exempt: Callable[[Client], bool] = lambda client: False
 
 
 def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
@@ -200,7 +201,18 @@ class Session:
         else:
             await self.command(event)
 
+    def bare_newline(self) -> bool:
+        """`smtpd_forbid_bare_newline = yes`: reply and disconnect (Postfix 3.7.10+)."""
+        if self.s.forbid_bare_newline != "yes" or self.svc.bare_newline_exempt(self.client):
+            return False
+        self.reply(f"{self.s.bare_newline_reject_code} 5.5.2 {self.s.myhostname} Error: "
+                   "bare <LF> received")
+        self.closing = True
+        return True
+
     async def command(self, cmd: Command) -> None:
+        if cmd.bare_newline and self.bare_newline():
+            return
         if cmd.too_long:
             self.warn(f"{self.namaddr}: request longer than {self.s.line_length_limit}: "
                       f"{cmd.line[:30]}...")
@@ -396,6 +408,10 @@ class Session:
 
     async def end_of_data(self, message: Message) -> None:
         self.where = "END-OF-MESSAGE"
+        if message.bare_newline and self.bare_newline():
+            self.stats.count("data", False)
+            self.reset_transaction()
+            return
         if message.too_big:
             self.message_too_big("data")
             return
