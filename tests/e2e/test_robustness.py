@@ -215,3 +215,24 @@ def test_forbid_bare_newline_yes_rejects_and_disconnects(server_factory) -> None
     assert client.cmd(b"NOOP\n") == "550 5.5.2 mx.example.test Error: bare <LF> received"
     assert client.closed()
     client.close()
+
+
+def test_input_before_greeting_is_logged_as_connect_pipelining(server: Server) -> None:
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"EHLO early.example\r\n")  # before reading the greeting
+    data = b""
+    while data.count(b"\r\n") < 2 or b"250 " not in data:
+        data += sock.recv(4096)
+    sock.sendall(b"QUIT\r\n")
+    sock.recv(4096)
+    sock.close()
+    server.wait_log("disconnect from")
+    log = server.smtpd_log()
+    if not any("improper command pipelining after CONNECT" in line for line in log):
+        # the greeting raced ahead of the client's bytes: then nothing may be flagged
+        assert not any("improper command pipelining" in line for line in log)
+    else:
+        assert ("improper command pipelining after CONNECT from localhost[127.0.0.1]: "
+                "EHLO early.example\\r\\n") in log

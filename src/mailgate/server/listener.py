@@ -19,12 +19,15 @@ def _peek(sock: socket.socket | None) -> bytes:
     """Input that arrived before the greeting (the 3.7.6+ pre-greeting pipelining check)."""
     if sock is None:
         return b""
+    # uvloop's transport sockets cannot recv(): peek through a second socket object on the
+    # same descriptor, detached afterwards so that it does not close the descriptor.
+    peek = socket.socket(sock.family, sock.type, 0, sock.fileno())
     try:
-        # uvloop's transport sockets cannot recv(): peek through a duplicate descriptor.
-        with socket.fromfd(sock.fileno(), sock.family, sock.type) as dup:
-            return dup.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return peek.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError, OSError):
         return b""
+    finally:
+        peek.detach()
 
 
 class SmtpServer:
