@@ -7,7 +7,6 @@ from pathlib import Path
 
 from mailgate.delivery.agent import DeliveryRequest, DeliveryResult, Status
 from mailgate.queue.durable import DurableRenamer
-from mailgate.queue.fsync import DirectorySync
 
 
 def maildir_name(request: DeliveryRequest, hostname: str) -> str:
@@ -31,14 +30,6 @@ def _already_delivered(maildir: Path, name: str) -> bool:
         return False
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_maildir(maildir: Path, uid: int, gid: int) -> None:
     if (maildir / "tmp").is_dir():
         return
@@ -50,35 +41,6 @@ def _make_maildir(maildir: Path, uid: int, gid: int) -> None:
             os.chown(path, uid, gid)
 
 
-def deliver_to_maildir(maildir: Path, name: str, headers: bytes, content: bytes,
-                       check_duplicate: bool, fsync: bool = True, uid: int = -1,
-                       gid: int = -1, dirsync: DirectorySync | None = None) -> bool:
-    """Write one message file atomically; return False if it was already there."""
-    _make_maildir(maildir, uid, gid)
-    if check_duplicate and _already_delivered(maildir, name):
-        return False
-    tmp = maildir / "tmp" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        if uid >= 0 or gid >= 0:
-            os.fchown(fd, uid, gid)
-        os.write(fd, headers)
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view):]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, maildir / "new" / name)
-    if fsync:
-        if dirsync is not None:
-            dirsync.sync(str(maildir / "new"))
-        else:
-            _fsync_dir(maildir / "new")
-    return True
-
-
 class MaildirAgent:
     """The `virtual` or `local` transport writing to Maildirs; `nexthop` is the Maildir path.
 
@@ -86,13 +48,12 @@ class MaildirAgent:
     directory fsync happen in the DurableRenamer's batch thread.
     """
 
-    def __init__(self, name: str, hostname: str, renamer: DurableRenamer | None = None,
+    def __init__(self, name: str, hostname: str, renamer: DurableRenamer,
                  fsync: bool = True) -> None:
         self.name = name
         self.hostname = hostname
         self.fsync = fsync
         self.renamer = renamer
-        self.dirsync = DirectorySync()
 
     def _headers(self, request: DeliveryRequest) -> bytes:
         lines = [f"Return-Path: <{request.sender}>\n"]
@@ -108,14 +69,6 @@ class MaildirAgent:
     async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
         maildir = Path(request.nexthop)
         name = maildir_name(request, self.hostname)
-        if self.renamer is None:
-            try:
-                deliver_to_maildir(maildir, name, self._headers(request), request.content,
-                                   check_duplicate=request.recovered, fsync=self.fsync,
-                                   uid=request.uid, gid=request.gid, dirsync=self.dirsync)
-            except OSError as exc:
-                return self._failed(maildir, exc)
-            return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
         try:
             _make_maildir(maildir, request.uid, request.gid)
             if request.recovered and _already_delivered(maildir, name):

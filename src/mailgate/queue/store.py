@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mailgate.errors import QueueError
-from mailgate.queue.fsync import DirectorySync
 
 MAGIC = b"MGQ1 "
 QUEUES = ("incoming", "active", "deferred", "hold")
@@ -85,7 +84,6 @@ class QueueStore:
         self.root = Path(directory)
         self.clock = clock
         self.fsync = fsync
-        self.dirsync = DirectorySync()
         self._seq = int.from_bytes(os.urandom(3), "big")
         for name in QUEUES:
             (self.root / name).mkdir(parents=True, exist_ok=True)
@@ -115,32 +113,15 @@ class QueueStore:
         raise QueueError("cannot create a unique queue file")
 
     def write(self, incoming: Incoming, envelope: Envelope, content: bytes) -> None:
-        """Write envelope and text into the open incoming file (not yet durable)."""
+        """Write envelope and text into the open incoming file (not yet durable: the server
+        then hands the descriptor to queue.durable.DurableRenamer, which fsyncs it, renames it
+        into active/ and fsyncs the directory before `250` is sent)."""
         header = envelope.to_json()
         try:
             data = b"".join((MAGIC, str(len(header)).encode(), b"\n", header, b"\n", content))
             view = memoryview(data)
             while view:
                 view = view[os.write(incoming.fd, view):]
-        except OSError as exc:
-            self.abort(incoming)
-            raise QueueError(f"{incoming.queue_id}: cannot store message: {exc.strerror}") from exc
-
-    def commit(self, incoming: Incoming, envelope: Envelope, content: bytes) -> None:
-        """Write, fsync, move to active/ and fsync the directory, in the calling thread.
-
-        The server does the same without blocking its loop (write() + DurableRenamer).
-        """
-        self.write(incoming, envelope, content)
-        try:
-            if self.fsync:
-                os.fsync(incoming.fd)
-            os.close(incoming.fd)
-            incoming.fd = -1
-            active = self.path("active", incoming.queue_id)
-            os.rename(incoming.path, active)
-            if self.fsync:
-                self.dirsync.sync(str(active.parent))
         except OSError as exc:
             self.abort(incoming)
             raise QueueError(f"{incoming.queue_id}: cannot store message: {exc.strerror}") from exc

@@ -115,9 +115,12 @@ class SmtpServer:
         refusal = self._over_limit(addr)
         if refusal:
             session.log(f"connect from {session.namaddr}")
-            what = "concurrency" if "from" in refusal else "count"
-            session.warn(f"Connection {what} limit exceeded: {self.per_client[addr]} from "
-                         f"{session.namaddr} for service smtp")
+            if refusal.endswith(addr):  # per client (anvil's wording)
+                session.warn(f"Connection concurrency limit exceeded: {self.per_client[addr]} "
+                             f"from {session.namaddr} for service smtp")
+            else:
+                session.warn(f"Connection limit exceeded: {self.active} sessions "
+                             f"(smtpd_max_connections) at {session.namaddr}")
             writer.write(refusal.encode() + b"\r\n")
             await writer.drain()
             session.log(f"disconnect from {session.namaddr} commands=0/0")

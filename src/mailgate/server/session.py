@@ -176,11 +176,8 @@ class Session:
             self.log(f"lost connection after {self.where} from {self.namaddr}")
 
     def timed_out(self) -> None:
-        where = self.where
-        if self.conn.mode.value in ("data", "bdat"):
-            where = f"{self.where}"
         self.reply(f"421 4.4.2 {self.s.myhostname} Error: timeout exceeded")
-        self.log(f"timeout after {where} from {self.namaddr}")
+        self.log(f"timeout after {self.where} from {self.namaddr}")
         self.closing = True
 
     def finish(self) -> None:
