@@ -47,6 +47,14 @@ def base_main_cf(root: Path) -> str:
     )
 
 
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 @dataclass
 class Server:
     """A running `mailgate serve`; stopped by its PID."""
@@ -98,10 +106,30 @@ class Server:
                     stream.close()
         self.proc = None
 
-    def kill9(self) -> None:
+    def workers(self) -> list[int]:
         assert self.proc is not None
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    out.append(int(entry.name))
+        return out
+
+    def kill9(self) -> None:
+        """kill -9 the master; its workers die with it (PR_SET_PDEATHSIG): wait for that."""
+        assert self.proc is not None
+        workers = self.workers()
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers {workers} outlived their master")
+            time.sleep(0.01)
         self.stop()
 
     def log(self) -> list[str]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import resource
 import signal
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mailgate.addressing import AddressResolver
 from mailgate.config.config import Config
@@ -25,6 +28,7 @@ from mailgate.errors import MapError, QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps import Map, Registry, default_registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
+from mailgate.master import ConnectionTable, bind, run_workers
 from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.manager import QueueManager
 from mailgate.queue.store import Envelope, Incoming, QueueStore
@@ -110,7 +114,8 @@ class App:
     renamer: DurableRenamer
 
     @classmethod
-    def build(cls, cfg: Config, fsync: bool = True) -> App:
+    def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True) -> App:
+        """Build a worker's components; call inside its running event loop."""
         registry = default_registry()
         smtpd = SmtpdSettings.from_config(cfg)
         delivery = DeliverySettings.from_config(cfg)
@@ -191,26 +196,21 @@ class App:
                             clock=time.time)
         exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
-        server = SmtpServer(smtpd, services, exceptions)
+        server = SmtpServer(smtpd, services, exceptions, connections)
         return cls(cfg, smtpd, delivery, log, store, qmgr, server, renamer)
 
-    async def start(self) -> list[tuple[str, int]]:
+    async def start(self, sockets: list[socket.socket], recovered: list[str],
+                    retries: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self.log.batch_in(loop)
         Path(self.delivery.virtual_mailbox_base).mkdir(parents=True, exist_ok=True)
-        await self.qmgr.start()
-        bound = await self.server.start()
-        for warning in self.config.warnings:
-            self.log.warning("master", warning)
-        for warning in self.config.unused_parameters():
-            self.log.warning("master", warning)
-        self.log.log("master", f"daemon started -- version {self.config.get_str('mail_version')}, "
-                     f"configuration {self.config.config_dir or '(embedded)'}")
-        return bound
+        await self.qmgr.start(recovered, retries)
+        await self.server.start(sockets)
 
     async def stop(self) -> None:
         await self.server.stop()
         await self.qmgr.stop()
         self.renamer.stop()
-        self.log.log("master", "terminating on signal")
         self.log.close()
 
 
@@ -222,21 +222,55 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def serve(cfg: Config, ready: asyncio.Event | None = None,
-                announce: bool = True) -> None:
-    """Run until SIGTERM/SIGINT. Prints `ready host:port ...` once listening."""
-    raise_fd_limit()
-    app = App.build(cfg)  # inside the running loop: the renamer wakes this loop
-    bound = await app.start()
-    if announce:
-        print("mailgate: listening on " + " ".join(
-            f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in bound), flush=True)
+async def worker_main(cfg: Config, sockets: list[socket.socket], connections: ConnectionTable,
+                      recovered: list[str], retries: bool) -> None:
+    """One smtpd worker: sessions, queue manager and delivery in one event loop."""
+    app = App.build(cfg, connections)
+    await app.start(sockets, recovered, retries)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, app.log.reopen)
-    if ready is not None:
-        ready.set()
     await stop.wait()
     await app.stop()
+
+
+def run_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
+
+
+def run(cfg: Config) -> int:
+    """`mailgate serve`: bind, recover the queue, start the workers; print a readiness line."""
+    smtpd = SmtpdSettings.from_config(cfg)
+    delivery = DeliverySettings.from_config(cfg)
+    EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
+    raise_fd_limit()
+    log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
+    store = QueueStore(delivery.queue_directory)
+    recovered = store.recover()
+    sockets = bind(smtpd.listen)
+    connections = ConnectionTable()
+    for warning in (*cfg.warnings, *cfg.unused_parameters()):
+        log.warning("master", warning)
+    log.log("master", f"daemon started -- version {cfg.get_str('mail_version')}, "
+            f"configuration {cfg.config_dir or '(embedded)'}")
+    names = [sock.getsockname() for sock in sockets]
+    print("mailgate: listening on " + " ".join(
+        f"[{n[0]}]:{n[1]}" if ":" in n[0] else f"{n[0]}:{n[1]}" for n in names), flush=True)
+    count = cfg.get_int("smtpd_processes") or os.cpu_count() or 1
+
+    def worker(index: int) -> None:
+        run_loop(worker_main(cfg, sockets, connections, recovered if index == 0 else [],
+                             retries=index == 0))
+
+    code = run_workers(count, worker, lambda text: log.log("master", text), log.reopen)
+    log.log("master", "terminating on signal")
+    log.close()
+    return code

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
 from mailgate import __version__
 from mailgate.config.config import Config
@@ -20,21 +17,10 @@ def _load(args: argparse.Namespace, demo: bool) -> Config:
     return Config.load(args.config_dir, args.override, base_text=base)
 
 
-def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mailgate.app import serve
+    from mailgate.app import run
 
-    cfg = _load(args, demo=True)
-    _run_loop(serve(cfg))
-    return 0
+    return run(_load(args, demo=True))
 
 
 def cmd_postconf(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,19 +47,24 @@ class QueueManager:
         self.log = log
         self.clock = clock
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self.idle = asyncio.Event()
         self._busy = 0
 
-    async def start(self) -> None:
-        """Recover the queue (drop unacknowledged files, requeue active ones) and run."""
-        recovered = await asyncio.to_thread(self.store.recover)
+    async def start(self, recovered: list[str], retries: bool) -> None:
+        """Deliver `recovered` (active/ files found at start-up) and what smtpd hands over.
+
+        With `retries`, this queue manager also runs the deferred queue and picks up stale
+        active/ files (left by a worker that died); one worker per server does that.
+        """
         for queue_id in recovered:
             self._jobs.put_nowait(_Job(queue_id, True, self.clock()))
         self._update_idle()
         for _ in range(self.settings.concurrency):
             self._tasks.append(asyncio.create_task(self._worker()))
-        self._tasks.append(asyncio.create_task(self._retry_loop()))
+        if retries:
+            self._tasks.append(asyncio.create_task(self._retry_loop()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -159,7 +165,24 @@ class QueueManager:
     async def _retry_loop(self) -> None:
         while True:
             await self.flush(only_due=True)
+            await asyncio.to_thread(self._sweep_stale)
             await asyncio.sleep(self.settings.queue_run_delay)
+
+    def _sweep_stale(self, age: float = 600.0) -> None:
+        """Requeue active/ files untouched for `age` seconds: their worker died mid-delivery.
+
+        Redelivery is safe: recovered messages check the Maildir for their earlier copy.
+        """
+        now = time.time()
+        for queue_id in self.store.list_queue("active"):
+            try:
+                mtime = self.store.path("active", queue_id).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if now - mtime > age:
+                os.utime(self.store.path("active", queue_id))
+                self.loop.call_soon_threadsafe(
+                    self._jobs.put_nowait, _Job(queue_id, True, self.clock()))
 
     async def flush(self, only_due: bool = False) -> int:
         """Move deferred messages (due ones, or all) back to active/ and deliver them."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import Client
 from mailgate.maps.matchlist import HostAddrList
+from mailgate.master import ConnectionTable
 from mailgate.server.session import Services, Session
 from mailgate.smtp.protocol import NEED_DATA, BareNewline, Closed, ServerConnection
 
@@ -34,29 +35,21 @@ class SmtpServer:
     """Accepts connections and runs one Session per client, bounded by connection limits."""
 
     def __init__(self, settings: SmtpdSettings, services: Services,
-                 limit_exceptions: HostAddrList,
+                 limit_exceptions: HostAddrList, connections: ConnectionTable,
                  sleep: Callable[[float], object] = asyncio.sleep) -> None:
         self.settings = settings
         self.services = services
         self.limit_exceptions = limit_exceptions
+        self.connections = connections
         self.sleep = sleep
         self.servers: list[asyncio.Server] = []
-        self.per_client: dict[str, int] = {}
-        self.active = 0
         self.sessions: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> list[tuple[str, int]]:
-        """Listen on every `smtpd_listen` address; return the bound (host, port) pairs."""
-        bound = []
-        for addr in self.settings.listen:
-            server = await asyncio.start_server(self._accept, addr.host, addr.port,
-                                                backlog=4096, reuse_address=True,
-                                                limit=_READ * 4)
+    async def start(self, sockets: list[socket.socket]) -> None:
+        """Serve on listening sockets bound by the master (shared by every worker)."""
+        for sock in sockets:
+            server = await asyncio.start_server(self._accept, sock=sock, limit=_READ * 4)
             self.servers.append(server)
-            for sock in server.sockets:
-                name = sock.getsockname()
-                bound.append((name[0], name[1]))
-        return bound
 
     async def stop(self) -> None:
         for server in self.servers:
@@ -75,27 +68,20 @@ class SmtpServer:
         addr = str(peer[0])
         if addr.startswith("::ffff:") and "." in addr:
             addr = addr[7:]
-        self.active += 1
-        self.per_client[addr] = self.per_client.get(addr, 0) + 1
+        count, total = self.connections.connect(addr)
         try:
-            await self._run(reader, writer, addr, int(peer[1]))
+            await self._run(reader, writer, addr, int(peer[1]), count, total)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self.active -= 1
-            left = self.per_client[addr] - 1
-            if left:
-                self.per_client[addr] = left
-            else:
-                del self.per_client[addr]
+            self.connections.disconnect(addr)
             writer.close()
             self.sessions.discard(task)
 
-    def _over_limit(self, addr: str) -> str:
+    def _over_limit(self, addr: str, count: int, total: int) -> str:
         s = self.settings
-        if self.active > s.max_connections:
+        if total > s.max_connections:
             return f"421 4.7.0 {s.myhostname} Error: too many connections"
-        count = self.per_client[addr]
         if s.connection_count_limit and count > s.connection_count_limit:
             try:
                 exempt = self.limit_exceptions.match("", addr)
@@ -106,20 +92,20 @@ class SmtpServer:
         return ""
 
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   addr: str, port: int) -> None:
+                   addr: str, port: int, count: int, total: int) -> None:
         s = self.settings
         conn = ServerConnection(s.line_length_limit, s.message_size_limit,
                                 BareNewline(s.forbid_bare_newline))
         client = Client("localhost" if addr in ("127.0.0.1", "::1") else "unknown", addr, port)
         session = Session(s, self.services, client, conn)
-        refusal = self._over_limit(addr)
+        refusal = self._over_limit(addr, count, total)
         if refusal:
             session.log(f"connect from {session.namaddr}")
             if refusal.endswith(addr):  # per client (anvil's wording)
-                session.warn(f"Connection concurrency limit exceeded: {self.per_client[addr]} "
+                session.warn(f"Connection concurrency limit exceeded: {count} "
                              f"from {session.namaddr} for service smtp")
             else:
-                session.warn(f"Connection limit exceeded: {self.active} sessions "
+                session.warn(f"Connection limit exceeded: {total} sessions "
                              f"(smtpd_max_connections) at {session.namaddr}")
             writer.write(refusal.encode() + b"\r\n")
             await writer.drain()

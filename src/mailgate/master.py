@@ -1,0 +1,148 @@
+"""The master process: binds the listeners, recovers the queue, runs and watches smtpd workers.
+
+Like Postfix's master(8): one process owns the listening sockets and starts
+`smtpd_processes` workers that inherit them (the kernel spreads connections over them). Each
+worker runs one event loop with sessions, its own queue manager and Maildir agents. State
+that must be shared (per-client connection counts, the global session count) lives in a
+small shared-memory table. Workers die with the master (PR_SET_PDEATHSIG), so `kill -9` of
+the master stops everything and a restart recovers the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import multiprocessing
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from mailgate.config.settings import ListenAddress
+
+_BUCKETS = 65536
+_SLOT = struct.Struct("=i")
+
+
+class ConnectionTable:
+    """Concurrent-connection counts shared by all workers (anvil's count, in shared memory).
+
+    Addresses are hashed into 65,536 buckets; the last slot holds the total.
+    """
+
+    def __init__(self) -> None:
+        self._mem = mmap.mmap(-1, _SLOT.size * (_BUCKETS + 1))
+        self._lock = multiprocessing.Lock()
+
+    def _index(self, addr: str) -> int:
+        return (zlib.crc32(addr.encode()) % _BUCKETS) * _SLOT.size
+
+    def _add(self, offset: int, delta: int) -> int:
+        value: int = max(_SLOT.unpack_from(self._mem, offset)[0] + delta, 0)
+        _SLOT.pack_into(self._mem, offset, value)
+        return value
+
+    def connect(self, addr: str) -> tuple[int, int]:
+        """Count a new connection; return (connections from addr, all connections)."""
+        with self._lock:
+            return (self._add(self._index(addr), 1), self._add(_BUCKETS * _SLOT.size, 1))
+
+    def disconnect(self, addr: str) -> None:
+        with self._lock:
+            self._add(self._index(addr), -1)
+            self._add(_BUCKETS * _SLOT.size, -1)
+
+
+def bind(listen: tuple[ListenAddress, ...]) -> list[socket.socket]:
+    """Create the listening sockets (port 0 picks a free port once, for every worker)."""
+    sockets = []
+    for addr in listen:
+        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr.host, addr.port))
+        sock.listen(4096)
+        sock.setblocking(False)
+        sockets.append(sock)
+    return sockets
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_workers(count: int, worker: Callable[[int], None],
+                log: Callable[[str], None], on_reopen: Callable[[], None]) -> int:
+    """Fork `count` workers running `worker(index)`; restart ones that die; stop on SIGTERM."""
+    children: dict[int, int] = {}
+    stopping = False
+    master_pid = os.getpid()
+
+    def start(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _die_with_parent()
+                if os.getppid() != master_pid:
+                    os._exit(1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                worker(index)
+            except BaseException as exc:  # a worker must never return into the master's code
+                print(f"mailgate: worker {index}: {exc!r}", file=sys.stderr)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children[pid] = index
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def reopen(signum: int, frame: Any) -> None:
+        on_reopen()
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGUSR1, reopen)
+    for index in range(count):
+        start(index)
+    restarts: list[float] = []
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, -1)
+        if stopping or index < 0:
+            continue
+        log(f"warning: process smtpd pid {pid} exit status {os.waitstatus_to_exitcode(status)}")
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < 60] + [now]
+        if len(restarts) > 10:
+            log("fatal: workers keep dying -- giving up")
+            stop(signal.SIGTERM, None)
+            continue
+        start(index)
+    return 0
