@@ -2,7 +2,8 @@
 
 Both servers fsync a message before `250` and deliver it to a Maildir. For each: messages/s
 accepted (the smtp-source run) and delivered (until the last Maildir file), CPU seconds of the
-whole server, peak RSS, and RSS samples over the run (memory must stay flat).
+whole server (all its processes), peak RSS (sum over its processes), and RSS samples over the
+run (memory must stay flat).
 Usage: bench/throughput [-m MESSAGES] [-s SESSIONS] [-l BYTES] [--no-postfix]
 """
 
@@ -121,17 +122,17 @@ def run_mailgate(args: argparse.Namespace, work: Path) -> dict[str, object]:
     m = re.search(r":(\d+)$", proc.stdout.readline().strip())
     assert m, "mailgate did not start"
     port = int(m.group(1))
-    sampler = Sampler(proc.pid, tree=False)
+    sampler = Sampler(proc.pid, tree=True)  # the master and its smtpd workers
     sampler.start()
     try:
         accept = smtp_source(port, args.messages, args.sessions, args.size, "bench@example.test")
         deliver = wait_delivered(work / "mail", args.messages)
-        cpu = proc_cpu(proc.pid)
-        peak = proc_rss_kb(proc.pid, "VmHWM")
+        cpu = proc_cpu(proc.pid, children=True) + sum(proc_cpu(p) for p in descendants(proc.pid))
     finally:
         samples = sampler.finish()
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+    peak = max((kb for _, kb in samples), default=0)
     return {"accept_s": accept, "total_s": accept + deliver, "cpu_s": cpu, "peak_kb": peak,
             "samples": samples}
 
