@@ -8,24 +8,16 @@ from pathlib import Path
 import pytest
 
 from support.dialogue import normalize, parse_script, play, script_settings
+from support.reference import read_settings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
 SCRIPTS = sorted(DATA.glob("*.in"))
 
 
-def _settings() -> dict[str, str]:
-    out = {}
-    for line in (DATA / "main.cf").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            out[name.strip()] = value.strip()
-    return out
-
-
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
 def test_dialogue_matches_postfix(server_factory, script: Path) -> None:  # type: ignore[no-untyped-def]
     text = script.read_text()
-    server = server_factory(**{**_settings(), **script_settings(text)}).start()
+    server = server_factory(**{**read_settings(DATA / "main.cf"), **script_settings(text)}).start()
     got = []
     for session in parse_script(text):
         got.append("\n".join(normalize(play(server.port, session), "mx.example.test")))

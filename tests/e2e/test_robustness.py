@@ -236,3 +236,37 @@ def test_input_before_greeting_is_logged_as_connect_pipelining(server: Server) -
     else:
         assert ("improper command pipelining after CONNECT from localhost[127.0.0.1]: "
                 "EHLO early.example\\r\\n") in log
+
+
+def test_global_connection_cap(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(smtpd_max_connections="2").start()
+    from conftest import Client
+
+    first, second = Client(server.port), Client(server.port)
+    assert first.reply().startswith("220") and second.reply().startswith("220")
+    third = Client(server.port)
+    assert third.reply() == "421 4.7.0 mx.example.test Error: too many connections"
+    assert third.closed()
+    first.close()
+    server.wait_log("disconnect from localhost", count=2)
+    fourth = Client(server.port)  # a slot is free again
+    assert fourth.reply().startswith("220 ")
+    for c in (second, third, fourth):
+        c.close()
+
+
+def test_postconf_command_line(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "main.cf").write_text("myhostname = mx.example\nmydestination = $myhostname,\n"
+                                 "  localhost\n")
+    def postconf(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "mailgate.cli", "postconf", "-c", str(etc),
+                               *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout
+    assert postconf("-n") == "mydestination = $myhostname, localhost\nmyhostname = mx.example\n"
+    assert postconf("-d", "smtpd_hard_error_limit") == ("smtpd_hard_error_limit = "
+                                                        "${stress?{1}:{20}}\n")
+    assert postconf("-o", "myhostname=other.example", "-n", "myhostname") == (
+        "myhostname = other.example\n")
+    assert "smtpd_banner = $myhostname ESMTP $mail_name\n" in postconf()

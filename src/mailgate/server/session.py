@@ -414,8 +414,12 @@ class Session:
             return
         await self.queue_message(message.content, "data")
 
-    def message_too_big(self, verb: str) -> None:
-        self.warn(f"{self.tx.queue_id}: queue file size limit exceeded")
+    def message_too_big(self, verb: str, warn: bool = True) -> None:
+        """552 for a message over message_size_limit. smtpd warns when the text it read was
+        too big; a queue file pushed over the limit by the added headers is cleanup's call
+        and gets the same reply without that warning (as in Postfix)."""
+        if warn:
+            self.warn(f"{self.tx.queue_id}: queue file size limit exceeded")
         self.reply("552 5.3.4 Error: message file too big")
         self.count_result(verb, False)
         self.reset_transaction()
@@ -486,7 +490,7 @@ class Session:
         text = header + content
         size = len(text) + text.count(b"\n")  # Postfix counts message size with CRLF
         if self.s.message_size_limit and size > self.s.message_size_limit:
-            self.message_too_big(verb)  # the limit applies to the queue file (cleanup)
+            self.message_too_big(verb, warn=False)  # the limit applies to the queue file
             return
         envelope = Envelope(queue_id, tx.sender, unique_recipients(tx.recipients), now,
                             self.client.name, self.client.addr, self.helo, self.proto, size,

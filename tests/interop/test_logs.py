@@ -1,0 +1,79 @@
+"""Differential: the same dialogues to mailgate and to a live Postfix 3.7 give the same smtpd
+log lines (queue ids, process ids and time stamps aside)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED, require
+from support import reference
+from support.dialogue import parse_script, play, script_settings
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
+SCRIPTS = sorted(DATA.glob("*.in"))
+REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
+_LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)$")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def smtpd_lines(log: Path) -> list[str]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = _LINE.match(line)
+        if m and "overriding earlier entry" not in m.group(1):
+            out.append(re.sub(r"\b[0-9A-F]{10,12}\b", "QUEUEID", m.group(1)))
+    return out
+
+
+def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the mail log")
+        time.sleep(0.05)
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
+def test_smtpd_log_lines_match_postfix(server_factory, tmp_path: Path, script: Path) -> None:  # type: ignore[no-untyped-def]
+    require("postfix")
+    if not REFERENCE.exists():
+        pytest.skip("shared/postfix/reference-postfix.sh not present")
+    text = script.read_text()
+    settings = script_settings(text)
+    sessions = parse_script(text)
+    ref = tmp_path / "ref"
+    port = _free_port()
+    base = reference.read_settings(DATA / "main.cf")
+    fragment = reference.merged_fragment(tmp_path / "fragment.cf", base, settings)
+    reference.start(REFERENCE, ref, port, fragment)
+    try:
+        for session in sessions:
+            play(port, session)
+        expected_disconnects = len(sessions)
+        _wait_for(lambda: sum("disconnect from" in x for x in smtpd_lines(ref / "maillog"))
+                  >= expected_disconnects)
+        postfix = smtpd_lines(ref / "maillog")
+    finally:
+        reference.stop(REFERENCE, ref)
+    server = server_factory(**{**base, **settings}).start()
+    for session in sessions:
+        play(server.port, session)
+    _wait_for(lambda: sum("disconnect from" in x for x in server.smtpd_log())
+              >= expected_disconnects)
+    mailgate = smtpd_lines(server.log_path)
+    if mailgate != postfix:
+        diff = "\n".join(difflib.unified_diff(postfix, mailgate, "postfix", "mailgate",
+                                              lineterm=""))
+        pytest.fail(f"{script.name}: smtpd log lines differ\n{diff}")
