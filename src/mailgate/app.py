@@ -10,7 +10,7 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,43 +120,9 @@ class App:
         smtpd = SmtpdSettings.from_config(cfg)
         delivery = DeliverySettings.from_config(cfg)
         log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
-        pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
         local = interface_addresses(cfg, [a.host for a in smtpd.listen])
-
-        def domains(name: str) -> DomainList:
-            return DomainList.build(cfg.get_list(name), registry, name in pdms)
-
-        resolver = AddressResolver(
-            myorigin=cfg.get_str("myorigin"), mydestination=domains("mydestination"),
-            virtual_alias_domains=domains("virtual_alias_domains"),
-            virtual_mailbox_domains=domains("virtual_mailbox_domains"),
-            relay_domains=domains("relay_domains"), interface_addresses=local,
-            allow_percent_hack=cfg.get_bool("allow_percent_hack"),
-            swap_bangpath=cfg.get_bool("swap_bangpath"),
-            append_at_myorigin=cfg.get_bool("append_at_myorigin"))
-        mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry)
-        for bad in mynetworks.errors:
-            log.warning("smtpd", f'mynetworks: non-null host address bits in "{bad}"')
-        vmaps = _union_map(cfg.get_list("virtual_mailbox_maps"), registry)
-        tables = EngineTables(
-            resolver=resolver, mynetworks=mynetworks,
-            local_recipient_maps=_union_map(
-                tuple(s for s in cfg.get_list("local_recipient_maps")), registry),
-            virtual_mailbox_maps=vmaps,
-            virtual_alias_maps=_union_map(cfg.get_list("virtual_alias_maps"), registry),
-            relay_recipient_maps=_union_map(cfg.get_list("relay_recipient_maps"), registry),
-            recipient_delimiter=cfg.get_str("recipient_delimiter"))
-        codes = Codes(
-            reject_code=cfg.get_int("reject_code"), defer_code=cfg.get_int("defer_code"),
-            relay_domains_reject_code=cfg.get_int("relay_domains_reject_code"),
-            unknown_local_recipient_reject_code=cfg.get_int("unknown_local_recipient_reject_code"),
-            unknown_virtual_mailbox_reject_code=cfg.get_int("unknown_virtual_mailbox_reject_code"),
-            unknown_virtual_alias_reject_code=cfg.get_int("unknown_virtual_alias_reject_code"),
-            unknown_relay_recipient_reject_code=cfg.get_int("unknown_relay_recipient_reject_code"),
-            show_user_unknown_table_name=cfg.get_bool("show_user_unknown_table_name"),
-            soft_bounce=cfg.get_bool("soft_bounce"))
-        engine = Engine(EngineSettings.from_config(cfg), Env(tables, codes),
-                        warn=lambda text: log.warning("smtpd", text))
+        resolver = build_resolver(cfg, registry, local)
+        engine, vmaps = build_engine(cfg, registry, resolver, log)
         store = QueueStore(delivery.queue_directory, fsync=fsync)
         router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
                         delivery.recipient_delimiter,
@@ -168,32 +134,13 @@ class App:
             "local": MaildirAgent("local", smtpd.myhostname, renamer, fsync),
         }
         qmgr = QueueManager(store, delivery, router, agents, log)
-
-        async def commit(incoming: Incoming, envelope: Envelope, text: bytes) -> None:
-            store.write(incoming, envelope, text)
-            try:
-                await renamer.commit(incoming.fd, str(incoming.path),
-                                     str(store.path("active", incoming.queue_id)), fsync)
-            except OSError as exc:
-                incoming.fd = -1  # closed by the renamer
-                store.abort(incoming)
-                raise QueueError(f"{incoming.queue_id}: cannot store message: "
-                                 f"{exc.strerror}") from exc
-            incoming.fd = -1
-
-        bare_exempt = HostAddrList.build(cfg.get_list("smtpd_forbid_bare_newline_exclusions"),
-                                         registry)
-
-        def exempt(client: Client) -> bool:
-            try:
-                return bare_exempt.match(client.name, client.addr)
-            except MapError:
-                return False
-
-        services = Services(engine=engine, store=store, log=log,
-                            forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
-                            local_addresses=local, on_queued=qmgr.enqueue, commit=commit,
-                            clock=time.time)
+        services = Services(
+            engine=engine, store=store, log=log,
+            forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
+            local_addresses=local, on_queued=qmgr.enqueue,
+            commit=committer(store, renamer, fsync), clock=time.time,
+            bare_newline_exempt=client_matcher(
+                cfg.get_list("smtpd_forbid_bare_newline_exclusions"), registry))
         exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
         server = SmtpServer(smtpd, services, exceptions, connections)
@@ -212,6 +159,85 @@ class App:
         await self.qmgr.stop()
         self.renamer.stop()
         self.log.close()
+
+
+
+def build_resolver(cfg: Config, registry: Registry, local: frozenset[str]) -> AddressResolver:
+    """Domain classes from mydestination, virtual_*_domains and relay_domains."""
+    pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
+
+    def domains(name: str) -> DomainList:
+        return DomainList.build(cfg.get_list(name), registry, name in pdms)
+
+    return AddressResolver(
+        myorigin=cfg.get_str("myorigin"), mydestination=domains("mydestination"),
+        virtual_alias_domains=domains("virtual_alias_domains"),
+        virtual_mailbox_domains=domains("virtual_mailbox_domains"),
+        relay_domains=domains("relay_domains"), interface_addresses=local,
+        allow_percent_hack=cfg.get_bool("allow_percent_hack"),
+        swap_bangpath=cfg.get_bool("swap_bangpath"),
+        append_at_myorigin=cfg.get_bool("append_at_myorigin"))
+
+
+def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
+                 log: MailLog) -> tuple[Engine, Map | None]:
+    """The restriction engine with its tables; also returns virtual_mailbox_maps."""
+    mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry)
+    for bad in mynetworks.errors:
+        log.warning("smtpd", f'mynetworks: non-null host address bits in "{bad}"')
+    vmaps = _union_map(cfg.get_list("virtual_mailbox_maps"), registry)
+    tables = EngineTables(
+        resolver=resolver, mynetworks=mynetworks,
+        local_recipient_maps=_union_map(cfg.get_list("local_recipient_maps"), registry),
+        virtual_mailbox_maps=vmaps,
+        virtual_alias_maps=_union_map(cfg.get_list("virtual_alias_maps"), registry),
+        relay_recipient_maps=_union_map(cfg.get_list("relay_recipient_maps"), registry),
+        recipient_delimiter=cfg.get_str("recipient_delimiter"))
+    code = cfg.get_int
+    codes = Codes(
+        reject_code=code("reject_code"), defer_code=code("defer_code"),
+        relay_domains_reject_code=code("relay_domains_reject_code"),
+        unknown_local_recipient_reject_code=code("unknown_local_recipient_reject_code"),
+        unknown_virtual_mailbox_reject_code=code("unknown_virtual_mailbox_reject_code"),
+        unknown_virtual_alias_reject_code=code("unknown_virtual_alias_reject_code"),
+        unknown_relay_recipient_reject_code=code("unknown_relay_recipient_reject_code"),
+        show_user_unknown_table_name=cfg.get_bool("show_user_unknown_table_name"),
+        soft_bounce=cfg.get_bool("soft_bounce"))
+    engine = Engine(EngineSettings.from_config(cfg), Env(tables, codes),
+                    warn=lambda text: log.warning("smtpd", text))
+    return engine, vmaps
+
+
+def committer(store: QueueStore, renamer: DurableRenamer,
+              fsync: bool) -> Callable[[Incoming, Envelope, bytes], Awaitable[None]]:
+    """What smtpd awaits before `250`: write, then fsync + rename to active/ + fsync dir."""
+
+    async def commit(incoming: Incoming, envelope: Envelope, text: bytes) -> None:
+        store.write(incoming, envelope, text)
+        try:
+            await renamer.commit(incoming.fd, str(incoming.path),
+                                 str(store.path("active", incoming.queue_id)), fsync)
+        except OSError as exc:
+            incoming.fd = -1  # closed by the renamer
+            store.abort(incoming)
+            raise QueueError(f"{incoming.queue_id}: cannot store message: "
+                             f"{exc.strerror}") from exc
+        incoming.fd = -1
+
+    return commit
+
+
+def client_matcher(patterns: tuple[str, ...], registry: Registry) -> Callable[[Client], bool]:
+    """A host/address list as a predicate on clients (a lookup failure means no match)."""
+    networks = HostAddrList.build(patterns, registry)
+
+    def match(client: Client) -> bool:
+        try:
+            return networks.match(client.name, client.addr)
+        except MapError:
+            return False
+
+    return match
 
 
 def raise_fd_limit() -> None:

@@ -81,6 +81,28 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _spawn(index: int, worker: Callable[[int], None], master_pid: int) -> int:
+    """Fork one worker; in the child run `worker(index)` and never return."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        _die_with_parent()
+        if os.getppid() != master_pid:
+            os._exit(1)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        worker(index)
+    except BaseException as exc:  # a worker must never return into the master's code
+        print(f"mailgate: worker {index}: {exc!r}", file=sys.stderr)
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def run_workers(count: int, worker: Callable[[int], None],
                 log: Callable[[str], None], on_reopen: Callable[[], None]) -> int:
     """Fork `count` workers running `worker(index)`; restart ones that die; stop on SIGTERM."""
@@ -89,24 +111,7 @@ def run_workers(count: int, worker: Callable[[int], None],
     master_pid = os.getpid()
 
     def start(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                _die_with_parent()
-                if os.getppid() != master_pid:
-                    os._exit(1)
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
-                    signal.signal(sig, signal.SIG_DFL)
-                worker(index)
-            except BaseException as exc:  # a worker must never return into the master's code
-                print(f"mailgate: worker {index}: {exc!r}", file=sys.stderr)
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        children[pid] = index
+        children[_spawn(index, worker, master_pid)] = index
 
     def stop(signum: int, frame: Any) -> None:
         nonlocal stopping

@@ -270,3 +270,15 @@ def test_postconf_command_line(tmp_path: Path) -> None:
     assert postconf("-o", "myhostname=other.example", "-n", "myhostname") == (
         "myhostname = other.example\n")
     assert "smtpd_banner = $myhostname ESMTP $mail_name\n" in postconf()
+
+
+def test_forbid_bare_newline_spares_the_exclusions(server_factory) -> None:  # type: ignore[no-untyped-def]
+    # smtpd_forbid_bare_newline_exclusions defaults to $mynetworks (127.0.0.0/8 here)
+    server = server_factory(smtpd_forbid_bare_newline="yes").start()
+    from conftest import Client
+
+    client = Client(server.port)
+    client.reply()
+    assert client.cmd(b"NOOP\n") == "250 2.0.0 Ok"
+    assert client.cmd("QUIT") == "221 2.0.0 Bye"
+    client.close()

@@ -1,0 +1,316 @@
+"""The MAIL transaction: MAIL, RCPT, DATA and BDAT as Postfix smtpd answers them, and queueing.
+
+`TransactionCommands` is mixed into `Session`; it uses the session's reply and log methods.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from mailgate.config.settings import SmtpdSettings
+from mailgate.engine.actions import Verdict
+from mailgate.engine.context import Client, Request
+from mailgate.engine.evaluate import Engine
+from mailgate.maillog import MailLog
+from mailgate.queue.store import Envelope, Incoming, QueueStore, Recipient
+from mailgate.server.commands import ForbiddenCommands, parse_mail_params, parse_rcpt_params
+from mailgate.server.headers import add_missing_headers, logged_message_id, received_header
+from mailgate.server.stats import CommandStats
+from mailgate.smtp.protocol import Chunk, Command, Message, ServerConnection
+from mailgate.smtp.tokens import TokType, extract_addr
+
+
+@dataclass
+class Transaction:
+    """The state of one MAIL transaction (Postfix mail_reset/rcpt_reset clear it)."""
+
+    sender: str | None = None
+    recipients: list[Recipient] = field(default_factory=list)
+    incoming: Incoming | None = None
+    rcpt_overshoot: int = 0
+    bdat: bytearray | None = None
+    bdat_too_big: bool = False
+
+    @property
+    def queue_id(self) -> str:
+        return self.incoming.queue_id if self.incoming else "NOQUEUE"
+
+
+@dataclass
+class Services:
+    """What a session uses besides its settings, handed in by the server."""
+
+    engine: Engine
+    store: QueueStore
+    log: MailLog
+    forbidden: ForbiddenCommands
+    local_addresses: frozenset[str]
+    on_queued: Callable[[str, Envelope, bytes], None]
+    commit: Callable[[Incoming, Envelope, bytes], Awaitable[None]]
+    clock: Callable[[], float] = time.time
+    bare_newline_exempt: Callable[[Client], bool] = lambda client: False
+
+
+def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
+    """Drop duplicate recipients, ignoring case (cleanup's duplicate filter); first one wins."""
+    seen: set[str] = set()
+    out = []
+    for rcpt in recipients:
+        key = rcpt.address.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(rcpt)
+    return out
+
+
+class TransactionCommands:
+    """MAIL/RCPT/DATA/BDAT handlers; the attributes below are the Session's."""
+
+    s: SmtpdSettings
+    svc: Services
+    client: Client
+    conn: ServerConnection
+    tx: Transaction
+    stats: CommandStats
+    where: str
+    helo: str
+    proto: str
+    error_count: int
+    junk_count: int
+    bdat_error: str
+    bdat_size: int
+
+    @property
+    def namaddr(self) -> str:
+        raise NotImplementedError
+
+    def reply(self, text: str) -> None:
+        raise NotImplementedError
+
+    def log(self, text: str) -> None:
+        raise NotImplementedError
+
+    def warn(self, text: str) -> None:
+        raise NotImplementedError
+
+    def log_reject(self, action: str, reply: str, recipient: str | None = None) -> None:
+        raise NotImplementedError
+
+    def reset_transaction(self) -> None:
+        raise NotImplementedError
+
+    def bare_newline(self) -> bool:
+        raise NotImplementedError
+
+    # MAIL -------------------------------------------------------------------------------
+    async def mail_cmd(self, cmd: Command) -> bool:
+        if self.s.helo_required and not self.helo:
+            self.reply("503 5.5.1 Error: send HELO/EHLO first")
+            return False
+        if self.tx.sender is not None:
+            self.reply("503 5.5.1 Error: nested MAIL command")
+            return False
+        args = cmd.tokens
+        if len(args) < 3 or args[1].value.lower() != "from:":
+            self.reply("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return False
+        if args[2].type is TokType.ERROR:
+            self.reply("501 5.1.7 Bad sender address syntax")
+            return False
+        extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
+        if extracted.illegal:
+            self.warn(f"Illegal address syntax from {self.namaddr} in MAIL command: "
+                      f"{args[2].value}")
+            self.reply("501 5.1.7 Bad sender address syntax")
+            return False
+        params = parse_mail_params([t.value for t in args[3:]])
+        if params.error:
+            self.reply(params.error)
+            return False
+        limit = self.s.message_size_limit
+        if limit and params.size > limit:
+            self.tx.sender = extracted.address
+            reply = "552 5.3.4 Message size exceeds fixed limit"
+            self.log_reject("reject", reply)
+            self.tx.sender = None
+            self.reply(reply)
+            return False
+        self.tx = Transaction(sender=extracted.address)
+        self.reply("250 2.1.0 Ok")
+        return True
+
+    # RCPT -------------------------------------------------------------------------------
+    async def rcpt_cmd(self, cmd: Command) -> bool:
+        if self.tx.sender is None:
+            self.reply("503 5.5.1 Error: need MAIL command")
+            return False
+        args = cmd.tokens
+        if len(args) < 3 or args[1].value.lower() != "to:":
+            self.reply("501 5.5.4 Syntax: RCPT TO:<address>")
+            return False
+        if len(self.tx.recipients) >= self.s.recipient_limit:
+            self.reply("452 4.5.3 Error: too many recipients")
+            self.tx.rcpt_overshoot += 1
+            return self.tx.rcpt_overshoot <= self.s.recipient_overshoot_limit
+        if args[2].type is TokType.ERROR:
+            self.reply("501 5.1.3 Bad recipient address syntax")
+            return False
+        extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
+        if extracted.illegal or not extracted.address:
+            self.warn(f"Illegal address syntax from {self.namaddr} in RCPT command: "
+                      f"{args[2].value}")
+            self.reply("501 5.1.3 Bad recipient address syntax")
+            return False
+        params = parse_rcpt_params([t.value for t in args[3:]])
+        if params.warning:
+            self.warn(params.warning)
+        if params.error:
+            self.reply(params.error)
+            return False
+        recipient = extracted.address
+        if not self.check_recipient(recipient):
+            return False
+        if self.tx.incoming is None:
+            self.tx.incoming = self.svc.store.create()
+            self.log(f"{self.tx.queue_id}: client={self.namaddr}")
+        self.tx.recipients.append(Recipient(recipient, params.orcpt, params.notify))
+        self.reply("250 2.1.5 Ok")
+        return True
+
+    def check_recipient(self, recipient: str) -> bool:
+        """Run the RCPT restrictions; on a reject, log and reply and return False."""
+        req = Request(self.client, self.tx.sender, recipient, self.where)
+        action = self.svc.engine.check_rcpt(req)
+        if action.verdict is not Verdict.REJECT:
+            return True
+        self.log_reject("reject", action.reply, recipient)
+        self.reply(action.reply)
+        return False
+
+    # DATA / BDAT ------------------------------------------------------------------------
+    async def data_cmd(self, cmd: Command) -> bool | None:
+        if not self.tx.recipients:
+            self.reply("503 5.5.1 Error: need RCPT command")
+            return False
+        if len(cmd.tokens) != 1:
+            self.reply("501 5.5.4 Syntax: DATA")
+            return False
+        if self.tx.bdat is not None:
+            self.reply("503 5.5.1 Error: DATA command is not allowed after BDAT")
+            return False
+        self.reply("354 End data with <CR><LF>.<CR><LF>")
+        self.conn.start_data()
+        return None
+
+    async def end_of_data(self, message: Message) -> None:
+        self.where = "END-OF-MESSAGE"
+        if message.bare_newline and self.bare_newline():
+            self.stats.count("data", False)
+            self.reset_transaction()
+            return
+        if message.too_big:
+            self.message_too_big("data")
+            return
+        await self.queue_message(message.content, "data")
+
+    def message_too_big(self, verb: str, warn: bool = True) -> None:
+        """552 for a message over message_size_limit. smtpd warns when the text it read was
+        too big; a queue file pushed over the limit by the added headers is cleanup's call
+        and gets the same reply without that warning (as in Postfix)."""
+        if warn:
+            self.warn(f"{self.tx.queue_id}: queue file size limit exceeded")
+        self.reply("552 5.3.4 Error: message file too big")
+        self.count_result(verb, False)
+        self.reset_transaction()
+
+    def count_result(self, verb: str, ok: bool) -> None:
+        self.stats.count(verb, ok)
+        if not ok:
+            self.error_count += 1
+
+    async def bdat_cmd(self, cmd: Command) -> bool | None:
+        args = cmd.tokens
+        size_ok = len(args) >= 2 and args[1].value.isdigit() and len(args[1].value) < 19
+        last = len(args) == 3 and args[2].value.upper() == "LAST"
+        if not size_ok or len(args) > 3 or (len(args) == 3 and not last):
+            self.warn(f"{self.tx.queue_id}: malformed BDAT command syntax from "
+                      f"{self.namaddr}: {cmd.line[:100]}")
+            self.reply("521 5.5.4 Syntax: BDAT count [LAST]")
+            return False
+        size = int(args[1].value)
+        if not self.tx.recipients:
+            self.conn.start_chunk(size, last, discard=True)
+            self.bdat_error = "503 5.5.1 Error: need RCPT command"
+            return None
+        self.bdat_error = ""
+        if self.tx.bdat is None:
+            self.tx.bdat = bytearray()
+        limit = self.s.message_size_limit
+        too_big = self.tx.bdat_too_big or (limit and len(self.tx.bdat) + size > limit)
+        self.tx.bdat_too_big = bool(too_big)
+        self.conn.start_chunk(size, last, discard=bool(too_big))
+        self.bdat_size = size
+        return None
+
+    async def bdat_chunk(self, chunk: Chunk) -> None:
+        if self.bdat_error:
+            self.reply(self.bdat_error)
+            self.bdat_error = ""
+            self.count_result("bdat", False)
+            return
+        assert self.tx.bdat is not None
+        self.tx.bdat += chunk.data
+        if not chunk.last:
+            self.reply(f"250 2.0.0 Ok: {self.bdat_size} bytes")
+            self.count_result("bdat", True)
+            return
+        self.where = "END-OF-MESSAGE"
+        if self.tx.bdat_too_big:
+            self.message_too_big("bdat")
+            return
+        content = bytes(self.tx.bdat).replace(b"\r\n", b"\n")
+        await self.queue_message(content, "bdat")
+
+    async def queue_message(self, content: bytes, verb: str) -> None:
+        """Add headers, write and fsync the queue file, then say `250 ... queued as`."""
+        tx = self.tx
+        assert tx.incoming is not None and tx.sender is not None
+        now = self.svc.clock()
+        queue_id = tx.incoming.queue_id
+        rcpts = [r.address for r in tx.recipients]
+        header = received_header(self.helo, self.client.name, self.client.addr,
+                                 self.s.myhostname, self.s.mail_name, self.proto, queue_id,
+                                 rcpts, now)
+        if self.client.addr in self.svc.local_addresses:
+            content, message_id = add_missing_headers(content, queue_id, tx.sender,
+                                                      self.s.myhostname, now)
+        else:
+            message_id = logged_message_id(content)
+        text = header + content
+        size = len(text) + text.count(b"\n")  # Postfix counts message size with CRLF
+        if self.s.message_size_limit and size > self.s.message_size_limit:
+            self.message_too_big(verb, warn=False)  # the limit applies to the queue file
+            return
+        envelope = Envelope(queue_id, tx.sender, unique_recipients(tx.recipients), now,
+                            self.client.name, self.client.addr, self.helo, self.proto, size,
+                            message_id)
+        try:
+            await self.svc.commit(tx.incoming, envelope, text)
+        except Exception as exc:  # a queue failure must never look like acceptance
+            self.warn(f"{queue_id}: {exc}")
+            self.reply("451 4.3.0 Error: queue file write error")
+            self.tx.incoming = None
+            self.reset_transaction()
+            self.count_result(verb, False)
+            return
+        tx.incoming = None
+        if message_id:
+            self.svc.log.log("cleanup", f"{queue_id}: message-id={message_id}")
+        self.reply(f"250 2.0.0 Ok: queued as {queue_id}")
+        self.error_count = 0
+        self.junk_count = 0
+        self.tx = Transaction()
+        self.stats.count(verb, True)
+        self.svc.on_queued(queue_id, envelope, text)
