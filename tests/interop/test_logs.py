@@ -44,6 +44,15 @@ def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-unty
         time.sleep(0.05)
 
 
+def _play_all(port: int, sessions: list[list[tuple[str, bytes, bool]]], log: Path) -> list[str]:
+    """Play the sessions one after the other: each must be logged as disconnected before the
+    next starts, so that log lines of different sessions never interleave."""
+    for done, session in enumerate(sessions, 1):
+        play(port, session)
+        _wait_for(lambda n=done: sum("disconnect from" in x for x in smtpd_lines(log)) >= n)  # type: ignore[misc]
+    return smtpd_lines(log)
+
+
 @pytest.mark.interop
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
 def test_smtpd_log_lines_match_postfix(server_factory, tmp_path: Path, script: Path) -> None:  # type: ignore[no-untyped-def]
@@ -59,21 +68,13 @@ def test_smtpd_log_lines_match_postfix(server_factory, tmp_path: Path, script: P
     fragment = reference.merged_fragment(tmp_path / "fragment.cf", base, settings)
     reference.start(REFERENCE, ref, port, fragment)
     try:
-        for session in sessions:
-            play(port, session)
-        expected_disconnects = len(sessions)
-        _wait_for(lambda: sum("disconnect from" in x for x in smtpd_lines(ref / "maillog"))
-                  >= expected_disconnects)
-        postfix = smtpd_lines(ref / "maillog")
+        postfix = _play_all(port, sessions, ref / "maillog")
     finally:
         reference.stop(REFERENCE, ref)
     server = server_factory(**{**base, **settings}).start()
-    for session in sessions:
-        play(server.port, session)
-    _wait_for(lambda: sum("disconnect from" in x for x in server.smtpd_log())
-              >= expected_disconnects)
-    mailgate = smtpd_lines(server.log_path)
+    mailgate = _play_all(server.port, sessions, server.log_path)
     if mailgate != postfix:
         diff = "\n".join(difflib.unified_diff(postfix, mailgate, "postfix", "mailgate",
                                               lineterm=""))
-        pytest.fail(f"{script.name}: smtpd log lines differ\n{diff}")
+        pytest.fail(f"{script.name}: smtpd log lines differ\n{diff}\n--- postfix:\n"
+                    + "\n".join(postfix) + "\n--- mailgate:\n" + "\n".join(mailgate))

@@ -198,7 +198,7 @@ class TransactionCommands:
             self.reply("501 5.5.4 Syntax: DATA")
             return False
         if self.tx.bdat is not None:
-            self.reply("503 5.5.1 Error: DATA command is not allowed after BDAT")
+            self.reply("503 5.5.1 Error: DATA after BDAT")
             return False
         self.reply("354 End data with <CR><LF>.<CR><LF>")
         self.conn.start_data()
@@ -271,9 +271,9 @@ class TransactionCommands:
             self.message_too_big("bdat")
             return
         content = bytes(self.tx.bdat).replace(b"\r\n", b"\n")
-        await self.queue_message(content, "bdat")
+        await self.queue_message(content, "bdat", len(content) + content.count(b"\n"))
 
-    async def queue_message(self, content: bytes, verb: str) -> None:
+    async def queue_message(self, content: bytes, verb: str, octets: int = 0) -> None:
         """Add headers, write and fsync the queue file, then say `250 ... queued as`."""
         tx = self.tx
         assert tx.incoming is not None and tx.sender is not None
@@ -308,7 +308,10 @@ class TransactionCommands:
         tx.incoming = None
         if message_id:
             self.svc.log.log("cleanup", f"{queue_id}: message-id={message_id}")
-        self.reply(f"250 2.0.0 Ok: queued as {queue_id}")
+        if verb == "bdat":  # Postfix reports the size of the client's text in CRLF form
+            self.reply(f"250 2.0.0 Ok: {octets} bytes queued as {queue_id}")
+        else:
+            self.reply(f"250 2.0.0 Ok: queued as {queue_id}")
         self.error_count = 0
         self.junk_count = 0
         self.tx = Transaction()
