@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailgate.maps import regexp, simple
+from mailgate.maps import cidr, regexp, simple
 from mailgate.maps.base import FailedMap, Map, MapOptions, Registry
 
 __all__ = ["FailedMap", "Map", "MapOptions", "Registry", "default_registry"]
@@ -12,5 +12,6 @@ def default_registry() -> Registry:
     """A registry with every built-in table type."""
     registry = Registry()
     simple.register(registry)
+    cidr.register(registry)
     regexp.register(registry)
     return registry
