@@ -36,6 +36,12 @@ def cmd_postconf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_postmap(args: argparse.Namespace) -> int:
+    from mailgate.postmap import run
+
+    return run(args.tables, args.q, args.s, not args.f)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mailgate {__version__}")
@@ -58,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("-d", action="store_true", help="built-in default values")
     postconf.add_argument("names", nargs="*")
     postconf.set_defaults(func=cmd_postconf)
+
+    postmap = sub.add_parser("postmap", help="query or dump lookup tables as postmap(1) does")
+    postmap.add_argument("-c", dest="config_dir", metavar="DIR")
+    postmap.add_argument("-q", metavar="KEY", help="look up KEY ('-': keys from stdin)")
+    postmap.add_argument("-s", action="store_true", help="dump the table")
+    postmap.add_argument("-f", action="store_true", help="no case folding of keys")
+    postmap.add_argument("tables", nargs="+", metavar="[type:]name")
+    postmap.set_defaults(func=cmd_postmap)
     return parser
 
 

@@ -50,9 +50,8 @@ class CidrMap:
             if rule.network is None:  # endif
                 i += 1
                 continue
-            hit = addr.version == rule.network.version and addr in rule.network
-            if rule.negate:
-                hit = not hit
+            # another address family never matches, negated or not
+            hit = addr.version == rule.network.version and (addr in rule.network) != rule.negate
             if rule.result is None:  # if: enter the block, or skip past its endif
                 i = i + 1 if hit else rule.skip
                 continue

@@ -43,7 +43,7 @@ def parse_source(text: str, filename: str, fold_case: bool) -> tuple[dict[str, s
         if fold_case:
             key = key.lower()
         if key in entries:
-            warnings.append(f'{filename}: duplicate entry: "{key}"')
+            warnings.append(f'{where}: duplicate entry: "{key}"')
             continue
         entries[key] = value
     return entries, warnings

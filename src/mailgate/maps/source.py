@@ -53,5 +53,5 @@ def split_key_value(line: str) -> tuple[str, str] | str:
     value = line[i:].strip()
     k = "".join(key)
     if not k or not value:
-        return "expected format: key whitespace value"
+        return "expected format: key whitespace value -- ignoring this line"
     return k, value

@@ -1,0 +1,62 @@
+"""`mailgate postmap`: query and dump tables the way postmap(1) does (-q, -q -, -s, -f)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+from mailgate.errors import MapError
+from mailgate.maps import MapOptions, default_registry
+from mailgate.maps.simple import DictMap
+
+_COMPILED = ("hash", "btree", "lmdb", "cdb", "dbm", "sdbm")
+
+
+def _spec(name: str, default_type: str = "hash") -> str:
+    return name if ":" in name.split("/", 1)[0] else f"{default_type}:{name}"
+
+
+def run(args_tables: list[str], query: str | None, dump: bool, fold: bool,
+        stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+        stderr: TextIO = sys.stderr) -> int:
+    """Exit status as postmap's: 0 found (or done), 1 not found, 2 error (we say 1 + message)."""
+    registry = default_registry()
+    tables = []
+    for name in args_tables:
+        spec = _spec(name)
+        if spec.split(":", 1)[0] in _COMPILED and query is None and not dump:
+            print(f"mailgate/postmap: fatal: building {spec.split(':', 1)[0]}: tables is not "
+                  "implemented yet (use texthash:, cidr:, regexp:, pcre:)", file=stderr)
+            return 1
+        try:
+            table = registry.open(spec, MapOptions(fold_case=fold))
+        except MapError as exc:
+            print(f"mailgate/postmap: fatal: {exc}", file=stderr)
+            return 1
+        for warning in getattr(table, "warnings", []):
+            print(f"mailgate/postmap: warning: {warning}", file=stderr)
+        tables.append(table)
+    if dump:
+        for table in tables:
+            if isinstance(table, DictMap):
+                for key in sorted(table.entries):
+                    print(f"{key}\t{table.entries[key]}", file=stdout)
+        return 0
+    if query is None:
+        return 0
+    keys: Iterable[str] = (line.rstrip("\n") for line in stdin) if query == "-" else [query]
+    found_any = False
+    for key in keys:
+        for table in tables:
+            try:
+                value = table.lookup(key)
+            except MapError as exc:
+                print(f"mailgate/postmap: fatal: table {table.spec}: query error: {exc}",
+                      file=stderr)
+                return 1
+            if value is not None:
+                found_any = True
+                print(f"{key}\t{value}" if query == "-" else value, file=stdout)
+                break
+    return 0 if found_any else 1
