@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.errors import MapError
 from mailgate.maps import default_registry
 
 UTIL = Path(__file__).resolve().parents[3] / "shared" / "postfix" / "tests" / "util"
@@ -70,3 +71,51 @@ def test_dict_regexp_and_pcre(tmp_path: Path, kind: str) -> None:
 def test_miss_endif_regexp(tmp_path: Path, kind: str, ref: str) -> None:
     shutil.copy(UTIL / "miss_endif_re.map", tmp_path / "miss_endif_re.map")
     assert dict_open(f"{kind}:miss_endif_re.map", ["1.2.3.5"], tmp_path) == expected(ref)
+
+
+def _dict_open_lines(specs: list[tuple[str, list[str]]]) -> str:
+    """Several `dict_open` runs; a table that fails to open prints `error:` and no lookups."""
+    out = []
+    for spec, keys in specs:
+        try:
+            table = default_registry().open(spec)
+        except MapError as exc:
+            out.append(f"./dict_open: error: {exc}")
+            continue
+        for key in keys:
+            value = table.lookup(key)
+            out += [f"> get {key}", f"{key}={value}" if value is not None else f"{key}: not found"]
+    return "\n".join(out) + "\n"
+
+
+def test_dict_static() -> None:
+    assert _dict_open_lines([
+        ("static:fooxx", ["foo", "bar"]),
+        ("static:{ foo xx ", []),
+        ("static:{ foo xx }x", []),
+        ("static:{ foo xx }", ["foo", "bar"]),
+    ]) == expected("dict_static.ref")
+
+
+def test_dict_inline() -> None:
+    assert _dict_open_lines([
+        ("inline:{ }", []),
+        ("inline:{ foo = xx }", []),
+        ("inline:{ foo=xx }x", []),
+        ("inline:{ foo=xx x", []),
+        ("inline:{ foo=xx {x=y}x}", []),
+        ("inline:{ foo=XX, { bar = lotsa stuff } }", ["foo", "bar", "baz"]),
+        ("inline:{ foo=XX, { bar = lotsa stuff }}", ["foo", "bar", "baz"]),
+    ]) == expected("dict_inline.ref")
+
+
+def test_dict_thash_dump(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    shutil.copy(UTIL / "dict_thash.in", tmp_path / "dict_thash.in")
+    result = subprocess.run([sys.executable, "-m", "mailgate.cli", "postmap", "-fs",
+                             "texthash:dict_thash.in"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    warnings = result.stderr.replace("mailgate/postmap:", "postmap:")
+    assert warnings + result.stdout == (UTIL / "dict_thash.ref").read_text()

@@ -59,25 +59,27 @@ def open_texthash(name: str, options: MapOptions) -> DictMap:
     return DictMap(f"texthash:{name}", entries, options.fold_case, warnings=warnings)
 
 
-def _strip_outer_braces(name: str, spec: str) -> str:
+def open_inline(name: str, options: MapOptions) -> DictMap:
+    """`inline:{ k=v, { k = v with spaces } }` with Postfix's error texts."""
+    spec = f"inline:{name}"
+    need = f'"{spec}"; need "inline:{{name=value...}}"'
     text = name.strip()
     if not (text.startswith("{") and text.endswith("}")):
-        raise MapConfigError(f"{spec}: missing '{{' or '}}' around table contents")
-    return text[1:-1]
-
-
-def open_inline(name: str, options: MapOptions) -> DictMap:
-    spec = f"inline:{name}"
+        raise MapConfigError(f"bad syntax: {need}")
+    items = split_list(text[1:-1])
+    if not items:
+        raise MapConfigError(f"empty table: {need}")
     entries: dict[str, str] = {}
-    for item in split_list(_strip_outer_braces(name, spec)):
-        if item.startswith("{") and item.endswith("}"):
-            item = item[1:-1].strip()
-            key, eq, value = item.partition("=")
+    for item in items:
+        if item.startswith("{"):
+            if not item.endswith("}"):
+                raise MapConfigError(f"syntax error after '}}' in \"{item}\": {need}")
+            key, eq, value = item[1:-1].strip().partition("=")
             key, value = key.strip(), value.strip()
         else:
             key, eq, value = item.partition("=")
-        if not eq or not key or not value or " " in key:
-            raise MapConfigError(f'{spec}: "{item}": need "key=value"')
+        if not eq or not key:
+            raise MapConfigError(f"missing '=' after attribute name: {need}")
         if options.fold_case:
             key = key.lower()
         entries.setdefault(key, value)
@@ -96,9 +98,16 @@ class StaticMap:
 
 
 def open_static(name: str, options: MapOptions) -> StaticMap:
+    """`static:value` or `static:{ value with spaces }`."""
     value = name.strip()
-    if value.startswith("{") and value.endswith("}"):
-        value = value[1:-1].strip()
+    if value.startswith("{"):
+        close = value.rfind("}")
+        if close < 0:
+            raise MapConfigError(f"bad static:name syntax: missing '}}' in \"{name}\"")
+        if value[close + 1 :].strip():
+            raise MapConfigError(f"bad static:name syntax: syntax error after '}}' in "
+                                 f"\"{name}\"")
+        value = value[1:close].strip()
     return StaticMap(f"static:{name}", value)
 
 
