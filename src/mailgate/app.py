@@ -182,9 +182,10 @@ def build_resolver(cfg: Config, registry: Registry, local: frozenset[str]) -> Ad
 def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
                  log: MailLog) -> tuple[Engine, Map | None]:
     """The restriction engine with its tables; also returns virtual_mailbox_maps."""
-    mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry)
-    for bad in mynetworks.errors:
-        log.warning("smtpd", f'mynetworks: non-null host address bits in "{bad}"')
+    pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
+    mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry, "mynetworks",
+                                    "mynetworks" in pdms,
+                                    warn=lambda text: log.log("smtpd", text))
     vmaps = _union_map(cfg.get_list("virtual_mailbox_maps"), registry)
     tables = EngineTables(
         resolver=resolver, mynetworks=mynetworks,

@@ -61,37 +61,37 @@ class CidrMap:
         return None
 
 
-class _Skip(Exception):
-    """A rule to skip, with Postfix's reason."""
+class PatternError(Exception):
+    """A bad address pattern, with Postfix's reason (a cidr rule is then skipped)."""
 
 
-def _network(pattern: str) -> Network:
+def parse_network(pattern: str) -> Network:
     """Parse `addr`, `addr/len`, `[addr]` or `[addr]/len` exactly as dict_cidr reports it."""
     text = pattern
     if text.startswith("["):
         close = text.find("]")
         if close < 0:
-            raise _Skip(f'missing \']\' character after "{pattern}"')
+            raise PatternError(f'missing \']\' character after "{pattern}"')
         rest = text[close + 1 :]
         if rest and not rest.startswith("/"):
-            raise _Skip(f'garbage after "{text[: close + 1]}"')
+            raise PatternError(f'garbage after "{text[: close + 1]}"')
         text = text[1:close] + rest
     addr, slash, mask = text.partition("/")
     if slash and not mask.isdigit():
-        raise _Skip(f'bad mask value in "{pattern}"')
+        raise PatternError(f'bad mask value in "{pattern}"')
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
         if slash:
-            raise _Skip(f'bad network value in "{pattern}"') from None
-        raise _Skip(f'bad address pattern: "{pattern}"') from None
+            raise PatternError(f'bad network value in "{pattern}"') from None
+        raise PatternError(f'bad address pattern: "{pattern}"') from None
     bits = ip.max_prefixlen
     length = int(mask) if slash else bits
     if length > bits:
-        raise _Skip(f'bad mask length in "{pattern}"')
+        raise PatternError(f'bad mask length in "{pattern}"')
     network = ipaddress.ip_network(f"{ip}/{length}", strict=False)
     if network.network_address != ip:
-        raise _Skip(f'non-null host address bits in "{pattern}", perhaps you should use '
+        raise PatternError(f'non-null host address bits in "{pattern}", perhaps you should use '
                     f'"{network.network_address}/{length}" instead')
     return network
 
@@ -117,12 +117,12 @@ def parse_rules(lines: list[tuple[int, str]], where: str) -> tuple[list[Rule], l
             if head[:2] == "if" and (len(text) == 2 or not text[2].isalnum()):
                 negate, pattern = _negations(text[2:])
                 if not pattern:
-                    raise _Skip("no address pattern")
+                    raise PatternError("no address pattern")
                 open_ifs.append((len(rules), number))
-                rules.append(Rule(_network(pattern.split()[0]), negate, None))
+                rules.append(Rule(parse_network(pattern.split()[0]), negate, None))
             elif head == "endif" and (len(text) == 5 or not text[5].isalnum()):
                 if not open_ifs:
-                    raise _Skip("ENDIF without IF")
+                    raise PatternError("ENDIF without IF")
                 index, _ = open_ifs.pop()
                 rules.append(Rule(None, False, None))
                 rules[index] = Rule(rules[index].network, rules[index].negate, None, len(rules))
@@ -130,11 +130,11 @@ def parse_rules(lines: list[tuple[int, str]], where: str) -> tuple[list[Rule], l
                 negate, rest = _negations(text)
                 parts = rest.split(None, 1)
                 if not parts:
-                    raise _Skip("no address pattern")
+                    raise PatternError("no address pattern")
                 if len(parts) < 2:
-                    raise _Skip("no lookup result")
-                rules.append(Rule(_network(parts[0]), negate, parts[1].strip()))
-        except _Skip as why:
+                    raise PatternError("no lookup result")
+                rules.append(Rule(parse_network(parts[0]), negate, parts[1].strip()))
+        except PatternError as why:
             warnings.append(f"{where}, line {number}: {why}: skipping this rule")
     for index, number in reversed(open_ifs):
         warnings.append(f"{where}, line {number}: IF has no matching ENDIF")

@@ -9,14 +9,13 @@ pattern always matches subdomains.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mailgate.config.maincf import split_list
-from mailgate.errors import MapConfigError, MapTempError
-from mailgate.maps.base import Map, Registry
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from mailgate.errors import MapConfigError, MapError, MapTempError
+from mailgate.maps.base import FailedMap, Map, Registry
+from mailgate.maps.cidr import PatternError, parse_network
 
 
 def _expand_files(patterns: Iterable[str]) -> list[str]:
@@ -92,70 +91,123 @@ class DomainList:
         return bool(self.patterns)
 
 
-def parse_network(pattern: str) -> Network | None:
-    """`1.2.3.4`, `1.2.3.0/24`, `[::1]`, `[2001:db8::]/32`; None if not an address pattern.
-
-    Raises ValueError for an address pattern with host bits set (Postfix refuses those).
-    """
-    text = pattern
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            return None
-        text = text[1:close] + text[close + 1 :]
-    try:
-        return ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        if "host bits set" in str(exc):
-            raise
-        return None
+class ListError(Exception):
+    """A pattern or table of a host/address list failed: Postfix's match result ERROR."""
 
 
 @dataclass
 class HostAddrList:
-    """A host/address list such as `mynetworks`: networks, host names and tables."""
+    """A host/address list such as `mynetworks` (Postfix namadr_list / match_list).
 
-    items: list[tuple[bool, Network | str | Map]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    Patterns are checked in order; `!` (repeatable) inverts; `/file` expands to its words;
+    `type:table` is looked up with the host name, then the address. Address patterns are
+    parsed when first compared, as Postfix does: a bad pattern or a failing table makes the
+    whole match an ERROR (`match()` raises MapTempError) and is warned about via `warn`.
+    """
+
+    items: list[tuple[bool, str | Map | ListError]] = field(default_factory=list)
+    origin: str = "mynetworks"
+    parent_matches: bool = True
+    warn: Callable[[str], None] = field(default=lambda text: None, repr=False)
 
     @classmethod
-    def build(cls, patterns: Iterable[str], registry: Registry) -> HostAddrList:
-        out = cls()
-        for pattern in _expand_files(patterns):
-            neg = pattern.startswith("!")
-            bare = pattern[1:] if neg else pattern
-            try:
-                net = parse_network(bare)
-            except ValueError:
-                out.errors.append(bare)
-                out.items.append((neg, "\0error:" + bare))
-                continue
-            if net is not None:
-                out.items.append((neg, net))
-            elif ":" in bare and not bare.startswith("["):
-                out.items.append((neg, registry.open_or_failed(bare)))
+    def build(cls, patterns: Iterable[str], registry: Registry, origin: str = "mynetworks",
+              parent_matches: bool = True,
+              warn: Callable[[str], None] = lambda text: None) -> HostAddrList:
+        out = cls(origin=origin, parent_matches=parent_matches, warn=warn)
+        for pattern in patterns:
+            neg = False
+            while pattern.startswith("!"):
+                neg, pattern = not neg, pattern[1:]
+            if pattern.startswith("/"):
+                try:
+                    with open(pattern, encoding="utf-8") as f:
+                        words = split_list(" ".join(line for line in f.read().splitlines()
+                                                    if not line.lstrip().startswith("#")))
+                except OSError as exc:
+                    reason = f"open file {pattern}: {exc.strerror}"
+                    out.items.append((neg, out._unavailable(f"non-existent:{pattern}", reason)))
+                    continue
+                for word in words:
+                    wneg = neg
+                    while word.startswith("!"):
+                        wneg, word = not wneg, word[1:]
+                    out.items.append((wneg, word.lower()))
+            elif ":" in pattern and not pattern.startswith("["):
+                try:
+                    out.items.append((neg, registry.open(pattern)))
+                except MapConfigError as exc:
+                    out.items.append((neg, out._unavailable(pattern, str(exc))))
             else:
-                out.items.append((neg, bare.lower()))
+                out.items.append((neg, pattern.lower()))
         return out
+
+    def _unavailable(self, spec: str, reason: str) -> Map:
+        """A table that cannot be opened: reported now, an ERROR at every match."""
+        self.warn(f"error: {reason}")
+        self.warn(f"warning: {spec} is unavailable. {reason}")
+        return FailedMap(spec, reason)
 
     def match(self, name: str, addr: str) -> bool:
         """True if the client matches; raises MapTempError for a bad pattern or table failure."""
-        try:
-            ip = ipaddress.ip_address(addr.split("%", 1)[0])
-        except ValueError:
-            ip = None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if addr.lower().startswith("::ffff:") and "." in addr:
+            addr = addr[7:]
         name = name.lower()
         for neg, item in self.items:
-            if isinstance(item, str):
-                if item.startswith("\0error:"):
-                    raise MapTempError(f"bad address pattern: {item[7:]}")
-                hit = name == item or name.endswith("." + item.lstrip(".")) if name else False
-            elif isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
-                hit = ip is not None and ip.version == item.version and ip in item
-            else:
-                hit = item.lookup(name) is not None or item.lookup(addr) is not None
+            try:
+                if isinstance(item, ListError):
+                    raise item
+                if isinstance(item, str):
+                    hit = self._match_name(item, name) or _match_addr(item, addr)
+                else:
+                    hit = self._match_table(item, name, addr)
+            except ListError as exc:
+                self.warn(f"warning: {self.origin}: {exc}")
+                raise MapTempError(str(exc)) from exc
             if hit:
                 return not neg
         return False
+
+    def _match_name(self, pattern: str, name: str) -> bool:
+        if not name or pattern.startswith("[") or _is_address_pattern(pattern):
+            return False
+        if name == pattern:
+            return True
+        if pattern.startswith("."):
+            return name.endswith(pattern)
+        return self.parent_matches and name.endswith("." + pattern)
+
+    def _match_table(self, table: Map, name: str, addr: str) -> bool:
+        try:
+            return (bool(name) and table.lookup(name) is not None) or \
+                table.lookup(addr) is not None
+        except MapError as exc:
+            raise ListError(f"{table.spec}: table lookup problem") from exc
+
+
+def _is_address_pattern(pattern: str) -> bool:
+    return all(c in "0123456789./" for c in pattern) and any(c.isdigit() for c in pattern)
+
+
+def _match_addr(pattern: str, addr: str) -> bool:
+    """Postfix match_hostaddr(): exact text, then (same family, net/mask or IPv6) CIDR match."""
+    if not pattern.startswith("["):
+        if addr.lower() == pattern:
+            return True
+    elif pattern == f"[{addr.lower()}]":
+        return True
+    if (":" in addr) != (":" in pattern) or not any(c in pattern for c in ":/"):
+        return False
+    if pattern.startswith("["):  # match_hostaddr() drops the brackets before parsing
+        close = pattern.find("]")
+        if close > 0:
+            pattern = pattern[1:close] + pattern[close + 1 :]
+    try:
+        network = parse_network(pattern)
+    except PatternError as why:
+        raise ListError(str(why)) from None
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return ip.version == network.version and ip in network

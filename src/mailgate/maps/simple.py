@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from mailgate.config.maincf import split_list
@@ -125,7 +126,24 @@ def open_fail(name: str, options: MapOptions) -> FailMap:
     return FailMap(f"fail:{name}")
 
 
+@dataclass
+class EnvironMap:
+    """environ: the process environment as a table (Postfix dict_env)."""
+
+    spec: str
+    fixed: bool = True
+    fold_case: bool = False
+
+    def lookup(self, key: str) -> str | None:
+        return os.environ.get(key)
+
+
+def open_environ(name: str, options: MapOptions) -> EnvironMap:
+    return EnvironMap(f"environ:{name}")
+
+
 def register(registry: Registry) -> None:
+    registry.register("environ", open_environ)
     registry.register("texthash", open_texthash)
     registry.register("inline", open_inline)
     registry.register("static", open_static)
