@@ -8,6 +8,7 @@ from typing import TextIO
 
 from mailgate.errors import MapError
 from mailgate.maps import MapOptions, default_registry
+from mailgate.maps.compiled import SUFFIX, CompiledMap, compile_source
 from mailgate.maps.simple import DictMap
 
 _COMPILED = ("hash", "btree", "lmdb", "cdb", "dbm", "sdbm")
@@ -25,10 +26,20 @@ def run(args_tables: list[str], query: str | None, dump: bool, fold: bool,
     tables = []
     for name in args_tables:
         spec = _spec(name)
-        if spec.split(":", 1)[0] in _COMPILED and query is None and not dump:
-            print(f"mailgate/postmap: fatal: building {spec.split(':', 1)[0]}: tables is not "
-                  "implemented yet (use texthash:, cidr:, regexp:, pcre:)", file=stderr)
-            return 1
+        kind, _, source = spec.partition(":")
+        if kind in _COMPILED and query is None and not dump:
+            if kind not in SUFFIX:
+                print(f"mailgate/postmap: fatal: unsupported dictionary type: {kind}",
+                      file=stderr)
+                return 1
+            try:
+                _, build_warnings = compile_source(kind, source, fold)
+            except MapError as exc:
+                print(f"mailgate/postmap: fatal: {exc}", file=stderr)
+                return 1
+            for warning in build_warnings:
+                print(f"mailgate/postmap: warning: {warning}", file=stderr)
+            continue
         try:
             table = registry.open(spec, MapOptions(fold_case=fold))
         except MapError as exc:
@@ -42,6 +53,9 @@ def run(args_tables: list[str], query: str | None, dump: bool, fold: bool,
             if isinstance(table, DictMap):
                 for key in sorted(table.entries):
                     print(f"{key}\t{table.entries[key]}", file=stdout)
+            elif isinstance(table, CompiledMap):
+                for entry_key, entry_value in table.items():
+                    print(f"{entry_key}\t{entry_value}", file=stdout)
         return 0
     if query is None:
         return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailgate.maps import cidr, regexp, simple
+from mailgate.maps import cidr, compiled, regexp, simple
 from mailgate.maps.base import FailedMap, Map, MapOptions, Registry
 
 __all__ = ["FailedMap", "Map", "MapOptions", "Registry", "default_registry"]
@@ -13,5 +13,6 @@ def default_registry() -> Registry:
     registry = Registry()
     simple.register(registry)
     cidr.register(registry)
+    compiled.register(registry)
     regexp.register(registry)
     return registry

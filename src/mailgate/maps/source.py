@@ -33,6 +33,11 @@ def source_lines(text: str) -> Iterator[SourceLine]:
 
 def split_key_value(line: str) -> tuple[str, str] | str:
     """Split `key value` (key may be `"quoted"`, `\\` escapes); return (key, value) or an error."""
+    if '"' not in line and "\\" not in line:  # the common case, without a character loop
+        parts = line.split(None, 1)
+        if len(parts) < 2 or not parts[1].strip():
+            return "expected format: key whitespace value -- ignoring this line"
+        return parts[0], parts[1].strip()
     i, n = 0, len(line)
     key: list[str] = []
     in_quote = False
