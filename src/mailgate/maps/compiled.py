@@ -24,6 +24,7 @@ from mailgate.maps.simple import parse_source
 MAGIC = b"MGDB0001"
 _HEADER = struct.Struct("<8sQQ")  # magic, slot count, entry count
 _RECORD = struct.Struct("<II")
+_SLOT = struct.Struct("<Q")
 SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb"}
 
 
@@ -101,9 +102,10 @@ class CompiledMap:
         nslots = self._nslots
         i = zlib.crc32(k) % nslots
         unpack = _RECORD.unpack_from
-        slot = struct.Struct("<Q").unpack_from
+        slot = _SLOT.unpack_from
+        base = _HEADER.size
         while True:
-            (offset,) = slot(mm, _HEADER.size + 8 * i)
+            (offset,) = slot(mm, base + 8 * i)
             if not offset:
                 return None
             klen, vlen = unpack(mm, offset)
