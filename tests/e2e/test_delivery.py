@@ -119,3 +119,55 @@ def test_maildir_path_is_relative_to_base(server_factory, tmp_path: Path) -> Non
     assert (server.mail / "example.test" / "bob" / "new").is_dir()
     assert (server.mail / "example.test" / "bob" / "cur").is_dir()
     assert (server.mail / "example.test" / "bob" / "tmp").is_dir()
+
+
+def _rcpt_reply(port: int, rcpt: str) -> str:
+    from conftest import Client
+
+    client = Client(port)
+    try:
+        client.reply()
+        client.cmd("EHLO x")
+        client.cmd("MAIL FROM:<s@remote.example>")
+        return client.cmd(f"RCPT TO:<{rcpt}>")
+    finally:
+        client.cmd("QUIT")
+        client.close()
+
+
+def _wait_for_reply(port: int, rcpt: str, prefix: str, timeout: float = 10.0) -> str:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:  # bounded: the table is re-read within a second of the change
+        reply = _rcpt_reply(port, rcpt)
+        if reply.startswith(prefix) or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.1)
+
+
+def test_edited_texthash_table_is_used_without_restart(server: Server) -> None:
+    assert _rcpt_reply(server.port, "carol@example.test").startswith("550 5.1.1 ")
+    vmailbox = server.root / "etc" / "vmailbox"
+    vmailbox.write_text(vmailbox.read_text() + "carol@example.test example.test/carol/\n")
+    assert _wait_for_reply(server.port, "carol@example.test", "250") == "250 2.1.5 Ok"
+
+
+def test_rebuilt_hash_table_is_used_without_restart(server_factory) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    server = server_factory()
+    source = server.root / "etc" / "users"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text("alice@example.test example.test/alice/\n")
+    subprocess.run([sys.executable, "-m", "mailgate.cli", "postmap", f"hash:{source}"],
+                   check=True, timeout=60)
+    server.extra["virtual_mailbox_maps"] = f"hash:{source}"
+    server.start()
+    assert _rcpt_reply(server.port, "dave@example.test").startswith("550 5.1.1 ")
+    source.write_text(source.read_text() + "dave@example.test example.test/dave/\n")
+    subprocess.run([sys.executable, "-m", "mailgate.cli", "postmap", f"hash:{source}"],
+                   check=True, timeout=60)
+    assert _wait_for_reply(server.port, "dave@example.test", "250") == "250 2.1.5 Ok"
+    assert _rcpt_reply(server.port, "alice@example.test") == "250 2.1.5 Ok"

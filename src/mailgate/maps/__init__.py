@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailgate.maps import cidr, compiled, regexp, simple
+from mailgate.maps import cidr, compiled, compose, regexp, simple
 from mailgate.maps.base import FailedMap, Map, MapOptions, Registry
 
 __all__ = ["FailedMap", "Map", "MapOptions", "Registry", "default_registry"]
@@ -14,5 +14,6 @@ def default_registry() -> Registry:
     simple.register(registry)
     cidr.register(registry)
     compiled.register(registry)
+    compose.register(registry)
     regexp.register(registry)
     return registry
