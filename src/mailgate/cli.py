@@ -39,7 +39,7 @@ def cmd_postconf(args: argparse.Namespace) -> int:
 def cmd_postmap(args: argparse.Namespace) -> int:
     from mailgate.postmap import run
 
-    return run(args.tables, args.q, args.s, not args.f)
+    return run(args.tables, args.q, args.s, not args.f, incremental=args.i, delete=args.d)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     postmap.add_argument("-q", metavar="KEY", help="look up KEY ('-': keys from stdin)")
     postmap.add_argument("-s", action="store_true", help="dump the table")
     postmap.add_argument("-f", action="store_true", help="no case folding of keys")
+    postmap.add_argument("-i", action="store_true", help="add `key value` lines from stdin")
+    postmap.add_argument("-d", metavar="KEY", help="delete KEY")
     postmap.add_argument("tables", nargs="+", metavar="[type:]name")
     postmap.set_defaults(func=cmd_postmap)
     return parser

@@ -8,8 +8,8 @@ from typing import TextIO
 
 from mailgate.errors import MapError
 from mailgate.maps import MapOptions, default_registry
-from mailgate.maps.compiled import SUFFIX, CompiledMap, compile_source
-from mailgate.maps.simple import DictMap
+from mailgate.maps.compiled import SUFFIX, CompiledMap, build, compile_source
+from mailgate.maps.simple import DictMap, parse_source
 
 _COMPILED = ("hash", "btree", "lmdb", "cdb", "dbm", "sdbm")
 
@@ -18,10 +18,47 @@ def _spec(name: str, default_type: str = "hash") -> str:
     return name if ":" in name.split("/", 1)[0] else f"{default_type}:{name}"
 
 
+def modify(args_tables: list[str], fold: bool, delete: str | None, stdin: TextIO,
+           stderr: TextIO) -> int:
+    """`postmap -i` (add `key value` lines from stdin) and `postmap -d KEY` on compiled tables:
+    the table is rewritten atomically. -d exits 0 if some table had the key, else 1."""
+    added: dict[str, str] = {}
+    if delete is None:
+        entries, warnings = parse_source(stdin.read(), "stdin", fold)
+        added = entries
+        for warning in warnings:
+            print(f"mailgate/postmap: warning: {warning}", file=stderr)
+    found = False
+    for name in args_tables:
+        kind, _, source = _spec(name).partition(":")
+        if kind not in SUFFIX:
+            print(f"mailgate/postmap: fatal: unsupported dictionary type for -i/-d: {kind}",
+                  file=stderr)
+            return 1
+        path = source + SUFFIX[kind]
+        try:
+            table = CompiledMap(f"{kind}:{source}", path, fold)
+            current = dict(table.items())
+        except MapError:
+            current = {}
+        if delete is not None:
+            key = delete.lower() if fold else delete
+            if current.pop(key, None) is not None:
+                found = True
+        else:
+            for key, value in added.items():
+                current[key] = value  # postmap -i replaces, as with -r
+        build(path, current)
+    return 0 if delete is None or found else 1
+
+
 def run(args_tables: list[str], query: str | None, dump: bool, fold: bool,
         stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
-        stderr: TextIO = sys.stderr) -> int:
+        stderr: TextIO = sys.stderr, incremental: bool = False,
+        delete: str | None = None) -> int:
     """Exit status as postmap's: 0 found (or done), 1 not found, 2 error (we say 1 + message)."""
+    if incremental or delete is not None:
+        return modify(args_tables, fold, delete, stdin, stderr)
     registry = default_registry()
     tables = []
     for name in args_tables:

@@ -66,3 +66,24 @@ def test_many_keys(tmp_path: Path) -> None:
     table = default_registry().open(f"lmdb:{src}")
     assert all(table.lookup(f"KEY{i}.example") == f"value{i}" for i in range(0, 20000, 7))
     assert table.lookup("key20000.example") is None
+
+
+def test_postmap_incremental_and_delete(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src = tmp_path / "access"
+    src.write_text("a 1\nb 2\n")
+
+    def postmap(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mailgate.cli", "postmap", *args],
+                              input=stdin, capture_output=True, text=True, timeout=60)
+
+    assert postmap(f"hash:{src}").returncode == 0
+    assert postmap("-i", f"hash:{src}", stdin="C 3\na 10\n").returncode == 0
+    assert postmap("-q", "c", f"hash:{src}").stdout == "3\n"
+    assert postmap("-q", "a", f"hash:{src}").stdout == "10\n"
+    assert postmap("-d", "b", f"hash:{src}").returncode == 0
+    assert postmap("-q", "b", f"hash:{src}").returncode == 1
+    assert postmap("-d", "b", f"hash:{src}").returncode == 1
+    assert postmap("-i", f"texthash:{src}").returncode == 1  # not a compiled table
