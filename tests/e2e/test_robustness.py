@@ -282,3 +282,17 @@ def test_forbid_bare_newline_spares_the_exclusions(server_factory) -> None:  # t
     assert client.cmd(b"NOOP\n") == "250 2.0.0 Ok"
     assert client.cmd("QUIT") == "221 2.0.0 Bye"
     client.close()
+
+
+def test_unavailable_table_defers_instead_of_accepting(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(virtual_mailbox_maps=f"texthash:{tmp_path / 'missing'}").start()
+    from conftest import Client
+
+    client = Client(server.port)
+    client.reply()
+    client.cmd("EHLO x")
+    client.cmd("MAIL FROM:<s@remote.example>")
+    reply = client.cmd("RCPT TO:<alice@example.test>")
+    assert reply.startswith("451 4.3.")  # never accepted, never a 5xx, never a crash
+    assert client.cmd("QUIT") == "221 2.0.0 Bye"
+    client.close()
