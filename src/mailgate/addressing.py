@@ -6,6 +6,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
+from mailgate.maps.addr_find import DEFAULT, find
 from mailgate.maps.base import Map
 from mailgate.maps.matchlist import DomainList
 
@@ -102,26 +103,15 @@ def strip_extension(localpart: str, delimiters: str) -> str:
 
 
 def find_address(table: Map, address: str, delimiters: str, local: bool) -> str | None:
-    """Look up a recipient as Postfix's mail_addr_find: full, without extension, `@domain`.
+    """Look up a recipient as Postfix does for recipient tables (mail_addr_find): the address,
+    without extension, the bare local part for local domains, then `@domain`.
 
-    For local domains the bare local part is also tried (local_recipient_maps). Raises
-    MapError on a table failure.
+    Raises MapError on a table failure.
     """
-    localpart, _, domain = address.rpartition("@")
-    keys = [address]
-    bare = strip_extension(localpart, delimiters)
-    if bare != localpart:
-        keys.append(f"{bare}@{domain}")
-    if local:
-        keys.append(localpart)
-        if bare != localpart:
-            keys.append(bare)
-    if table.fixed:
-        keys.append(f"@{domain}")
-    else:
-        keys = keys[:1]
-    for key in keys:
-        value = table.lookup(key)
-        if value is not None:
-            return value
-    return None
+    strategy = DEFAULT if local else _NOT_LOCAL
+    value, _ = find(table, address, strategy, "external-first", delimiters,
+                    is_local=lambda domain: local)
+    return value
+
+
+_NOT_LOCAL = frozenset({"full", "noext", "at_domain"})

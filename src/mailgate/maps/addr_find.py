@@ -74,6 +74,8 @@ def find(table: Map, address: str, strategy: frozenset[str], query: str = "exter
         keys += [(k, False, False) for k in _domain_keys(domain, strategy)]
     if "localpart_at" in strategy:
         keys += _at_keys(local, ext, strategy)
+    if not table.fixed:  # pattern tables see the full address only
+        keys = keys[:1]
     for key, bare, used_noext in keys:
         for form in _forms(key, query, bare):
             value = table.lookup(form)
