@@ -6,7 +6,7 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
-from mailgate.maps.addr_find import DEFAULT, find
+from mailgate.maps.addr_find import DEFAULT, find, split_extension
 from mailgate.maps.base import Map
 from mailgate.maps.matchlist import DomainList
 
@@ -96,10 +96,9 @@ class AddressResolver:
 
 def strip_extension(localpart: str, delimiters: str) -> str:
     """`user+ext` → `user` for each delimiter in recipient_delimiter (Postfix 2.11+: a set)."""
-    if not delimiters or localpart.lower() in ("postmaster", "mailer-daemon"):
+    if localpart.lower() in ("postmaster", "mailer-daemon"):
         return localpart
-    cut = min((i for i in (localpart.find(d) for d in delimiters) if i > 0), default=-1)
-    return localpart[:cut] if cut > 0 else localpart
+    return split_extension(localpart, delimiters)[0]
 
 
 def find_address(table: Map, address: str, delimiters: str, local: bool) -> str | None:

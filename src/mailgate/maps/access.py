@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from mailgate.maps.addr_find import split_extension
 from mailgate.maps.base import Map
 
 
@@ -88,10 +89,8 @@ def email_keys(address: str, delimiter: str = "", parent_matches: bool = True
     domain = domain.lower()
     yield f"{local}@{domain}" if at else local, False
     base = local
-    if delimiter:
-        cut = min((i for i in (local.find(d) for d in delimiter) if i > 0), default=-1)
-        if cut > 0 and local.lower() not in ("postmaster", "mailer-daemon"):
-            base = local[:cut]
+    if local.lower() not in ("postmaster", "mailer-daemon"):
+        base = split_extension(local, delimiter)[0]
     if at and base != local:
         yield f"{base}@{domain}", True
     if domain:

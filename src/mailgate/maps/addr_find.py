@@ -18,6 +18,14 @@ from mailgate.smtp.tokens import quote_local_part
 DEFAULT = frozenset({"full", "noext", "localpart_if_local", "at_domain"})
 
 
+def split_extension(local: str, delimiters: str) -> tuple[str, str]:
+    """`user+ext` → (`user`, `+ext`): cut at the first delimiter character after position 0."""
+    if not delimiters:
+        return local, ""
+    cut = min((i for i in (local.find(d) for d in delimiters) if i > 0), default=-1)
+    return (local[:cut], local[cut:]) if cut > 0 else (local, "")
+
+
 def unquote_local_part(address: str) -> str:
     """`"a b"@c` → `a b@c` (Postfix unquote_822_local)."""
     local, at, domain = address.rpartition("@") if "@" in address else (address, "", "")
@@ -53,11 +61,7 @@ def find(table: Map, address: str, strategy: frozenset[str], query: str = "exter
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
-    ext = ""
-    if delimiter:
-        cut = min((i for i in (local.find(d) for d in delimiter) if i > 0), default=-1)
-        if cut > 0:
-            local, ext = local[:cut], local[cut:]
+    local, ext = split_extension(local, delimiter)
     keys: list[tuple[str, bool, bool]] = []  # key, is bare local part, uses the extension
     if "full" in strategy:
         keys.append((f"{local}{ext}@{domain}" if at else local + ext, False, False))

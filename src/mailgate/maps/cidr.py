@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from mailgate.config.maincf import split_list
 from mailgate.errors import MapConfigError
 from mailgate.maps.base import MapOptions, Registry
-from mailgate.maps.source import source_lines
+from mailgate.maps.source import leading_negations, source_lines
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -96,15 +96,6 @@ def parse_network(pattern: str) -> Network:
     return network
 
 
-def _negations(text: str) -> tuple[bool, str]:
-    negate = False
-    text = text.lstrip()
-    while text.startswith("!"):
-        negate = not negate
-        text = text[1:].lstrip()
-    return negate, text
-
-
 def parse_rules(lines: list[tuple[int, str]], where: str) -> tuple[list[Rule], list[str]]:
     """Rules and warnings from (line number, text) pairs; `where` is e.g. "cidr map F"."""
     rules: list[Rule] = []
@@ -115,7 +106,7 @@ def parse_rules(lines: list[tuple[int, str]], where: str) -> tuple[list[Rule], l
         head = text[:5].lower()
         try:
             if head[:2] == "if" and (len(text) == 2 or not text[2].isalnum()):
-                negate, pattern = _negations(text[2:])
+                negate, pattern = leading_negations(text[2:])
                 if not pattern:
                     raise PatternError("no address pattern")
                 open_ifs.append((len(rules), number))
@@ -127,7 +118,7 @@ def parse_rules(lines: list[tuple[int, str]], where: str) -> tuple[list[Rule], l
                 rules.append(Rule(None, False, None))
                 rules[index] = Rule(rules[index].network, rules[index].negate, None, len(rules))
             else:
-                negate, rest = _negations(text)
+                negate, rest = leading_negations(text)
                 parts = rest.split(None, 1)
                 if not parts:
                     raise PatternError("no address pattern")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from mailgate.config.maincf import split_list
 from mailgate.errors import MapConfigError
 from mailgate.maps.base import MapOptions, Registry
-from mailgate.maps.source import source_lines
+from mailgate.maps.source import leading_negations, source_lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +128,6 @@ class _Fatal(Exception):
     """A rule error that Postfix reports without ": skipping this rule"."""
 
 
-def _negated(text: str) -> tuple[bool, str]:
-    negate = False
-    while text.startswith("!"):
-        negate = not negate
-        text = text[1:].lstrip()
-    return negate, text
-
-
 def parse_rules(lines: list[tuple[int, str]], where: str,
                 pcre: bool) -> tuple[list[Rule], list[str]]:
     rules: list[Rule] = []
@@ -150,7 +142,7 @@ def parse_rules(lines: list[tuple[int, str]], where: str,
         word = text[:5].lower()
         try:
             if word[:2] == "if" and (len(text) == 2 or not text[2].isalnum()):
-                negate, rest = _negated(text[2:].lstrip())
+                negate, rest = leading_negations(text[2:].lstrip())
                 pattern, extra = _pattern(rest, pcre)
                 if extra.strip():
                     warn(number, f'ignoring extra text after IF statement: "{extra.strip()}"')
@@ -181,7 +173,7 @@ def parse_rules(lines: list[tuple[int, str]], where: str,
 
 
 def _match_rule(text: str, pcre: bool, number: int, warn: object) -> Rule:
-    negate, rest = _negated(text)
+    negate, rest = leading_negations(text)
     pattern, rest = _pattern(rest, pcre)
     unless = None
     if rest.startswith("!") and not pcre:  # regexp only: /re1/!/re2/

@@ -60,3 +60,13 @@ def split_key_value(line: str) -> tuple[str, str] | str:
     if not k or not value:
         return "expected format: key whitespace value -- ignoring this line"
     return k, value
+
+
+def leading_negations(text: str) -> tuple[bool, str]:
+    """Strip `!` prefixes (with optional whitespace between them); True if an odd count."""
+    negate = False
+    text = text.lstrip()
+    while text.startswith("!"):
+        negate = not negate
+        text = text[1:].lstrip()
+    return negate, text
