@@ -296,3 +296,23 @@ def test_unavailable_table_defers_instead_of_accepting(server_factory, tmp_path:
     assert reply.startswith("451 4.3.")  # never accepted, never a 5xx, never a crash
     assert client.cmd("QUIT") == "221 2.0.0 Bye"
     client.close()
+
+
+def test_timeout_inside_data_counts_bytes(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(smtpd_timeout="1s", smtpd_peername_lookup="no").start()
+    from conftest import Client
+
+    client = Client(server.port)
+    client.reply()
+    client.cmd("EHLO x")
+    client.cmd("MAIL FROM:<s@remote.example>")
+    client.cmd("RCPT TO:<alice@example.test>")
+    assert client.cmd("DATA").startswith("354")
+    client.send(b"Subject: slow\r\n")
+    assert client.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
+    client.close()
+    server.wait_log("disconnect from")
+    log = server.smtpd_log()
+    assert "timeout after DATA (15 bytes) from unknown[127.0.0.1]" in log
+    assert any(line.startswith("disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=0/1")
+               for line in log)

@@ -60,6 +60,7 @@ class SmtpdSettings:
     forbid_unauth_pipelining: bool
     discard_ehlo_keywords: frozenset[str]
     client_port_logging: bool
+    peername_lookup: bool
     smtputf8_enable: bool
     strict_rfc821_envelopes: bool
     enable_help: bool
@@ -101,6 +102,7 @@ class SmtpdSettings:
             discard_ehlo_keywords=frozenset(
                 k.upper() for k in cfg.get_list("smtpd_discard_ehlo_keywords")),
             client_port_logging=cfg.get_bool("smtpd_client_port_logging"),
+            peername_lookup=cfg.get_bool("smtpd_peername_lookup"),
             smtputf8_enable=cfg.get_bool("smtputf8_enable"),
             strict_rfc821_envelopes=cfg.get_bool("strict_rfc821_envelopes"),
             enable_help=cfg.get_bool("smtpd_enable_help"),

@@ -96,7 +96,9 @@ class SmtpServer:
         s = self.settings
         conn = ServerConnection(s.line_length_limit, s.message_size_limit,
                                 BareNewline(s.forbid_bare_newline))
-        client = Client("localhost" if addr in ("127.0.0.1", "::1") else "unknown", addr, port)
+        # Reverse lookups come with issue 5; loopback is "localhost" as /etc/hosts says.
+        name = "localhost" if s.peername_lookup and addr in ("127.0.0.1", "::1") else "unknown"
+        client = Client(name, addr, port)
         session = Session(s, self.services, client, conn)
         refusal = self._over_limit(addr, count, total)
         if refusal:

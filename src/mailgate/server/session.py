@@ -122,7 +122,11 @@ class Session(TransactionCommands):
 
     def timed_out(self) -> None:
         self.reply(f"421 4.4.2 {self.s.myhostname} Error: timeout exceeded")
-        self.log(f"timeout after {self.where} from {self.namaddr}")
+        received = self.conn.data_received()
+        where = self.where if received is None else f"{self.where} ({received} bytes)"
+        if received is not None:
+            self.stats.count(self.where.lower(), False)
+        self.log(f"timeout after {where} from {self.namaddr}")
         self.closing = True
 
     def finish(self) -> None:

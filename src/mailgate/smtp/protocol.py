@@ -116,6 +116,15 @@ class ServerConnection:
         else:
             self._buf += data
 
+    def data_received(self) -> int | None:
+        """Message bytes received so far in DATA or BDAT (None in command mode)."""
+        if self.mode is Mode.DATA:
+            return self._dropped + max(len(self._buf) - self._lead, 0) if self._scan >= 0 \
+                else len(self._buf)
+        if self.mode is Mode.BDAT:
+            return len(self._buf)
+        return None
+
     def buffered(self, limit: int = 100) -> bytes:
         """Input already received but not yet consumed (for the pipelining check)."""
         return bytes(self._buf[:limit])
