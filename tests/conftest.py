@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,8 +243,20 @@ def connect(server: Server) -> Iterator[object]:
         client.close()
 
 
-def have(tool: str) -> bool:
-    return shutil.which(tool) is not None
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll a condition (bounded in time); fail the test if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    """A loopback port for a server that needs one in its configuration (Dovecot, Postfix)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def require(tool: str) -> str:

@@ -46,31 +46,6 @@ smtpd_listen = 127.0.0.1:2525
 """
 
 
-def _union_map(specs: tuple[str, ...], registry: Registry) -> Map | None:
-    """Open a list of tables as one: the first table that has the key wins (Postfix maps)."""
-    if not specs:
-        return None
-    tables = [registry.open_or_failed(s) for s in specs]
-    if len(tables) == 1:
-        return tables[0]
-    return _Maps(" ".join(specs), tables)
-
-
-@dataclass
-class _Maps:
-    spec: str
-    tables: list[Map]
-    fixed: bool = True
-    fold_case: bool = True
-
-    def lookup(self, key: str) -> str | None:
-        for table in self.tables:
-            value = table.lookup(key)
-            if value is not None:
-                return value
-        return None
-
-
 def interface_addresses(cfg: Config, listen: list[str]) -> frozenset[str]:
     """Our own addresses: inet_interfaces (or, for `all`, the listen addresses and loopback)."""
     out: set[str] = {"127.0.0.1", "::1"}
@@ -126,8 +101,8 @@ class App:
         store = QueueStore(delivery.queue_directory, fsync=fsync)
         router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
                         delivery.recipient_delimiter,
-                        _union_map(cfg.get_list("virtual_uid_maps"), registry),
-                        _union_map(cfg.get_list("virtual_gid_maps"), registry))
+                        registry.open_list(cfg.get_list("virtual_uid_maps")),
+                        registry.open_list(cfg.get_list("virtual_gid_maps")))
         renamer = DurableRenamer(asyncio.get_running_loop())
         agents: dict[str, Agent] = {
             "virtual": MaildirAgent("virtual", smtpd.myhostname, renamer, fsync),
@@ -186,13 +161,13 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
     mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry, "mynetworks",
                                     "mynetworks" in pdms,
                                     warn=lambda text: log.log("smtpd", text))
-    vmaps = _union_map(cfg.get_list("virtual_mailbox_maps"), registry)
+    vmaps = registry.open_list(cfg.get_list("virtual_mailbox_maps"))
     tables = EngineTables(
         resolver=resolver, mynetworks=mynetworks,
-        local_recipient_maps=_union_map(cfg.get_list("local_recipient_maps"), registry),
+        local_recipient_maps=registry.open_list(cfg.get_list("local_recipient_maps")),
         virtual_mailbox_maps=vmaps,
-        virtual_alias_maps=_union_map(cfg.get_list("virtual_alias_maps"), registry),
-        relay_recipient_maps=_union_map(cfg.get_list("relay_recipient_maps"), registry),
+        virtual_alias_maps=registry.open_list(cfg.get_list("virtual_alias_maps")),
+        relay_recipient_maps=registry.open_list(cfg.get_list("relay_recipient_maps")),
         recipient_delimiter=cfg.get_str("recipient_delimiter"))
     code = cfg.get_int
     codes = Codes(

@@ -38,7 +38,6 @@ class MailLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         if path:
             self.reopen()
-        self.listeners: list[Callable[[str, str], None]] = []
 
     def batch_in(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Inside an event loop, write the lines of one loop iteration with one write()."""
@@ -100,14 +99,6 @@ class MailLog:
             stream = self._stream or sys.stderr
             stream.write(line)
             stream.flush()
-        for listener in self.listeners:
-            listener(program, text)
-
-    def info(self, program: str, text: str) -> None:
-        self.log(program, text)
 
     def warning(self, program: str, text: str) -> None:
         self.log(program, "warning: " + text)
-
-    def fatal(self, program: str, text: str) -> None:
-        self.log(program, "fatal: " + text)

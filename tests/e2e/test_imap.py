@@ -17,13 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DOMAIN, require
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from conftest import DOMAIN, free_port, require
 
 
 @pytest.fixture
@@ -37,7 +31,7 @@ def dovecot() -> Iterator[tuple[int, Path, int]]:
     base.mkdir(mode=0o755)
     root = top / "dovecot"
     root.mkdir()
-    port = _free_port()
+    port = free_port()
     conf = root / "dovecot.conf"
     conf.write_text(f"""\
 base_dir = {root}/run

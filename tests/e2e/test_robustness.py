@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server
+from conftest import Server, wait_until
 
 
 def _queue_files(server: Server) -> list[Path]:
@@ -85,24 +85,16 @@ def test_kill9_right_after_250_delivers_after_restart_exactly_once(server_factor
 
 def test_kill9_at_any_moment_loses_no_acknowledged_message(server_factory) -> None:  # type: ignore[no-untyped-def]
     server = server_factory().start()
-    acknowledged = []
-    for i in range(5):
+    for i in range(5):  # every sendmail() returned: each message was acknowledged with 250
         with smtplib.SMTP("127.0.0.1", server.port) as smtp:
             smtp.sendmail("a@remote.example", ["bob@example.test"],
                           f"Subject: n{i}\r\n\r\nx\r\n".encode())
-            acknowledged.append(f"Subject: n{i}")
         if i == 2:
             server.kill9()  # possibly in the middle of a delivery
             server.start()
-    server.wait_log(r"qmgr: [0-9A-F]+: removed", count=1)
     server.stop()
     server.start()  # one more recovery pass; nothing may be delivered twice
-    deadline_hits = server.wait_log(r"daemon started", count=3)
-    assert deadline_hits
-    import time
-    end = time.monotonic() + 15
-    while time.monotonic() < end and len(server.maildir_files("bob")) < 5:
-        time.sleep(0.05)
+    wait_until(lambda: len(server.maildir_files("bob")) >= 5 and not _queue_files(server))
     subjects = sorted(p.read_text().split("Subject: ")[1].split("\n")[0]
                       for p in server.maildir_files("bob"))
     assert subjects == [f"n{i}" for i in range(5)]

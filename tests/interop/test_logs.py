@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import difflib
 import re
-import socket
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, require
+from conftest import SHARED, free_port, require, wait_until
 from support import reference
 from support.dialogue import parse_script, play, script_settings
 
@@ -19,12 +17,6 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
 SCRIPTS = sorted(DATA.glob("*.in"))
 REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 _LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)$")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def smtpd_lines(log: Path) -> list[str]:
@@ -36,20 +28,12 @@ def smtpd_lines(log: Path) -> list[str]:
     return out
 
 
-def _wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the mail log")
-        time.sleep(0.05)
-
-
 def _play_all(port: int, sessions: list[list[tuple[str, bytes, bool]]], log: Path) -> list[str]:
     """Play the sessions one after the other: each must be logged as disconnected before the
     next starts, so that log lines of different sessions never interleave."""
     for done, session in enumerate(sessions, 1):
         play(port, session)
-        _wait_for(lambda n=done: sum("disconnect from" in x for x in smtpd_lines(log)) >= n)  # type: ignore[misc]
+        wait_until(lambda n=done: sum("disconnect from" in x for x in smtpd_lines(log)) >= n)  # type: ignore[misc]
     return smtpd_lines(log)
 
 
@@ -63,7 +47,7 @@ def test_smtpd_log_lines_match_postfix(server_factory, tmp_path: Path, script: P
     settings = script_settings(text)
     sessions = parse_script(text)
     ref = tmp_path / "ref"
-    port = _free_port()
+    port = free_port()
     base = reference.read_settings(DATA / "main.cf")
     fragment = reference.merged_fragment(tmp_path / "fragment.cf", base, settings)
     reference.start(REFERENCE, ref, port, fragment)

@@ -9,6 +9,7 @@ import pytest
 
 from mailgate.errors import MapConfigError
 from mailgate.maps import MapOptions, default_registry
+from mailgate.maps.base import ReloadingMap
 from mailgate.maps.compiled import CompiledMap, compile_source
 
 
@@ -41,12 +42,14 @@ def test_replacement_is_atomic_and_picked_up(tmp_path: Path) -> None:
     src = tmp_path / "access"
     src.write_text("a 1\n")
     compile_source("hash", str(src), fold_case=True)
-    table = default_registry().open(f"hash:{src}")
-    assert isinstance(table, CompiledMap) and table.lookup("a") == "1"
+    now = [0.0]
+    table = default_registry().open_reloading(f"hash:{src}", clock=lambda: now[0])
+    assert isinstance(table, ReloadingMap) and isinstance(table.table, CompiledMap)
+    assert table.lookup("a") == "1"
     src.write_text("a 2\nb 3\n")
     compile_source("hash", str(src), fold_case=True)
-    assert table.lookup("a") == "1"  # the open mapping still sees the old file
-    table.refresh()
+    assert table.lookup("a") == "1"  # checked at most once a second: still the old mapping
+    now[0] = 1.5
     assert (table.lookup("a"), table.lookup("b")) == ("2", "3")
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 

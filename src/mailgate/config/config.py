@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from mailgate.config.maincf import Entry, expand, lookup_in, parse_main_cf, split_list
-from mailgate.config.params import BY_NAME, PARAMETERS, Kind, Param
+from mailgate.config.params import BY_NAME, PARAMETERS, Kind
 from mailgate.errors import ConfigError
 
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -232,8 +232,3 @@ class Config:
             value = " ".join(value.split())
             lines.append(f"{name} = {value}" if value else f"{name} =")
         return lines
-
-
-def param(name: str) -> Param:
-    """The table entry of a known parameter (KeyError for an unknown one)."""
-    return BY_NAME[name]

@@ -109,6 +109,26 @@ class ReloadingMap:
 
 
 @dataclass
+class MapList:
+    """A parameter's list of tables (Postfix `maps`): the first table that has the key wins."""
+
+    spec: str
+    tables: list[Map]
+    fold_case: bool = True
+
+    @property
+    def fixed(self) -> bool:
+        return all(t.fixed for t in self.tables)
+
+    def lookup(self, key: str) -> str | None:
+        for table in self.tables:
+            value = table.lookup(key)
+            if value is not None:
+                return value
+        return None
+
+
+@dataclass
 class Registry:
     """Map types by name; `open(spec)` parses `type:name` and calls the type's opener."""
 
@@ -136,6 +156,13 @@ class Registry:
         if opener is None:
             raise MapConfigError(f"unsupported dictionary type: {type_name}")
         return opener(name, options or MapOptions())
+
+    def open_list(self, specs: tuple[str, ...]) -> Map | None:
+        """A server's table list parameter as one table (None when the list is empty)."""
+        if not specs:
+            return None
+        tables = [self.open_or_failed(spec) for spec in specs]
+        return tables[0] if len(tables) == 1 else MapList(" ".join(specs), tables)
 
     def open_or_failed(self, spec: str, options: MapOptions | None = None) -> Map:
         """Open a table for the server (reloading when its file changes); a table that fails

@@ -5,7 +5,7 @@ little-endian 64-bit record offsets (0 = empty) sized to twice the key count, th
 `u32 key length, u32 value length, key, value`. Slots are found by CRC-32 of the key with
 linear probing. Built into a temporary file, fsync'd and renamed over the old one, so a reader
 never sees a half-written table; readers mmap it (pages are loaded on demand: a million-entry
-table costs almost no resident memory) and notice a replacement by its inode.
+table costs almost no resident memory); a server re-opens a replaced file (base.ReloadingMap).
 """
 
 from __future__ import annotations
@@ -56,14 +56,14 @@ def build(path: str, entries: dict[str, str]) -> None:
 
 @dataclass
 class CompiledMap:
-    """A compiled table, re-opened when `postmap` replaced its file (live reload)."""
+    """A compiled table mapped into memory (the server wraps it in a ReloadingMap, which
+    re-opens it when `postmap` replaced the file)."""
 
     spec: str
     path: str
     fold_case: bool = True
     fixed: bool = True
     _mm: mmap.mmap | None = field(default=None, repr=False)
-    _ino: int = -1
     _nslots: int = 0
 
     def _open(self) -> None:
@@ -72,26 +72,14 @@ class CompiledMap:
         except OSError as exc:
             raise MapConfigError(f"open database {self.path}: {exc.strerror}") from exc
         try:
-            st = os.fstat(fd)
-            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if st.st_size else None
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if os.fstat(fd).st_size else None
         finally:
             os.close(fd)
         if mm is None or mm[:8] != MAGIC:
             raise MapConfigError(f"{self.path}: not a mailgate compiled table "
                                  f"(run mailgate postmap {self.spec})")
         _, self._nslots, _ = _HEADER.unpack_from(mm, 0)
-        old, self._mm, self._ino = self._mm, mm, st.st_ino
-        if old is not None:
-            old.close()
-
-    def refresh(self) -> None:
-        """Re-open the file if it was replaced (called by the server between sessions)."""
-        try:
-            ino = os.stat(self.path).st_ino
-        except OSError:
-            return
-        if ino != self._ino:
-            self._open()
+        self._mm = mm
 
     def lookup(self, key: str) -> str | None:
         if self._mm is None:

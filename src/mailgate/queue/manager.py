@@ -104,7 +104,6 @@ class QueueManager:
         else:
             envelope, content = await asyncio.to_thread(self.store.read, "active", job.queue_id)
         qid = envelope.queue_id
-        pending = [r for r in envelope.recipients if not r.done]
         self.log.log("qmgr", f"{qid}: from=<{envelope.sender}>, size={envelope.size}, "
                              f"nrcpt={len(envelope.recipients)} (queue active)")
         deferred = False
@@ -119,7 +118,6 @@ class QueueManager:
                 rcpt.done = True
             else:
                 deferred = True
-        del pending
         if deferred:
             await self._defer(envelope, content)
         else:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mailgate.errors import MapError
 from mailgate.maps.base import Map, Registry
 from mailgate.smtp.protocol import Command
 
@@ -62,7 +63,7 @@ class ForbiddenCommands:
             try:
                 if table.lookup(verb) is not None:
                     return True
-            except Exception:  # smtpd.c: lookup errors are ignored for this feature
+            except MapError:  # smtpd.c: lookup errors are ignored for this feature
                 continue
         return False
 

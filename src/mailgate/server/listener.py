@@ -11,7 +11,7 @@ from mailgate.engine.context import Client
 from mailgate.maps.matchlist import HostAddrList
 from mailgate.master import ConnectionTable
 from mailgate.server.session import Services, Session
-from mailgate.smtp.protocol import NEED_DATA, BareNewline, Closed, ServerConnection
+from mailgate.smtp.protocol import NEED_DATA, Closed, ServerConnection
 
 _READ = 65536
 
@@ -94,8 +94,7 @@ class SmtpServer:
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                    addr: str, port: int, count: int, total: int) -> None:
         s = self.settings
-        conn = ServerConnection(s.line_length_limit, s.message_size_limit,
-                                BareNewline(s.forbid_bare_newline))
+        conn = ServerConnection(s.line_length_limit, s.message_size_limit)
         # Reverse lookups come with issue 5; loopback is "localhost" as /etc/hosts says.
         name = "localhost" if s.peername_lookup and addr in ("127.0.0.1", "::1") else "unknown"
         client = Client(name, addr, port)

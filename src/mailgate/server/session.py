@@ -58,10 +58,12 @@ class Session(TransactionCommands):
             return min(base + extra, max(self.s.error_sleep_max, base))
         return base
 
-    def reply(self, text: str) -> None:
-        """Queue one reply line (or CRLF-joined lines); 421/521 end the session after it."""
-        self.out.append((self.delay(), (text + "\r\n").encode("utf-8", "surrogateescape")))
-        if text.startswith(("421", "521")):
+    def reply(self, text: str, more: tuple[str, ...] = ()) -> None:
+        """Queue a reply `NNN text` (`more`: further lines of a multi-line reply) with the
+        tarpit delay; 421/521 end the session after it."""
+        code = int(text[:3])
+        self.out.append((self.delay(), self.conn.send(code, (text[4:], *more))))
+        if code in (421, 521):
             self.closing = True
 
     def log(self, text: str) -> None:
@@ -237,8 +239,7 @@ class Session(TransactionCommands):
             return True
         self.proto = "ESMTP"
         lines = [self.s.myhostname, *self.ehlo_keywords()]
-        text = "\r\n".join(f"250-{x}" for x in lines[:-1]) + f"\r\n250 {lines[-1]}"
-        self.reply(text)
+        self.reply(f"250 {lines[0]}", tuple(lines[1:]))
         return True
 
     def ehlo_keywords(self) -> list[str]:

@@ -21,14 +21,6 @@ class Mode(enum.Enum):
     CLOSED = "closed"
 
 
-class BareNewline(enum.Enum):
-    """`smtpd_forbid_bare_newline`: how a line ending in a lone LF is treated."""
-
-    NO = "no"  # accepted as a line end, as Postfix 3.7 does for commands
-    NORMALIZE = "normalize"  # accepted as a line end, but never part of end-of-data
-    YES = "yes"  # rejected
-
-
 class NeedData(enum.Enum):
     NEED_DATA = "NEED_DATA"
 
@@ -88,16 +80,13 @@ class ServerConnection:
     """The server side of one SMTP connection, without I/O."""
 
     __slots__ = ("_bdat_discard", "_bdat_last", "_bdat_left", "_buf", "_closed", "_dropped", "_lead",
-                 "_limit", "_line_limit", "_long_head", "_scan", "_too_big", "bare_newline",
-                 "mode")
+                 "_limit", "_line_limit", "_long_head", "_scan", "_too_big", "mode")
 
-    def __init__(self, line_length_limit: int = 2048, message_size_limit: int = 10240000,
-                 bare_newline: BareNewline = BareNewline.NORMALIZE) -> None:
+    def __init__(self, line_length_limit: int = 2048, message_size_limit: int = 10240000) -> None:
         self.mode = Mode.COMMAND
         self._buf = bytearray()
         self._line_limit = line_length_limit
         self._limit = message_size_limit
-        self.bare_newline = bare_newline
         self._closed = False
         self._long_head: bytes | None = None
         self._scan = -1
@@ -127,7 +116,7 @@ class ServerConnection:
 
     def buffered(self, limit: int = 100) -> bytes:
         """Input already received but not yet consumed (for the pipelining check)."""
-        return bytes(self._buf[:limit])
+        return bytes(self._buf[:limit]) if self._buf else b""
 
     def next_event(self) -> Event:
         """The next complete event, or NEED_DATA."""
@@ -268,7 +257,7 @@ class ServerConnection:
     # --- output -----------------------------------------------------------------------
     @staticmethod
     def send(code: int, lines: list[str] | tuple[str, ...] | str) -> bytes:
-        """Format a reply: `code` and one or more text lines, CRLF-terminated."""
+        """Format a reply: `code` and one or more text lines, CRLF-terminated (RFC 5321 4.2)."""
         if isinstance(lines, str):
             return f"{code} {lines}\r\n".encode("utf-8", "surrogateescape")
         parts = [f"{code}-{text}\r\n" for text in lines[:-1]]
