@@ -137,12 +137,13 @@ class App:
 
 
 
-def build_resolver(cfg: Config, registry: Registry, local: frozenset[str]) -> AddressResolver:
+def build_resolver(cfg: Config, registry: Registry, local: frozenset[str],
+                   warn: Callable[[str], None] = lambda text: None) -> AddressResolver:
     """Domain classes from mydestination, virtual_*_domains and relay_domains."""
     pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
 
     def domains(name: str) -> DomainList:
-        return DomainList.build(cfg.get_list(name), registry, name in pdms)
+        return DomainList.build(cfg.get_list(name), registry, name in pdms, name, warn)
 
     return AddressResolver(
         myorigin=cfg.get_str("myorigin"), mydestination=domains("mydestination"),

@@ -42,6 +42,22 @@ def cmd_postmap(args: argparse.Namespace) -> int:
     return run(args.tables, args.q, args.s, not args.f, incremental=args.i, delete=args.d)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.script is not None:
+        import asyncio
+
+        from mailgate.check.driver import run_script, run_tokens
+
+        with open(args.script, encoding="utf-8") if args.script != "-" else sys.stdin as f:
+            lines = f.read().splitlines()
+        if args.driver == "smtpd_token":
+            return run_tokens(lines, sys.stdout)
+        return asyncio.run(run_script(lines, sys.stdout))
+    from mailgate.check.admin import run
+
+    return run(_load(args, demo=False), args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mailgate {__version__}")
@@ -74,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     postmap.add_argument("-d", metavar="KEY", help="delete KEY")
     postmap.add_argument("tables", nargs="+", metavar="[type:]name")
     postmap.set_defaults(func=cmd_postmap)
+
+    check = sub.add_parser("check", help="run a transaction through the restriction lists")
+    common(check)
+    check.add_argument("--script", metavar="FILE",
+                       help="run a Postfix smtpd_check test-driver script ('-': stdin)")
+    check.add_argument("--driver", choices=("smtpd_check", "smtpd_token"),
+                       default="smtpd_check", help="which Postfix test driver --script emulates")
+    check.add_argument("--client-address", default="127.0.0.1")
+    check.add_argument("--client-name", default="")
+    check.add_argument("--reverse-client-name", default="")
+    check.add_argument("--helo", default=None)
+    check.add_argument("--sender", default=None)
+    check.add_argument("--recipient", action="append", default=[])
+    check.add_argument("--protocol", default="ESMTP")
+    check.set_defaults(func=cmd_check)
     return parser
 
 

@@ -91,6 +91,13 @@ PARAMETERS: tuple[Param, ...] = (
     Param("alias_maps", _L, ""),
     Param("home_mailbox", _S, "Maildir/"),
     Param("relay_recipient_maps", _L, ""),
+    Param("canonical_maps", _L, ""),
+    Param("sender_canonical_maps", _L, ""),
+    Param("recipient_canonical_maps", _L, ""),
+    Param("double_bounce_sender", _S, "double-bounce"),
+    Param("smtpd_expansion_filter", _S,
+          "\\t\\40!\"#$$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\\\]^_"
+          "`abcdefghijklmnopqrstuvwxyz{|}~"),
     Param("enable_original_recipient", _B, "yes"),
     Param("always_add_missing_headers", _B, "no"),
     Param("local_header_rewrite_clients", _L, "permit_inet_interfaces"),

@@ -1,46 +1,87 @@
-"""What a restriction sees: the client, the transaction and the resolver it may use."""
+"""What the restriction engine sees of a session: the client, the envelope so far, and the
+per-transaction results the engine leaves behind (smtpd's SMTPD_STATE, restricted to that)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mailgate.addressing import AddressResolver
-from mailgate.maps.base import Map
-from mailgate.maps.matchlist import HostAddrList
+# Client name lookup status (smtpd.h SMTPD_PEER_CODE_*).
+NAME_OK, NAME_TEMP, NAME_PERM, NAME_FORGED = 2, 4, 5, 6
 
 
 @dataclass
 class Client:
-    name: str
+    name: str  # verified name or "unknown"
     addr: str
     port: int
-    helo: str = ""
-    protocol: str = "SMTP"
+    reverse_name: str = ""  # the PTR name, unverified ("unknown" when there is none)
+    name_status: int = NAME_OK
+    reverse_status: int = NAME_OK
+
+    def __post_init__(self) -> None:
+        if not self.reverse_name:
+            self.reverse_name = self.name
 
     @property
     def namaddr(self) -> str:
         return f"{self.name}[{self.addr}]"
 
 
-@dataclass(frozen=True)
-class EngineTables:
-    """Tables and lists the built-in restrictions consult (opened once at start-up)."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A remembered defer_if_permit / defer_if_reject reply: used later if it comes to that."""
 
-    resolver: AddressResolver
-    mynetworks: HostAddrList
-    local_recipient_maps: Map | None
-    virtual_mailbox_maps: Map | None
-    virtual_alias_maps: Map | None
-    relay_recipient_maps: Map | None
-    recipient_delimiter: str = ""
+    code: int
+    dsn: str
+    text: str
+    hard: bool = False  # a software or resource error: never turned into a warning
 
 
 @dataclass
-class Request:
-    """One restriction evaluation: the stage's reply name and class, and the envelope so far."""
+class Marks:
+    """What restrictions did to the transaction: access actions that change the queued message."""
+
+    discard: bool = False
+    hold: bool = False
+    filter: str = ""
+    redirect: str = ""
+    bcc: list[str] = field(default_factory=list)
+    prepend: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckState:
+    """The session as the engine sees it; the session updates it before each check."""
 
     client: Client
-    sender: str | None
-    recipient: str = ""
-    stage: str = "RCPT"
-    warnings: list[str] = field(default_factory=list)
+    namaddr: str = ""
+    helo: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    rcpt_count: int = 0
+    where: str = "CONNECT"
+    protocol: str = "SMTP"
+    queue_id: str | None = None
+    ill_pipelining: bool = False
+    ccert_fingerprint: str | None = None  # a verified TLS client certificate (none yet)
+    marks: Marks = field(default_factory=Marks)
+    # defer_if_permit carried from stage to stage (client → helo → sender → recipient)
+    dip: Pending | None = None
+    dip_client: Pending | None = None
+    dip_helo: Pending | None = None
+    dip_sender: Pending | None = None
+    sender_rcptmap_checked: bool = False
+    recipient_rcptmap_checked: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.namaddr:
+            self.namaddr = self.client.namaddr
+
+    def reset_transaction(self) -> None:
+        """What smtpd's mail_reset() clears."""
+        self.sender = None
+        self.recipient = None
+        self.rcpt_count = 0
+        self.marks = Marks()
+        self.sender_rcptmap_checked = False
+        self.recipient_rcptmap_checked = False

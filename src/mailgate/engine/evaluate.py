@@ -1,88 +1,221 @@
-"""Evaluates stage restriction lists in Postfix's order and returns the deciding Action."""
+"""Evaluates restriction lists as Postfix's smtpd_check.c does: one Evaluation per stage check.
+
+An Evaluation carries what Postfix keeps in SMTPD_STATE during one check (recursion depth,
+`warn_if_reject`, the pending `defer_if_reject`) and turns results into reply texts and the
+`reject:` / `reject_warning:` log lines. Restrictions are looked up by name in REGISTRY.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
-from mailgate.config.config import Config
-from mailgate.engine.actions import DUNNO, Action, Verdict, reject
-from mailgate.engine.context import Request
-from mailgate.engine.restrictions import REGISTRY, Env
-from mailgate.errors import ConfigError
+from mailgate.engine.context import CheckState, Pending
+from mailgate.engine.reply import Status, dsn_valid, printable
 
-_RELAY_CONTROL = frozenset({"reject_unauth_destination", "defer_unauth_destination", "reject",
-                            "defer", "defer_if_permit", "check_relay_domains"})
+if TYPE_CHECKING:
+    from mailgate.engine.engine import Engine
 
-
-@dataclass(frozen=True)
-class EngineSettings:
-    relay_restrictions: tuple[str, ...]
-    recipient_restrictions: tuple[str, ...]
-    relay_before_recipient: bool
-    reject_unlisted_recipient: bool
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> EngineSettings:
-        settings = cls(
-            relay_restrictions=tuple(n.lower() for n in cfg.get_list("smtpd_relay_restrictions")),
-            recipient_restrictions=tuple(
-                n.lower() for n in cfg.get_list("smtpd_recipient_restrictions")),
-            relay_before_recipient=cfg.get_bool("smtpd_relay_before_recipient_restrictions"),
-            reject_unlisted_recipient=cfg.get_bool("smtpd_reject_unlisted_recipient"),
-        )
-        settings.check_relay_control()
-        return settings
-
-    def check_relay_control(self) -> None:
-        """Refuse to start an open relay (smtpd.c: the mandatory relay-control check)."""
-        for names in (self.relay_restrictions, self.recipient_restrictions):
-            for name in names:
-                if name == "permit":
-                    break
-                if name in _RELAY_CONTROL:
-                    return
-        raise ConfigError(
-            "in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify "
-            "at least one working instance of: reject_unauth_destination, "
-            "defer_unauth_destination, reject, defer, defer_if_permit or check_relay_domains")
+Log = Callable[[str], None]
 
 
-class Engine:
-    """Runs the RCPT-stage lists: relay and recipient restrictions, then unknown users."""
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Where a restriction runs: the reply name and class, and what a bare table means."""
 
-    def __init__(self, settings: EngineSettings, env: Env,
-                 warn: Callable[[str], None] = lambda text: None) -> None:
-        self.settings = settings
-        self.env = env
-        self.warn = warn
+    name: str
+    cls: str
+    acl: str | None  # the check_*_access implied by a bare `type:table` (None: not allowed)
 
-    def _run_list(self, names: tuple[str, ...], req: Request) -> Action:
+
+class Args:
+    """The rest of a restriction list, for restrictions that take an argument."""
+
+    __slots__ = ("names", "index")
+
+    def __init__(self, names: tuple[str, ...], index: int) -> None:
+        self.names = names
+        self.index = index
+
+    def peek(self) -> str | None:
+        return self.names[self.index] if self.index < len(self.names) else None
+
+    def take(self) -> str | None:
+        value = self.peek()
+        if value is not None:
+            self.index += 1
+        return value
+
+
+Result = Status | Awaitable[Status]
+Restriction = Callable[["Evaluation", Frame, Args], Result]
+REGISTRY: dict[str, Restriction] = {}
+
+
+def restriction(*names: str) -> Callable[[Restriction], Restriction]:
+    """Register a function under one or more Postfix restriction names."""
+
+    def register(func: Restriction) -> Restriction:
         for name in names:
-            func = REGISTRY.get(name)
-            if func is None:
-                self.warn(f'unknown smtpd restriction: "{name}"')
-                return reject(451, "4.3.5", "Server configuration error")
-            action = func(req, self.env)
-            if action.verdict is not Verdict.DUNNO:
-                return action
-        return DUNNO
+            REGISTRY[name] = func
+        return func
 
-    def check_rcpt(self, req: Request) -> Action:
-        """The reply-deciding Action for one RCPT (DUNNO or OK mean accept)."""
-        if req.recipient.lower() == "postmaster":
-            return DUNNO
-        first, second = self.settings.relay_restrictions, self.settings.recipient_restrictions
-        if not self.settings.relay_before_recipient:
-            first, second = second, first
-        result = self._run_list(first, req)
-        if result.verdict is not Verdict.REJECT:
-            result = self._run_list(second, req)
-        if result.verdict is Verdict.REJECT:
-            return result
-        ran_unlisted = "reject_unlisted_recipient" in first + second
-        if self.settings.reject_unlisted_recipient and not ran_unlisted:
-            unlisted = REGISTRY["reject_unlisted_recipient"](req, self.env)
-            if unlisted.verdict is Verdict.REJECT:
-                return unlisted
-        return result
+    return register
+
+
+class CheckAborted(Exception):
+    """Postfix's longjmp out of a check: the reply is already made and logged."""
+
+
+class Evaluation:
+    """One stage check of one command."""
+
+    def __init__(self, engine: Engine, st: CheckState) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.tables = engine.tables
+        self.st = st
+        self.recursion = 0
+        self.warn_if_reject = 0
+        self.dir: Pending | None = None  # pending defer_if_reject
+        self.reply = ""
+
+    # --- logging --------------------------------------------------------------------
+    def info(self, text: str) -> None:
+        self.engine.log(text)
+
+    def warn(self, text: str) -> None:
+        self.engine.log("warning: " + text)
+
+    def log_whatsup(self, action: str, text: str) -> None:
+        """`QUEUEID: ACTION: WHERE from name[addr]: TEXT; from=<> to=<> proto=P helo=<h>`."""
+        st = self.st
+        line = f"{st.queue_id or 'NOQUEUE'}: {action}: {st.where} from {st.namaddr}: {text};"
+        if st.sender is not None:
+            line += f" from=<{st.sender}>"
+        if st.recipient is not None:
+            line += f" to=<{st.recipient}>"
+        if st.protocol:
+            line += f" proto={st.protocol}"
+        if st.helo is not None:
+            line += f" helo=<{st.helo}>"
+        self.info(line)
+
+    # --- results --------------------------------------------------------------------
+    def reject(self, code: int, dsn: str, text: str, hard: bool = False) -> Status:
+        """smtpd_check_reject(): the reply (or, under warn_if_reject, a warning)."""
+        warn_only = bool(self.warn_if_reject) and not hard
+        reply = printable(f"{code} {dsn} {text}"[:510])
+        if not 400 <= code <= 599:
+            self.warn(f"SMTP reply code configuration error: {reply}")
+            reply = "450 4.7.1 Service unavailable"
+        elif not dsn_valid(reply[4:]):
+            self.warn(f"DSN detail code configuration error: {reply}")
+            reply = "450 4.7.1 Service unavailable"
+        if not warn_only and self.dir is not None and reply[0] == "5":
+            pending, self.dir, self.warn_if_reject = self.dir, None, 0
+            return self.reject(pending.code, pending.dsn, pending.text, pending.hard)
+        if self.settings.soft_bounce and reply[0] == "5":
+            reply = "4" + reply[1:]
+        if reply[4] != reply[0]:
+            reply = reply[:4] + reply[0] + reply[5:]
+        self.log_whatsup("reject_warning" if warn_only else "reject", reply)
+        if warn_only:
+            return Status.DUNNO
+        self.reply = reply
+        return Status.REJECT
+
+    def defer_if_permit(self, code: int, dsn: str, text: str, explicit: bool = True) -> Status:
+        """Remember the first reason to defer mail that would otherwise be accepted."""
+        if self.warn_if_reject or not explicit:
+            return self.reject(code, dsn, text)
+        if self.st.dip is None:
+            self.st.dip = Pending(code, dsn, text)
+        return Status.DUNNO
+
+    def defer_if_reject(self, code: int, dsn: str, text: str) -> Status:
+        """Remember the first reason to soften a later reject in this list."""
+        if self.dir is None:
+            self.dir = Pending(code, dsn, text)
+        return Status.DUNNO
+
+    def server_error(self) -> NoReturn:
+        """reject_server_error(): `451 4.3.5 Server configuration error`, ends the check."""
+        self.reject(451, "4.3.5", "Server configuration error", hard=True)
+        raise CheckAborted
+
+    def dict_retry(self, name: str) -> NoReturn:
+        """reject_dict_retry(): a table or resolver failed; ends the check."""
+        self.reject(451, "4.3.0", f"<{name}>: Temporary lookup failure", hard=True)
+        raise CheckAborted
+
+    def permit(self, action: str, frame: Frame) -> Status:
+        """smtpd_acl_permit(): OK, logged when smtpd_log_access_permit_actions names it."""
+        if action.lower() in self.settings.log_permit_actions:
+            self.log_whatsup("permit", f"action={action} for {frame.cls}={frame.name}")
+        return Status.OK
+
+    # --- the list walker --------------------------------------------------------------
+    async def run(self, names: tuple[str, ...], frame: Frame) -> Status:
+        """generic_checks(): left to right until a restriction decides."""
+        self.recursion += 1
+        try:
+            if self.recursion > 100:
+                self.warn(f"SMTPD access map nesting exceeds 100 levels for {frame.name}")
+                self.server_error()
+            return await self._walk(names, frame)
+        finally:
+            self.recursion -= 1
+
+    async def _walk(self, names: tuple[str, ...], frame: Frame) -> Status:
+        status = Status.DUNNO
+        i = 0
+        while i < len(names):
+            if self.st.marks.discard:
+                break
+            name = names[i]
+            lname = name.lower()
+            args = Args(names, i + 1)
+            if lname == "warn_if_reject":
+                if not self.warn_if_reject:
+                    self.warn_if_reject = self.recursion
+                i += 1
+                continue
+            if ":" in name:
+                if frame.acl is None:
+                    self.warn("specify one of (check_client_access, "
+                              "check_reverse_client_hostname_access, check_helo_access, "
+                              "check_sender_access, check_recipient_access, check_etrn_access) "
+                              f'before {frame.cls} restriction "{name}"')
+                    self.server_error()
+                lname, args = frame.acl, Args(names, i)
+            status = await self._one(lname, name, frame, args)
+            i = args.index
+            if self.warn_if_reject >= self.recursion:
+                self.warn_if_reject = 0
+            if status is not Status.DUNNO:
+                break
+            if self.st.dip is not None and self.dir is not None:
+                break
+        return status
+
+    async def _one(self, lname: str, name: str, frame: Frame, args: Args) -> Status:
+        func = REGISTRY.get(lname)
+        if func is not None:
+            result = func(self, frame, args)
+            return await result if inspect.isawaitable(result) else result
+        members = self.settings.classes.get(lname)
+        if members is not None:
+            return await self.run(members, frame)
+        self.warn(f'unknown smtpd restriction: "{name}"')
+        self.server_error()
+
+    async def check(self, names: tuple[str, ...], frame: Frame) -> Status:
+        """Run a stage list; a CheckAborted ends it with the reply already made."""
+        try:
+            return await self.run(names, frame)
+        except CheckAborted:
+            return Status.REJECT
+

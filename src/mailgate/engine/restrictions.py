@@ -1,164 +1,120 @@
-"""One small function per Postfix restriction name, found in a registry (no dispatch chain)."""
+"""Generic restrictions: permit/reject/defer, the defer_if_* pair, sleep, pipelining, client
+network checks and the multi-recipient-bounce rule (one small function per Postfix name)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from mailgate.addressing import AddressClass, find_address
-from mailgate.engine.actions import DUNNO, OK, Action, reject
-from mailgate.engine.context import EngineTables, Request
-from mailgate.errors import MapConfigError, MapError
-
-
-@dataclass(frozen=True)
-class Codes:
-    """Reply-code parameters (Postfix 3.7 names and defaults)."""
-
-    reject_code: int = 554
-    defer_code: int = 450
-    relay_domains_reject_code: int = 554
-    unknown_local_recipient_reject_code: int = 550
-    unknown_virtual_mailbox_reject_code: int = 550
-    unknown_virtual_alias_reject_code: int = 550
-    unknown_relay_recipient_reject_code: int = 550
-    show_user_unknown_table_name: bool = True
-    soft_bounce: bool = False
-
-
-@dataclass(frozen=True)
-class Env:
-    """The dependencies handed to every restriction."""
-
-    tables: EngineTables
-    codes: Codes
-
-
-Restriction = Callable[[Request, Env], Action]
-REGISTRY: dict[str, Restriction] = {}
-
-
-def restriction(*names: str) -> Callable[[Restriction], Restriction]:
-    def register(func: Restriction) -> Restriction:
-        for name in names:
-            REGISTRY[name] = func
-        return func
-
-    return register
-
-
-def lookup_failure(req: Request, exc: MapError, env: Env) -> Action:
-    """A table failure: `451 4.3.5` for a configuration error, `451 4.3.0` otherwise."""
-    if isinstance(exc, MapConfigError):
-        return reject(451, "4.3.5", f"<{req.recipient}>: Recipient address rejected: "
-                      "Server configuration error")
-    return reject(451, "4.3.0", f"<{req.recipient}>: Temporary lookup failure")
+from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
+from mailgate.engine.reply import Status
+from mailgate.errors import MapError
 
 
 @restriction("permit")
-def permit(req: Request, env: Env) -> Action:
-    return OK
+def permit(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    nxt = args.peek()
+    if nxt is not None and not nxt.startswith("."):
+        ev.warn(f"restriction `{nxt}' after `permit' is ignored")
+    return ev.permit("permit", frame)
 
 
 @restriction("reject")
-def reject_all(req: Request, env: Env) -> Action:
-    return reject(env.codes.reject_code, "5.7.1",
-                  f"<{req.recipient}>: Recipient address rejected: Access denied",
-                  env.codes.soft_bounce)
+def reject(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    status = ev.reject(ev.settings.code("reject_code"), "5.7.1",
+                       f"<{frame.name}>: {frame.cls} rejected: Access denied")
+    if args.peek() is not None and not ev.warn_if_reject:
+        ev.warn(f"restriction `{args.peek()}' after `reject' is ignored")
+    return status
 
 
 @restriction("defer")
-def defer(req: Request, env: Env) -> Action:
-    return reject(env.codes.defer_code, "4.3.2",
-                  f"<{req.recipient}>: Recipient address rejected: Try again later")
+def defer(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    status = ev.reject(ev.settings.code("defer_code"), "4.3.2",
+                       f"<{frame.name}>: {frame.cls} rejected: Try again later")
+    if args.peek() is not None and not ev.warn_if_reject:
+        ev.warn(f"restriction `{args.peek()}' after `defer' is ignored")
+    return status
+
+
+@restriction("defer_if_permit")
+def defer_if_permit(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    return ev.defer_if_permit(450, "4.7.0",
+                              f"<{frame.name}>: {frame.cls} rejected: defer_if_permit requested")
+
+
+@restriction("defer_if_reject")
+def defer_if_reject(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    return ev.defer_if_reject(450, "4.7.0",
+                              f"<{frame.name}>: {frame.cls} rejected: defer_if_reject requested")
+
+
+@restriction("sleep")
+def sleep(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    """`sleep N`: the session waits N seconds before its reply (a timer, not a blocked
+    process); evaluation continues."""
+    value = args.peek()
+    if value is None or not value.isdigit():
+        ev.warn("restriction sleep must be followed by number")
+        ev.server_error()
+    args.take()
+    ev.engine.sleep(int(value))
+    return Status.DUNNO
+
+
+@restriction("reject_unauth_pipelining")
+def reject_unauth_pipelining(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    if ev.st.ill_pipelining:
+        return ev.reject(503, "5.5.0", f"<{frame.name}>: {frame.cls} rejected: "
+                         "Improper use of SMTP command pipelining", hard=False)
+    return Status.DUNNO
 
 
 @restriction("permit_mynetworks")
-def permit_mynetworks(req: Request, env: Env) -> Action:
+def permit_mynetworks(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    client = ev.st.client
     try:
-        hit = env.tables.mynetworks.match(req.client.name, req.client.addr)
+        hit = ev.tables.mynetworks.match(client.name, client.addr)
     except MapError:
-        return reject(451, "4.3.0", f"<{req.client.namaddr}>: Temporary lookup failure")
-    return OK if hit else DUNNO
+        ev.dict_retry(frame.name)
+    return ev.permit("permit_mynetworks", frame) if hit else Status.DUNNO
 
 
-@restriction("permit_sasl_authenticated")
-def permit_sasl_authenticated(req: Request, env: Env) -> Action:
-    return DUNNO  # no SASL in this server yet
+@restriction("permit_inet_interfaces")
+def permit_inet_interfaces(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    if ev.st.client.addr in ev.tables.inet_interfaces:
+        return ev.permit("permit_inet_interfaces", frame)
+    return Status.DUNNO
 
 
-def _authorized_destination(req: Request, env: Env) -> bool:
-    resolved = env.tables.resolver.resolve(req.recipient)
-    if "@" not in resolved.address:
-        return True
-    if resolved.routed:
-        return False
-    return resolved.cls.final or resolved.cls is AddressClass.RELAY
+@restriction("permit_sasl_authenticated", "permit_tls_all_clientcerts")
+def permit_unauthenticated(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    return Status.DUNNO  # no SASL and no TLS client certificates in this server
 
 
-@restriction("permit_auth_destination")
-def permit_auth_destination(req: Request, env: Env) -> Action:
+@restriction("permit_tls_clientcerts")
+def permit_tls_clientcerts(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    """A client certificate whose fingerprint relay_clientcerts lists."""
+    fingerprint, table = ev.st.ccert_fingerprint, ev.tables.relay_clientcerts
+    if not fingerprint or table is None:
+        return Status.DUNNO
     try:
-        return OK if _authorized_destination(req, env) else DUNNO
-    except MapError as exc:
-        return lookup_failure(req, exc, env)
+        found = table.lookup(fingerprint) is not None
+    except MapError:
+        ev.warn(f'{table.spec} lookup error for "{fingerprint}"')
+        ev.warn(f"relay_clientcerts: lookup error for fingerprint '{fingerprint}', "
+                f"pkey fingerprint {fingerprint}")
+        ev.dict_retry(frame.name)
+    return ev.permit("permit_tls_clientcerts", frame) if found else Status.DUNNO
 
 
-@restriction("reject_unauth_destination")
-def reject_unauth_destination(req: Request, env: Env) -> Action:
-    try:
-        if _authorized_destination(req, env):
-            return DUNNO
-    except MapError as exc:
-        return lookup_failure(req, exc, env)
-    return reject(env.codes.relay_domains_reject_code, "5.7.1",
-                  f"<{req.recipient}>: Relay access denied", env.codes.soft_bounce)
+@restriction("reject_plaintext_session")
+def reject_plaintext_session(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    return ev.reject(ev.settings.code("plaintext_reject_code"), "4.7.1",
+                     "Session encryption is required")
 
 
-@restriction("defer_unauth_destination")
-def defer_unauth_destination(req: Request, env: Env) -> Action:
-    try:
-        if _authorized_destination(req, env):
-            return DUNNO
-    except MapError as exc:
-        return lookup_failure(req, exc, env)
-    return reject(env.codes.relay_domains_reject_code - 100, "4.7.1",
-                  f"<{req.recipient}>: Relay access denied")
-
-
-_EXEMPT_LOCAL = ("postmaster@", "mailer-daemon@", "double-bounce@")
-
-
-@restriction("reject_unlisted_recipient", "check_recipient_maps")
-def reject_unlisted_recipient(req: Request, env: Env) -> Action:
-    """smtpd_check.c check_rcpt_maps(): unknown users of the domain's address class."""
-    tables, codes = env.tables, env.codes
-    try:
-        resolved = tables.resolver.resolve(req.recipient)
-        cls = resolved.cls
-        table, code, where = None, 0, ""
-        if cls is AddressClass.LOCAL:
-            if resolved.address.lower().startswith(_EXEMPT_LOCAL):
-                return DUNNO
-            table, code = tables.local_recipient_maps, codes.unknown_local_recipient_reject_code
-            where = "local recipient table"
-        elif cls is AddressClass.VIRTUAL:
-            table, code = tables.virtual_mailbox_maps, codes.unknown_virtual_mailbox_reject_code
-            where = "virtual mailbox table"
-        elif cls is AddressClass.ALIAS:
-            table, code = tables.virtual_alias_maps, codes.unknown_virtual_alias_reject_code
-            where = "virtual alias table"
-        elif cls is AddressClass.RELAY:
-            table, code = tables.relay_recipient_maps, codes.unknown_relay_recipient_reject_code
-            where = "relay recipient table"
-        if table is None:
-            return DUNNO
-        found = find_address(table, resolved.address, tables.recipient_delimiter,
-                             local=cls is AddressClass.LOCAL)
-    except MapError as exc:
-        return lookup_failure(req, exc, env)
-    if found is not None:
-        return DUNNO
-    suffix = f" in {where}" if codes.show_user_unknown_table_name else ""
-    return reject(code, "5.1.1", f"<{req.recipient}>: Recipient address rejected: "
-                  f"User unknown{suffix}", codes.soft_bounce)
+@restriction("reject_multi_recipient_bounce")
+def reject_multi_recipient_bounce(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    st = ev.st
+    if st.sender == "" and st.rcpt_count > (1 if st.where == "DATA" else 0):
+        return ev.reject(ev.settings.code("multi_recipient_bounce_reject_code"), "5.5.3",
+                         f"<{frame.name}>: {frame.cls} rejected: Multi-recipient bounce")
+    return Status.DUNNO

@@ -58,6 +58,17 @@ def find(table: Map, address: str, strategy: frozenset[str], query: str = "exter
          delimiter: str = "+", is_local: Callable[[str], bool] = lambda d: False
          ) -> tuple[str | None, str]:
     """Return (result, extension) for an internal-form address; ('', '') parts when absent."""
+    for form, ext in lookup_keys(table.fixed, address, strategy, query, delimiter, is_local):
+        value = table.lookup(form)
+        if value is not None:
+            return value, ext
+    return None, ""
+
+
+def lookup_keys(fixed: bool, address: str, strategy: frozenset[str], query: str = "external",
+                delimiter: str = "+", is_local: Callable[[str], bool] = lambda d: False
+                ) -> Iterator[tuple[str, str]]:
+    """The keys mail_addr_find() tries, in order, with the extension each one drops."""
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
@@ -78,14 +89,11 @@ def find(table: Map, address: str, strategy: frozenset[str], query: str = "exter
         keys += [(k, False, False) for k in _domain_keys(domain, strategy)]
     if "localpart_at" in strategy:
         keys += _at_keys(local, ext, strategy)
-    if not table.fixed:  # pattern tables see the full address only
+    if not fixed:  # pattern tables see the full address only
         keys = keys[:1]
     for key, bare, used_noext in keys:
         for form in _forms(key, query, bare):
-            value = table.lookup(form)
-            if value is not None:
-                return value, ext if (used_noext or bare or key.endswith("@")) and ext else ""
-    return None, ""
+            yield form, ext if (used_noext or bare or key.endswith("@")) and ext else ""
 
 
 def _at_keys(local: str, ext: str, strategy: frozenset[str]) -> list[tuple[str, bool, bool]]:

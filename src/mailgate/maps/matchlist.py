@@ -42,10 +42,13 @@ class DomainList:
 
     patterns: list[tuple[bool, str | Map]] = field(default_factory=list)
     parent_matches: bool = False
+    origin: str = ""
+    warn: Callable[[str], None] = field(default=lambda text: None, repr=False)
 
     @classmethod
     def build(cls, patterns: Iterable[str], registry: Registry,
-              parent_matches: bool = False) -> DomainList:
+              parent_matches: bool = False, origin: str = "",
+              warn: Callable[[str], None] = lambda text: None) -> DomainList:
         items: list[tuple[bool, str | Map]] = []
         for pattern in _expand_files(patterns):
             neg = pattern.startswith("!")
@@ -54,16 +57,21 @@ class DomainList:
                 items.append((neg, registry.open_or_failed(bare)))
             else:
                 items.append((neg, bare.lower()))
-        return cls(items, parent_matches)
+        return cls(items, parent_matches, origin, warn)
 
     def match(self, domain: str) -> bool:
-        """True if `domain` matches; raises MapError when a table lookup fails."""
+        """True if `domain` matches; raises MapError when a table lookup fails (warned about
+        as Postfix does: `ORIGIN: TABLE: table lookup problem`)."""
         domain = domain.lower().rstrip(".")
         for neg, pattern in self.patterns:
             if isinstance(pattern, str):
                 hit = self._match_name(pattern, domain)
             else:
-                hit = self._match_table(pattern, domain)
+                try:
+                    hit = self._match_table(pattern, domain)
+                except MapError:
+                    self.warn(f"warning: {self.origin}: {pattern.spec}: table lookup problem")
+                    raise
             if hit:
                 return not neg
         return False

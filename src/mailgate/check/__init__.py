@@ -1,0 +1,1 @@
+"""`mailgate check`: run transactions through the restriction engine without a network."""

@@ -1,0 +1,163 @@
+"""The stage checks smtpd calls (smtpd_check_client/helo/mail/rcpt/etrn/data/eod).
+
+Each returns the reply text when the command is to be refused, None when it may go on. With
+`smtpd_delay_reject = yes` the client, helo and sender lists run again at every RCPT (and
+client and helo at ETRN). A pending `defer_if_permit` travels client → helo → sender →
+recipient and becomes the reply when nothing rejects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mailgate.engine import access, hosts, recipients, restrictions  # noqa: F401  (registration)
+from mailgate.engine.context import CheckState
+from mailgate.engine.evaluate import CheckAborted, Evaluation, Frame, Log
+from mailgate.engine.reply import RECIPIENT, SENDER, Status
+from mailgate.engine.settings import EngineSettings
+from mailgate.engine.tables import EngineTables
+
+CLIENT, HELO = "Client host", "Helo command"
+
+
+class Engine:
+    """The restriction engine: settings and tables given once, a CheckState per session."""
+
+    def __init__(self, settings: EngineSettings, tables: EngineTables,
+                 log: Log = lambda text: None, driver: bool = False) -> None:
+        self.settings = settings
+        self.tables = tables
+        self.log = log
+        self.driver = driver  # the smtpd_check test driver's stubs (conformance mode)
+        self.sleep: Callable[[float], None] = lambda seconds: None
+
+    def _lists(self, stage: str) -> tuple[str, ...]:
+        return self.settings.lists.get(stage, ())
+
+    async def check_client(self, st: CheckState) -> str | None:
+        st.dip = None
+        ev = Evaluation(self, st)
+        status = Status.DUNNO
+        if self._lists("client"):
+            status = await ev.check(self._lists("client"),
+                                    Frame(st.namaddr, CLIENT, "check_client_access"))
+        st.dip_client = st.dip
+        return ev.reply if status is Status.REJECT else None
+
+    async def check_helo(self, st: CheckState, helo: str | None) -> str | None:
+        if helo is None:
+            return None
+        saved, st.helo = st.helo, helo
+        try:
+            st.dip = st.dip_client
+            ev = Evaluation(self, st)
+            status = Status.DUNNO
+            if self._lists("helo"):
+                status = await ev.check(self._lists("helo"),
+                                        Frame(helo, HELO, "check_helo_access"))
+            st.dip_helo = st.dip
+            return ev.reply if status is Status.REJECT else None
+        finally:
+            st.helo = saved
+
+    async def check_mail(self, st: CheckState, sender: str | None) -> str | None:
+        if sender is None:
+            return None
+        saved, st.sender = st.sender, sender
+        try:
+            st.dip = st.dip_helo
+            ev = Evaluation(self, st)
+            status = Status.DUNNO
+            if self._lists("sender"):
+                status = await ev.check(self._lists("sender"),
+                                        Frame(sender, SENDER, "check_sender_access"))
+            if (self.settings.reject_unlisted_sender and status is not Status.REJECT
+                    and not st.sender_rcptmap_checked and not st.marks.discard and sender):
+                status = self._guarded(ev, lambda: recipients.check_rcpt_maps(
+                    ev, sender, SENDER))
+            st.dip_sender = st.dip
+            return ev.reply if status is Status.REJECT else None
+        finally:
+            st.sender = saved
+
+    async def check_rcpt(self, st: CheckState, recipient: str) -> str | None:
+        if recipient.lower() == "postmaster":
+            return None
+        saved, st.recipient = st.recipient, recipient
+        try:
+            if self.settings.delay_reject:
+                err = (await self.check_client(st) or await self.check_helo(st, st.helo)
+                       or await self.check_mail(st, st.sender))
+                if err:
+                    return err
+            st.dip = st.dip_sender
+            ev = Evaluation(self, st)
+            first, second = self._lists("relay"), self._lists("recipient")
+            if not self.settings.relay_before_recipient:
+                first, second = second, first
+            frame = Frame(recipient, RECIPIENT, "check_recipient_access")
+            status = Status.DUNNO
+            for names in (first, second):
+                if names:
+                    status = await ev.check(names, frame)
+                if status is Status.REJECT:
+                    break
+            status = self._enforce_dip(ev, status)
+            if (status is not Status.REJECT and self.settings.reject_unlisted_recipient
+                    and not st.recipient_rcptmap_checked and not st.marks.discard):
+                status = self._guarded(ev, lambda: recipients.check_rcpt_maps(
+                    ev, recipient, RECIPIENT))
+            return ev.reply if status is Status.REJECT else None
+        finally:
+            st.recipient = saved
+
+    async def check_etrn(self, st: CheckState, domain: str) -> str | None:
+        if self.settings.delay_reject:
+            err = await self.check_client(st) or await self.check_helo(st, st.helo)
+            if err:
+                return err
+        st.dip = st.dip_helo
+        ev = Evaluation(self, st)
+        status = Status.DUNNO
+        if self._lists("etrn"):
+            status = await ev.check(self._lists("etrn"),
+                                    Frame(domain, "Etrn command", "check_etrn_access"))
+        status = self._enforce_dip(ev, status)
+        return ev.reply if status is Status.REJECT else None
+
+    async def check_data(self, st: CheckState, recipient: str | None) -> str | None:
+        return await self._data_stage(st, "data", "DATA", "Data command", recipient)
+
+    async def check_eod(self, st: CheckState, recipient: str | None) -> str | None:
+        return await self._data_stage(st, "eod", "END-OF-MESSAGE", "End-of-data", recipient)
+
+    async def _data_stage(self, st: CheckState, stage: str, name: str, cls: str,
+                          recipient: str | None) -> str | None:
+        """DATA and END-OF-DATA lists: the only recipient (if one) is named in the log."""
+        names = self._lists(stage)
+        if not names:
+            return None
+        saved, st.recipient = st.recipient, recipient if st.rcpt_count == 1 else None
+        try:
+            st.dip = None
+            ev = Evaluation(self, st)
+            status = await ev.check(names, Frame(name, cls, None))
+            status = self._enforce_dip(ev, status)
+            return ev.reply if status is Status.REJECT else None
+        finally:
+            st.recipient = saved
+
+    @staticmethod
+    def _enforce_dip(ev: Evaluation, status: Status) -> Status:
+        """A pending defer_if_permit becomes the reply unless the result is a reject."""
+        pending = ev.st.dip
+        if status is not Status.REJECT and pending is not None:
+            return ev.reject(pending.code, pending.dsn, pending.text, pending.hard)
+        return status
+
+    @staticmethod
+    def _guarded(ev: Evaluation, check: Callable[[], Status]) -> Status:
+        try:
+            return check()
+        except CheckAborted:
+            return Status.REJECT

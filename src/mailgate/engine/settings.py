@@ -1,0 +1,117 @@
+"""The engine's frozen settings: stage lists, restriction classes and reply-code parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailgate.config.config import Config
+from mailgate.errors import ConfigError
+
+# Stage list parameters (smtpd_check.c) by the engine's stage name.
+LIST_PARAMS = {
+    "client": "smtpd_client_restrictions", "helo": "smtpd_helo_restrictions",
+    "sender": "smtpd_sender_restrictions", "relay": "smtpd_relay_restrictions",
+    "recipient": "smtpd_recipient_restrictions", "data": "smtpd_data_restrictions",
+    "eod": "smtpd_end_of_data_restrictions", "etrn": "smtpd_etrn_restrictions",
+}
+_RELAY_CONTROL = frozenset({"reject_unauth_destination", "defer_unauth_destination", "reject",
+                            "defer", "defer_if_permit", "check_relay_domains"})
+_CODES = ("reject_code", "defer_code", "access_map_reject_code", "access_map_defer_code",
+          "relay_domains_reject_code", "non_fqdn_reject_code", "invalid_hostname_reject_code",
+          "unknown_client_reject_code", "multi_recipient_bounce_reject_code",
+          "plaintext_reject_code", "unknown_local_recipient_reject_code",
+          "unknown_virtual_mailbox_reject_code", "unknown_virtual_alias_reject_code",
+          "unknown_relay_recipient_reject_code", "unknown_hostname_reject_code",
+          "unknown_address_reject_code", "maps_rbl_reject_code")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    lists: dict[str, tuple[str, ...]]
+    classes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    codes: dict[str, int] = field(default_factory=dict)
+    delay_reject: bool = True
+    relay_before_recipient: bool = True
+    reject_unlisted_recipient: bool = True
+    reject_unlisted_sender: bool = False
+    show_user_unknown_table_name: bool = True
+    soft_bounce: bool = False
+    allow_untrusted_routing: bool = False
+    null_access_key: str = "<>"
+    access_parent_matches: bool = True
+    recipient_delimiter: str = ""
+    double_bounce_sender: str = "double-bounce"
+    log_permit_actions: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> EngineSettings:
+        classes: dict[str, tuple[str, ...]] = {}
+        for name in cfg.get_list("smtpd_restriction_classes"):
+            if cfg.raw(name) is None:
+                raise ConfigError(f"restriction class `{name}' needs a definition")
+            classes[name.lower()] = cfg.get_list(name)
+        pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
+        settings = cls(
+            lists={stage: cfg.get_list(param) for stage, param in LIST_PARAMS.items()},
+            classes=classes,
+            codes={name: cfg.get_int(name) for name in _CODES},
+            delay_reject=cfg.get_bool("smtpd_delay_reject"),
+            relay_before_recipient=cfg.get_bool("smtpd_relay_before_recipient_restrictions"),
+            reject_unlisted_recipient=cfg.get_bool("smtpd_reject_unlisted_recipient"),
+            reject_unlisted_sender=cfg.get_bool("smtpd_reject_unlisted_sender"),
+            show_user_unknown_table_name=cfg.get_bool("show_user_unknown_table_name"),
+            soft_bounce=cfg.get_bool("soft_bounce"),
+            allow_untrusted_routing=cfg.get_bool("allow_untrusted_routing"),
+            null_access_key=cfg.get_str("smtpd_null_access_lookup_key"),
+            access_parent_matches="smtpd_access_maps" in pdms,
+            recipient_delimiter=cfg.get_str("recipient_delimiter"),
+            double_bounce_sender=cfg.get_str("double_bounce_sender"),
+            log_permit_actions=frozenset(
+                x.lower() for x in cfg.get_list("smtpd_log_access_permit_actions")),
+        )
+        settings.check_relay_control()
+        return settings
+
+    def code(self, name: str) -> int:
+        return self.codes.get(name, _DEFAULT_CODES[name])
+
+    def check_relay_control(self) -> None:
+        """Refuse to start an open relay (smtpd.c: the mandatory relay-control check)."""
+        if self._has_relay_control(self.lists.get("relay", ()), 0) or \
+                self._has_relay_control(self.lists.get("recipient", ()), 0):
+            return
+        raise ConfigError(
+            "in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify "
+            "at least one working instance of: reject_unauth_destination, "
+            "defer_unauth_destination, reject, defer, defer_if_permit or check_relay_domains")
+
+    def _has_relay_control(self, names: tuple[str, ...], depth: int) -> bool:
+        """smtpd_check.c has_required(): searched through classes, stops at `permit`, skips
+        the restriction after warn_if_reject."""
+        skip = False
+        for name in (n.lower() for n in names):
+            if skip:
+                skip = False
+                continue
+            if name == "warn_if_reject":
+                skip = True
+            elif name == "permit":
+                return False
+            elif name in _RELAY_CONTROL:
+                return True
+            elif name in self.classes and depth < 100 and \
+                    self._has_relay_control(self.classes[name], depth + 1):
+                return True
+        return False
+
+
+_DEFAULT_CODES = {
+    "reject_code": 554, "defer_code": 450, "access_map_reject_code": 554,
+    "access_map_defer_code": 450, "relay_domains_reject_code": 554, "non_fqdn_reject_code": 504,
+    "invalid_hostname_reject_code": 501, "unknown_client_reject_code": 450,
+    "multi_recipient_bounce_reject_code": 550, "plaintext_reject_code": 450,
+    "unknown_local_recipient_reject_code": 550, "unknown_virtual_mailbox_reject_code": 550,
+    "unknown_virtual_alias_reject_code": 550, "unknown_relay_recipient_reject_code": 550,
+    "unknown_hostname_reject_code": 450, "unknown_address_reject_code": 450,
+    "maps_rbl_reject_code": 554,
+}

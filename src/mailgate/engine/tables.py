@@ -1,0 +1,43 @@
+"""The tables the restrictions consult, opened once and handed to the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailgate.addressing import AddressResolver
+from mailgate.maps.base import Map, Registry
+from mailgate.maps.matchlist import HostAddrList
+
+
+@dataclass
+class AccessTables:
+    """`check_*_access` tables by the spec written in the restriction list (Postfix's
+    map_command_table). Tables are opened at start-up; one that cannot be opened answers
+    every lookup with an error, so its restriction replies 451 4.3.5."""
+
+    registry: Registry
+    tables: dict[str, Map] = field(default_factory=dict)
+
+    def get(self, spec: str) -> Map:
+        table = self.tables.get(spec)
+        if table is None:
+            table = self.registry.open_or_failed(spec)
+            self.tables[spec] = table
+        return table
+
+
+@dataclass
+class EngineTables:
+    resolver: AddressResolver
+    mynetworks: HostAddrList
+    access: AccessTables
+    local_recipient_maps: Map | None = None
+    virtual_mailbox_maps: Map | None = None
+    virtual_alias_maps: Map | None = None
+    relay_recipient_maps: Map | None = None
+    canonical_maps: Map | None = None
+    sender_canonical_maps: Map | None = None
+    recipient_canonical_maps: Map | None = None
+    relay_clientcerts: Map | None = None
+    inet_interfaces: frozenset[str] = frozenset()
+    alias_unknown_text: str | None = None  # the `smtpd_check` driver's resolver says "user unknown"
