@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import resource
@@ -21,9 +22,10 @@ from mailgate.config.settings import DeliverySettings, SmtpdSettings
 from mailgate.delivery.agent import Agent
 from mailgate.delivery.maildir import MaildirAgent
 from mailgate.delivery.router import Router
-from mailgate.engine.context import Client, EngineTables
-from mailgate.engine.evaluate import Engine, EngineSettings
-from mailgate.engine.restrictions import Codes, Env
+from mailgate.engine.context import Client
+from mailgate.engine.engine import Engine
+from mailgate.engine.settings import EngineSettings
+from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import MapError, QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps import Map, Registry, default_registry
@@ -96,8 +98,9 @@ class App:
         delivery = DeliverySettings.from_config(cfg)
         log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
         local = interface_addresses(cfg, [a.host for a in smtpd.listen])
-        resolver = build_resolver(cfg, registry, local)
-        engine, vmaps = build_engine(cfg, registry, resolver, log)
+        smtpd_log = functools.partial(log.log, "smtpd")
+        resolver = build_resolver(cfg, registry, local, smtpd_log)
+        engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local)
         store = QueueStore(delivery.queue_directory, fsync=fsync)
         router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
                         delivery.recipient_delimiter,
@@ -115,7 +118,9 @@ class App:
             local_addresses=local, on_queued=qmgr.enqueue,
             commit=committer(store, renamer, fsync), clock=time.time,
             bare_newline_exempt=client_matcher(
-                cfg.get_list("smtpd_forbid_bare_newline_exclusions"), registry))
+                cfg.get_list("smtpd_forbid_bare_newline_exclusions"), registry),
+            xclient_hosts=client_matcher(cfg.get_list("smtpd_authorized_xclient_hosts"),
+                                         registry))
         exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
         server = SmtpServer(smtpd, services, exceptions, connections)
@@ -156,44 +161,46 @@ def build_resolver(cfg: Config, registry: Registry, local: frozenset[str],
 
 
 def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
-                 log: MailLog) -> tuple[Engine, Map | None]:
+                 log: Callable[[str], None], local: frozenset[str] = frozenset()
+                 ) -> tuple[Engine, Map | None]:
     """The restriction engine with its tables; also returns virtual_mailbox_maps."""
     pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
+    settings = EngineSettings.from_config(cfg)
     mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry, "mynetworks",
                                     "mynetworks" in pdms,
-                                    warn=lambda text: log.log("smtpd", text))
-    vmaps = registry.open_list(cfg.get_list("virtual_mailbox_maps"))
+                                    warn=log)
+
+    def table(name: str) -> Map | None:
+        return registry.open_list(cfg.get_list(name))
+
+    vmaps = table("virtual_mailbox_maps")
+    access = AccessTables(registry)
+    for names in (*settings.lists.values(), *settings.classes.values()):
+        for name in names:  # open every access table at start-up, as Postfix does
+            if ":" in name:
+                access.get(name)
     tables = EngineTables(
-        resolver=resolver, mynetworks=mynetworks,
-        local_recipient_maps=registry.open_list(cfg.get_list("local_recipient_maps")),
-        virtual_mailbox_maps=vmaps,
-        virtual_alias_maps=registry.open_list(cfg.get_list("virtual_alias_maps")),
-        relay_recipient_maps=registry.open_list(cfg.get_list("relay_recipient_maps")),
-        recipient_delimiter=cfg.get_str("recipient_delimiter"))
-    code = cfg.get_int
-    codes = Codes(
-        reject_code=code("reject_code"), defer_code=code("defer_code"),
-        relay_domains_reject_code=code("relay_domains_reject_code"),
-        unknown_local_recipient_reject_code=code("unknown_local_recipient_reject_code"),
-        unknown_virtual_mailbox_reject_code=code("unknown_virtual_mailbox_reject_code"),
-        unknown_virtual_alias_reject_code=code("unknown_virtual_alias_reject_code"),
-        unknown_relay_recipient_reject_code=code("unknown_relay_recipient_reject_code"),
-        show_user_unknown_table_name=cfg.get_bool("show_user_unknown_table_name"),
-        soft_bounce=cfg.get_bool("soft_bounce"))
-    engine = Engine(EngineSettings.from_config(cfg), Env(tables, codes),
-                    warn=lambda text: log.warning("smtpd", text))
-    return engine, vmaps
+        resolver=resolver, mynetworks=mynetworks, access=access,
+        local_recipient_maps=table("local_recipient_maps"), virtual_mailbox_maps=vmaps,
+        virtual_alias_maps=table("virtual_alias_maps"),
+        relay_recipient_maps=table("relay_recipient_maps"),
+        canonical_maps=table("canonical_maps"),
+        sender_canonical_maps=table("sender_canonical_maps"),
+        recipient_canonical_maps=table("recipient_canonical_maps"),
+        inet_interfaces=local)
+    return Engine(settings, tables, log), vmaps
 
 
 def committer(store: QueueStore, renamer: DurableRenamer,
-              fsync: bool) -> Callable[[Incoming, Envelope, bytes], Awaitable[None]]:
-    """What smtpd awaits before `250`: write, then fsync + rename to active/ + fsync dir."""
+              fsync: bool) -> Callable[[Incoming, Envelope, bytes, str], Awaitable[None]]:
+    """What smtpd awaits before `250`: write, then fsync + rename to active/ (or hold/) +
+    fsync dir."""
 
-    async def commit(incoming: Incoming, envelope: Envelope, text: bytes) -> None:
+    async def commit(incoming: Incoming, envelope: Envelope, text: bytes, queue: str) -> None:
         store.write(incoming, envelope, text)
         try:
             await renamer.commit(incoming.fd, str(incoming.path),
-                                 str(store.path("active", incoming.queue_id)), fsync)
+                                 str(store.path(queue, incoming.queue_id)), fsync)
         except OSError as exc:
             incoming.fd = -1  # closed by the renamer
             store.abort(incoming)

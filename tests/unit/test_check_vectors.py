@@ -107,7 +107,7 @@ def test_dns_free_probes_of_dns_files(tmp_path: Path, monkeypatch: pytest.Monkey
     expected = _probes((REGEN / ref).read_text())
     mismatches = []
     compared = 0
-    for (command, output), (_, got), dns_free in zip(expected, ours, _dns_free(expected)):
+    for (command, output), (_, got), dns_free in zip(expected, ours, _dns_free(expected), strict=False):
         if dns_free:
             compared += 1
             if got != output:

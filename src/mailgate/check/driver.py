@@ -10,13 +10,13 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TextIO
+from typing import Any, TextIO
 
 from mailgate.addressing import AddressResolver, Resolved
 from mailgate.config.maincf import split_list
 from mailgate.engine.context import NAME_OK, NAME_TEMP, CheckState, Client
 from mailgate.engine.engine import Engine
-from mailgate.engine.evaluate import CheckAborted, Evaluation
+from mailgate.engine.evaluate import Evaluation
 from mailgate.engine.settings import EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import MapError
@@ -106,7 +106,7 @@ class Driver:
             swap_bangpath=False, append_at_myorigin=False, sender=lambda: self.st.sender)
         mynetworks = HostAddrList.build(split_list(self.params.get("mynetworks", "")),
                                         self.registry, "mynetworks", True, self.log)
-        opened = {name: self.registry.open_list(tuple(split_list(self.params.get(name, ""))))
+        opened: dict[str, Any] = {name: self.registry.open_list(tuple(split_list(self.params.get(name, ""))))
                   for name in ("local_recipient_maps", "virtual_mailbox_maps",
                                "virtual_alias_maps", "relay_recipient_maps", "canonical_maps",
                                "sender_canonical_maps", "recipient_canonical_maps")}
@@ -116,7 +116,7 @@ class Driver:
                               alias_unknown_text="user unknown",
                               relay_clientcerts=self.registry.open_list(
                                   tuple(split_list(self.params.get("relay_clientcerts", "")))),
-                              **opened)  # type: ignore[arg-type]
+                              **opened)
         engine = Engine(self.settings, tables, self.log, driver=True)
         return engine
 
@@ -124,7 +124,8 @@ class Driver:
         self.params[name] = value
         if name in _BOOLS or name in _INT_PARAMS:
             if name in _BOOLS:
-                self.settings = replace(self.settings, **{_BOOLS[name]: value != "0"})
+                flags: dict[str, Any] = {_BOOLS[name]: value != "0"}
+                self.settings = replace(self.settings, **flags)
             elif name.endswith("_code"):
                 self.settings = replace(self.settings,
                                         codes={**self.settings.codes, name: int(value)})
@@ -246,8 +247,6 @@ async def run_script(lines: list[str], out: TextIO) -> int:
         except DriverExit as exc:
             out.write(PREFIX + str(exc) + "\n")
             return 1
-        except CheckAborted:
-            result = driver.engine and "bad command"
         if result is not None:
             out.write(result + "\n")
     return 0

@@ -66,6 +66,7 @@ class SmtpdSettings:
     enable_help: bool
     delay_reject: bool
     soft_bounce: bool
+    ipv6: bool
 
     @classmethod
     def from_config(cls, cfg: Config) -> SmtpdSettings:
@@ -108,6 +109,7 @@ class SmtpdSettings:
             enable_help=cfg.get_bool("smtpd_enable_help"),
             delay_reject=cfg.get_bool("smtpd_delay_reject"),
             soft_bounce=cfg.get_bool("soft_bounce"),
+            ipv6=any(p.lower() in ("all", "ipv6") for p in cfg.get_list("inet_protocols")),
         )
 
 

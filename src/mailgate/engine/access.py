@@ -30,7 +30,9 @@ def _first(ev: Evaluation, table: Map, keys: Iterator[tuple[str, bool]]
             ev.warn(f'{table.spec} lookup error for "{key}"')
             return _CONFIG_ERROR, key
         if value is not None:
+            ev.note(f"{table.spec}: {key} -> {value}")
             return value, key
+    ev.note(f"{table.spec}: not found")
     return None
 
 

@@ -64,6 +64,8 @@ class CheckState:
     queue_id: str | None = None
     ill_pipelining: bool = False
     ccert_fingerprint: str | None = None  # a verified TLS client certificate (none yet)
+    sleep: float = 0.0  # seconds the `sleep` restriction added before the next reply
+    trace: list[str] | None = None  # `mailgate check`: what each restriction decided
     marks: Marks = field(default_factory=Marks)
     # defer_if_permit carried from stage to stage (client → helo → sender → recipient)
     dip: Pending | None = None

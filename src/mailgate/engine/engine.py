@@ -29,7 +29,6 @@ class Engine:
         self.tables = tables
         self.log = log
         self.driver = driver  # the smtpd_check test driver's stubs (conformance mode)
-        self.sleep: Callable[[float], None] = lambda seconds: None
 
     def _lists(self, stage: str) -> tuple[str, ...]:
         return self.settings.lists.get(stage, ())

@@ -33,7 +33,7 @@ class Frame:
 class Args:
     """The rest of a restriction list, for restrictions that take an argument."""
 
-    __slots__ = ("names", "index")
+    __slots__ = ("index", "names")
 
     def __init__(self, names: tuple[str, ...], index: int) -> None:
         self.names = names
@@ -202,15 +202,28 @@ class Evaluation:
         return status
 
     async def _one(self, lname: str, name: str, frame: Frame, args: Args) -> Status:
+        trace = self.st.trace
+        if trace is not None:
+            arg = args.peek() if lname.startswith("check_") and ":" not in name else None
+            trace.append("  " * self.recursion + name + (f" {arg}" if arg else ""))
         func = REGISTRY.get(lname)
         if func is not None:
             result = func(self, frame, args)
-            return await result if inspect.isawaitable(result) else result
-        members = self.settings.classes.get(lname)
-        if members is not None:
-            return await self.run(members, frame)
-        self.warn(f'unknown smtpd restriction: "{name}"')
-        self.server_error()
+            status = await result if inspect.isawaitable(result) else result
+        elif lname in self.settings.classes:
+            status = await self.run(self.settings.classes[lname], frame)
+        else:
+            self.warn(f'unknown smtpd restriction: "{name}"')
+            self.server_error()
+        if trace is not None:
+            trace.append("  " * self.recursion + f"  => {status.name}"
+                         + (f": {self.reply}" if status is Status.REJECT else ""))
+        return status
+
+    def note(self, text: str) -> None:
+        """A line for `mailgate check`'s trace (what a table answered)."""
+        if self.st.trace is not None:
+            self.st.trace.append("  " * self.recursion + "  " + text)
 
     async def check(self, names: tuple[str, ...], frame: Frame) -> Status:
         """Run a stage list; a CheckAborted ends it with the reply already made."""

@@ -55,7 +55,7 @@ def sleep(ev: Evaluation, frame: Frame, args: Args) -> Status:
         ev.warn("restriction sleep must be followed by number")
         ev.server_error()
     args.take()
-    ev.engine.sleep(int(value))
+    ev.st.sleep += int(value)
     return Status.DUNNO
 
 

@@ -97,10 +97,8 @@ class EngineSettings:
                 skip = True
             elif name == "permit":
                 return False
-            elif name in _RELAY_CONTROL:
-                return True
-            elif name in self.classes and depth < 100 and \
-                    self._has_relay_control(self.classes[name], depth + 1):
+            elif name in _RELAY_CONTROL or (name in self.classes and depth < 100 and \
+                    self._has_relay_control(self.classes[name], depth + 1)):
                 return True
         return False
 

@@ -26,7 +26,7 @@ class CommandTable:
         s = session
         self._table: dict[str, Handler] = {
             "HELO": s.helo_cmd, "EHLO": s.ehlo_cmd, "XCLIENT": s.xclient_cmd,
-            "XFORWARD": s.xclient_cmd, "STARTTLS": s.starttls_cmd, "AUTH": s.auth_cmd,
+            "XFORWARD": s.xforward_cmd, "STARTTLS": s.starttls_cmd, "AUTH": s.auth_cmd,
             "MAIL": s.mail_cmd, "RCPT": s.rcpt_cmd, "DATA": s.data_cmd, "BDAT": s.bdat_cmd,
             "RSET": s.rset_cmd, "NOOP": s.noop_cmd, "VRFY": s.vrfy_cmd, "ETRN": s.etrn_cmd,
             "QUIT": s.quit_cmd,

@@ -112,7 +112,7 @@ class SmtpServer:
             await writer.drain()
             session.log(f"disconnect from {session.namaddr} commands=0/0")
             return
-        session.start(_peek(writer.get_extra_info("socket")))
+        await session.start(_peek(writer.get_extra_info("socket")))
         try:
             await self._loop(reader, writer, session, conn)
         finally:

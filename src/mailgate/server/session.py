@@ -8,7 +8,9 @@ postfix/src/smtpd/smtpd.c (reply codes and texts verified against a live Postfix
 from __future__ import annotations
 
 from mailgate.config.settings import SmtpdSettings
-from mailgate.engine.context import Client
+from mailgate.engine.context import CheckState, Client
+from mailgate.engine.hosts import valid_hostname, valid_mailhost_literal
+from mailgate.server import xclient
 from mailgate.server.commands import CommandTable, is_header_name
 from mailgate.server.stats import CommandStats
 from mailgate.server.transaction import Services, Transaction, TransactionCommands
@@ -46,6 +48,9 @@ class Session(TransactionCommands):
         self.bdat_error = ""
         self.bdat_size = 0
         self.table = CommandTable(self)
+        self.st = CheckState(client)
+        self.access_denied = ""
+        self.xclient_allowed = services.xclient_hosts(client)
 
     # --- replies and logging ----------------------------------------------------------
     def delay(self) -> float:
@@ -62,7 +67,9 @@ class Session(TransactionCommands):
         """Queue a reply `NNN text` (`more`: further lines of a multi-line reply) with the
         tarpit delay; 421/521 end the session after it."""
         code = int(text[:3])
-        self.out.append((self.delay(), self.conn.send(code, (text[4:], *more))))
+        delay = self.delay() + self.st.sleep
+        self.st.sleep = 0.0
+        self.out.append((delay, self.conn.send(code, (text[4:], *more))))
         if code in (421, 521):
             self.closing = True
 
@@ -90,11 +97,38 @@ class Session(TransactionCommands):
             text += f" helo=<{self.helo}>"
         self.log(text)
 
+    def check_state(self) -> CheckState:
+        """The session as the restriction engine sees it, brought up to date."""
+        st = self.st
+        st.client = self.client
+        st.namaddr = self.namaddr
+        st.helo = self.helo or None
+        st.sender = self.tx.sender
+        st.where = self.where
+        st.protocol = self.proto
+        st.queue_id = self.tx.incoming.queue_id if self.tx.incoming else None
+        st.ill_pipelining = self.pipelining_flagged
+        st.rcpt_count = len(self.tx.recipients)
+        return st
+
     # --- session events ---------------------------------------------------------------
-    def start(self, early_input: bytes) -> None:
+    async def start(self, early_input: bytes) -> None:
         self.log(f"connect from {self.namaddr}")
         if early_input:
             self.flag_pipelining("CONNECT", early_input)
+        await self.greet()
+
+    async def greet(self) -> None:
+        """The 220 greeting, or (smtpd_delay_reject = no) the client list's reject instead:
+        then every later command but QUIT gets `503 5.7.0 Error: access denied`."""
+        self.access_denied = ""
+        if not self.s.delay_reject:
+            err = await self.svc.engine.check_client(self.check_state())
+            if err:
+                self.reply(err)
+                self.error_count += 1
+                self.access_denied = err
+                return
         self.reply(f"220 {self.s.banner}")
 
     def flag_pipelining(self, where: str, pending: bytes) -> None:
@@ -139,6 +173,7 @@ class Session(TransactionCommands):
         if self.tx.incoming is not None:
             self.svc.store.abort(self.tx.incoming)
         self.tx = Transaction()
+        self.st.reset_transaction()
 
     # --- commands ---------------------------------------------------------------------
     async def handle(self, event: Command | Message | Chunk) -> None:
@@ -189,6 +224,11 @@ class Session(TransactionCommands):
             self.reply("500 5.5.2 Error: command not recognized")
             self.error_count += 1
             return
+        if self.access_denied and verb != "QUIT":
+            self.reply(f"503 5.7.0 Error: access denied for {self.namaddr}")
+            self.stats.count(verb.lower(), False)
+            self.error_count += 1
+            return
         self.where = verb
         self.check_pipelining(verb)
         if self.closing:
@@ -221,18 +261,23 @@ class Session(TransactionCommands):
 
     # HELO / EHLO ------------------------------------------------------------------------
     async def helo_cmd(self, cmd: Command) -> bool:
-        return self._helo(cmd, "HELO")
+        return await self._helo(cmd, "HELO")
 
     async def ehlo_cmd(self, cmd: Command) -> bool:
-        return self._helo(cmd, "EHLO")
+        return await self._helo(cmd, "EHLO")
 
-    def _helo(self, cmd: Command, verb: str) -> bool:
+    async def _helo(self, cmd: Command, verb: str) -> bool:
         if len(cmd.tokens) < 2:
             self.reply(f"501 Syntax: {verb} hostname")
             return False
+        name = " ".join(t.value for t in cmd.tokens[1:])
+        if not self.s.delay_reject:
+            err = await self.svc.engine.check_helo(self.check_state(), name)
+            if err:
+                self.reply(err)
+                return False
         self.reset_transaction()
-        self.helo = " ".join(t.value for t in cmd.tokens[1:])
-        self.client.helo = self.helo
+        self.helo = name
         if verb == "HELO":
             self.proto = "SMTP"
             self.reply(f"250 {self.s.myhostname}")
@@ -247,7 +292,10 @@ class Session(TransactionCommands):
         words.append(f"SIZE {self.s.message_size_limit}" if self.s.message_size_limit else "SIZE")
         if not self.s.disable_vrfy:
             words.append("VRFY")
-        words += ["ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+        words.append("ETRN")
+        if self.xclient_allowed:
+            words.append("XCLIENT " + xclient.ATTRIBUTES)
+        words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if self.s.smtputf8_enable:
             words.append("SMTPUTF8")
         words.append("CHUNKING")
@@ -286,7 +334,7 @@ class Session(TransactionCommands):
             self.warn(f"Illegal address syntax from {self.namaddr} in VRFY command: {arg}")
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
-        if not self.check_recipient(extracted.address):
+        if not await self.check_recipient(extracted.address):
             return False
         self.reply(f"252 2.0.0 {arg}")
         return True
@@ -302,6 +350,17 @@ class Session(TransactionCommands):
             self.reply("500 Syntax: ETRN domain")
             return False
         domain = cmd.tokens[1].value
+        if domain[:1] in ("@", "#"):
+            domain = domain[1:]
+        if not valid_hostname(domain) and not (
+                domain.startswith("[") and domain.endswith("]")
+                and valid_mailhost_literal(domain[1:-1])):
+            self.reply("501 Error: invalid parameter syntax")
+            return False
+        err = await self.svc.engine.check_etrn(self.check_state(), domain)
+        if err:
+            self.reply(err)
+            return False
         self.warn(f"reject: ETRN {domain[:100]}... from {self.namaddr}")
         self.reply(f"459 <{domain}>: service unavailable")
         return False
@@ -318,9 +377,33 @@ class Session(TransactionCommands):
         self.reply("503 5.5.1 Error: authentication not enabled")
         return False
 
-    async def xclient_cmd(self, cmd: Command) -> bool:
+    async def xforward_cmd(self, cmd: Command) -> bool:
         if self.tx.sender is not None:
             self.reply("503 5.5.1 Error: MAIL transaction in progress")
             return False
         self.reply("550 5.7.0 Error: insufficient authorization")
         return False
+
+    async def xclient_cmd(self, cmd: Command) -> bool | None:
+        """XCLIENT from an smtpd_authorized_xclient_hosts client: new client attributes, a
+        new greeting (after the client list when smtpd_delay_reject = no). Postfix counts
+        the command as failed in its statistics even when it succeeds."""
+        if self.tx.sender is not None:
+            self.reply("503 5.5.1 Error: MAIL transaction in progress")
+            return False
+        if len(cmd.tokens) < 2:
+            self.reply("501 5.5.4 Syntax: XCLIENT attribute=value...")
+            return False
+        if not self.xclient_allowed:
+            self.reply("550 5.7.0 Error: insufficient authorization")
+            return False
+        state = xclient.XclientState(self.client, "", "SMTP")
+        err = xclient.apply([t.value for t in cmd.tokens[1:]], state, self.s.ipv6)
+        if err:
+            self.reply(err)
+            return False
+        self.helo, self.proto = state.helo, state.proto
+        self.reset_transaction()
+        self.stats.count("xclient", False)
+        await self.greet()
+        return None

@@ -10,9 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from mailgate.config.settings import SmtpdSettings
-from mailgate.engine.actions import Verdict
-from mailgate.engine.context import Client, Request
-from mailgate.engine.evaluate import Engine
+from mailgate.engine.context import CheckState, Client, Marks
+from mailgate.engine.engine import Engine
 from mailgate.maillog import MailLog
 from mailgate.queue.store import Envelope, Incoming, QueueStore, Recipient
 from mailgate.server.commands import ForbiddenCommands, parse_mail_params, parse_rcpt_params
@@ -48,9 +47,10 @@ class Services:
     forbidden: ForbiddenCommands
     local_addresses: frozenset[str]
     on_queued: Callable[[str, Envelope, bytes], None]
-    commit: Callable[[Incoming, Envelope, bytes], Awaitable[None]]
+    commit: Callable[[Incoming, Envelope, bytes, str], Awaitable[None]]
     clock: Callable[[], float] = time.time
     bare_newline_exempt: Callable[[Client], bool] = lambda client: False
+    xclient_hosts: Callable[[Client], bool] = lambda client: False
 
 
 def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
@@ -63,6 +63,13 @@ def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
             seen.add(key)
             out.append(rcpt)
     return out
+
+
+def routed_recipients(recipients: list[Recipient], marks: Marks) -> list[Recipient]:
+    """The queued recipients: REDIRECT replaces them all, BCC adds to them."""
+    if marks.redirect:
+        recipients = [Recipient(marks.redirect)]
+    return unique_recipients(recipients + [Recipient(addr) for addr in marks.bcc])
 
 
 class TransactionCommands:
@@ -81,6 +88,7 @@ class TransactionCommands:
     junk_count: int
     bdat_error: str
     bdat_size: int
+    st: CheckState
 
     @property
     def namaddr(self) -> str:
@@ -99,6 +107,9 @@ class TransactionCommands:
         raise NotImplementedError
 
     def reset_transaction(self) -> None:
+        raise NotImplementedError
+
+    def check_state(self) -> CheckState:
         raise NotImplementedError
 
     def bare_newline(self) -> bool:
@@ -137,6 +148,12 @@ class TransactionCommands:
             self.tx.sender = None
             self.reply(reply)
             return False
+        if not self.s.delay_reject:
+            err = await self.svc.engine.check_mail(self.check_state(), extracted.address)
+            if err:
+                self.st.reset_transaction()  # access-map side effects go with the reject
+                self.reply(err)
+                return False
         self.tx = Transaction(sender=extracted.address)
         self.reply("250 2.1.0 Ok")
         return True
@@ -170,7 +187,7 @@ class TransactionCommands:
             self.reply(params.error)
             return False
         recipient = extracted.address
-        if not self.check_recipient(recipient):
+        if not await self.check_recipient(recipient):
             return False
         if self.tx.incoming is None:
             self.tx.incoming = self.svc.store.create()
@@ -179,23 +196,31 @@ class TransactionCommands:
         self.reply("250 2.1.5 Ok")
         return True
 
-    def check_recipient(self, recipient: str) -> bool:
-        """Run the RCPT restrictions; on a reject, log and reply and return False."""
-        req = Request(self.client, self.tx.sender, recipient, self.where)
-        action = self.svc.engine.check_rcpt(req)
-        if action.verdict is not Verdict.REJECT:
-            return True
-        self.log_reject("reject", action.reply, recipient)
-        self.reply(action.reply)
-        return False
+    async def check_recipient(self, recipient: str) -> bool:
+        """Run the RCPT restrictions (the engine logs a reject); reply to a reject."""
+        st = self.check_state()
+        st.recipient_rcptmap_checked = False
+        err = await self.svc.engine.check_rcpt(st, recipient)
+        if err:
+            self.reply(err)
+            return False
+        return True
+
+    def only_recipient(self) -> str | None:
+        return self.tx.recipients[0].address if len(self.tx.recipients) == 1 else None
 
     # DATA / BDAT ------------------------------------------------------------------------
     async def data_cmd(self, cmd: Command) -> bool | None:
         if not self.tx.recipients:
-            self.reply("503 5.5.1 Error: need RCPT command")
+            self.reply("503 5.5.1 Error: need RCPT command" if self.tx.sender is None
+                       else "554 5.5.1 Error: no valid recipients")
             return False
         if len(cmd.tokens) != 1:
             self.reply("501 5.5.4 Syntax: DATA")
+            return False
+        err = await self.svc.engine.check_data(self.check_state(), self.only_recipient())
+        if err:
+            self.reply(err)
             return False
         if self.tx.bdat is not None:
             self.reply("503 5.5.1 Error: DATA after BDAT")
@@ -213,7 +238,19 @@ class TransactionCommands:
         if message.too_big:
             self.message_too_big("data")
             return
+        if await self.end_of_data_rejected("data"):
+            return
         await self.queue_message(message.content, "data")
+
+    async def end_of_data_rejected(self, verb: str) -> bool:
+        """smtpd_end_of_data_restrictions: a reject drops the message."""
+        err = await self.svc.engine.check_eod(self.check_state(), self.only_recipient())
+        if not err:
+            return False
+        self.reply(err)
+        self.count_result(verb, False)
+        self.reset_transaction()
+        return True
 
     def message_too_big(self, verb: str, warn: bool = True) -> None:
         """552 for a message over message_size_limit. smtpd warns when the text it read was
@@ -270,6 +307,8 @@ class TransactionCommands:
         if self.tx.bdat_too_big:
             self.message_too_big("bdat")
             return
+        if await self.end_of_data_rejected("bdat"):
+            return
         content = bytes(self.tx.bdat).replace(b"\r\n", b"\n")
         await self.queue_message(content, "bdat", len(content) + content.count(b"\n"))
 
@@ -288,16 +327,24 @@ class TransactionCommands:
                                                       self.s.myhostname, now)
         else:
             message_id = logged_message_id(content)
-        text = header + content
+        marks = self.st.marks
+        prepend = "".join(f"{line}\n" for line in marks.prepend).encode("utf-8", "replace")
+        text = prepend + header + content
         size = len(text) + text.count(b"\n")  # Postfix counts message size with CRLF
         if self.s.message_size_limit and size > self.s.message_size_limit:
             self.message_too_big(verb, warn=False)  # the limit applies to the queue file
             return
-        envelope = Envelope(queue_id, tx.sender, unique_recipients(tx.recipients), now,
+        envelope = Envelope(queue_id, tx.sender, routed_recipients(tx.recipients, marks), now,
                             self.client.name, self.client.addr, self.helo, self.proto, size,
                             message_id)
+        if marks.filter:
+            envelope.extra["filter"] = marks.filter
+        queue = "hold" if marks.hold else "active"
         try:
-            await self.svc.commit(tx.incoming, envelope, text)
+            if marks.discard:  # accepted and dropped; smtpd logged the discard
+                self.svc.store.abort(tx.incoming)
+            else:
+                await self.svc.commit(tx.incoming, envelope, text, queue)
         except Exception as exc:  # a queue failure must never look like acceptance
             self.warn(f"{queue_id}: {exc}")
             self.reply("451 4.3.0 Error: queue file write error")
@@ -306,7 +353,7 @@ class TransactionCommands:
             self.count_result(verb, False)
             return
         tx.incoming = None
-        if message_id:
+        if message_id and not marks.discard:
             self.svc.log.log("cleanup", f"{queue_id}: message-id={message_id}")
         if verb == "bdat":  # Postfix reports the size of the client's text in CRLF form
             self.reply(f"250 2.0.0 Ok: {octets} bytes queued as {queue_id}")
@@ -315,5 +362,7 @@ class TransactionCommands:
         self.error_count = 0
         self.junk_count = 0
         self.tx = Transaction()
+        self.st.reset_transaction()
         self.stats.count(verb, True)
-        self.svc.on_queued(queue_id, envelope, text)
+        if queue == "active" and not marks.discard:
+            self.svc.on_queued(queue_id, envelope, text)

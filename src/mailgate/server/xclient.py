@@ -1,0 +1,111 @@
+"""XCLIENT (Postfix XCLIENT_README): an authorized proxy or test sets the client's name,
+address, HELO and protocol; the session then starts over with a new greeting."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from mailgate.engine.context import NAME_OK, NAME_PERM, NAME_TEMP, Client
+from mailgate.engine.hosts import valid_hostname
+
+ATTRIBUTES = "NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN DESTADDR DESTPORT"
+_XTEXT = re.compile(r"\+([0-9A-F]{2})")
+_STATUS = {"[UNAVAILABLE]": NAME_PERM, "[TEMPUNAVAIL]": NAME_TEMP}
+
+
+def xtext_decode(value: str) -> str | None:
+    """RFC 1891 xtext: `+XX` is a byte in hex; a `+` not followed by two hex digits is bad."""
+    if "+" in value and len(_XTEXT.findall(value)) != value.count("+"):
+        return None
+    return _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+
+def printable(value: str) -> str:
+    return "".join(c if " " <= c < "\x7f" else "?" for c in value)
+
+
+class XclientState:
+    """What XCLIENT may change; the session copies it back when the command succeeds."""
+
+    def __init__(self, client: Client, helo: str, proto: str) -> None:
+        self.client = client
+        self.helo = helo
+        self.proto = proto
+        self.login = ""
+
+
+def _address(value: str, ipv6: bool) -> str | None:
+    """normalize_mailhost_addr(): IPv4, or IPv6 with or without `IPv6:` (when enabled)."""
+    bare = value[5:] if value[:5].lower() == "ipv6:" else value
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return None
+    if ip.version == 6 and not ipv6:
+        return None
+    if value is not bare and ip.version != 6:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def apply(words: list[str], state: XclientState, ipv6: bool) -> str | None:
+    """Apply `NAME=value` attributes in order (a failure keeps those already applied, as
+    Postfix does); the error reply, or None on success."""
+    client = state.client
+    for word in words:
+        name, eq, raw = word.partition("=")
+        if not eq or not raw:
+            return "501 5.5.4 Error: attribute=value expected"
+        if len(raw) > 255:
+            return "501 5.5.4 Error: attribute value too long"
+        decoded = xtext_decode(raw)
+        if decoded is None:
+            return "501 5.5.4 Error: malformed attribute value"
+        value = printable(decoded)
+        attr = name.upper()
+        bad = f"501 5.5.4 Bad {name} syntax: {value}"
+        if attr in ("NAME", "REVERSE_NAME"):
+            status = _STATUS.get(value.upper(), NAME_OK)
+            if status == NAME_OK and not valid_hostname(value):
+                return bad
+            host = value if status == NAME_OK else "unknown"
+            if attr == "NAME":
+                client.name, client.name_status = host, status
+            else:
+                client.reverse_name, client.reverse_status = host, status
+        elif attr == "ADDR":
+            if value.upper() == "[UNAVAILABLE]":
+                client.addr = "unknown"
+            else:
+                addr = _address(value, ipv6)
+                if addr is None:
+                    return bad
+                client.addr = addr
+        elif attr == "PORT":
+            if value.upper() == "[UNAVAILABLE]":
+                client.port = 0
+            elif not value.isdigit() or len(value) > 5:
+                return bad
+            else:
+                client.port = int(value)
+        elif attr == "HELO":
+            if value.upper() == "[UNAVAILABLE]":
+                state.helo = ""
+            elif len(value) > 255:
+                return bad
+            else:
+                state.helo = value.replace("<", "?").replace(">", "?")
+        elif attr == "PROTO":
+            if value.upper() not in ("SMTP", "ESMTP"):
+                return bad
+            state.proto = value.upper()
+        elif attr == "LOGIN":
+            state.login = "" if value.upper() == "[UNAVAILABLE]" else value
+        elif attr in ("DESTADDR", "DESTPORT"):
+            continue
+        else:
+            return f"501 5.5.4 Bad XCLIENT attribute name: {name}"
+    return None
