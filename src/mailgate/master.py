@@ -28,6 +28,7 @@ from mailgate.config.settings import ListenAddress
 
 _BUCKETS = 65536
 _SLOT = struct.Struct("=i")
+_RATE = struct.Struct("=qi")  # window start (s), connections in the window
 
 
 class ConnectionTable:
@@ -38,6 +39,7 @@ class ConnectionTable:
 
     def __init__(self) -> None:
         self._mem = mmap.mmap(-1, _SLOT.size * (_BUCKETS + 1))
+        self._rates = mmap.mmap(-1, _RATE.size * _BUCKETS)
         self._lock = multiprocessing.Lock()
 
     def _index(self, addr: str) -> int:
@@ -52,6 +54,18 @@ class ConnectionTable:
         """Count a new connection; return (connections from addr, all connections)."""
         with self._lock:
             return (self._add(self._index(addr), 1), self._add(_BUCKETS * _SLOT.size, 1))
+
+    def rate(self, addr: str, now: float, unit: float) -> int:
+        """Count a connection in the client's current `unit`-second window (anvil's rate:
+        the window starts with the first connection and restarts when it has passed)."""
+        offset = (zlib.crc32(addr.encode()) % _BUCKETS) * _RATE.size
+        with self._lock:
+            start, count = _RATE.unpack_from(self._rates, offset)
+            if not count or now - start >= unit:
+                start, count = int(now), 0
+            count += 1
+            _RATE.pack_into(self._rates, offset, start, count)
+            return int(count)
 
     def disconnect(self, addr: str) -> None:
         with self._lock:

@@ -44,6 +44,8 @@ class SmtpdSettings:
     recipient_overshoot_limit: int
     timeout: float
     connection_count_limit: int
+    connection_rate_limit: int
+    rate_time_unit: float
     max_connections: int
     soft_error_limit: int
     hard_error_limit: int
@@ -86,6 +88,8 @@ class SmtpdSettings:
             recipient_overshoot_limit=cfg.get_int("smtpd_recipient_overshoot_limit"),
             timeout=cfg.get_time("smtpd_timeout"),
             connection_count_limit=cfg.get_int("smtpd_client_connection_count_limit"),
+            connection_rate_limit=cfg.get_int("smtpd_client_connection_rate_limit"),
+            rate_time_unit=cfg.get_time("anvil_rate_time_unit"),
             max_connections=cfg.get_int("smtpd_max_connections"),
             soft_error_limit=cfg.get_int("smtpd_soft_error_limit"),
             hard_error_limit=cfg.get_int("smtpd_hard_error_limit"),

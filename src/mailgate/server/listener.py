@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 
 from mailgate.config.settings import SmtpdSettings
@@ -29,6 +30,17 @@ def _peek(sock: socket.socket | None) -> bytes:
         return b""
     finally:
         peek.detach()
+
+
+def _service(sockname: object) -> str:
+    """The service name in anvil's warnings: Postfix's master.cf name, which is `smtp` for
+    port 25 and `host:port` for a service on another port (as the reference instance)."""
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        return "smtp"
+    host, port = str(sockname[0]), int(sockname[1])
+    if port == 25:
+        return "smtp"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SmtpServer:
@@ -78,18 +90,37 @@ class SmtpServer:
             writer.close()
             self.sessions.discard(task)
 
-    def _over_limit(self, addr: str, count: int, total: int) -> str:
+    def _exempt(self, client: Client) -> bool:
+        """smtpd_client_event_limit_exceptions and XCLIENT-authorized clients."""
+        try:
+            exempt = self.limit_exceptions.match(client.name, client.addr)
+        except Exception:
+            exempt = False
+        return exempt or self.services.xclient_hosts(client)
+
+    def _over_limit(self, client: Client, count: int, total: int, service: str
+                    ) -> tuple[str, str]:
+        """(421 reply, warning) when a connection limit is exceeded, else empty strings."""
         s = self.settings
+        addr = client.addr
+        namaddr = client.namaddr
         if total > s.max_connections:
-            return f"421 4.7.0 {s.myhostname} Error: too many connections"
+            return (f"421 4.7.0 {s.myhostname} Error: too many connections",
+                    f"Connection limit exceeded: {total} sessions (smtpd_max_connections) "
+                    f"at {namaddr}")
+        if not (s.connection_count_limit or s.connection_rate_limit) or self._exempt(client):
+            return "", ""
         if s.connection_count_limit and count > s.connection_count_limit:
-            try:
-                exempt = self.limit_exceptions.match("", addr)
-            except Exception:
-                exempt = False
-            if not exempt:
-                return f"421 4.7.0 {s.myhostname} Error: too many connections from {addr}"
-        return ""
+            return (f"421 4.7.0 {s.myhostname} Error: too many connections from {addr}",
+                    f"Connection concurrency limit exceeded: {count} from {namaddr} "
+                    f"for service {service}")
+        if s.connection_rate_limit:
+            rate = self.connections.rate(addr, time.time(), s.rate_time_unit)
+            if rate > s.connection_rate_limit:
+                return (f"421 4.7.0 {s.myhostname} Error: too many connections from {addr}",
+                        f"Connection rate limit exceeded: {rate} from {namaddr} "
+                        f"for service {service}")
+        return "", ""
 
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                    addr: str, port: int, count: int, total: int) -> None:
@@ -99,20 +130,19 @@ class SmtpServer:
         name = "localhost" if s.peername_lookup and addr in ("127.0.0.1", "::1") else "unknown"
         client = Client(name, addr, port)
         session = Session(s, self.services, client, conn)
-        refusal = self._over_limit(addr, count, total)
+        refusal, warning = self._over_limit(client, count, total,
+                                            _service(writer.get_extra_info("sockname")))
         if refusal:
             session.log(f"connect from {session.namaddr}")
-            if refusal.endswith(addr):  # per client (anvil's wording)
-                session.warn(f"Connection concurrency limit exceeded: {count} "
-                             f"from {session.namaddr} for service smtp")
-            else:
-                session.warn(f"Connection limit exceeded: {total} sessions "
-                             f"(smtpd_max_connections) at {session.namaddr}")
+            session.warn(warning)
             writer.write(refusal.encode() + b"\r\n")
             await writer.drain()
             session.log(f"disconnect from {session.namaddr} commands=0/0")
             return
-        await session.start(_peek(writer.get_extra_info("socket")))
+        # The transport may already have read early input into the stream's buffer.
+        early = bytes(getattr(reader, "_buffer", b""))[:100] or \
+            _peek(writer.get_extra_info("socket"))
+        await session.start(early)
         try:
             await self._loop(reader, writer, session, conn)
         finally:
