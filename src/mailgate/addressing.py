@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from mailgate.maps.addr_find import DEFAULT, find, split_extension
 from mailgate.maps.base import Map
 from mailgate.maps.matchlist import DomainList
+from mailgate.smtp.hostnames import valid_domain
 
 
 class AddressClass(enum.Enum):
@@ -30,6 +31,7 @@ class Resolved:
     domain: str
     cls: AddressClass
     routed: bool  # the client asked for routing (user@x@us, user%x@us, x!user@us)
+    error: bool = False  # the domain is no host name or address literal (user@, a@b%c)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,11 @@ class AddressResolver:
         else:
             cls = AddressClass.DEFAULT
         full = f"{localpart}@{domain}" if domain else localpart
-        return Resolved(full, localpart, domain, cls, routed)
+        # Routing operators left in the local part (resolve_dequoted: also inside quotes)
+        # make the destination uncertain, whatever the domain (no relay through tricks).
+        routed = routed or any(op in localpart for op in "@%!")
+        error = bool(at) and not valid_domain(domain)
+        return Resolved(full, localpart, domain, cls, routed, error)
 
 
 def strip_extension(localpart: str, delimiters: str) -> str:

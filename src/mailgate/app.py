@@ -50,9 +50,10 @@ smtpd_listen = 127.0.0.1:2525
 
 def interface_addresses(cfg: Config, listen: list[str]) -> frozenset[str]:
     """Our own addresses: inet_interfaces (or, for `all`, the listen addresses and loopback)."""
-    out: set[str] = {"127.0.0.1", "::1"}
+    out: set[str] = set()
     for item in cfg.get_list("inet_interfaces") + cfg.get_list("proxy_interfaces"):
         if item in ("all", "loopback-only", "localhost"):
+            out.update(("127.0.0.1", "::1"))
             continue
         try:
             out.add(str(ipaddress.ip_address(item.strip("[]"))))

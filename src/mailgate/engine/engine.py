@@ -16,6 +16,7 @@ from mailgate.engine.evaluate import CheckAborted, Evaluation, Frame, Log
 from mailgate.engine.reply import RECIPIENT, SENDER, Status
 from mailgate.engine.settings import EngineSettings
 from mailgate.engine.tables import EngineTables
+from mailgate.errors import MapError
 
 CLIENT, HELO = "Client host", "Helo command"
 
@@ -29,6 +30,15 @@ class Engine:
         self.tables = tables
         self.log = log
         self.driver = driver  # the smtpd_check test driver's stubs (conformance mode)
+
+    def bad_address(self, address: str) -> bool:
+        """smtpd_check_addr(): the resolver finds the domain malformed (`user@`, `a@b%c`)."""
+        if not address:
+            return False
+        try:
+            return self.tables.resolver.resolve(address).error
+        except MapError:
+            return False
 
     def _lists(self, stage: str) -> tuple[str, ...]:
         return self.settings.lists.get(stage, ())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from mailgate.engine.context import CheckState, Pending
 from mailgate.engine.reply import Status, dsn_valid, printable
+from mailgate.smtp.tokens import log_form
 
 if TYPE_CHECKING:
     from mailgate.engine.engine import Engine
@@ -94,9 +95,9 @@ class Evaluation:
         st = self.st
         line = f"{st.queue_id or 'NOQUEUE'}: {action}: {st.where} from {st.namaddr}: {text};"
         if st.sender is not None:
-            line += f" from=<{st.sender}>"
+            line += f" from=<{log_form(st.sender)}>"
         if st.recipient is not None:
-            line += f" to=<{st.recipient}>"
+            line += f" to=<{log_form(st.recipient)}>"
         if st.protocol:
             line += f" proto={st.protocol}"
         if st.helo is not None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from mailgate.addressing import AddressClass, Resolved, find_address
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
-from mailgate.engine.hosts import truncate_dot, valid_hostname
 from mailgate.engine.reply import RECIPIENT, SENDER, Status, dsn_fix, dsn_split
 from mailgate.errors import MapConfigError, MapError
 from mailgate.maps.base import Map
+from mailgate.smtp.hostnames import truncate_dot, valid_hostname
 
 
 def _resolve(ev: Evaluation, addr: str) -> Resolved:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client
-from mailgate.engine.hosts import valid_hostname, valid_mailhost_literal
 from mailgate.server import xclient
 from mailgate.server.commands import CommandTable, is_header_name
 from mailgate.server.stats import CommandStats
 from mailgate.server.transaction import Services, Transaction, TransactionCommands
+from mailgate.smtp.hostnames import valid_hostname, valid_mailhost_literal
 from mailgate.smtp.protocol import Chunk, Closed, Command, Message, ServerConnection
-from mailgate.smtp.tokens import extract_addr
+from mailgate.smtp.tokens import extract_addr, log_form
 
 __all__ = ["Services", "Session"]
 
@@ -89,9 +89,9 @@ class Session(TransactionCommands):
         """`QUEUEID: reject: CMD from name[addr]: REPLY; from=<s> to=<r> proto=P helo=<h>`."""
         text = f"{self.tx.queue_id}: {action}: {self.where} from {self.namaddr}: {reply};"
         if self.tx.sender is not None:
-            text += f" from=<{self.tx.sender}>"
+            text += f" from=<{log_form(self.tx.sender)}>"
         if recipient is not None:
-            text += f" to=<{recipient}>"
+            text += f" to=<{log_form(recipient)}>"
         text += f" proto={self.proto}"
         if self.helo:
             text += f" helo=<{self.helo}>"

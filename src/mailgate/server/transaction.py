@@ -131,7 +131,7 @@ class TransactionCommands:
             self.reply("501 5.1.7 Bad sender address syntax")
             return False
         extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
-        if extracted.illegal:
+        if extracted.illegal or self.svc.engine.bad_address(extracted.address):
             self.warn(f"Illegal address syntax from {self.namaddr} in MAIL command: "
                       f"{args[2].value}")
             self.reply("501 5.1.7 Bad sender address syntax")
@@ -175,7 +175,8 @@ class TransactionCommands:
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
         extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
-        if extracted.illegal or not extracted.address:
+        if extracted.illegal or not extracted.address or \
+                self.svc.engine.bad_address(extracted.address):
             self.warn(f"Illegal address syntax from {self.namaddr} in RCPT command: "
                       f"{args[2].value}")
             self.reply("501 5.1.3 Bad recipient address syntax")

@@ -7,7 +7,7 @@ import ipaddress
 import re
 
 from mailgate.engine.context import NAME_OK, NAME_PERM, NAME_TEMP, Client
-from mailgate.engine.hosts import valid_hostname
+from mailgate.smtp.hostnames import valid_hostname
 
 ATTRIBUTES = "NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN DESTADDR DESTPORT"
 _XTEXT = re.compile(r"\+([0-9A-F]{2})")

@@ -219,6 +219,11 @@ def quote_local_part(address: str) -> str:
     return f"{local}@{domain}" if at else local
 
 
+def log_form(address: str) -> str:
+    """An address as Postfix logs it (info_log_address_format = external)."""
+    return quote_local_part(address) if address else address
+
+
 def _needs_quoting(local: str) -> bool:
     if local.startswith(".") or local.endswith(".") or ".." in local:
         return True
