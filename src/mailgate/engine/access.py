@@ -194,21 +194,27 @@ def _warn(ev: Evaluation, table: str, text: str, datum: str, frame: Frame) -> St
     return Status.DUNNO
 
 
-def _can_delegate(ev: Evaluation, table: str, action: str) -> bool:
-    """FILTER, HOLD, DISCARD, REDIRECT, BCC and PREPEND change a queued message: not in ETRN,
-    and not in client or HELO lists that run outside a transaction (delay_reject = no)."""
-    if ev.engine.driver:
-        return True
-    where = ev.st.where
-    if where == "ETRN":
-        ev.warn(f"access table {table}: action {action} is unavailable in "
-                "smtpd_etrn_restrictions")
-        return False
-    if not ev.settings.delay_reject and where in ("CONNECT", "HELO", "EHLO"):
+def _not_in_client_helo(ev: Evaluation, table: str, action: str) -> bool:
+    """Outside a MAIL transaction (client or HELO lists with smtpd_delay_reject = no, VRFY)
+    there is no message to change: the action is skipped (smtpd_check.c not_in_client_helo,
+    whose test is "no sender yet")."""
+    if ev.st.sender is None:
         ev.warn(f"access table {table}: with smtpd_delay_reject=no, action {action} is "
                 "always skipped in Client host or Helo command restrictions")
         return False
     return True
+
+
+def _can_delegate(ev: Evaluation, table: str, action: str) -> bool:
+    """FILTER, HOLD, DISCARD, REDIRECT and BCC change a queued message: not in ETRN, and
+    not outside a transaction."""
+    if ev.engine.driver:
+        return True
+    if ev.st.where == "ETRN":
+        ev.warn(f"access table {table}: action {action} is unavailable in "
+                "smtpd_etrn_restrictions")
+        return False
+    return _not_in_client_helo(ev, table, action)
 
 
 def _filter(ev: Evaluation, table: str, text: str, datum: str, frame: Frame) -> Status:
@@ -281,10 +287,7 @@ def _defer_if_reject(ev: Evaluation, table: str, text: str, datum: str, frame: F
 
 
 def _prepend(ev: Evaluation, table: str, text: str, datum: str, frame: Frame) -> Status:
-    if not ev.engine.driver and not ev.settings.delay_reject and \
-            ev.st.where in ("CONNECT", "HELO", "EHLO"):
-        ev.warn(f"access table {table}: with smtpd_delay_reject=no, action PREPEND is "
-                "always skipped in Client host or Helo command restrictions")
+    if not ev.engine.driver and not _not_in_client_helo(ev, table, "PREPEND"):
         return Status.DUNNO
     if ev.st.where == "END-OF-MESSAGE":
         ev.warn(f"access table {table}: action PREPEND must be used before "

@@ -66,6 +66,8 @@ class Session(TransactionCommands):
     def reply(self, text: str, more: tuple[str, ...] = ()) -> None:
         """Queue a reply `NNN text` (`more`: further lines of a multi-line reply) with the
         tarpit delay; 421/521 end the session after it."""
+        if self.s.soft_bounce and text[0] == "5":  # smtpd_chat_reply's safety net
+            text = "4" + text[1:4] + ("4" if text[4:5] == "5" else text[4:5]) + text[5:]
         code = int(text[:3])
         delay = self.delay() + self.st.sleep
         self.st.sleep = 0.0
@@ -403,6 +405,7 @@ class Session(TransactionCommands):
             self.reply(err)
             return False
         self.helo, self.proto = state.helo, state.proto
+        self.xclient_allowed = self.svc.xclient_hosts(self.client)
         self.reset_transaction()
         self.stats.count("xclient", False)
         await self.greet()

@@ -1,0 +1,132 @@
+"""Random restriction configurations and SMTP dialogues for differential tests against a live
+Postfix 3.7 (tests/interop/test_differential.py). Deterministic for a given seed."""
+
+from __future__ import annotations
+
+import random
+
+DOMAINS = ("example.test", "mx.example.test", "relay.example", "sub.relay.example",
+           "elsewhere.example", "bad.example", "sub.bad.example", "ok.example", "nodots")
+SENDERS = ("s@sender.example", "", "a@bad.example", "b@sub.bad.example", "c@ok.example",
+           "x@nodots", "alice@example.test", "nobody@example.test", "q@elsewhere.example",
+           "user+ext@ok.example")
+RECIPIENTS = ("alice@example.test", "bob@example.test", "nobody@example.test",
+              "postmaster", "postmaster@example.test", "user@elsewhere.example",
+              "user@relay.example", "u@sub.relay.example", "x@nodots", "a@bad.example",
+              "c@ok.example", "user%elsewhere.example@mx.example.test", "alice@mx.example.test",
+              "user+ext@ok.example", "r@sub.bad.example", "USER@OK.EXAMPLE")
+HELOS = ("client.example", "nodots", "[127.0.0.1]", "[300.1.1.1]", "1.2.3.4", "bad.example",
+         "sub.bad.example", "-bad-.example", "ok.example.", "a_b.example")
+CLIENTS = ("", "NAME=host.bad.example ADDR=192.0.2.7", "NAME=[UNAVAILABLE] ADDR=198.51.100.3",
+           "NAME=ok.example ADDR=10.1.2.3", "NAME=[TEMPUNAVAIL] ADDR=203.0.113.9")
+ACTIONS = ("OK", "REJECT", "REJECT go away", "DEFER", "DEFER later", "550 5.7.0 custom",
+           "450 try later", "DUNNO", "WARN watch this", "INFO noted", "HOLD", "DISCARD",
+           "FILTER smtp:[127.0.0.1]:10025", "REDIRECT x@ok.example", "BCC arch@example.test",
+           "PREPEND X-Diff: yes", "DEFER_IF_PERMIT not now", "DEFER_IF_REJECT maybe", "12345",
+           "521 bye now", "restrictive", "permissive", "reject_unauth_destination",
+           "REJECT 4.1.1 dsn fixed", "550 5.1.8 sender dsn", "FILTER", "REDIRECT nowhere")
+GENERIC = ("permit", "reject", "defer", "defer_if_permit", "defer_if_reject",
+           "reject_unauth_pipelining", "permit_mynetworks", "permit_inet_interfaces")
+
+
+def _table(rng: random.Random, keys: tuple[str, ...]) -> str:
+    pairs = [f"{{{key}={rng.choice(ACTIONS)}}}" for key in rng.sample(keys, rng.randint(1, 4))]
+    return "inline:{" + ", ".join(pairs) + "}"
+
+
+def _stage(rng: random.Random, specific: tuple[str, ...], keys: tuple[str, ...],
+           access: str) -> str:
+    items = []
+    for _ in range(rng.randint(0, 3)):
+        pick = rng.random()
+        if pick < 0.35:
+            items.append(f"{access} {_table(rng, keys)}")
+        elif pick < 0.7 and specific:
+            items.append(rng.choice(specific))
+        elif pick < 0.8:
+            items.append("warn_if_reject")
+        else:
+            items.append(rng.choice(GENERIC + ("restrictive", "permissive")))
+    return ", ".join(items)
+
+
+def configuration(rng: random.Random) -> dict[str, str]:
+    client_keys = ("127.0.0.1", "127.0.0", "localhost", "bad.example", "192.0.2", "unknown",
+                   "10.1.2.3", "ok.example")
+    helo_keys = ("client.example", "bad.example", "nodots", "[127.0.0.1]", "1.2.3.4",
+                 "ok.example")
+    mail_keys = ("bad.example", "ok.example", "s@sender.example", "<>", "sender.example",
+                 "user@", "user+ext@", "alice@example.test", "example.test", "elsewhere.example")
+    relay = rng.choice(("reject_unauth_destination", "defer_unauth_destination"))
+    settings = {
+        "smtpd_restriction_classes": "restrictive, permissive",
+        "restrictive": rng.choice(("reject_non_fqdn_sender, reject", "reject_unauth_destination",
+                                   "defer_if_permit, permit")),
+        "permissive": "permit",
+        "smtpd_client_restrictions": _stage(rng, (
+            "reject_unknown_client_hostname", "reject_unknown_reverse_client_hostname"),
+            client_keys, "check_client_access"),
+        "smtpd_helo_restrictions": _stage(rng, (
+            "reject_invalid_helo_hostname", "reject_non_fqdn_helo_hostname"), helo_keys,
+            "check_helo_access"),
+        "smtpd_sender_restrictions": _stage(rng, (
+            "reject_non_fqdn_sender", "reject_unlisted_sender"), mail_keys,
+            "check_sender_access"),
+        "smtpd_relay_restrictions": rng.choice(("permit_mynetworks, ", "")) + relay,
+        "smtpd_recipient_restrictions": _stage(rng, (
+            "reject_non_fqdn_recipient", "reject_unlisted_recipient", "permit_auth_destination",
+            "reject_multi_recipient_bounce"), mail_keys, "check_recipient_access"),
+        "smtpd_data_restrictions": rng.choice(("", "reject_unauth_pipelining",
+                                               "reject_multi_recipient_bounce", "defer_if_permit",
+                                               "warn_if_reject reject")),
+        "smtpd_end_of_data_restrictions": rng.choice(("", "", "reject_multi_recipient_bounce",
+                                                      "warn_if_reject reject")),
+        "smtpd_delay_reject": rng.choice(("yes", "yes", "no")),
+        "smtpd_helo_required": rng.choice(("no", "no", "yes")),
+        "mynetworks": rng.choice(("127.0.0.0/8", "10.0.0.0/8")),
+        "relay_domains": "relay.example",
+        "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+        "soft_bounce": rng.choice(("no", "no", "no", "yes")),
+        "smtpd_hard_error_limit": str(rng.choice((5, 8, 20))),
+        "smtpd_soft_error_limit": "3",
+        "smtpd_error_sleep_time": "0s",
+        "smtpd_junk_command_limit": str(rng.choice((3, 100))),
+        "recipient_delimiter": rng.choice(("", "+")),
+        "smtpd_reject_unlisted_recipient": rng.choice(("yes", "yes", "no")),
+        "access_map_reject_code": rng.choice(("554", "554", "550")),
+        "relay_domains_reject_code": rng.choice(("554", "550")),
+        "unknown_client_reject_code": rng.choice(("450", "550")),
+    }
+    return settings
+
+
+def session(rng: random.Random) -> list[str]:
+    """Client lines of one session (each is sent and its reply read)."""
+    lines = []
+    client = rng.choice(CLIENTS)
+    if client:
+        lines.append(f"XCLIENT {client}")
+    greeting = rng.random()
+    if greeting < 0.6:
+        lines.append(f"EHLO {rng.choice(HELOS)}")
+    elif greeting < 0.85:
+        lines.append(f"HELO {rng.choice(HELOS)}")
+    for _ in range(rng.randint(1, 2)):
+        lines.append(f"MAIL FROM:<{rng.choice(SENDERS)}>")
+        for _ in range(rng.randint(1, 4)):
+            lines.append(f"RCPT TO:<{rng.choice(RECIPIENTS)}>")
+        if rng.random() < 0.7:
+            lines += ["DATA", "Subject: differential", "", "body", "."]
+        else:
+            lines.append("RSET")
+    if rng.random() < 0.3:
+        lines.append(f"ETRN {rng.choice(DOMAINS)}")
+    if rng.random() < 0.3:
+        lines.append(f"VRFY {rng.choice(RECIPIENTS)}")
+    lines.append("QUIT")
+    return lines
+
+
+def script(seed: int, sessions: int = 3) -> tuple[dict[str, str], list[list[str]]]:
+    rng = random.Random(seed)
+    return configuration(rng), [session(rng) for _ in range(sessions)]
