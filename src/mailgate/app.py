@@ -121,7 +121,8 @@ class App:
             bare_newline_exempt=client_matcher(
                 cfg.get_list("smtpd_forbid_bare_newline_exclusions"), registry),
             xclient_hosts=client_matcher(cfg.get_list("smtpd_authorized_xclient_hosts"),
-                                         registry))
+                                         registry),
+            flush_domains=domain_matcher(cfg, "fast_flush_domains", registry))
         exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
         server = SmtpServer(smtpd, services, exceptions, connections)
@@ -219,6 +220,20 @@ def client_matcher(patterns: tuple[str, ...], registry: Registry) -> Callable[[C
     def match(client: Client) -> bool:
         try:
             return networks.match(client.name, client.addr)
+        except MapError:
+            return False
+
+    return match
+
+
+def domain_matcher(cfg: Config, name: str, registry: Registry) -> Callable[[str], bool]:
+    """A domain list parameter as a predicate (a lookup failure means no match)."""
+    domains = DomainList.build(cfg.get_list(name), registry,
+                               name in cfg.get_list("parent_domain_matches_subdomains"), name)
+
+    def match(domain: str) -> bool:
+        try:
+            return domains.match(domain)
         except MapError:
             return False
 

@@ -46,7 +46,7 @@ def _stage(rng: random.Random, specific: tuple[str, ...], keys: tuple[str, ...],
         elif pick < 0.8:
             items.append("warn_if_reject")
         else:
-            items.append(rng.choice(GENERIC + ("restrictive", "permissive")))
+            items.append(rng.choice((*GENERIC, "restrictive", "permissive")))
     return ", ".join(items)
 
 

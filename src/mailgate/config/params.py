@@ -92,6 +92,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("home_mailbox", _S, "Maildir/"),
     Param("relay_recipient_maps", _L, ""),
     Param("canonical_maps", _L, ""),
+    Param("fast_flush_domains", _L, "$relay_domains"),
     Param("sender_canonical_maps", _L, ""),
     Param("recipient_canonical_maps", _L, ""),
     Param("double_bounce_sender", _S, "double-bounce"),

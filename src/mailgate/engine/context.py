@@ -17,10 +17,13 @@ class Client:
     reverse_name: str = ""  # the PTR name, unverified ("unknown" when there is none)
     name_status: int = NAME_OK
     reverse_status: int = NAME_OK
+    peer: str = ""  # the address of the TCP peer (XCLIENT does not change it)
 
     def __post_init__(self) -> None:
         if not self.reverse_name:
             self.reverse_name = self.name
+        if not self.peer:
+            self.peer = self.addr
 
     @property
     def namaddr(self) -> str:

@@ -54,7 +54,8 @@ class Engine:
         return ev.reply if status is Status.REJECT else None
 
     async def check_helo(self, st: CheckState, helo: str | None) -> str | None:
-        if helo is None:
+        if helo is None:  # no HELO: a client-stage defer_if_permit still carries on
+            st.dip_helo = st.dip_client
             return None
         saved, st.helo = st.helo, helo
         try:
@@ -71,6 +72,7 @@ class Engine:
 
     async def check_mail(self, st: CheckState, sender: str | None) -> str | None:
         if sender is None:
+            st.dip_sender = st.dip_helo
             return None
         saved, st.sender = st.sender, sender
         try:

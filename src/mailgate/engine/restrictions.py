@@ -79,7 +79,7 @@ def permit_mynetworks(ev: Evaluation, frame: Frame, args: Args) -> Status:
 
 @restriction("permit_inet_interfaces")
 def permit_inet_interfaces(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    if ev.st.client.addr in ev.tables.inet_interfaces:
+    if ev.st.client.peer in ev.tables.inet_interfaces:  # the socket's peer, as Postfix
         return ev.permit("permit_inet_interfaces", frame)
     return Status.DUNNO
 
@@ -114,7 +114,7 @@ def reject_plaintext_session(ev: Evaluation, frame: Frame, args: Args) -> Status
 @restriction("reject_multi_recipient_bounce")
 def reject_multi_recipient_bounce(ev: Evaluation, frame: Frame, args: Args) -> Status:
     st = ev.st
-    if st.sender == "" and st.rcpt_count > (1 if st.where == "DATA" else 0):
+    if st.sender == "" and st.rcpt_count > (0 if st.where == "RCPT" else 1):
         return ev.reject(ev.settings.code("multi_recipient_bounce_reject_code"), "5.5.3",
                          f"<{frame.name}>: {frame.cls} rejected: Multi-recipient bounce")
     return Status.DUNNO

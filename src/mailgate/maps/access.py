@@ -44,7 +44,7 @@ def _parents(domain: str, parent_matches: bool) -> Iterator[tuple[str, bool]]:
 def host_keys(name: str, parent_matches: bool = True) -> Iterator[tuple[str, bool]]:
     """A host name: the name, then its parent domains. A name that is an IP address (a HELO
     `1.2.3.4`) or an address literal `[...]` gets the exact lookup only."""
-    name = name.lower().rstrip(".") if name else name
+    name = name.lower() if name else name
     yield name, False
     if name.startswith("["):
         return

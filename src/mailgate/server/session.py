@@ -363,6 +363,9 @@ class Session(TransactionCommands):
         if err:
             self.reply(err)
             return False
+        if self.svc.flush_domains(domain):
+            self.reply("250 Queuing started")
+            return True
         self.warn(f"reject: ETRN {domain[:100]}... from {self.namaddr}")
         self.reply(f"459 <{domain}>: service unavailable")
         return False

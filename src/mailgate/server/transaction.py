@@ -51,6 +51,7 @@ class Services:
     clock: Callable[[], float] = time.time
     bare_newline_exempt: Callable[[Client], bool] = lambda client: False
     xclient_hosts: Callable[[Client], bool] = lambda client: False
+    flush_domains: Callable[[str], bool] = lambda domain: False  # fast_flush_domains
 
 
 def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
