@@ -276,7 +276,7 @@ def run(cfg: Config) -> int:
     """`mailgate serve`: bind, recover the queue, start the workers; print a readiness line."""
     smtpd = SmtpdSettings.from_config(cfg)
     delivery = DeliverySettings.from_config(cfg)
-    EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
+    engine = EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
     raise_fd_limit()
     log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
     store = QueueStore(delivery.queue_directory)
@@ -287,6 +287,8 @@ def run(cfg: Config) -> int:
         log.warning("master", warning)
     log.log("master", f"daemon started -- version {cfg.get_str('mail_version')}, "
             f"configuration {cfg.config_dir or '(embedded)'}")
+    for warning in engine.startup_warnings():  # smtpd's own start-up check, logged once
+        log.warning("smtpd", warning)
     names = [sock.getsockname() for sock in sockets]
     print("mailgate: listening on " + " ".join(
         f"[{n[0]}]:{n[1]}" if ":" in n[0] else f"{n[0]}:{n[1]}" for n in names), flush=True)

@@ -50,12 +50,12 @@ async def _host_access(ev: Evaluation, spec: str, table: Map, name: str, addr: s
     """check_namadr_access / check_domain_access: the name and its parents, then (for
     clients) the address and its prefixes; any entry found ends the search."""
     parents = ev.settings.access_parent_matches
-    found = _first(ev, table, host_keys(name, parents))
+    found, datum = _first(ev, table, host_keys(name, parents)), name
     if found is None and addr is not None:
-        found = _first(ev, table, address_keys(addr))
+        found, datum = _first(ev, table, address_keys(addr)), addr
     if found is None:
         return Status.DUNNO
-    return await table_result(ev, spec, found[0], found[1], frame)
+    return await table_result(ev, spec, found[0], datum, frame)
 
 
 @restriction("check_client_access")

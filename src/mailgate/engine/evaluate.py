@@ -7,7 +7,6 @@ An Evaluation carries what Postfix keeps in SMTPD_STATE during one check (recurs
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
@@ -168,6 +167,8 @@ class Evaluation:
                 self.server_error()
             return await self._walk(names, frame)
         finally:
+            if self.warn_if_reject >= self.recursion:  # a trailing warn_if_reject
+                self.warn_if_reject = 0
             self.recursion -= 1
 
     async def _walk(self, names: tuple[str, ...], frame: Frame) -> Status:
@@ -210,7 +211,7 @@ class Evaluation:
         func = REGISTRY.get(lname)
         if func is not None:
             result = func(self, frame, args)
-            status = await result if inspect.isawaitable(result) else result
+            status = result if isinstance(result, Status) else await result
         elif lname in self.settings.classes:
             status = await self.run(self.settings.classes[lname], frame)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailgate.config.config import Config
@@ -77,28 +78,38 @@ class EngineSettings:
 
     def check_relay_control(self) -> None:
         """Refuse to start an open relay (smtpd.c: the mandatory relay-control check)."""
-        if self._has_relay_control(self.lists.get("relay", ()), 0) or \
-                self._has_relay_control(self.lists.get("recipient", ()), 0):
+        if self._has_relay_control(self.lists.get("recipient", ()), 0) or \
+                self._has_relay_control(self.lists.get("relay", ()), 0):
             return
         raise ConfigError(
             "in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify "
             "at least one working instance of: reject_unauth_destination, "
             "defer_unauth_destination, reject, defer, defer_if_permit or check_relay_domains")
 
-    def _has_relay_control(self, names: tuple[str, ...], depth: int) -> bool:
-        """smtpd_check.c has_required(): searched through classes, stops at `permit`, skips
-        the restriction after warn_if_reject."""
+    def startup_warnings(self) -> list[str]:
+        """What smtpd's start-up check says about the recipient and relay lists."""
+        out: list[str] = []
+        if not self._has_relay_control(self.lists.get("recipient", ()), 0, out.append):
+            self._has_relay_control(self.lists.get("relay", ()), 0, out.append)
+        return out
+
+    def _has_relay_control(self, names: tuple[str, ...], depth: int,
+                           warn: Callable[[str], None] = lambda text: None) -> bool:
+        """smtpd_check.c has_required(): searched through classes, stops at `permit`
+        (warning about what follows it), skips the restriction after warn_if_reject."""
         skip = False
-        for name in (n.lower() for n in names):
+        for i, name in enumerate(n.lower() for n in names):
             if skip:
                 skip = False
                 continue
             if name == "warn_if_reject":
-                skip = True
+                skip = i + 1 < len(names)
             elif name == "permit":
+                if i + 1 < len(names):
+                    warn(f"restriction `{names[i + 1]}' after `{names[i]}' is ignored")
                 return False
             elif name in _RELAY_CONTROL or (name in self.classes and depth < 100 and \
-                    self._has_relay_control(self.classes[name], depth + 1)):
+                    self._has_relay_control(self.classes[name], depth + 1, warn)):
                 return True
         return False
 

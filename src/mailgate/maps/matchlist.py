@@ -8,6 +8,7 @@ pattern always matches subdomains.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -210,12 +211,25 @@ def _match_addr(pattern: str, addr: str) -> bool:
         close = pattern.find("]")
         if close > 0:
             pattern = pattern[1:close] + pattern[close + 1 :]
+    network = _network(pattern)
+    if isinstance(network, str):
+        raise ListError(network)
+    ip = _address(addr)
+    return ip is not None and ip.version == network.version and ip in network
+
+
+@functools.lru_cache(maxsize=1024)
+def _network(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str:
+    """A parsed pattern (or why it is bad); patterns come from the configuration."""
     try:
-        network = parse_network(pattern)
+        return parse_network(pattern)
     except PatternError as why:
-        raise ListError(str(why)) from None
+        return str(why)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ip = ipaddress.ip_address(addr)
+        return ipaddress.ip_address(addr)
     except ValueError:
-        return False
-    return ip.version == network.version and ip in network
+        return None

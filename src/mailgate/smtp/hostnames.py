@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 
 
 def truncate_dot(name: str) -> str:
@@ -12,20 +14,16 @@ def truncate_dot(name: str) -> str:
     return name
 
 
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_NUMERIC = re.compile(r"[0-9.]*")
+
+
+@functools.lru_cache(maxsize=4096)
 def valid_hostname(name: str) -> bool:
     """Labels of letters, digits, `_` and inner `-`, 63 chars each, 255 in all; not numeric."""
-    if not name or len(name) > 255:
-        return False
-    non_numeric = False
-    for label in name.split("."):
-        if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
-            return False
-        for ch in label:
-            if ch == "-" or ch == "_" or (ch.isascii() and ch.isalpha()):
-                non_numeric = True
-            elif not (ch.isascii() and ch.isdigit()):
-                return False
-    return non_numeric
+    return (0 < len(name) <= 255 and _HOSTNAME.fullmatch(name) is not None
+            and _NUMERIC.fullmatch(name) is None)
 
 
 def valid_ipv4(addr: str) -> bool:

@@ -7,6 +7,8 @@ strip `<>`, drop a source route, parse with RFC 822 rules, refuse more than one 
 
 from __future__ import annotations
 
+import re
+
 import enum
 from dataclasses import dataclass
 
@@ -224,7 +226,12 @@ def log_form(address: str) -> str:
     return quote_local_part(address) if address else address
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
 def _needs_quoting(local: str) -> bool:
+    if _PLAIN.fullmatch(local):  # the common case: a dot-atom
+        return False
     if local.startswith(".") or local.endswith(".") or ".." in local:
         return True
     return any(c in _SPECIALS[:-4] or c in ' \t"\\' or ord(c) < 32 for c in local.replace(".", ""))
