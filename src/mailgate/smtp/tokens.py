@@ -7,9 +7,8 @@ strip `<>`, drop a source route, parse with RFC 822 rules, refuse more than one 
 
 from __future__ import annotations
 
-import re
-
 import enum
+import re
 from dataclasses import dataclass
 
 
