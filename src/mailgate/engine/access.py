@@ -231,7 +231,7 @@ def _filter(ev: Evaluation, table: str, text: str, datum: str, frame: Frame) -> 
 
 
 def _hold(ev: Evaluation, table: str, text: str, datum: str, frame: Frame) -> Status:
-    if not _can_delegate(ev, table, "HOLD") or ev.st.marks.hold:  # once per message
+    if not _can_delegate(ev, table, "HOLD") or (ev.st.marks.hold and not ev.engine.driver):
         return Status.DUNNO
     ev.log_whatsup("hold", f"<{frame.name}>: {frame.cls} {text or 'triggers HOLD action'}")
     ev.st.marks.hold = True
@@ -239,7 +239,7 @@ def _hold(ev: Evaluation, table: str, text: str, datum: str, frame: Frame) -> St
 
 
 def _discard(ev: Evaluation, table: str, text: str, datum: str, frame: Frame) -> Status:
-    if not _can_delegate(ev, table, "DISCARD") or ev.st.marks.discard:
+    if not _can_delegate(ev, table, "DISCARD") or ev.st.marks.discard:  # once per message
         return Status.DUNNO
     ev.log_whatsup("discard",
                    f"<{frame.name}>: {frame.cls} {text or 'triggers DISCARD action'}")
