@@ -26,7 +26,7 @@ _PIPELINE_OK = frozenset({"QUIT", "RSET", "MAIL", "RCPT", "ETRN", "AUTH", "BDAT"
                           "XFORWARD", "STARTTLS"})
 
 
-class Session(TransactionCommands):
+class Session(TransactionCommands, xclient.XclientCommands):
     """Postfix smtpd semantics for one connection; `handle()` an event, read `out`."""
 
     def __init__(self, settings: SmtpdSettings, services: Services, client: Client,
@@ -381,35 +381,3 @@ class Session(TransactionCommands):
     async def auth_cmd(self, cmd: Command) -> bool:
         self.reply("503 5.5.1 Error: authentication not enabled")
         return False
-
-    async def xforward_cmd(self, cmd: Command) -> bool:
-        if self.tx.sender is not None:
-            self.reply("503 5.5.1 Error: MAIL transaction in progress")
-            return False
-        self.reply("550 5.7.0 Error: insufficient authorization")
-        return False
-
-    async def xclient_cmd(self, cmd: Command) -> bool | None:
-        """XCLIENT from an smtpd_authorized_xclient_hosts client: new client attributes, a
-        new greeting (after the client list when smtpd_delay_reject = no). Postfix counts
-        the command as failed in its statistics even when it succeeds."""
-        if self.tx.sender is not None:
-            self.reply("503 5.5.1 Error: MAIL transaction in progress")
-            return False
-        if len(cmd.tokens) < 2:
-            self.reply("501 5.5.4 Syntax: XCLIENT attribute=value...")
-            return False
-        if not self.xclient_allowed:
-            self.reply("550 5.7.0 Error: insufficient authorization")
-            return False
-        state = xclient.XclientState(self.client, "", "SMTP")
-        err = xclient.apply([t.value for t in cmd.tokens[1:]], state, self.s.ipv6)
-        if err:
-            self.reply(err)
-            return False
-        self.helo, self.proto = state.helo, state.proto
-        self.xclient_allowed = self.svc.xclient_hosts(self.client)
-        self.reset_transaction()
-        self.stats.count("xclient", False)
-        await self.greet()
-        return None

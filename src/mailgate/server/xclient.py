@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mailgate.engine.context import NAME_OK, NAME_PERM, NAME_TEMP, Client
 from mailgate.smtp.hostnames import valid_hostname
+from mailgate.smtp.protocol import Command
+
+if TYPE_CHECKING:
+    from mailgate.config.settings import SmtpdSettings
+    from mailgate.server.stats import CommandStats
+    from mailgate.server.transaction import Services, Transaction
 
 ATTRIBUTES = "NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN DESTADDR DESTPORT"
 _XTEXT = re.compile(r"\+([0-9A-F]{2})")
@@ -109,3 +117,53 @@ def apply(words: list[str], state: XclientState, ipv6: bool) -> str | None:
         else:
             return f"501 5.5.4 Bad XCLIENT attribute name: {name}"
     return None
+
+
+class XclientCommands:
+    """The XCLIENT and XFORWARD handlers; the attributes below are the Session's."""
+
+    s: SmtpdSettings
+    svc: Services
+    client: Client
+    tx: Transaction
+    stats: CommandStats
+    helo: str
+    proto: str
+    xclient_allowed: bool
+    reply: Callable[[str], None]
+    reset_transaction: Callable[[], None]
+
+    async def greet(self) -> None:
+        raise NotImplementedError
+
+    async def xforward_cmd(self, cmd: Command) -> bool:
+        if self.tx.sender is not None:
+            self.reply("503 5.5.1 Error: MAIL transaction in progress")
+            return False
+        self.reply("550 5.7.0 Error: insufficient authorization")
+        return False
+
+    async def xclient_cmd(self, cmd: Command) -> bool | None:
+        """XCLIENT from an smtpd_authorized_xclient_hosts client: new client attributes, a
+        new greeting (after the client list when smtpd_delay_reject = no). Postfix counts
+        the command as failed in its statistics even when it succeeds."""
+        if self.tx.sender is not None:
+            self.reply("503 5.5.1 Error: MAIL transaction in progress")
+            return False
+        if len(cmd.tokens) < 2:
+            self.reply("501 5.5.4 Syntax: XCLIENT attribute=value...")
+            return False
+        if not self.xclient_allowed:
+            self.reply("550 5.7.0 Error: insufficient authorization")
+            return False
+        state = XclientState(self.client, "", "SMTP")
+        err = apply([t.value for t in cmd.tokens[1:]], state, self.s.ipv6)
+        if err:
+            self.reply(err)
+            return False
+        self.helo, self.proto = state.helo, state.proto
+        self.xclient_allowed = self.svc.xclient_hosts(self.client)
+        self.reset_transaction()
+        self.stats.count("xclient", False)
+        await self.greet()
+        return None
