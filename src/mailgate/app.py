@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -66,16 +67,46 @@ def interface_addresses(cfg: Config, listen: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+def interface_networks() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """The machine's interface addresses with their prefixes (from `ip -o addr show`)."""
+    try:
+        out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True,
+                             timeout=5, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for line in out.splitlines():
+        words = line.split()
+        for family in ("inet", "inet6"):
+            if family in words[:4] and words.index(family) + 1 < len(words):
+                with contextlib.suppress(ValueError):
+                    found.append(ipaddress.ip_interface(words[words.index(family) + 1]))
+    return found
+
+
 def mynetworks_patterns(cfg: Config) -> tuple[str, ...]:
-    """`mynetworks`, or what `mynetworks_style` derives (host: the machine's own addresses)."""
-    if cfg.is_set("mynetworks") or cfg.get_list("mynetworks"):
+    """`mynetworks`, or what `mynetworks_style` derives from the machine's interfaces:
+    `host` their addresses, `subnet` their subnets, `class` their class A/B/C networks
+    (loopback is always 127.0.0.0/8 and [::1]/128, as Postfix lists it)."""
+    if cfg.is_set("mynetworks"):
         return cfg.get_list("mynetworks")
-    style = cfg.get_str("mynetworks_style")
-    if style == "host":
-        return ("127.0.0.0/8", "[::1]/128")
-    if style == "subnet":
-        return ("127.0.0.0/8", "[::1]/128")
-    return ("0.0.0.0/0",) if style == "class" else ("127.0.0.0/8", "[::1]/128")
+    style = cfg.get_str("mynetworks_style").lower()
+    out = ["127.0.0.0/8", "[::1]/128"]
+    for iface in interface_networks():
+        if iface.ip.is_loopback or iface.ip.is_link_local:
+            continue
+        if style == "host":
+            net = ipaddress.ip_network(f"{iface.ip}/{iface.ip.max_prefixlen}")
+        elif style == "class" and iface.version == 4:
+            first = int(str(iface.ip).split(".")[0])
+            prefix = 8 if first < 128 else 16 if first < 192 else 24
+            net = ipaddress.ip_network(f"{iface.ip}/{prefix}", strict=False)
+        else:
+            net = iface.network
+        text = f"[{net.network_address}]/{net.prefixlen}" if net.version == 6 else str(net)
+        if text not in out:
+            out.append(text)
+    return tuple(out)
 
 
 @dataclass

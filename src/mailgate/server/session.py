@@ -26,6 +26,19 @@ _PIPELINE_OK = frozenset({"QUIT", "RSET", "MAIL", "RCPT", "ETRN", "AUTH", "BDAT"
                           "XFORWARD", "STARTTLS"})
 
 
+def tarpit_delay(s: SmtpdSettings, errors: int) -> float:
+    """The tarpit: every reply waits `smtpd_error_sleep_time` once the error count reached
+    the soft limit (Postfix 2.1+: constant). Opt-in beyond Postfix: `smtpd_error_sleep_growth`
+    more for each further error, at most `smtpd_error_sleep_max`."""
+    if errors < s.soft_error_limit:
+        return 0.0
+    base = s.error_sleep_time
+    if s.error_sleep_growth:
+        extra = s.error_sleep_growth * (errors - s.soft_error_limit)
+        return min(base + extra, max(s.error_sleep_max, base))
+    return base
+
+
 class Session(TransactionCommands, xclient.XclientCommands):
     """Postfix smtpd semantics for one connection; `handle()` an event, read `out`."""
 
@@ -54,14 +67,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
 
     # --- replies and logging ----------------------------------------------------------
     def delay(self) -> float:
-        """The tarpit: every reply waits once the error count reached the soft limit."""
-        if self.error_count < self.s.soft_error_limit:
-            return 0.0
-        base = self.s.error_sleep_time
-        if self.s.error_sleep_growth:
-            extra = self.s.error_sleep_growth * (self.error_count - self.s.soft_error_limit)
-            return min(base + extra, max(self.s.error_sleep_max, base))
-        return base
+        return tarpit_delay(self.s, self.error_count)
 
     def reply(self, text: str, more: tuple[str, ...] = ()) -> None:
         """Queue a reply `NNN text` (`more`: further lines of a multi-line reply) with the
