@@ -212,8 +212,10 @@ def main() -> int:
         mg = run_mailgate(args, Path(tmp) / "mailgate")
         pf = None if args.no_postfix else run_postfix(args, Path(tmp) / "postfix")
         if pf is not None:
+            ratio = (f"{mg['tarpit'] / pf['tarpit']:.1f}x" if pf["tarpit"]
+                     else "postfix accepted nothing")
             print(f"with {args.held} held: mailgate {mg['tarpit']:.1f} msg/s, postfix "
-                  f"{pf['tarpit']:.1f} msg/s ({mg['tarpit'] / max(pf['tarpit'], 0.001):.1f}x)")
+                  f"{pf['tarpit']:.1f} msg/s ({ratio})")
     return 0
 
 
