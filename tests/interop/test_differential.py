@@ -48,15 +48,20 @@ def play(port: int, lines: list[str]) -> list[str]:
             if skip:
                 skip = line != "."
                 continue
-            out.append("C: " + line)
+            group = line.split("\t")  # several commands in one write
+            out.append("C: " + " | ".join(group))
             try:
-                sock.sendall(line.encode() + b"\r\n")
+                sock.sendall(b"".join(x.encode() + b"\r\n" for x in group))
             except OSError:
                 out.append("S: <CLOSED>")
                 break
             if line in ("Subject: differential", "", "body"):
                 continue
-            reply = reader.reply()
+            reply: list[str] = []
+            for _ in group:
+                reply += reader.reply()
+                if reply[-1] == "<CLOSED>":
+                    break
             out += ["S: " + _QUEUE_ID.sub("QUEUEID", x) for x in reply]
             if reply[-1] == "<CLOSED>":
                 break

@@ -64,14 +64,18 @@ def configuration(rng: random.Random) -> dict[str, str]:
                                    "defer_if_permit, permit")),
         "permissive": "permit",
         "smtpd_client_restrictions": _stage(rng, (
-            "reject_unknown_client_hostname", "reject_unknown_reverse_client_hostname"),
+            "reject_unknown_client_hostname", "reject_unknown_reverse_client_hostname",
+            f"check_reverse_client_hostname_access {_table(rng, client_keys)}",
+            "check_client_access cidr:{{192.0.2.0/24 REJECT cidr net}, {10.0.0.0/8 OK}, "
+            "{127.0.0.1 DUNNO}}"),
             client_keys, "check_client_access"),
         "smtpd_helo_restrictions": _stage(rng, (
             "reject_invalid_helo_hostname", "reject_non_fqdn_helo_hostname"), helo_keys,
             "check_helo_access"),
         "smtpd_sender_restrictions": _stage(rng, (
-            "reject_non_fqdn_sender", "reject_unlisted_sender"), mail_keys,
-            "check_sender_access"),
+            "reject_non_fqdn_sender", "reject_unlisted_sender",
+            "check_sender_access regexp:{{/^a@/ REJECT regexp a}, {/example\\.test$$/ OK}}"),
+            mail_keys, "check_sender_access"),
         "smtpd_relay_restrictions": rng.choice(("permit_mynetworks, ", "")) + relay,
         "smtpd_recipient_restrictions": _stage(rng, (
             "reject_non_fqdn_recipient", "reject_unlisted_recipient", "permit_auth_destination",
@@ -81,7 +85,21 @@ def configuration(rng: random.Random) -> dict[str, str]:
                                                "warn_if_reject reject")),
         "smtpd_end_of_data_restrictions": rng.choice(("", "", "reject_multi_recipient_bounce",
                                                       "warn_if_reject reject")),
+        "smtpd_etrn_restrictions": rng.choice(("", "reject", "permit_mynetworks, reject",
+                                               f"check_etrn_access {_table(rng, DOMAINS)}")),
         "smtpd_delay_reject": rng.choice(("yes", "yes", "no")),
+        "parent_domain_matches_subdomains": rng.choice((
+            "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,"
+            "qmqpd_authorized_clients,relay_domains,smtpd_access_maps",
+            "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,"
+            "qmqpd_authorized_clients,relay_domains")),
+        "smtpd_null_access_lookup_key": rng.choice(("<>", "<>", "MAILER-DAEMON")),
+        "allow_untrusted_routing": rng.choice(("no", "no", "yes")),
+        "show_user_unknown_table_name": rng.choice(("yes", "no")),
+        "unknown_local_recipient_reject_code": rng.choice(("550", "450")),
+        "reject_code": rng.choice(("554", "550")),
+        "defer_code": rng.choice(("450", "451")),
+        "disable_vrfy_command": rng.choice(("no", "no", "yes")),
         "smtpd_helo_required": rng.choice(("no", "no", "yes")),
         "mynetworks": rng.choice(("127.0.0.0/8", "10.0.0.0/8")),
         "relay_domains": "relay.example",
@@ -112,6 +130,9 @@ def session(rng: random.Random) -> list[str]:
     elif greeting < 0.85:
         lines.append(f"HELO {rng.choice(HELOS)}")
     for _ in range(rng.randint(1, 2)):
+        if rng.random() < 0.2:  # a pipelined group (after HELO: improper pipelining)
+            lines.append("\t".join((f"MAIL FROM:<{rng.choice(SENDERS)}>",
+                                    f"RCPT TO:<{rng.choice(RECIPIENTS)}>", "RSET")))
         lines.append(f"MAIL FROM:<{rng.choice(SENDERS)}>")
         for _ in range(rng.randint(1, 4)):
             lines.append(f"RCPT TO:<{rng.choice(RECIPIENTS)}>")

@@ -63,6 +63,7 @@ def apply(words: list[str], state: XclientState, ipv6: bool) -> str | None:
     """Apply `NAME=value` attributes in order (a failure keeps those already applied, as
     Postfix does); the error reply, or None on success."""
     client = state.client
+    named = reversed_ = False
     for word in words:
         name, eq, raw = word.partition("=")
         if not eq or not raw:
@@ -82,8 +83,10 @@ def apply(words: list[str], state: XclientState, ipv6: bool) -> str | None:
             host = value if status == NAME_OK else "unknown"
             if attr == "NAME":
                 client.name, client.name_status = host, status
+                named = status == NAME_OK
             else:
                 client.reverse_name, client.reverse_status = host, status
+                reversed_ = True
         elif attr == "ADDR":
             if value.upper() == "[UNAVAILABLE]":
                 client.addr = "unknown"
@@ -116,6 +119,8 @@ def apply(words: list[str], state: XclientState, ipv6: bool) -> str | None:
             continue
         else:
             return f"501 5.5.4 Bad XCLIENT attribute name: {name}"
+    if named and not reversed_:  # a verified name implies the reverse lookup found it
+        client.reverse_name, client.reverse_status = client.name, NAME_OK
     return None
 
 
