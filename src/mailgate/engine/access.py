@@ -70,8 +70,19 @@ async def check_client_access(ev: Evaluation, frame: Frame, args: Args) -> Statu
 async def check_reverse_client_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
     spec, table = _table(ev, args, "check_reverse_client_hostname_access")
     client = ev.st.client
-    return await _host_access(ev, spec, table, client.reverse_name, client.addr,
-                              Frame(client.reverse_name, "Unverified Client host", frame.acl))
+    status = await _host_access(ev, spec, table, client.reverse_name, client.addr,
+                                Frame(client.reverse_name, "Unverified Client host", frame.acl))
+    return forbid_ok(ev, "check_reverse_client_hostname_access", status, client.reverse_name)
+
+
+def forbid_ok(ev: Evaluation, name: str, status: Status, target: str) -> Status:
+    """An unverified name must not whitelist (smtpd_check.c forbid_whitelist)."""
+    if status is Status.OK and not ev.warn_if_reject:
+        ev.warn(f"restriction {name} returns OK for {target}")
+        ev.warn("this is not allowed for security reasons")
+        ev.warn("use DUNNO instead of OK if you want to make an exception")
+        ev.server_error()
+    return status
 
 
 @restriction("check_helo_access")
