@@ -77,7 +77,7 @@ async def check_reverse_client_access(ev: Evaluation, frame: Frame, args: Args) 
 
 def forbid_ok(ev: Evaluation, name: str, status: Status, target: str) -> Status:
     """An unverified name must not whitelist (smtpd_check.c forbid_whitelist)."""
-    if status is Status.OK and not ev.warn_if_reject:
+    if status is Status.OK and not ev.warn_if_reject and not ev.st.marks.discard:
         ev.warn(f"restriction {name} returns OK for {target}")
         ev.warn("this is not allowed for security reasons")
         ev.warn("use DUNNO instead of OK if you want to make an exception")
