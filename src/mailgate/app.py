@@ -220,7 +220,8 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         canonical_maps=table("canonical_maps"),
         sender_canonical_maps=table("sender_canonical_maps"),
         recipient_canonical_maps=table("recipient_canonical_maps"),
-        inet_interfaces=local)
+        inet_interfaces=local,
+        log_permit=string_matcher(cfg.get_list("smtpd_log_access_permit_actions"), registry))
     return Engine(settings, tables, log), vmaps
 
 
@@ -253,6 +254,25 @@ def client_matcher(patterns: tuple[str, ...], registry: Registry) -> Callable[[C
             return networks.match(client.name, client.addr)
         except MapError:
             return False
+
+    return match
+
+
+def string_matcher(items: tuple[str, ...], registry: Registry) -> Callable[[str], bool]:
+    """A Postfix string list: words (case-insensitive) and tables such as `static:all`."""
+    words = frozenset(i.lower() for i in items if ":" not in i)
+    tables = [registry.open_or_failed(i) for i in items if ":" in i]
+
+    def match(value: str) -> bool:
+        if value.lower() in words:
+            return True
+        for table in tables:
+            try:
+                if table.lookup(value) is not None:
+                    return True
+            except MapError:
+                return False
+        return False
 
     return match
 

@@ -8,6 +8,7 @@ import difflib
 import os
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +19,15 @@ from support.dialogue import _Reader
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
 REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
-SEEDS = [int(x) for x in os.environ.get("MAILGATE_DIFF_SEEDS", "1 2 3 4 5 6 7 8").split()]
+SEEDS = [int(x) for x in os.environ.get("MAILGATE_DIFF_SEEDS", " ".join(map(str, range(1, 21)))).split()]
 _LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)$")
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
 _AFTER_PERMIT = re.compile(r"warning: restriction `[^']*' after `permit' is ignored$")
 
 
-def smtpd_lines(log: Path) -> list[str]:
+def smtpd_lines(log: Path, skip: int = 0) -> list[str]:
     out = []
-    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+    for line in log.read_text(errors="replace").splitlines()[skip:] if log.exists() else []:
         m = _LINE.match(line)
         # Each Postfix smtpd process logs its start-up check's "after `permit' is ignored"
         # when it starts - at moments that depend on process management, not on the dialogue.
@@ -71,32 +72,44 @@ def play(port: int, lines: list[str]) -> list[str]:
     return out
 
 
-def run(port: int, sessions: list[list[str]], log: Path) -> tuple[list[str], list[str]]:
+def run(port: int, sessions: list[list[str]], log: Path, skip: int = 0
+        ) -> tuple[list[str], list[str]]:
     replies: list[str] = []
     for done, lines in enumerate(sessions, 1):
         replies += play(port, lines)
         replies.append("---")
         wait_until(lambda n=done: sum("disconnect from" in x
-                                      for x in smtpd_lines(log)) >= n)  # type: ignore[misc]
-    return replies, smtpd_lines(log)
+                                      for x in smtpd_lines(log, skip)) >= n)  # type: ignore[misc]
+    return replies, smtpd_lines(log, skip)
+
+
+@pytest.fixture(scope="module")
+def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reference.Instance]:
+    """One reference instance, reconfigured for each seed (postconf -e and a reload)."""
+    require("postfix")
+    if not REFERENCE.exists():
+        pytest.skip("shared/postfix/reference-postfix.sh not present")
+    instance = reference.Instance(REFERENCE, tmp_path_factory.mktemp("differential") / "ref",
+                                  free_port())
+    yield instance
+    instance.stop()
 
 
 @pytest.mark.interop
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_configuration(server_factory, tmp_path: Path, seed: int) -> None:  # type: ignore[no-untyped-def]
-    require("postfix")
-    if not REFERENCE.exists():
-        pytest.skip("shared/postfix/reference-postfix.sh not present")
+def test_random_configuration(server_factory, postfix: reference.Instance,  # type: ignore[no-untyped-def]
+                              seed: int) -> None:
     settings, sessions = differential.script(seed)
     base = reference.read_settings(DATA / "main.cf")
-    port = free_port()
-    ref = tmp_path / "ref"
-    reference.start(REFERENCE, ref, port,
-                    reference.merged_fragment(tmp_path / "fragment.cf", base, settings))
+    skip = postfix.configure({**base, **settings})
     try:
-        want = run(port, sessions, ref / "maillog")
-    finally:
-        reference.stop(REFERENCE, ref)
+        want = run(postfix.port, sessions, postfix.log, skip)
+    except AssertionError:
+        crash = [x for x in postfix.log.read_text(errors="replace").splitlines()[skip:]
+                 if "killed by signal" in x]
+        if crash:  # Postfix 3.7.11's smtpd crashed (seed 54 finds one): nothing to compare
+            pytest.skip(f"the reference smtpd crashed: {crash[0]}")
+        raise
     server = server_factory(**{**base, **settings}).start()
     got = run(server.port, sessions, server.log_path)
     problems = []

@@ -100,6 +100,8 @@ def configuration(rng: random.Random) -> dict[str, str]:
         "reject_code": rng.choice(("554", "550")),
         "defer_code": rng.choice(("450", "451")),
         "disable_vrfy_command": rng.choice(("no", "no", "yes")),
+        "smtpd_log_access_permit_actions": rng.choice(("", "", "static:all",
+                                                       "permit_mynetworks, OK")),
         "smtpd_helo_required": rng.choice(("no", "no", "yes")),
         "mynetworks": rng.choice(("127.0.0.0/8", "10.0.0.0/8")),
         "relay_domains": "relay.example",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from mailgate.addressing import AddressResolver, Resolved
+from mailgate.app import string_matcher
 from mailgate.config.maincf import split_list
 from mailgate.engine.context import NAME_OK, NAME_TEMP, CheckState, Client
 from mailgate.engine.engine import Engine
@@ -113,6 +114,8 @@ class Driver:
         tables = EngineTables(resolver=resolver, mynetworks=mynetworks,
                               access=AccessTables(self.registry),
                               inet_interfaces=frozenset({"127.0.0.1"}),
+                              log_permit=string_matcher(tuple(split_list(self.params.get(
+                                  "smtpd_log_access_permit_actions", ""))), self.registry),
                               alias_unknown_text="user unknown",
                               relay_clientcerts=self.registry.open_list(
                                   tuple(split_list(self.params.get("relay_clientcerts", "")))),
@@ -139,8 +142,7 @@ class Driver:
             self.settings = replace(self.settings,
                                     access_parent_matches="smtpd_access_maps" in split_list(value))
         elif name == "smtpd_log_access_permit_actions":
-            self.settings = replace(self.settings, log_permit_actions=frozenset(
-                x.lower() for x in split_list(value)))
+            pass  # read by _build()
         self.engine = self._build()
 
     def set_list(self, stage: str, value: str) -> None:

@@ -160,13 +160,13 @@ async def table_result(ev: Evaluation, table: str, value: str, datum: str,
     if action is not None:
         return action(ev, table, text, datum, frame)
     if value.isdigit():
-        return ev.permit(value, frame)
+        return ev.permit(value, frame, f"from {table}")
     if len(word) == 3 and word.isdigit() and word[0] in "45" and text:
         dsn, detail = dsn_split(f"{word[0]}.7.1", text)
         return ev.reject(int(word), dsn_fix(dsn, frame.cls, ev.info),
                          f"<{frame.name}>: {frame.cls} rejected: {detail}")
     if word.upper() in ("OK", "RELAY"):
-        return ev.permit(word.upper(), frame)
+        return ev.permit(word, frame, f"from {table}")
     if ":" in value:
         ev.warn(f"access table {table} has entry with lookup table: {value}")
         ev.warn("do not specify lookup tables inside SMTPD access maps")
@@ -256,7 +256,7 @@ def _discard(ev: Evaluation, table: str, text: str, datum: str, frame: Frame) ->
                    f"<{frame.name}>: {frame.cls} {text or 'triggers DISCARD action'}")
     if not ev.engine.driver:
         ev.st.marks.discard = True
-    return ev.permit("DISCARD", frame)
+    return ev.permit("DISCARD", frame, f"from {table}")
 
 
 def _redirect(ev: Evaluation, table: str, text: str, datum: str, frame: Frame) -> Status:

@@ -151,10 +151,10 @@ class Evaluation:
         self.reject(451, "4.3.0", f"<{name}>: Temporary lookup failure", hard=True)
         raise CheckAborted
 
-    def permit(self, action: str, frame: Frame) -> Status:
+    def permit(self, action: str, frame: Frame, extra: str = "") -> Status:
         """smtpd_acl_permit(): OK, logged when smtpd_log_access_permit_actions names it."""
-        if action.lower() in self.settings.log_permit_actions:
-            self.log_whatsup("permit", f"action={action} for {frame.cls}={frame.name}")
+        if self.st.dip is None and self.tables.log_permit(action):  # not when it will defer
+            self.log_whatsup("permit", f"action={action} for {frame.cls}={frame.name} {extra}")
         return Status.OK
 
     # --- the list walker --------------------------------------------------------------

@@ -74,13 +74,15 @@ def permit_mynetworks(ev: Evaluation, frame: Frame, args: Args) -> Status:
         hit = ev.tables.mynetworks.match(client.name, client.addr)
     except MapError:
         ev.dict_retry(frame.name)
-    return ev.permit("permit_mynetworks", frame) if hit else Status.DUNNO
+    if not hit:
+        return Status.DUNNO
+    return ev.permit("permit_mynetworks", Frame(ev.st.namaddr, "Client host", None))
 
 
 @restriction("permit_inet_interfaces")
 def permit_inet_interfaces(ev: Evaluation, frame: Frame, args: Args) -> Status:
     if ev.st.client.peer in ev.tables.inet_interfaces:  # the socket's peer, as Postfix
-        return ev.permit("permit_inet_interfaces", frame)
+        return ev.permit("permit_inet_interfaces", Frame(ev.st.namaddr, "Client host", None))
     return Status.DUNNO
 
 

@@ -42,7 +42,6 @@ class EngineSettings:
     access_parent_matches: bool = True
     recipient_delimiter: str = ""
     double_bounce_sender: str = "double-bounce"
-    log_permit_actions: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, cfg: Config) -> EngineSettings:
@@ -67,8 +66,6 @@ class EngineSettings:
             access_parent_matches="smtpd_access_maps" in pdms,
             recipient_delimiter=cfg.get_str("recipient_delimiter"),
             double_bounce_sender=cfg.get_str("double_bounce_sender"),
-            log_permit_actions=frozenset(
-                x.lower() for x in cfg.get_list("smtpd_log_access_permit_actions")),
         )
         settings.check_relay_control()
         return settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailgate.addressing import AddressResolver
@@ -40,4 +41,6 @@ class EngineTables:
     recipient_canonical_maps: Map | None = None
     relay_clientcerts: Map | None = None
     inet_interfaces: frozenset[str] = frozenset()
-    alias_unknown_text: str | None = None  # the `smtpd_check` driver's resolver says "user unknown"
+    alias_unknown_text: str | None = None
+    # smtpd_log_access_permit_actions: a match list (names, or tables such as static:all)
+    log_permit: Callable[[str], bool] = lambda action: False
