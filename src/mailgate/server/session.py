@@ -114,7 +114,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
         st.sender = self.tx.sender
         st.where = self.where
         st.protocol = self.proto
-        st.queue_id = self.tx.incoming.queue_id if self.tx.incoming else None
+        st.queue_id = self.tx.incoming.queue_id if self.tx.incoming else self.tx.stale_id
         st.ill_pipelining = self.pipelining_flagged
         st.rcpt_count = len(self.tx.recipients)
         return st

@@ -31,10 +31,11 @@ class Transaction:
     rcpt_overshoot: int = 0
     bdat: bytearray | None = None
     bdat_too_big: bool = False
+    stale_id: str | None = None  # after an END-OF-MESSAGE reject Postfix logs the old id
 
     @property
     def queue_id(self) -> str:
-        return self.incoming.queue_id if self.incoming else "NOQUEUE"
+        return self.incoming.queue_id if self.incoming else (self.stale_id or "NOQUEUE")
 
 
 @dataclass
@@ -251,7 +252,16 @@ class TransactionCommands:
             return False
         self.reply(err)
         self.count_result(verb, False)
-        self.reset_transaction()
+        # As Postfix 3.7: the message is dropped but the MAIL transaction stays open (MAIL
+        # gets "nested MAIL command" until RSET) and its queue id stays in the log lines.
+        tx = self.tx
+        if tx.incoming is not None:
+            tx.stale_id = tx.incoming.queue_id
+            self.svc.store.abort(tx.incoming)
+            tx.incoming = None
+        tx.recipients = []
+        tx.bdat = None
+        tx.bdat_too_big = False
         return True
 
     def message_too_big(self, verb: str, warn: bool = True) -> None:
