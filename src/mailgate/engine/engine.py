@@ -54,8 +54,7 @@ class Engine:
         return ev.reply if status is Status.REJECT else None
 
     async def check_helo(self, st: CheckState, helo: str | None) -> str | None:
-        if helo is None:  # no HELO: a client-stage defer_if_permit still carries on
-            st.dip_helo = st.dip_client
+        if helo is None:
             return None
         saved, st.helo = st.helo, helo
         try:
@@ -71,12 +70,11 @@ class Engine:
             st.helo = saved
 
     async def check_mail(self, st: CheckState, sender: str | None) -> str | None:
-        if sender is None:
-            st.dip_sender = st.dip_helo
+        if sender is None:  # dip_sender keeps its value from an earlier MAIL, as in Postfix
             return None
         saved, st.sender = st.sender, sender
         try:
-            st.dip = st.dip_helo
+            st.dip = st.dip_client or st.dip_helo  # "the client may skip the helo/ehlo"
             ev = Evaluation(self, st)
             status = Status.DUNNO
             if self._lists("sender"):
@@ -127,7 +125,7 @@ class Engine:
             err = await self.check_client(st) or await self.check_helo(st, st.helo)
             if err:
                 return err
-        st.dip = st.dip_helo
+        st.dip = st.dip_client or st.dip_helo
         ev = Evaluation(self, st)
         status = Status.DUNNO
         if self._lists("etrn"):
