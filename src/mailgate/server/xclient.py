@@ -73,13 +73,11 @@ def apply(words: list[str], state: XclientState, ipv6: bool) -> str | None:
         decoded = xtext_decode(raw)
         if decoded is None:
             return "501 5.5.4 Error: malformed attribute value"
-        value = printable(decoded)
-        attr = name.upper()
-        bad = f"501 5.5.4 Bad {name} syntax: {value}"
+        value, attr = printable(decoded), name.upper()
         if attr in ("NAME", "REVERSE_NAME"):
             status = _STATUS.get(value.upper(), NAME_OK)
             if status == NAME_OK and not valid_hostname(value):
-                return bad
+                return f"501 5.5.4 Bad {name} syntax: {value}"
             host = value if status == NAME_OK else "unknown"
             if attr == "NAME":
                 client.name, client.name_status = host, status
@@ -87,41 +85,58 @@ def apply(words: list[str], state: XclientState, ipv6: bool) -> str | None:
             else:
                 client.reverse_name, client.reverse_status = host, status
                 reversed_ = True
-        elif attr == "ADDR":
-            if value.upper() == "[UNAVAILABLE]":
-                client.addr = "unknown"
-            else:
-                addr = _address(value, ipv6)
-                if addr is None:
-                    return bad
-                client.addr = addr
-        elif attr == "PORT":
-            if value.upper() == "[UNAVAILABLE]":
-                client.port = 0
-            elif not value.isdigit() or len(value) > 5:
-                return bad
-            else:
-                client.port = int(value)
-        elif attr == "HELO":
-            if value.upper() == "[UNAVAILABLE]":
-                state.helo = ""
-            elif len(value) > 255:
-                return bad
-            else:
-                state.helo = value.replace("<", "?").replace(">", "?")
-        elif attr == "PROTO":
-            if value.upper() not in ("SMTP", "ESMTP"):
-                return bad
-            state.proto = value.upper()
-        elif attr == "LOGIN":
-            state.login = "" if value.upper() == "[UNAVAILABLE]" else value
-        elif attr in ("DESTADDR", "DESTPORT"):
             continue
-        else:
+        setter = _SETTERS.get(attr)
+        if setter is None:
             return f"501 5.5.4 Bad XCLIENT attribute name: {name}"
+        if not setter(state, value, ipv6):
+            return f"501 5.5.4 Bad {name} syntax: {value}"
     if named and not reversed_:  # a verified name implies the reverse lookup found it
         client.reverse_name, client.reverse_status = client.name, NAME_OK
     return None
+
+
+def _addr(state: XclientState, value: str, ipv6: bool) -> bool:
+    addr = "unknown" if value.upper() == "[UNAVAILABLE]" else _address(value, ipv6)
+    if addr is not None:
+        state.client.addr = addr
+    return addr is not None
+
+
+def _port(state: XclientState, value: str, ipv6: bool) -> bool:
+    if value.upper() == "[UNAVAILABLE]":
+        state.client.port = 0
+        return True
+    if not value.isdigit() or len(value) > 5:
+        return False
+    state.client.port = int(value)
+    return True
+
+
+def _helo(state: XclientState, value: str, ipv6: bool) -> bool:
+    if len(value) > 255:
+        return False
+    unavailable = value.upper() == "[UNAVAILABLE]"
+    state.helo = "" if unavailable else value.replace("<", "?").replace(">", "?")
+    return True
+
+
+def _proto(state: XclientState, value: str, ipv6: bool) -> bool:
+    if value.upper() not in ("SMTP", "ESMTP"):
+        return False
+    state.proto = value.upper()
+    return True
+
+
+def _login(state: XclientState, value: str, ipv6: bool) -> bool:
+    state.login = "" if value.upper() == "[UNAVAILABLE]" else value
+    return True
+
+
+_SETTERS: dict[str, Callable[[XclientState, str, bool], bool]] = {
+    "ADDR": _addr, "PORT": _port, "HELO": _helo, "PROTO": _proto, "LOGIN": _login,
+    "DESTADDR": lambda state, value, ipv6: True, "DESTPORT": lambda state, value, ipv6: True,
+}
 
 
 class XclientCommands:
