@@ -52,7 +52,9 @@ class Instance:
                        stdout=subprocess.DEVNULL)
         self.etc = directory / "etc"
         self.log = directory / "maillog"
-        self.current: dict[str, str] = {}
+        self.current: dict[str, str] = {"max_idle": "1s"}  # idle smtpd processes go soon
+        subprocess.run(["postconf", "-c", str(self.etc), "-e", "max_idle=1s"], check=True,
+                       timeout=60)
 
     def configure(self, settings: dict[str, str], timeout: float = 30.0) -> int:
         """Apply `settings` (and drop the previous test's others); returns the log offset
@@ -60,6 +62,8 @@ class Instance:
         import re
         import time
 
+        settings = {"max_idle": "1s", **settings}
+        self._wait_no_smtpd(timeout)  # so that no process of the old configuration answers
         gone = [name for name in self.current if name not in settings]
         if gone:
             subprocess.run(["postconf", "-c", str(self.etc), "-X", *gone], check=True,
@@ -80,6 +84,25 @@ class Instance:
                 raise RuntimeError("the reference Postfix did not reload")
             time.sleep(0.05)
         return len(self.log.read_text(errors="replace").splitlines())
+
+    def _wait_no_smtpd(self, timeout: float) -> None:
+        import os
+        import time
+
+        spool = str((self.directory / "spool").resolve())
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    if (Path(f"/proc/{pid}/comm").read_text().strip() == "smtpd"
+                            and os.readlink(f"/proc/{pid}/cwd").startswith(spool)):
+                        alive.append(pid)
+                except OSError:
+                    continue
+            if not alive or time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
 
     def _reloads(self) -> int:
         return self.log.read_text(errors="replace").count("reload -- version") \
