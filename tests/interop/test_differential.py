@@ -22,6 +22,7 @@ REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 SEEDS = [int(x) for x in os.environ.get("MAILGATE_DIFF_SEEDS", " ".join(map(str, range(1, 21)))).split()]
 _LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)$")
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
+_PORT = re.compile(r"\]:\d+")  # smtpd_client_port_logging: client ports differ
 _AFTER_PERMIT = re.compile(r"warning: restriction `[^']*' after `permit' is ignored$")
 
 
@@ -33,7 +34,7 @@ def smtpd_lines(log: Path, skip: int = 0) -> list[str]:
         # when it starts - at moments that depend on process management, not on the dialogue.
         if m and "overriding earlier entry" not in m.group(1) and \
                 not _AFTER_PERMIT.match(m.group(1)):
-            out.append(_QUEUE_ID.sub("QUEUEID", m.group(1)))
+            out.append(_PORT.sub("]:PORT", _QUEUE_ID.sub("QUEUEID", m.group(1))))
     return out
 
 
@@ -42,7 +43,7 @@ def play(port: int, lines: list[str]) -> list[str]:
     servers see the same input whatever they answer to DATA)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     reader = _Reader(sock)
-    out = ["S: " + x for x in reader.reply()]
+    out = ["S: " + _PORT.sub("]:PORT", x) for x in reader.reply()]
     skip = False
     try:
         for line in lines:
@@ -63,7 +64,7 @@ def play(port: int, lines: list[str]) -> list[str]:
                 reply += reader.reply()
                 if reply[-1] == "<CLOSED>":
                     break
-            out += ["S: " + _QUEUE_ID.sub("QUEUEID", x) for x in reply]
+            out += ["S: " + _PORT.sub("]:PORT", _QUEUE_ID.sub("QUEUEID", x)) for x in reply]
             if reply[-1] == "<CLOSED>":
                 break
             skip = line == "DATA" and not reply[-1].startswith("354")

@@ -80,11 +80,17 @@ def configuration(rng: random.Random) -> dict[str, str]:
         "smtpd_recipient_restrictions": _stage(rng, (
             "reject_non_fqdn_recipient", "reject_unlisted_recipient", "permit_auth_destination",
             "reject_multi_recipient_bounce"), mail_keys, "check_recipient_access"),
-        "smtpd_data_restrictions": rng.choice(("", "reject_unauth_pipelining",
-                                               "reject_multi_recipient_bounce", "defer_if_permit",
-                                               "warn_if_reject reject")),
-        "smtpd_end_of_data_restrictions": rng.choice(("", "", "reject_multi_recipient_bounce",
-                                                      "warn_if_reject reject")),
+        "smtpd_data_restrictions": rng.choice((
+            "", "reject_unauth_pipelining", "reject_multi_recipient_bounce", "defer_if_permit",
+            "warn_if_reject reject", f"check_sender_access {_table(rng, mail_keys)}",
+            f"check_client_access {_table(rng, client_keys)}",
+            f"check_recipient_access {_table(rng, mail_keys)}")),
+        "smtpd_end_of_data_restrictions": rng.choice((
+            "", "", "reject_multi_recipient_bounce", "warn_if_reject reject",
+            f"check_sender_access {_table(rng, mail_keys)}",
+            f"check_helo_access {_table(rng, helo_keys)}")),
+        "smtpd_client_port_logging": rng.choice(("no", "no", "yes")),
+        "smtpd_recipient_limit": rng.choice(("1000", "1000", "2")),
         "smtpd_etrn_restrictions": rng.choice(("", "reject", "permit_mynetworks, reject",
                                                f"check_etrn_access {_table(rng, DOMAINS)}")),
         "smtpd_delay_reject": rng.choice(("yes", "yes", "no")),
