@@ -71,7 +71,6 @@ class AddressResolver:
 
     def resolve(self, address: str) -> Resolved:
         """Canonicalize and classify `address` (internal form); raises MapError on table failure."""
-        routed = False
         localpart, at, domain = address.rpartition("@")
         if not at:
             localpart, domain = address, (self.myorigin if self.append_at_myorigin else "")
@@ -89,13 +88,14 @@ class AddressResolver:
             else:
                 break
             domain = domain.rstrip(".").lower()
-            routed = True
         else:
             cls = AddressClass.DEFAULT
         full = f"{localpart}@{domain}" if domain else localpart
         # Routing operators left in the local part (resolve_dequoted: also inside quotes)
         # make the destination uncertain, whatever the domain (no relay through tricks).
-        routed = routed or any(op in localpart for op in "@%!")
+        # Operators already resolved through our own domains do not (Postfix 3.7 accepts
+        # alice%example.test@ourhost for a final example.test).
+        routed = any(op in localpart for op in "@%!")
         error = bool(at) and not valid_domain(domain)
         return Resolved(full, localpart, domain, cls, routed, error)
 

@@ -21,6 +21,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
 REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 SEEDS = [int(x) for x in os.environ.get("MAILGATE_DIFF_SEEDS", " ".join(map(str, range(1, 21)))).split()]
 _LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)$")
+SESSIONS = int(os.environ.get("MAILGATE_DIFF_SESSIONS", "3"))
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
 _PORT = re.compile(r"\]:\d+")  # smtpd_client_port_logging: client ports differ
 _AFTER_PERMIT = re.compile(r"warning: restriction `[^']*' after `permit' is ignored$")
@@ -100,7 +101,7 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reference.Inst
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_configuration(server_factory, postfix: reference.Instance,  # type: ignore[no-untyped-def]
                               seed: int) -> None:
-    settings, sessions = differential.script(seed)
+    settings, sessions = differential.script(seed, SESSIONS)
     base = reference.read_settings(DATA / "main.cf")
     skip = postfix.configure({**base, **settings})
     try:
