@@ -116,7 +116,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
         st.protocol = self.proto
         st.queue_id = self.tx.incoming.queue_id if self.tx.incoming else self.tx.stale_id
         st.ill_pipelining = self.pipelining_flagged
-        st.rcpt_count = len(self.tx.recipients)
+        st.rcpt_count = len(self.tx.recipients) + self.tx.stale_rcpts
         return st
 
     # --- session events ---------------------------------------------------------------

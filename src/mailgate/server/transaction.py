@@ -32,6 +32,7 @@ class Transaction:
     bdat: bytearray | None = None
     bdat_too_big: bool = False
     stale_id: str | None = None  # after an END-OF-MESSAGE reject Postfix logs the old id
+    stale_rcpts: int = 0  # ... and still counts its recipients against the limit
 
     @property
     def queue_id(self) -> str:
@@ -169,7 +170,7 @@ class TransactionCommands:
         if len(args) < 3 or args[1].value.lower() != "to:":
             self.reply("501 5.5.4 Syntax: RCPT TO:<address>")
             return False
-        if len(self.tx.recipients) >= self.s.recipient_limit:
+        if len(self.tx.recipients) + self.tx.stale_rcpts >= self.s.recipient_limit:
             self.reply("452 4.5.3 Error: too many recipients")
             self.tx.rcpt_overshoot += 1
             return self.tx.rcpt_overshoot <= self.s.recipient_overshoot_limit
@@ -259,6 +260,7 @@ class TransactionCommands:
             tx.stale_id = tx.incoming.queue_id
             self.svc.store.abort(tx.incoming)
             tx.incoming = None
+        tx.stale_rcpts += len(tx.recipients)
         tx.recipients = []
         tx.bdat = None
         tx.bdat_too_big = False
