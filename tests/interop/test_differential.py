@@ -20,7 +20,6 @@ from support.dialogue import _Reader
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
 REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 SEEDS = [int(x) for x in os.environ.get("MAILGATE_DIFF_SEEDS", " ".join(map(str, range(1, 21)))).split()]
-_LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)$")
 SESSIONS = int(os.environ.get("MAILGATE_DIFF_SESSIONS", "3"))
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
 _PORT = re.compile(r"\]:\d+")  # smtpd_client_port_logging: client ports differ
@@ -28,15 +27,10 @@ _AFTER_PERMIT = re.compile(r"warning: restriction `[^']*' after `permit' is igno
 
 
 def smtpd_lines(log: Path, skip: int = 0) -> list[str]:
-    out = []
-    for line in log.read_text(errors="replace").splitlines()[skip:] if log.exists() else []:
-        m = _LINE.match(line)
-        # Each Postfix smtpd process logs its start-up check's "after `permit' is ignored"
-        # when it starts - at moments that depend on process management, not on the dialogue.
-        if m and "overriding earlier entry" not in m.group(1) and \
-                not _AFTER_PERMIT.match(m.group(1)):
-            out.append(_PORT.sub("]:PORT", _QUEUE_ID.sub("QUEUEID", m.group(1))))
-    return out
+    # Each Postfix smtpd process logs its start-up check's "after `permit' is ignored"
+    # when it starts - at moments that depend on process management, not on the dialogue.
+    return [_PORT.sub("]:PORT", x) for x in reference.smtpd_lines(log, skip)
+            if not _AFTER_PERMIT.match(x)]
 
 
 def play(port: int, lines: list[str]) -> list[str]:

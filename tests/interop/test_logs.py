@@ -4,7 +4,6 @@ log lines (queue ids, process ids and time stamps aside)."""
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,7 @@ from support.dialogue import parse_script, play, script_settings
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
 SCRIPTS = sorted(DATA.glob("*.in"))
 REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
-_LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)$")
-
-
-def smtpd_lines(log: Path) -> list[str]:
-    out = []
-    for line in log.read_text(errors="replace").splitlines():
-        m = _LINE.match(line)
-        if m and "overriding earlier entry" not in m.group(1):
-            out.append(re.sub(r"\b[0-9A-F]{10,12}\b", "QUEUEID", m.group(1)))
-    return out
+smtpd_lines = reference.smtpd_lines
 
 
 def _play_all(port: int, sessions: list[list[tuple[str, bytes, bool]]], log: Path) -> list[str]:

@@ -24,17 +24,11 @@ TESTS = [t for path in sorted(OBSERVED.glob("sessions-*.txt")) for t in observed
 # C15 needs a client that talks before the greeting, C16 a server that does not start,
 # D5 a rate limit across sessions: tests/e2e/test_observed.py plays those.
 LIVE = [t for t in TESTS if t.ident not in ("C15", "C16", "D5")]
-_LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)$")
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
 
 
 def smtpd_lines(log: Path, tables: Path, skip: int = 0) -> list[str]:
-    out = []
-    for line in log.read_text(errors="replace").splitlines()[skip:] if log.exists() else []:
-        m = _LINE.match(line)
-        if m and "overriding earlier entry" not in m.group(1):
-            out.append(_QUEUE_ID.sub("QUEUEID", m.group(1)).replace(f"{tables}/", "TABLES/"))
-    return out
+    return [x.replace(f"{tables}/", "TABLES/") for x in reference.smtpd_lines(log, skip)]
 
 
 def settings(test: observed.ObservedTest, tables: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ than net.unix.max_dgram_qlen (10) of them deadlock the whole instance before it 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -110,3 +111,18 @@ class Instance:
 
     def stop(self) -> None:
         stop(self.script, self.directory)
+
+
+_SMTPD = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)$")
+_QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
+
+
+def smtpd_lines(log: Path, skip: int = 0) -> list[str]:
+    """The smtpd lines of a mail log (from line `skip` on), without the syslog prefix, queue
+    ids as QUEUEID; duplicate-entry warnings left out."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines()[skip:] if log.exists() else []:
+        m = _SMTPD.match(line)
+        if m and "overriding earlier entry" not in m.group(1):
+            out.append(_QUEUE_ID.sub("QUEUEID", m.group(1)))
+    return out
