@@ -25,6 +25,24 @@ DOMAIN = "example.test"
 HOSTNAME = "mx.example.test"
 
 
+DNS_SERVER: list[str] = []  # set by the session's dns_server fixture
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dns_server() -> Iterator[str]:
+    """The test DNS server (authoritative for tests/data/dns), for the whole session: servers
+    started by the tests resolve through it (resolver_servers), never the machine's."""
+    from support.dns import start
+
+    server = start()
+    DNS_SERVER.append(server.address)
+    try:
+        yield server.address
+    finally:
+        DNS_SERVER.clear()
+        server.stop()
+
+
 def base_main_cf(root: Path) -> str:
     """A test configuration like the reference Postfix's: virtual domain + local demo."""
     vmailbox = root / "etc" / "vmailbox"
@@ -44,6 +62,8 @@ def base_main_cf(root: Path) -> str:
         f"virtual_mailbox_base = {root / 'mail'}\n"
         f"maillog_file = {root / 'maillog'}\n"
         "smtpd_listen = 127.0.0.1:0\n"
+        f"resolver_servers = {' '.join(DNS_SERVER)}\n"
+        "resolver_timeout = 1s\n"
     )
 
 

@@ -23,6 +23,9 @@ from mailgate.config.settings import DeliverySettings, SmtpdSettings
 from mailgate.delivery.agent import Agent
 from mailgate.delivery.maildir import MaildirAgent
 from mailgate.delivery.router import Router
+from mailgate.dns.lookup import DnsLookup
+from mailgate.dns.names import HostsFile, NameService
+from mailgate.dns.resolver import Resolver
 from mailgate.engine.context import Client
 from mailgate.engine.engine import Engine
 from mailgate.engine.settings import EngineSettings
@@ -212,7 +215,21 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         for name in names:  # open every access table at start-up, as Postfix does
             if ":" in name:
                 access.get(name)
+    dns_resolver = Resolver(cfg.get_list("resolver_servers"), cfg.get_time("resolver_timeout"),
+                            cfg.get_int("resolver_concurrency"), cfg.get_int("resolver_cache_size"))
+    protocols = set(cfg.get_list("inet_protocols"))
+    families = ("A", "AAAA") if protocols & {"all", "ipv6"} else ("A",)
+    if "ipv4" not in protocols and "all" not in protocols and "ipv6" in protocols:
+        families = ("AAAA",)
     tables = EngineTables(
+        dns=DnsLookup(dns_resolver, table("smtpd_dns_reply_filter"), log),
+        names=NameService(dns_resolver, HostsFile.read(cfg.get_str("resolver_hosts_file")),
+                          families),
+        ipv6="AAAA" in families, myhostname=cfg.get_str("myhostname"),
+        mx_backup_networks=HostAddrList.build(cfg.get_list("permit_mx_backup_networks"),
+                                              registry, "permit_mx_backup_networks",
+                                              "permit_mx_backup_networks" in pdms, warn=log),
+        rbl_reply_maps=table("rbl_reply_maps"),
         resolver=resolver, mynetworks=mynetworks, access=access,
         local_recipient_maps=table("local_recipient_maps"), virtual_mailbox_maps=vmaps,
         virtual_alias_maps=table("virtual_alias_maps"),

@@ -52,7 +52,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             lines = f.read().splitlines()
         if args.driver == "smtpd_token":
             return run_tokens(lines, sys.stdout)
-        return asyncio.run(run_script(lines, sys.stdout))
+        return asyncio.run(run_script(lines, sys.stdout, tuple(args.dns_server or ())))
     from mailgate.check.admin import run
 
     return run(_load(args, demo=False), args)
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run a Postfix smtpd_check test-driver script ('-': stdin)")
     check.add_argument("--driver", choices=("smtpd_check", "smtpd_token"),
                        default="smtpd_check", help="which Postfix test driver --script emulates")
+    check.add_argument("--dns-server", action="append", metavar="HOST[:PORT]",
+                       help="with --script: ask this DNS server (default: /etc/resolv.conf)")
     check.add_argument("--client-address", default="127.0.0.1")
     check.add_argument("--client-name", default="")
     check.add_argument("--reverse-client-name", default="")

@@ -1,8 +1,11 @@
 """`mailgate check --script` against Postfix's own smtpd_check vectors (shared/postfix/tests).
 
-The DNS-free files must reproduce byte for byte. For the DNS-using files every probe that runs
-no DNS-based restriction must match the output regenerated from Postfix 3.7.11 with a resolver
-that finds nothing (`regenerated-3.7.11-nxdomain/`).
+The DNS-free files must reproduce byte for byte. The DNS-using files run against the test DNS
+server (tests/data/dns, the data conformance.md 1.3 describes) and must reproduce the upstream
+expected output, after the normalisations Postfix's own Makefile applies (BSD resolver error
+text, TTLs) and three documented stale spots of the upstream refs. Every probe that runs no
+With a DNS server that finds nothing, the whole output must equal the output regenerated from
+Postfix 3.7.11 in the same conditions (`regenerated-3.7.11-nxdomain/`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import io
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ import pytest
 from conftest import SHARED
 from mailgate.check.driver import run_script, run_tokens
 from mailgate.postmap import run as postmap
+from support import dns as dns_support
 
 VECTORS = SHARED / "postfix" / "tests" / "smtpd"
 REGEN = SHARED / "postfix" / "tests" / "regenerated-3.7.11-nxdomain"
@@ -31,20 +36,18 @@ DNS_USING = [("smtpd_check.in", "smtpd_check.ref"), ("smtpd_check.in2", "smtpd_c
              ("smtpd_nullmx.in", "smtpd_nullmx.ref"), ("smtpd_server.in", "smtpd_server.ref"),
              ("smtpd_check_backup.in", "smtpd_check_backup.ref"),
              ("smtpd_dns_filter.in", "smtpd_dns_filter.ref")]
-# Restrictions that consult the DNS (issue 5); probes running them are left out here.
-_DNS = re.compile(r"reject_unknown_(?!client\b|client_hostname|reverse)|reject_rbl|reject_rhsbl|"
-                  r"reject_maps_rbl|permit_dnswl|permit_rhswl|_mx_access|_ns_access|_a_access|"
-                  r"permit_mx_backup|reject_unknown_client\b|reject_unverified|"
-                  r"permit_naked_ip_address|check_relay_domains", re.I)
 
-
-def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> str:
+def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, dns: str = "") -> str:
+    work = tmp_path / "smtpd"
+    work.mkdir()
     for item in VECTORS.iterdir():
-        shutil.copy(item, tmp_path / item.name)
-    monkeypatch.chdir(tmp_path)
+        shutil.copy(item, work / item.name)
+    shutil.copytree(VECTORS.parent / "dns", tmp_path / "dns")  # regexp:../dns/*.reg
+    monkeypatch.chdir(work)
     assert postmap(["hash:smtpd_check_access"], None, False, True) == 0
     out = io.StringIO()
-    asyncio.run(run_script((tmp_path / script).read_text().splitlines(), out))
+    asyncio.run(run_script((work / script).read_text().splitlines(), out,
+                           (dns,) if dns else (), timeout=2.0))
     return out.getvalue()
 
 
@@ -60,57 +63,57 @@ def test_token_vectors() -> None:
     assert out.getvalue() == (VECTORS / "smtpd_token.ref").read_text()
 
 
-def _probes(text: str) -> list[tuple[str, str]]:
-    """(command line, everything printed for it)."""
-    out: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        if line.startswith(">>> "):
-            out.append((line[4:], ""))
-        elif out:
-            out[-1] = (out[-1][0], out[-1][1] + line + "\n")
-    return out
-
-
-def _dns_free(probes: list[tuple[str, str]]) -> list[bool]:
-    """For each probe: do the lists it runs (and classes they may reach) avoid the DNS?"""
-    lists: dict[str, str] = {}
-    classes: dict[str, str] = {}
-    delay = True
-    keep = []
-    for command, _ in probes:
-        words = command.split()
-        if len(words) == 2 and words[0].endswith("_restrictions"):
-            lists[words[0].removesuffix("_restrictions")] = words[1]
-        elif len(words) == 2 and words[0] == "restriction_class":
-            name, _, members = words[1].partition(",")
-            classes[name] = members
-        elif len(words) == 2 and words[0] == "smtpd_delay_reject":
-            delay = words[1] != "0"
-        stages = {"client": ["client"], "helo": ["helo"], "mail": ["sender"],
-                  "rcpt": ["relay", "recipient"] + (["client", "helo", "sender"] if delay
-                                                    else [])}.get(words[0] if words else "")
-        if not stages:
-            keep.append(False)
-            continue
-        text = " ".join(lists.get(stage, "") for stage in stages)
-        if "smtpd_check_access" in text:  # its values name classes
-            text += " " + " ".join(classes.values())
-        text += " " + " ".join(v for k, v in classes.items() if k in text)
-        keep.append(not _DNS.search(text))
-    return keep
+@pytest.fixture(scope="module")
+def nxdomain_dns() -> Iterator[str]:
+    """A DNS server that finds nothing: the conditions REGEN was made in."""
+    server = dns_support.start(zones=dns_support.ROOT / "tests" / "data" / "dns-empty")
+    try:
+        yield server.address
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(("script", "ref"), DNS_USING, ids=[s for s, _ in DNS_USING])
-def test_dns_free_probes_of_dns_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      script: str, ref: str) -> None:
-    ours = _probes(_run(tmp_path, monkeypatch, script))
-    expected = _probes((REGEN / ref).read_text())
-    mismatches = []
-    compared = 0
-    for (command, output), (_, got), dns_free in zip(expected, ours, _dns_free(expected), strict=False):
-        if dns_free:
-            compared += 1
-            if got != output:
-                mismatches.append(f">>> {command}\n--- postfix\n{output}--- mailgate\n{got}")
-    assert not mismatches, f"{len(mismatches)} of {compared} probes differ:\n" + \
-        "\n".join(mismatches)
+def test_dns_files_where_nothing_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          script: str, ref: str, nxdomain_dns: str) -> None:
+    """With a DNS that finds nothing, the whole output equals Postfix 3.7.11's in the same
+    conditions (regenerated-3.7.11-nxdomain/)."""
+    ours = _run(tmp_path, monkeypatch, script, nxdomain_dns)
+    assert ours == (REGEN / ref).read_text()
+
+
+# What Postfix's Makefile does before diffing (glibc vs BSD resolver text; TTLs vary).
+_OURS = [(re.compile(r"Name or service not known"), "hostname nor servname provided, or not known"),
+         (re.compile(r"(ignoring DNS RR: \S+) \d+ IN "), r"\1 TTL IN ")]
+# Stale upstream refs (conformance.md 1.2): the unknown-client DSN is 4.7.25 since 3.6; the
+# access file now says "ns or mx server" where smtpd_check.ref2 has an older "name server";
+# smtpd_check.ref/.ref2 predate the TXT record of 2.0.0.127.dnsbltest.porcupine.org that
+# smtpd_exp.ref shows.
+_STALE = [(re.compile(r"(4|5)\.7\.1( Client host rejected: cannot find your hostname)"),
+           r"\1.7.25\2"),
+          (re.compile(r"rejected: name server spike"), "rejected: ns or mx server spike"),
+          (re.compile(r"(blocked using dnsbltest\.porcupine\.org)(;|$)", re.M),
+           r"\1; DNS blocklist test\2")]
+FATAL = "./smtpd_check: fatal: foo: address rewriting is disabled"
+
+
+def _normalise(text: str, rules: list[tuple[re.Pattern[str], str]]) -> str:
+    for pattern, replacement in rules:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@pytest.mark.parametrize(("script", "ref"), DNS_USING, ids=[s for s, _ in DNS_USING])
+def test_dns_vectors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, ref: str,
+                     dns_server: str) -> None:
+    """Every probe of the DNS-using files, against the upstream expected output."""
+    ours = _normalise(_run(tmp_path, monkeypatch, script, dns_server), _OURS)
+    expected = (VECTORS / ref).read_text()
+    if script in ("smtpd_check.in", "smtpd_check.in2"):
+        expected = _normalise(expected, _STALE)
+    if FATAL in ours:  # smtpd_check.in stops here in Postfix's driver too (a "broken test")
+        assert ours.endswith(FATAL + "\n")
+        ours = ours[: -len(FATAL) - 1]
+        assert expected.startswith(ours)
+        return
+    assert ours == expected

@@ -15,6 +15,9 @@ from typing import Any, TextIO
 from mailgate.addressing import AddressResolver, Resolved
 from mailgate.app import string_matcher
 from mailgate.config.maincf import split_list
+from mailgate.dns.lookup import DnsLookup
+from mailgate.dns.names import HostsFile, NameService
+from mailgate.dns.resolver import Resolver
 from mailgate.engine.context import NAME_OK, NAME_TEMP, CheckState, Client
 from mailgate.engine.engine import Engine
 from mailgate.engine.evaluate import Evaluation
@@ -22,6 +25,7 @@ from mailgate.engine.settings import EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import MapError
 from mailgate.maps import Registry, default_registry
+from mailgate.maps.base import Map
 from mailgate.maps.matchlist import DomainList, HostAddrList
 from mailgate.smtp.tokens import smtpd_token
 
@@ -65,6 +69,11 @@ _BOOLS = {"smtpd_delay_reject": "delay_reject", "allow_untrusted_routing":
           "reject_unlisted_recipient"}
 
 
+_DNS_STRINGS = {"default_rbl_reply": "default_rbl_reply",
+                "unknown_address_tempfail_action": "unknown_address_tempfail_action",
+                "unknown_helo_hostname_tempfail_action": "unknown_helo_tempfail_action"}
+
+
 class DriverExit(Exception):
     """The driver stops (Postfix's fatal: in the driver)."""
 
@@ -72,9 +81,13 @@ class DriverExit(Exception):
 class Driver:
     """The driver's state: parameter values, an engine rebuilt when they change, a session."""
 
-    def __init__(self, out: TextIO, registry: Registry | None = None) -> None:
+    def __init__(self, out: TextIO, registry: Registry | None = None,
+                 resolver: Resolver | None = None, hosts: HostsFile | None = None) -> None:
         self.out = out
         self.registry = registry or default_registry()
+        self.dns_resolver = resolver or Resolver()
+        self.hosts = hosts or HostsFile.read("/etc/hosts")
+        self.warned: set[str] = set()
         self.params: dict[str, str] = {}
         self.settings = EngineSettings(lists={}, delay_reject=True)
         self.classes: dict[str, tuple[str, ...]] = {}
@@ -86,24 +99,25 @@ class Driver:
         self.out.write(PREFIX + text + "\n")
 
     # --- configuration ------------------------------------------------------------------
-    def _domains(self, name: str) -> DomainList:
+    def _domains(self, name: str, default: str = "") -> DomainList:
         pdms = self.params.get("parent_domain_matches_subdomains",
                                "debug_peer_list,fast_flush_domains,mynetworks,"
                                "permit_mx_backup_networks,qmqpd_authorized_clients,"
                                "relay_domains,smtpd_access_maps")
-        return DomainList.build(split_list(self.params.get(name, "")), self.registry,
+        return DomainList.build(split_list(self.params.get(name, default)), self.registry,
                                 name in split_list(pdms), name, self.log)
 
-    def _table(self, name: str) -> object:
+    def _table(self, name: str) -> Map | None:
         return self.registry.open_list(tuple(split_list(self.params.get(name, ""))))
 
     def _build(self) -> Engine:
+        interfaces = frozenset(split_list(self.params.get("inet_interfaces", "127.0.0.1")))
         resolver = DriverResolver(
-            myorigin="", mydestination=self._domains("mydestination"),
+            myorigin="", mydestination=self._domains("mydestination", "localhost"),
             virtual_alias_domains=self._domains("virtual_alias_domains"),
             virtual_mailbox_domains=self._domains("virtual_mailbox_domains"),
             relay_domains=self._domains("relay_domains"),
-            interface_addresses=frozenset({"127.0.0.1"}), allow_percent_hack=False,
+            interface_addresses=interfaces, allow_percent_hack=False,
             swap_bangpath=False, append_at_myorigin=False, sender=lambda: self.st.sender)
         mynetworks = HostAddrList.build(split_list(self.params.get("mynetworks", "")),
                                         self.registry, "mynetworks", True, self.log)
@@ -113,12 +127,22 @@ class Driver:
                                "sender_canonical_maps", "recipient_canonical_maps")}
         tables = EngineTables(resolver=resolver, mynetworks=mynetworks,
                               access=AccessTables(self.registry),
-                              inet_interfaces=frozenset({"127.0.0.1"}),
+                              inet_interfaces=interfaces,
                               log_permit=string_matcher(tuple(split_list(self.params.get(
                                   "smtpd_log_access_permit_actions", ""))), self.registry),
                               alias_unknown_text="user unknown",
                               relay_clientcerts=self.registry.open_list(
                                   tuple(split_list(self.params.get("relay_clientcerts", "")))),
+                              dns=DnsLookup(self.dns_resolver, self.registry.open_list(tuple(
+                                  split_list(self.params.get("smtpd_dns_reply_filter", "")))),
+                                  self.log),
+                              names=NameService(self.dns_resolver, self.hosts),
+                              myhostname=self.params.get("myhostname", "localhost.localdomain"),
+                              mx_backup_networks=HostAddrList.build(
+                                  split_list(self.params.get("permit_mx_backup_networks", "")),
+                                  self.registry, "permit_mx_backup_networks", True, self.log),
+                              rbl_reply_maps=self._table("rbl_reply_maps"),
+                              warned=self.warned,
                               **opened)
         engine = Engine(self.settings, tables, self.log, driver=True)
         return engine
@@ -143,6 +167,11 @@ class Driver:
                                     access_parent_matches="smtpd_access_maps" in split_list(value))
         elif name == "smtpd_log_access_permit_actions":
             pass  # read by _build()
+        elif name in _DNS_STRINGS:
+            strings: dict[str, Any] = {_DNS_STRINGS[name]: value}
+            self.settings = replace(self.settings, **strings)
+        elif name == "maps_rbl_domains":
+            self.settings = replace(self.settings, maps_rbl_domains=tuple(split_list(value)))
         self.engine = self._build()
 
     def set_list(self, stage: str, value: str) -> None:
@@ -196,6 +225,7 @@ class Driver:
         if cmd == "rewrite" and not args:
             return self.rewrite()
         if cmd == "flush_dnsxl_cache" and not args:
+            self.dns_resolver.flush()
             return "OK"
         if cmd == "restriction_class" and len(args) == 1:
             self.set_class(args[0])
@@ -240,8 +270,10 @@ class DriverResolver(AddressResolver):
         return super().resolve(address)
 
 
-async def run_script(lines: list[str], out: TextIO) -> int:
-    driver = Driver(out)
+async def run_script(lines: list[str], out: TextIO, servers: tuple[str, ...] = (),
+                     timeout: float = 5.0) -> int:
+    """Run a driver script; DNS queries go to `servers` (default: /etc/resolv.conf)."""
+    driver = Driver(out, resolver=Resolver(servers, timeout=timeout))
     for line in lines:
         out.write(f">>> {line}\n")
         try:

@@ -199,6 +199,17 @@ PARAMETERS: tuple[Param, ...] = (
     Param("disable_dns_lookups", _B, "no"),
     Param("smtp_host_lookup", _L, "dns"),
     Param("permit_mx_backup_networks", _L, ""),
+    Param("maps_rbl_domains", _L, ""),
+    # --- DNS resolver (mailgate): empty servers = /etc/resolv.conf
+    Param("resolver_servers", _L, "", extension=True),
+    Param("resolver_timeout", _T, "5s", min=1, extension=True),
+    Param("resolver_concurrency", _I, "1000", min=1, extension=True),
+    Param("resolver_cache_size", _I, "100000", min=0, extension=True),
+    Param("resolver_hosts_file", _S, "/etc/hosts", extension=True),
+    # --- weighted DNS blocklist scoring (mailgate: restriction reject_dnsbl_score)
+    Param("smtpd_dnsbl_sites", _L, "", extension=True),
+    Param("smtpd_dnsbl_threshold", _I, "1", extension=True),
+    Param("smtpd_dnsbl_reply", _S, "", extension=True),
     # --- queue manager and delivery
     Param("queue_run_delay", _T, "300s", min=1),
     Param("minimal_backoff_time", _T, "300s", min=1),

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mailgate.engine import access, hosts, recipients, restrictions  # noqa: F401  (registration)
-from mailgate.engine.context import CheckState
+from mailgate.engine import (  # noqa: F401  (registration)
+    access,
+    dnsbl,
+    dnschecks,
+    hosts,
+    recipients,
+    restrictions,
+)
+from mailgate.engine.connect import Prefetch, lookup_client
+from mailgate.engine.context import CheckState, Client
 from mailgate.engine.evaluate import CheckAborted, Evaluation, Frame, Log
 from mailgate.engine.reply import RECIPIENT, SENDER, Status
 from mailgate.engine.settings import EngineSettings
@@ -30,6 +38,15 @@ class Engine:
         self.tables = tables
         self.log = log
         self.driver = driver  # the smtpd_check test driver's stubs (conformance mode)
+        self.prefetch = Prefetch.plan(settings)
+
+    async def connect(self, addr: str, port: int, peername_lookup: bool = True) -> Client:
+        """A new client: its name lookup, then its DNS list queries started in parallel."""
+        client = await lookup_client(self.tables.names, addr, port, peername_lookup,
+                                     lambda text: self.log("warning: " + text))
+        if self.tables.dns is not None:
+            self.prefetch.start(self.tables.dns.resolver, client)
+        return client
 
     def bad_address(self, address: str) -> bool:
         """smtpd_check_addr(): the resolver finds the domain malformed (`user@`, `a@b%c`)."""

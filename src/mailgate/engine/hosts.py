@@ -8,7 +8,7 @@ from mailgate.engine.reply import Status
 from mailgate.smtp.hostnames import truncate_dot, valid_hostaddr, valid_hostname, valid_mailhost_literal
 
 
-def _invalid_hostaddr(ev: Evaluation, addr: str, frame: Frame) -> Status:
+def invalid_hostaddr(ev: Evaluation, addr: str, frame: Frame) -> Status:
     inner = addr[1:-1] if len(addr) > 2 and addr[0] == "[" and addr[-1] == "]" else addr
     if valid_mailhost_literal(inner):
         return Status.DUNNO
@@ -22,7 +22,7 @@ def reject_invalid_helo_hostname(ev: Evaluation, frame: Frame, args: Args) -> St
     if helo is None:
         return Status.DUNNO
     if helo.startswith("["):
-        return _invalid_hostaddr(ev, helo, Frame(helo, "Helo command", frame.acl))
+        return invalid_hostaddr(ev, helo, Frame(helo, "Helo command", frame.acl))
     name = truncate_dot(helo)
     if valid_hostname(name) or valid_hostaddr(name):
         return Status.DUNNO
@@ -36,7 +36,7 @@ def reject_non_fqdn_helo_hostname(ev: Evaluation, frame: Frame, args: Args) -> S
     if helo is None:
         return Status.DUNNO
     if helo.startswith("["):
-        return _invalid_hostaddr(ev, helo, Frame(helo, "Helo command", frame.acl))
+        return invalid_hostaddr(ev, helo, Frame(helo, "Helo command", frame.acl))
     name = truncate_dot(helo)
     if valid_hostname(name) and "." in name:
         return Status.DUNNO
@@ -64,3 +64,16 @@ def reject_unknown_reverse_client_hostname(ev: Evaluation, frame: Frame, args: A
         if client.reverse_status >= NAME_PERM else 450
     return ev.reject(code, "4.7.1",
                      f"Client host rejected: cannot find your reverse hostname, [{client.addr}]")
+
+
+@restriction("permit_naked_ip_address")
+def permit_naked_ip_address(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    """Deprecated (removed in 3.9): OK for a HELO that is a bare, valid IP address."""
+    ev.warn("restriction permit_naked_ip_address is deprecated. "
+            "Use permit_mynetworks or permit_sasl_authenticated instead")
+    helo = ev.st.helo
+    if helo is None or helo.strip("0123456789.:"):
+        return Status.DUNNO
+    if invalid_hostaddr(ev, helo, Frame(helo, "Helo command", frame.acl)) is Status.DUNNO:
+        return ev.permit("permit_naked_ip_address", Frame(helo, "Helo command", frame.acl))
+    return Status.REJECT

@@ -57,8 +57,10 @@ def defer_unauth_destination(ev: Evaluation, frame: Frame, args: Args) -> Status
 @restriction("check_relay_domains")
 def check_relay_domains(ev: Evaluation, frame: Frame, args: Args) -> Status:
     """Removed in Postfix 3.9: permit mynetworks clients and authorized destinations."""
-    ev.warn('support for restriction "check_relay_domains" will be removed from Postfix; '
-            'use "reject_unauth_destination" instead')
+    if "check_relay_domains" not in ev.tables.warned:  # once per process, as smtpd
+        ev.tables.warned.add("check_relay_domains")
+        ev.warn('support for restriction "check_relay_domains" will be removed from Postfix; '
+                'use "reject_unauth_destination" instead')
     recipient = ev.st.recipient
     if recipient is None:
         return Status.DUNNO

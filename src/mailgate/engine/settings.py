@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailgate.config.config import Config
+from mailgate.dns.rbl import PatternError, Site, parse_site
 from mailgate.errors import ConfigError
 
 # Stage list parameters (smtpd_check.c) by the engine's stage name.
@@ -42,6 +43,16 @@ class EngineSettings:
     access_parent_matches: bool = True
     recipient_delimiter: str = ""
     double_bounce_sender: str = "double-bounce"
+    # DNS-based restrictions
+    unknown_address_tempfail_action: str = "defer_if_permit"
+    unknown_helo_tempfail_action: str = "defer_if_permit"
+    default_rbl_reply: str = ("$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked "
+                              "using $rbl_domain${rbl_reason?; $rbl_reason}")
+    maps_rbl_domains: tuple[str, ...] = ()
+    expansion_filter: frozenset[str] = field(default_factory=lambda: _default_filter())
+    dnsbl_sites: tuple[Site, ...] = ()
+    dnsbl_threshold: int = 1
+    dnsbl_reply: str = ""
 
     @classmethod
     def from_config(cls, cfg: Config) -> EngineSettings:
@@ -66,6 +77,15 @@ class EngineSettings:
             access_parent_matches="smtpd_access_maps" in pdms,
             recipient_delimiter=cfg.get_str("recipient_delimiter"),
             double_bounce_sender=cfg.get_str("double_bounce_sender"),
+            unknown_address_tempfail_action=_tempfail(cfg, "unknown_address_tempfail_action"),
+            unknown_helo_tempfail_action=_tempfail(cfg,
+                                                   "unknown_helo_hostname_tempfail_action"),
+            default_rbl_reply=cfg.get_str("default_rbl_reply"),
+            maps_rbl_domains=cfg.get_list("maps_rbl_domains"),
+            expansion_filter=frozenset(unescape(cfg.get_str("smtpd_expansion_filter"))),
+            dnsbl_sites=_sites(cfg.get_list("smtpd_dnsbl_sites")),
+            dnsbl_threshold=cfg.get_int("smtpd_dnsbl_threshold"),
+            dnsbl_reply=cfg.get_str("smtpd_dnsbl_reply"),
         )
         settings.check_relay_control()
         return settings
@@ -121,3 +141,54 @@ _DEFAULT_CODES = {
     "unknown_hostname_reject_code": 450, "unknown_address_reject_code": 450,
     "maps_rbl_reject_code": 554,
 }
+
+
+def unescape(text: str) -> str:
+    """Postfix unescape(): `\\t`, `\\n`, octal `\\40`, and `\\x` for any other x."""
+    out: list[str] = []
+    i = 0
+    simple = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+    while i < len(text):
+        c = text[i]
+        if c != "\\" or i + 1 >= len(text):
+            out.append(c)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        j = i + 1
+        while j < len(text) and j < i + 4 and text[j] in "01234567":
+            j += 1
+        if j > i + 1:
+            out.append(chr(int(text[i + 1:j], 8)))
+            i = j
+            continue
+        out.append(simple.get(nxt, nxt))
+        i += 2
+    return "".join(out)
+
+
+def _default_filter() -> frozenset[str]:
+    return DEFAULT_FILTER
+
+
+DEFAULT_FILTER: frozenset[str] = frozenset(unescape(
+    "\\t\\40!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\\\]^_"
+    "`abcdefghijklmnopqrstuvwxyz{|}~"))
+
+
+def _tempfail(cfg: Config, name: str) -> str:
+    value = cfg.get_str(name).lower()
+    if value not in ("defer_if_permit", "defer"):
+        raise ConfigError(f"{name} = {cfg.get_str(name)}: "
+                          "expected defer_if_permit or defer")
+    return value
+
+
+def _sites(specs: tuple[str, ...]) -> tuple[Site, ...]:
+    out = []
+    for spec in specs:
+        try:
+            out.append(parse_site(spec, weighted=True))
+        except PatternError as exc:
+            raise ConfigError(f"smtpd_dnsbl_sites: {spec}: {exc}") from exc
+    return tuple(out)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailgate.addressing import AddressResolver
+from mailgate.dns.lookup import DnsLookup
+from mailgate.dns.names import NameService
 from mailgate.maps.base import Map, Registry
 from mailgate.maps.matchlist import HostAddrList
 
@@ -44,3 +46,12 @@ class EngineTables:
     alias_unknown_text: str | None = None
     # smtpd_log_access_permit_actions: a match list (names, or tables such as static:all)
     log_permit: Callable[[str], bool] = lambda action: False
+    # DNS: records (with smtpd_dns_reply_filter), host names as the C library sees them
+    dns: DnsLookup | None = None
+    names: NameService | None = None
+    ipv6: bool = True  # inet_protocols includes ipv6: AAAA lookups too
+    myhostname: str = ""
+    mx_backup_networks: HostAddrList | None = None
+    rbl_reply_maps: Map | None = None
+    list_errors: dict[str, int] = field(default_factory=dict)  # DNS list domain -> count
+    warned: set[str] = field(default_factory=set)  # once-per-process warnings given

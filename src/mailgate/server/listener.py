@@ -126,9 +126,7 @@ class SmtpServer:
                    addr: str, port: int, count: int, total: int) -> None:
         s = self.settings
         conn = ServerConnection(s.line_length_limit, s.message_size_limit)
-        # Reverse lookups come with issue 5; loopback is "localhost" as /etc/hosts says.
-        name = "localhost" if s.peername_lookup and addr in ("127.0.0.1", "::1") else "unknown"
-        client = Client(name, addr, port)
+        client = await self.services.engine.connect(addr, port, s.peername_lookup)
         session = Session(s, self.services, client, conn)
         refusal, warning = self._over_limit(client, count, total,
                                             _service(writer.get_extra_info("sockname")))

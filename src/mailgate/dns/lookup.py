@@ -1,0 +1,119 @@
+"""Postfix's dns_lookup layer over the resolver: the reply filter (smtpd_dns_reply_filter),
+null MX detection, the `why` texts, and multi-type lookups with Postfix's status precedence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailgate.dns.resolver import (
+    INVAL,
+    NOTFOUND,
+    NULLMX,
+    OK,
+    POLICY,
+    RETRY,
+    Record,
+    Resolver,
+)
+from mailgate.errors import MapError
+from mailgate.maps.base import Map
+
+# dns_lookup_l() flags
+STOP_OK, STOP_INVAL, STOP_NULLMX, STOP_MX_POLICY = 1, 2, 4, 8
+
+_FILTER_DROPS = "DNS reply filter drops all results"
+_FILTER_SYNTAX = "Invalid DNS reply filter syntax"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    status: int
+    records: tuple[Record, ...] = ()
+    why: str = ""  # the text Postfix puts in `why` for a failure
+    error: str = ""  # dns_strerror() text (h_errno) for a failure
+
+
+class DnsLookup:
+    """One resolver, one optional reply filter, and the log for the filter's lines."""
+
+    def __init__(self, resolver: Resolver, reply_filter: Map | None = None,
+                 log: Callable[[str], None] = lambda text: None,
+                 filter_title: str = "smtpd_dns_reply_filter") -> None:
+        self.resolver = resolver
+        self.reply_filter = reply_filter
+        self.log = log
+        self.filter_title = filter_title
+
+    async def lookup(self, name: str, rdtype: str) -> Result:
+        """dns_lookup() with a result list: the filter applies, a null MX is NULLMX."""
+        answer = await self.resolver.query(name, rdtype)
+        if answer.status != OK:
+            why = (f"Host or domain name not found. Name service error for name={name} "
+                   f"type={rdtype}: {answer.error}")
+            return Result(answer.status, why=why, error=answer.error)
+        records = answer.records
+        if rdtype == "MX" and len(records) == 1 and records[0].data == "" \
+                and records[0].pref == 0:
+            return Result(NULLMX, why=f"Domain {name} does not accept mail (nullMX)",
+                          error="")
+        if self.reply_filter is not None:
+            kept = self._filter(records)
+            if kept is None:
+                return Result(RETRY, why=f"Error looking up name={name} type={rdtype}: "
+                              f"{_FILTER_SYNTAX}", error=_FILTER_SYNTAX)
+            if not kept:
+                return Result(POLICY, why=f"Error looking up name={name} type={rdtype}: "
+                              f"{_FILTER_DROPS}", error=_FILTER_DROPS)
+            records = kept
+        return Result(OK, records)
+
+    def _filter(self, records: tuple[Record, ...]) -> tuple[Record, ...] | None:
+        """dns_rr_filter_execute(): IGNORE drops a record; anything else is an error."""
+        table = self.reply_filter
+        assert table is not None
+        kept = []
+        for record in records:
+            text = record.text()
+            try:
+                action = table.lookup(text)
+            except MapError:
+                return None
+            if action is None:
+                kept.append(record)
+                continue
+            command = action.split(None, 1)[0].upper() if action.strip() else ""
+            if command == "IGNORE":
+                self.log(f"ignoring DNS RR: {text}")
+                continue
+            self.log(f'warning: {self.filter_title}: unknown DNS filter action: "{action}"')
+            return None
+        return tuple(kept)
+
+    async def lookup_l(self, name: str, types: tuple[str, ...], flags: int) -> Result:
+        """dns_lookup_l(): each type in turn; OK wins, then by Postfix's precedence
+        (POLICY > RETRY > INVAL > FAIL > NULLMX > NOTFOUND)."""
+        best: Result | None = None
+        found: list[Record] = []
+        result = Result(NOTFOUND)
+        for index, rdtype in enumerate(types):
+            result = await self.lookup(name, rdtype)
+            found.extend(result.records)
+            status = result.status
+            if status == OK and flags & STOP_OK:
+                break
+            if status == INVAL and flags & STOP_INVAL:
+                break
+            if status == POLICY and rdtype == "MX" and flags & STOP_MX_POLICY:
+                break
+            if status == NULLMX and flags & STOP_NULLMX:
+                break
+            if index == len(types) - 1:
+                break
+            if best is None or status >= best.status:
+                best = result
+        if best is not None and result.status < best.status:
+            result = best
+        if found and result.status == OK:
+            return Result(OK, tuple(found))
+        return result

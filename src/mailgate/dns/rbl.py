@@ -1,0 +1,150 @@
+"""DNS list helpers: reply-address patterns (Postfix's ip_match `127.0.0.[2..11]`), list site
+specs (`domain=filter*weight`, postscreen's syntax), query names, and what is a list error."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+_DIGITS = re.compile(r"\d+")
+
+
+class PatternError(ValueError):
+    pass
+
+
+def _token(text: str, pos: int) -> str:
+    m = _DIGITS.match(text, pos)
+    return m.group() if m else text[pos:pos + 1]
+
+
+def _error(text: str, pos: int, what: str) -> PatternError:
+    token = _token(text, pos)
+    return PatternError(f'{what} at "{text[:pos]}>{token}<{text[pos + len(token):]}"')
+
+
+@dataclass(frozen=True, slots=True)
+class IpPattern:
+    """Four octets, each a tuple of (low, high) ranges."""
+
+    text: str
+    octets: tuple[tuple[tuple[int, int], ...], ...]
+
+    def match(self, addr: str) -> bool:
+        parts = addr.split(".")
+        if len(parts) != 4:
+            return False
+        for part, ranges in zip(parts, self.octets, strict=True):
+            if not part.isdigit():
+                return False
+            value = int(part)
+            if not any(lo <= value <= hi for lo, hi in ranges):
+                return False
+        return True
+
+
+def _number(text: str, pos: int, what: str) -> tuple[int, int]:
+    m = _DIGITS.match(text, pos)
+    if m is None or int(m.group()) > 255:
+        raise _error(text, pos, what)
+    return int(m.group()), m.end()
+
+
+def parse_ip_pattern(pattern: str) -> IpPattern:
+    """ip_match_parse(): `1.2.[3..11;20].4`; raises PatternError with Postfix's text."""
+    text = pattern
+    if text.startswith("[") and text.endswith("]") and text.count("[") > 1:
+        text = text[1:-1]
+    elif text.startswith("[["):
+        raise PatternError('missing "]" character')
+    octets: list[tuple[tuple[int, int], ...]] = []
+    pos = 0
+    for index in range(4):
+        if index:
+            if pos >= len(text) or text[pos] != ".":
+                raise _error(text, pos, 'need "."')
+            pos += 1
+        if pos < len(text) and text[pos] == "[":
+            pos += 1
+            ranges = []
+            while True:
+                lo, pos = _number(text, pos, "need decimal number 0..255")
+                hi = lo
+                if text.startswith(".", pos):
+                    if not text.startswith("..", pos):
+                        raise _error(text, pos + 1, "numeric range error")
+                    m = _DIGITS.match(text, pos + 2)
+                    if m is None or int(m.group()) > 255 or int(m.group()) < lo:
+                        raise _error(text, pos + 2, "numeric range error")
+                    hi, pos = int(m.group()), m.end()
+                ranges.append((lo, hi))
+                if text.startswith(";", pos):
+                    pos += 1
+                    continue
+                if text.startswith("]", pos):
+                    pos += 1
+                    break
+                raise _error(text, pos, 'need ";" or "]"')
+            octets.append(tuple(ranges))
+        else:
+            value, pos = _number(text, pos, 'need decimal number 0..255 or "["')
+            octets.append(((value, value),))
+    if pos < len(text):
+        raise PatternError(f'garbage after pattern at "{text[:pos]}>{text[pos:]}<"')
+    return IpPattern(text, tuple(octets))
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One list: `domain`, an optional reply filter, and a weight (scoring only)."""
+
+    spec: str  # as written, without the weight (the rbl_reply_maps key)
+    domain: str
+    pattern: IpPattern | None
+    weight: int = 1
+
+
+def parse_site(spec: str, weighted: bool = False) -> Site:
+    """`zen.spamhaus.org=127.0.0.[2..11]*3` (weights only when `weighted`)."""
+    weight = 1
+    text = spec
+    if weighted and "*" in spec:
+        text, _, number = spec.rpartition("*")
+        try:
+            weight = int(number)
+        except ValueError as exc:
+            raise PatternError(f"bad weight in {spec!r}") from exc
+    domain, eq, codes = text.partition("=")
+    pattern = parse_ip_pattern(codes) if eq else None
+    return Site(text, domain, pattern, weight)
+
+
+def reverse_query(addr: str) -> str | None:
+    """`4.3.2.1` for 1.2.3.4, reversed nibbles for IPv6; None for anything else."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return ".".join(reversed(addr.split(".")))
+    return ".".join(reversed(ip.exploded.replace(":", "")))
+
+
+_REFUSED = ipaddress.ip_network("127.255.255.0/24")
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+def list_error(addr: str) -> str:
+    """Why a list answer is not a listing ("" when it may be one): Spamhaus-style error
+    codes (127.255.255.0/24: query refused, public or open resolver) and answers outside
+    127.0.0.0/8 (a lapsed list domain answering with a web server's address)."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return "not an IPv4 address"
+    if ip in _REFUSED:
+        return "error code (query refused or resolver blocked)"
+    if ip not in _LOOPBACK:
+        return "answer outside 127.0.0.0/8"
+    return ""

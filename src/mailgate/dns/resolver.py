@@ -1,0 +1,197 @@
+"""Asynchronous DNS queries on dnspython: a deadline per query, bounded concurrency, a cache
+that honours TTLs and negative answers, and Postfix's "not found" versus "try again"."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.message
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+# Postfix's dns.h status codes; a higher value is a better answer (dns_lookup_rl precedence).
+OK, POLICY, RETRY, INVAL, FAIL, NULLMX, NOTFOUND = 0, -1, -2, -3, -4, -5, -6
+
+# dns_strerror() texts for the resolver's h_errno values.
+HOST_NOT_FOUND = "Host not found"
+TRY_AGAIN = "Host not found, try again"
+NO_RECOVERY = "Non-recoverable error"
+NO_DATA = "Host found but no data record of requested type"
+
+NEGATIVE_TTL = 60  # when a negative answer carries no SOA
+MAX_TTL = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One resource record: owner (no trailing dot), TTL, type and its data as text (address,
+    target host without trailing dot, "" for the null MX target, TXT strings joined)."""
+
+    name: str
+    ttl: int
+    type: str
+    data: str
+    pref: int = 0
+
+    def text(self) -> str:
+        """dns_strrecord(): the form smtpd_dns_reply_filter patterns see."""
+        data = self.data
+        if self.type in ("MX", "NS", "PTR", "CNAME"):
+            data = data + "."
+        if self.type == "MX":
+            data = f"{self.pref} {data}"
+        return f"{self.name}. {self.ttl} IN {self.type} {data}"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    records: tuple[Record, ...] = ()
+    error: str = ""  # dns_strerror() text for a failure
+    nxdomain: bool = False
+
+
+def _servers(spec: Sequence[str]) -> list[dns.nameserver.Nameserver]:
+    """`127.0.0.1:5353`, `[::1]:53`, `::1`, `192.0.2.1` → nameserver objects."""
+    out: list[dns.nameserver.Nameserver] = []
+    for item in spec:
+        host, port = item, 53
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else 53
+        elif item.count(":") == 1:
+            host, _, number = item.partition(":")
+            port = int(number)
+        out.append(dns.nameserver.Do53Nameserver(host, port))
+    return out
+
+
+def _negative_ttl(response: dns.message.Message | None) -> int:
+    if response is None:
+        return NEGATIVE_TTL
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return min(rrset.ttl, rrset[0].minimum)  # type: ignore[no-any-return]
+    return NEGATIVE_TTL
+
+
+def _records(answer: dns.resolver.Answer, rdtype: str) -> tuple[Record, ...]:
+    rrset = answer.rrset
+    if rrset is None:
+        return ()
+    owner = rrset.name.to_text(omit_final_dot=True)
+    out = []
+    for rdata in rrset:
+        pref = 0
+        if rdtype in ("A", "AAAA"):
+            data = rdata.address
+        elif rdtype == "MX":
+            pref = rdata.preference
+            target = rdata.exchange
+            data = "" if target == dns.name.root else target.to_text(omit_final_dot=True)
+        elif rdtype in ("NS", "PTR", "CNAME"):
+            data = rdata.target.to_text(omit_final_dot=True)
+        elif rdtype == "TXT":
+            data = b"".join(rdata.strings).decode("utf-8", "replace")
+        else:
+            data = rdata.to_text()
+        out.append(Record(owner, rrset.ttl, rdtype, data, pref))
+    return tuple(out)
+
+
+class Resolver:
+    """Queries one record type for one name. The system configuration (/etc/resolv.conf) is
+    used unless `servers` are given. Answers are cached for their TTL (negative answers for
+    the SOA minimum); "try again" answers are not cached. Identical queries in flight share
+    one request."""
+
+    def __init__(self, servers: Sequence[str] = (), timeout: float = 5.0, concurrency: int = 1000,
+                 cache_size: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        resolver = dns.asyncresolver.Resolver(configure=not servers)
+        if servers:
+            resolver.nameservers = _servers(servers)
+        resolver.lifetime = timeout
+        resolver.timeout = max(timeout / 2, 0.05)
+        resolver.cache = None
+        resolver.retry_servfail = False
+        self._resolver = resolver
+        self._limit = asyncio.Semaphore(max(concurrency, 1))
+        self._cache: dict[tuple[str, str], tuple[float, Answer]] = {}
+        self._cache_size = cache_size
+        self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
+        self.clock = clock
+        self.queries = 0  # sent to a server (not answered from the cache)
+
+    def flush(self) -> None:
+        self._cache.clear()
+
+    def cached(self, name: str, rdtype: str) -> Answer | None:
+        key = (name.lower(), rdtype)
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= self.clock():
+            del self._cache[key]
+            return None
+        return hit[1]
+
+    async def query(self, name: str, rdtype: str) -> Answer:
+        hit = self.cached(name, rdtype)
+        if hit is not None:
+            return hit
+        return await asyncio.shield(self._start(name, rdtype))
+
+    def prefetch(self, name: str, rdtype: str = "A") -> None:
+        """Start a query now so that a later query() finds it answered or in flight."""
+        if self.cached(name, rdtype) is None:
+            self._start(name, rdtype)
+
+    def _start(self, name: str, rdtype: str) -> asyncio.Task[Answer]:
+        key = (name.lower(), rdtype)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._query(key))
+            self._inflight[key] = task
+        return task
+
+    async def _query(self, key: tuple[str, str]) -> Answer:
+        try:
+            answer, ttl = await self._ask(*key)
+        finally:
+            del self._inflight[key]
+        if answer.status != RETRY and ttl > 0:
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = (self.clock() + min(ttl, MAX_TTL), answer)
+        return answer
+
+    async def _ask(self, name: str, rdtype: str) -> tuple[Answer, int]:
+        try:
+            qname = dns.name.from_text(name)
+        except dns.exception.DNSException:
+            return Answer(FAIL, error=NO_RECOVERY), 0
+        self.queries += 1
+        try:
+            async with self._limit:
+                answer = await self._resolver.resolve(qname, rdtype, raise_on_no_answer=False,
+                                                      search=False)
+        except dns.resolver.NXDOMAIN as exc:
+            response = exc.responses().get(exc.canonical_name) if exc.kwargs else None  # type: ignore[no-untyped-call]
+            return Answer(NOTFOUND, error=HOST_NOT_FOUND, nxdomain=True), _negative_ttl(response)
+        except (dns.resolver.NoNameservers, dns.exception.Timeout):
+            return Answer(RETRY, error=TRY_AGAIN), 0
+        except dns.resolver.YXDOMAIN:
+            return Answer(FAIL, error=NO_RECOVERY), 0
+        except (dns.exception.DNSException, OSError):
+            return Answer(RETRY, error=TRY_AGAIN), 0
+        records = _records(answer, rdtype)
+        if not records:
+            return Answer(NOTFOUND, error=NO_DATA), _negative_ttl(answer.response)
+        return Answer(OK, records), min(r.ttl for r in records)
