@@ -207,8 +207,9 @@ def server(server_factory) -> Server:  # type: ignore[no-untyped-def]
 class Client:
     """A raw SMTP client for byte-exact dialogues (smtplib hides too much)."""
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 10.0, source: str = "") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buf = b""
 
     def line(self) -> str:

@@ -92,7 +92,10 @@ class DnsLookup:
 
     async def lookup_l(self, name: str, types: tuple[str, ...], flags: int) -> Result:
         """dns_lookup_l(): each type in turn; OK wins, then by Postfix's precedence
-        (POLICY > RETRY > INVAL > FAIL > NULLMX > NOTFOUND)."""
+        (POLICY > RETRY > INVAL > FAIL > NULLMX > NOTFOUND). The queries are sent together;
+        their answers are taken (and filtered, and logged) in Postfix's order."""
+        for rdtype in types[1:]:  # asked at once: one slow server costs one deadline, not three
+            self.resolver.prefetch(name, rdtype)
         best: Result | None = None
         found: list[Record] = []
         result = Result(NOTFOUND)

@@ -26,6 +26,7 @@ NO_RECOVERY = "Non-recoverable error"
 NO_DATA = "Host found but no data record of requested type"
 
 NEGATIVE_TTL = 60  # when a negative answer carries no SOA
+FAILURE_TTL = 5  # a timeout or SERVFAIL is remembered this long (RFC 2308 section 7 allows 300)
 MAX_TTL = 86400
 
 
@@ -109,8 +110,8 @@ def _records(answer: dns.resolver.Answer, rdtype: str) -> tuple[Record, ...]:
 class Resolver:
     """Queries one record type for one name. The system configuration (/etc/resolv.conf) is
     used unless `servers` are given. Answers are cached for their TTL (negative answers for
-    the SOA minimum); "try again" answers are not cached. Identical queries in flight share
-    one request."""
+    the SOA minimum), "try again" answers for FAILURE_TTL seconds so that a server in trouble
+    is not asked again by every session. Identical queries in flight share one request."""
 
     def __init__(self, servers: Sequence[str] = (), timeout: float = 5.0, concurrency: int = 1000,
                  cache_size: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
@@ -166,7 +167,9 @@ class Resolver:
             answer, ttl = await self._ask(*key)
         finally:
             del self._inflight[key]
-        if answer.status != RETRY and ttl > 0:
+        if answer.status == RETRY:
+            ttl = FAILURE_TTL
+        if ttl > 0:
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = (self.clock() + min(ttl, MAX_TTL), answer)
@@ -176,7 +179,7 @@ class Resolver:
         try:
             qname = dns.name.from_text(name)
         except dns.exception.DNSException:
-            return Answer(FAIL, error=NO_RECOVERY), 0
+            return Answer(FAIL, error=NO_RECOVERY), NEGATIVE_TTL
         self.queries += 1
         try:
             async with self._limit:

@@ -80,12 +80,12 @@ class EngineSettings:
             unknown_address_tempfail_action=_tempfail(cfg, "unknown_address_tempfail_action"),
             unknown_helo_tempfail_action=_tempfail(cfg,
                                                    "unknown_helo_hostname_tempfail_action"),
-            default_rbl_reply=cfg.get_str("default_rbl_reply"),
+            default_rbl_reply=cfg.raw("default_rbl_reply") or "",  # expanded per reply
             maps_rbl_domains=cfg.get_list("maps_rbl_domains"),
             expansion_filter=frozenset(unescape(cfg.get_str("smtpd_expansion_filter"))),
             dnsbl_sites=_sites(cfg.get_list("smtpd_dnsbl_sites")),
             dnsbl_threshold=cfg.get_int("smtpd_dnsbl_threshold"),
-            dnsbl_reply=cfg.get_str("smtpd_dnsbl_reply"),
+            dnsbl_reply=cfg.raw("smtpd_dnsbl_reply") or "",
         )
         settings.check_relay_control()
         return settings

@@ -1,0 +1,132 @@
+"""The DNS layer against the test DNS server: answers, "not found" versus "try again", the
+TTL cache with a driven clock, in-flight sharing; ip_match patterns; the connect prefetch plan."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import SHARED
+from mailgate.dns.lookup import STOP_OK, DnsLookup
+from mailgate.dns.names import HostsFile, NameService, peer_name
+from mailgate.dns.rbl import PatternError, list_error, parse_ip_pattern, parse_site, reverse_query
+from mailgate.dns.resolver import NOTFOUND, NULLMX, OK, RETRY, Resolver
+from mailgate.engine.connect import Prefetch
+from mailgate.engine.settings import EngineSettings
+
+UTIL = SHARED / "postfix" / "tests" / "util"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_answers_and_failures(dns_server: str) -> None:
+    async def run() -> None:
+        resolver = Resolver([dns_server], timeout=1)
+        spike = await resolver.query("spike.porcupine.org", "A")
+        assert (spike.status, [r.data for r in spike.records]) == (OK, ["168.100.3.2"])
+        missing = await resolver.query("nxdomain.porcupine.org", "A")
+        assert (missing.status, missing.nxdomain, missing.error) == (NOTFOUND, True,
+                                                                     "Host not found")
+        nodata = await resolver.query("spike.porcupine.org", "MX")
+        assert (nodata.status, nodata.nxdomain) == (NOTFOUND, False)
+        assert (await resolver.query("x.timeout.mailgate.test", "A")).status == RETRY
+        assert (await resolver.query("x.servfail.mailgate.test", "A")).status == RETRY
+        txt = await resolver.query("2.0.0.127.dnsbltest.porcupine.org", "TXT")
+        assert txt.records[0].data == "DNS blocklist test"
+        alias = await resolver.query("alias.mailgate.test", "A")
+        assert [r.data for r in alias.records] == ["127.0.0.10"]
+        wild = await resolver.query("2.3.100.168.wild.porcupine.org", "A")
+        assert wild.status == OK
+        lookup = DnsLookup(resolver)
+        assert (await lookup.lookup("nullmx.porcupine.org", "MX")).status == NULLMX
+        both = await lookup.lookup_l("sixonly.mailgate.test", ("A", "AAAA", "MX"), STOP_OK)
+        assert (both.status, [r.data for r in both.records]) == (OK, ["::1"])
+
+    asyncio.run(run())
+
+
+def test_cache_honours_ttl_and_negative_answers(dns_server: str) -> None:
+    async def run() -> None:
+        clock = Clock()
+        resolver = Resolver([dns_server], timeout=1, clock=clock)
+        await asyncio.gather(*(resolver.query("fist.porcupine.org", "A") for _ in range(5)))
+        assert resolver.queries == 1  # five askers in flight, one query
+        await resolver.query("fist.porcupine.org", "A")
+        await resolver.query("nxdomain.porcupine.org", "A")
+        await resolver.query("nxdomain.porcupine.org", "A")
+        assert resolver.queries == 2  # both answers cached (the NXDOMAIN for the SOA minimum)
+        clock.now += 61  # past the SOA minimum (60), not past the A record's TTL (300)
+        await resolver.query("fist.porcupine.org", "A")
+        await resolver.query("nxdomain.porcupine.org", "A")
+        assert resolver.queries == 3
+        clock.now += 300
+        await resolver.query("fist.porcupine.org", "A")
+        assert resolver.queries == 4
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(("addr", "name", "status", "warning"), [
+    ("127.0.0.10", "good.mailgate.test", 2, ""),
+    ("127.0.0.11", "unknown", 6, "hostname forged.mailgate.test does not resolve to address "
+                                 "127.0.0.11"),
+    ("127.0.0.12", "unknown", 5, ""),
+    ("127.0.0.13", "unknown", 4, ""),
+    ("127.0.0.14", "unknown", 5, "numeric hostname: 127.0.0.14"),
+    ("127.0.0.1", "localhost", 2, ""),
+])
+def test_peer_name(dns_server: str, addr: str, name: str, status: int, warning: str) -> None:
+    warnings: list[str] = []
+    hosts = HostsFile({"localhost": ("127.0.0.1",)}, {"127.0.0.1": "localhost"})
+    names = NameService(Resolver([dns_server], timeout=1), hosts)
+    found = asyncio.run(peer_name(names, addr, warnings.append))
+    assert (found.name, found.name_status) == (name, status)
+    assert warnings == ([warning] if warning else [])
+
+
+def test_ip_match_vectors() -> None:
+    """util/ip_match.{in,ref}: reply-address patterns, their errors and matches."""
+    out = []
+    for line in (UTIL / "ip_match.in").read_text().splitlines():
+        words = line.split()
+        out.append("> " + line)
+        try:
+            pattern = parse_ip_pattern(words[0])
+        except PatternError as exc:
+            out.append(f"Error: {exc}")
+            continue
+        out.append(f"Code: {pattern.text}")
+        out += [f"Match {a}: {'yes' if pattern.match(a) else 'no'}" for a in words[1:]]
+    assert out == (UTIL / "ip_match.ref").read_text().splitlines()
+
+
+def test_sites_queries_and_list_errors() -> None:
+    site = parse_site("zen.example=127.0.0.[2..11]*3", weighted=True)
+    assert (site.spec, site.domain, site.weight) == ("zen.example=127.0.0.[2..11]", "zen.example", 3)
+    assert site.pattern is not None and site.pattern.match("127.0.0.4")
+    assert parse_site("wl.example*-2", weighted=True).weight == -2
+    assert reverse_query("1.2.3.4") == "4.3.2.1"
+    assert reverse_query("2001:db8::1") == ".".join(reversed("20010db8" + "0" * 23 + "1"))
+    assert reverse_query("unknown") is None
+    assert list_error("127.0.0.2") == ""
+    assert "refused" in list_error("127.255.255.254")
+    assert "outside" in list_error("192.0.2.1")
+
+
+def test_prefetch_plan() -> None:
+    """Every list a client's address or name will be asked about, found through classes."""
+    settings = EngineSettings(
+        lists={"client": ("reject_rbl_client", "zen.example=127.0.0.2", "strict"),
+               "recipient": ("reject_dnsbl_score", "reject_rhsbl_client", "rhs.example")},
+        classes={"strict": ("permit_dnswl_client", "wl.example")},
+        dnsbl_sites=(parse_site("bl.example*2", weighted=True),))
+    plan = Prefetch.plan(settings)
+    assert set(plan.by_address) == {"zen.example", "wl.example", "bl.example"}
+    assert plan.by_name == ("rhs.example",)
