@@ -172,6 +172,9 @@ class App:
 
     async def stop(self) -> None:
         await self.server.stop()
+        dns = self.server.services.engine.tables.dns
+        if dns is not None:
+            dns.resolver.close()
         await self.qmgr.stop()
         self.renamer.stop()
         self.log.close()

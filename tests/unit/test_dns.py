@@ -29,6 +29,12 @@ class Clock:
 def test_answers_and_failures(dns_server: str) -> None:
     async def run() -> None:
         resolver = Resolver([dns_server], timeout=1)
+        try:
+            await answers(resolver)
+        finally:
+            resolver.close()
+
+    async def answers(resolver: Resolver) -> None:
         spike = await resolver.query("spike.porcupine.org", "A")
         assert (spike.status, [r.data for r in spike.records]) == (OK, ["168.100.3.2"])
         missing = await resolver.query("nxdomain.porcupine.org", "A")
@@ -56,6 +62,12 @@ def test_cache_honours_ttl_and_negative_answers(dns_server: str) -> None:
     async def run() -> None:
         clock = Clock()
         resolver = Resolver([dns_server], timeout=1, clock=clock)
+        try:
+            await cache(resolver, clock)
+        finally:
+            resolver.close()
+
+    async def cache(resolver: Resolver, clock: Clock) -> None:
         await asyncio.gather(*(resolver.query("fist.porcupine.org", "A") for _ in range(5)))
         assert resolver.queries == 1  # five askers in flight, one query
         await resolver.query("fist.porcupine.org", "A")
@@ -85,9 +97,16 @@ def test_cache_honours_ttl_and_negative_answers(dns_server: str) -> None:
 def test_peer_name(dns_server: str, addr: str, name: str, status: int, warning: str) -> None:
     warnings: list[str] = []
     hosts = HostsFile({"localhost": ("127.0.0.1",)}, {"127.0.0.1": "localhost"})
-    names = NameService(Resolver([dns_server], timeout=1), hosts)
-    found = asyncio.run(peer_name(names, addr, warnings.append))
-    assert (found.name, found.name_status) == (name, status)
+    resolver = Resolver([dns_server], timeout=1)
+
+    async def run() -> tuple[str, int]:
+        try:
+            found = await peer_name(NameService(resolver, hosts), addr, warnings.append)
+            return found.name, found.name_status
+        finally:
+            resolver.close()
+
+    assert asyncio.run(run()) == (name, status)
     assert warnings == ([warning] if warning else [])
 
 

@@ -273,17 +273,21 @@ class DriverResolver(AddressResolver):
 async def run_script(lines: list[str], out: TextIO, servers: tuple[str, ...] = (),
                      timeout: float = 5.0) -> int:
     """Run a driver script; DNS queries go to `servers` (default: /etc/resolv.conf)."""
-    driver = Driver(out, resolver=Resolver(servers, timeout=timeout))
-    for line in lines:
-        out.write(f">>> {line}\n")
-        try:
-            result = await driver.command(line)
-        except DriverExit as exc:
-            out.write(PREFIX + str(exc) + "\n")
-            return 1
-        if result is not None:
-            out.write(result + "\n")
-    return 0
+    resolver = Resolver(servers, timeout=timeout)
+    driver = Driver(out, resolver=resolver)
+    try:
+        for line in lines:
+            out.write(f">>> {line}\n")
+            try:
+                result = await driver.command(line)
+            except DriverExit as exc:
+                out.write(PREFIX + str(exc) + "\n")
+                return 1
+            if result is not None:
+                out.write(result + "\n")
+        return 0
+    finally:
+        resolver.close()
 
 
 def run_tokens(lines: list[str], out: TextIO) -> int:

@@ -1,5 +1,6 @@
-"""Asynchronous DNS queries on dnspython: a deadline per query, bounded concurrency, a cache
-that honours TTLs and negative answers, and Postfix's "not found" versus "try again"."""
+"""Asynchronous DNS queries: a deadline per query, bounded concurrency, a cache that honours
+TTLs and negative answers, and Postfix's "not found" versus "try again" (the system's
+servers from /etc/resolv.conf as dnspython reads it)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import dns.asyncresolver
 import dns.exception
-import dns.message
-import dns.name
-import dns.nameserver
-import dns.rdatatype
 import dns.resolver
+
+from mailgate.dns import wire
+from mailgate.dns.transport import Server, Timeout, exchange
+from mailgate.dns.wire import Reply
 
 # Postfix's dns.h status codes; a higher value is a better answer (dns_lookup_rl precedence).
 OK, POLICY, RETRY, INVAL, FAIL, NULLMX, NOTFOUND = 0, -1, -2, -3, -4, -5, -6
@@ -59,9 +59,9 @@ class Answer:
     nxdomain: bool = False
 
 
-def _servers(spec: Sequence[str]) -> list[dns.nameserver.Nameserver]:
-    """`127.0.0.1:5353`, `[::1]:53`, `::1`, `192.0.2.1` → nameserver objects."""
-    out: list[dns.nameserver.Nameserver] = []
+def _servers(spec: Sequence[str]) -> list[Server]:
+    """`127.0.0.1:5353`, `[::1]:53`, `::1`, `192.0.2.1`; none: /etc/resolv.conf's."""
+    out: list[Server] = []
     for item in spec:
         host, port = item, 53
         if item.startswith("["):
@@ -70,41 +70,45 @@ def _servers(spec: Sequence[str]) -> list[dns.nameserver.Nameserver]:
         elif item.count(":") == 1:
             host, _, number = item.partition(":")
             port = int(number)
-        out.append(dns.nameserver.Do53Nameserver(host, port))
-    return out
+        out.append(Server(host, port))
+    if not out:
+        try:
+            system = dns.resolver.Resolver(configure=True)
+            out = [Server(str(getattr(ns, "address", ns)), int(getattr(ns, "port", 53)))
+                   for ns in system.nameservers]
+        except dns.exception.DNSException:
+            out = []
+    return out or [Server("127.0.0.1")]
 
 
-def _negative_ttl(response: dns.message.Message | None) -> int:
-    if response is None:
-        return NEGATIVE_TTL
-    for rrset in response.authority:
-        if rrset.rdtype == dns.rdatatype.SOA:
-            return min(rrset.ttl, rrset[0].minimum)  # type: ignore[no-any-return]
+def _negative_ttl(reply: Reply) -> int:
+    for rr in reply.authority:
+        if rr.type == wire.TYPES["SOA"]:
+            return min(rr.ttl, rr.minimum)
     return NEGATIVE_TTL
 
 
-def _records(answer: dns.resolver.Answer, rdtype: str) -> tuple[Record, ...]:
-    rrset = answer.rrset
-    if rrset is None:
-        return ()
-    owner = rrset.name.to_text(omit_final_dot=True)
-    out = []
-    for rdata in rrset:
-        pref = 0
-        if rdtype in ("A", "AAAA"):
-            data = rdata.address
-        elif rdtype == "MX":
-            pref = rdata.preference
-            target = rdata.exchange
-            data = "" if target == dns.name.root else target.to_text(omit_final_dot=True)
-        elif rdtype in ("NS", "PTR", "CNAME"):
-            data = rdata.target.to_text(omit_final_dot=True)
-        elif rdtype == "TXT":
-            data = b"".join(rdata.strings).decode("utf-8", "replace")
-        else:
-            data = rdata.to_text()
-        out.append(Record(owner, rrset.ttl, rdtype, data, pref))
-    return tuple(out)
+def _answer(reply: Reply, qname: str, rdtype: str) -> tuple[Answer, int]:
+    """What a reply means: records (after the CNAME chain), NXDOMAIN, NODATA or a failure."""
+    if reply.rcode == wire.NXDOMAIN:
+        return Answer(NOTFOUND, error=HOST_NOT_FOUND, nxdomain=True), _negative_ttl(reply)
+    if reply.rcode in (wire.SERVFAIL, wire.REFUSED):
+        return Answer(RETRY, error=TRY_AGAIN), 0
+    if reply.rcode != wire.NOERROR:
+        return Answer(FAIL, error=NO_RECOVERY), 0
+    wanted = wire.TYPES[rdtype]
+    name = qname.rstrip(".").lower()
+    for _ in range(9):
+        found = [rr for rr in reply.answer if rr.type == wanted and rr.name.lower() == name]
+        if found:
+            records = tuple(Record(rr.name, rr.ttl, rdtype, rr.data, rr.pref) for rr in found)
+            return Answer(OK, records), min(r.ttl for r in records)
+        alias = next((rr for rr in reply.answer if rr.type == wire.TYPES["CNAME"]
+                      and rr.name.lower() == name), None)
+        if alias is None:
+            break
+        name = alias.data.lower()
+    return Answer(NOTFOUND, error=NO_DATA), _negative_ttl(reply)
 
 
 class Resolver:
@@ -115,14 +119,9 @@ class Resolver:
 
     def __init__(self, servers: Sequence[str] = (), timeout: float = 5.0, concurrency: int = 1000,
                  cache_size: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
-        resolver = dns.asyncresolver.Resolver(configure=not servers)
-        if servers:
-            resolver.nameservers = _servers(servers)
-        resolver.lifetime = timeout
-        resolver.timeout = max(timeout / 2, 0.05)
-        resolver.cache = None
-        resolver.retry_servfail = False
-        self._resolver = resolver
+        self._servers = _servers(servers)
+        self._lifetime = timeout
+        self._attempt = min(max(timeout / 3, 0.05), 1.0)  # retransmit after this long
         self._limit = asyncio.Semaphore(max(concurrency, 1))
         self._cache: dict[tuple[str, str], tuple[float, Answer]] = {}
         self._cache_size = cache_size
@@ -132,6 +131,13 @@ class Resolver:
 
     def flush(self) -> None:
         self._cache.clear()
+
+    def close(self) -> None:
+        """Close the sockets (they are opened again when needed)."""
+        for task in self._inflight.values():
+            task.cancel()
+        for server in self._servers:
+            server.close()
 
     def cached(self, name: str, rdtype: str) -> Answer | None:
         key = (name.lower(), rdtype)
@@ -177,24 +183,13 @@ class Resolver:
 
     async def _ask(self, name: str, rdtype: str) -> tuple[Answer, int]:
         try:
-            qname = dns.name.from_text(name)
-        except dns.exception.DNSException:
+            q = wire.question(name, rdtype)
+        except wire.WireError:
             return Answer(FAIL, error=NO_RECOVERY), NEGATIVE_TTL
         self.queries += 1
         try:
             async with self._limit:
-                answer = await self._resolver.resolve(qname, rdtype, raise_on_no_answer=False,
-                                                      search=False)
-        except dns.resolver.NXDOMAIN as exc:
-            response = exc.responses().get(exc.canonical_name) if exc.kwargs else None  # type: ignore[no-untyped-call]
-            return Answer(NOTFOUND, error=HOST_NOT_FOUND, nxdomain=True), _negative_ttl(response)
-        except (dns.resolver.NoNameservers, dns.exception.Timeout):
+                reply = await exchange(self._servers, q, self._lifetime, self._attempt)
+        except (Timeout, OSError):
             return Answer(RETRY, error=TRY_AGAIN), 0
-        except dns.resolver.YXDOMAIN:
-            return Answer(FAIL, error=NO_RECOVERY), 0
-        except (dns.exception.DNSException, OSError):
-            return Answer(RETRY, error=TRY_AGAIN), 0
-        records = _records(answer, rdtype)
-        if not records:
-            return Answer(NOTFOUND, error=NO_DATA), _negative_ttl(answer.response)
-        return Answer(OK, records), min(r.ttl for r in records)
+        return _answer(reply, name, rdtype)

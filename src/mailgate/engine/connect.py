@@ -41,11 +41,13 @@ class Prefetch:
                     by_address.extend(site.domain for site in settings.dnsbl_sites)
         return cls(tuple(dict.fromkeys(by_address)), tuple(dict.fromkeys(by_name)))
 
-    def start(self, resolver: Resolver, client: Client) -> None:
-        key = reverse_query(client.addr)
+    def start_address(self, resolver: Resolver, addr: str) -> None:
+        key = reverse_query(addr)
         if key is not None:
             for domain in self.by_address:
                 resolver.prefetch(f"{key}.{domain}", "A")
+
+    def start_name(self, resolver: Resolver, client: Client) -> None:
         name = client.name
         if name.lower() != "unknown" and not name.rpartition(".")[2].isdigit():
             for domain in self.by_name:

@@ -41,11 +41,14 @@ class Engine:
         self.prefetch = Prefetch.plan(settings)
 
     async def connect(self, addr: str, port: int, peername_lookup: bool = True) -> Client:
-        """A new client: its name lookup, then its DNS list queries started in parallel."""
+        """A new client: its DNS list queries start, in parallel with its name lookup."""
+        dns = self.tables.dns
+        if dns is not None:
+            self.prefetch.start_address(dns.resolver, addr)
         client = await lookup_client(self.tables.names, addr, port, peername_lookup,
                                      lambda text: self.log("warning: " + text))
-        if self.tables.dns is not None:
-            self.prefetch.start(self.tables.dns.resolver, client)
+        if dns is not None:
+            self.prefetch.start_name(dns.resolver, client)
         return client
 
     def bad_address(self, address: str) -> bool:

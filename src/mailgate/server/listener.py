@@ -60,7 +60,8 @@ class SmtpServer:
     async def start(self, sockets: list[socket.socket]) -> None:
         """Serve on listening sockets bound by the master (shared by every worker)."""
         for sock in sockets:
-            server = await asyncio.start_server(self._accept, sock=sock, limit=_READ * 4)
+            server = await asyncio.start_server(self._accept, sock=sock, limit=_READ * 4,
+                                                backlog=4096)  # asyncio would listen(100)
             self.servers.append(server)
 
     async def stop(self) -> None:

@@ -1,0 +1,201 @@
+"""DNS checks under load: many concurrent sessions, each needing three DNS blocklist lookups,
+a client name lookup and a sender-domain check, against the test DNS server on loopback
+answering every query after a fixed delay (default 50 ms).
+
+Each session comes from its own loopback address (127.1.0.0 and up, so every blocklist query
+is new) and uses its own sender domain (`sNNN.senders.bench.test`, MX by wildcard), then sends
+one small message; the client pauses `--think` seconds before each command (its network
+round trip), so that the machine is not saturated by the load generator and the DNS server
+that share it. Printed: messages/s, and RCPT and greeting latency (p50/p99/max), with the
+DNS checks and without them (same load, no DNS restrictions), plus the DNS queries the server
+sent. Postfix is not compared: its resolver cannot be pointed at a DNS server on a loopback
+port without changing the machine's /etc/resolv.conf.
+Usage: bench/dns [-c CONCURRENT] [-m MESSAGES] [--delay S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "tests"))
+from throughput import descendants, proc_cpu  # noqa: E402
+
+from support import dns as dns_support  # noqa: E402
+
+ZONE = """$ORIGIN .
+$TTL 300
+@ SOA ns.bench.test. hostmaster.bench.test. 1 3600 600 86400 60
+*.senders.bench.test MX 10 mx.bench.test.
+mx.bench.test A 127.0.0.1
+bl1.bench.test NS ns.bench.test.
+bl2.bench.test NS ns.bench.test.
+bl3.bench.test NS ns.bench.test.
+ns.bench.test A 127.0.0.1
+"""
+DNS_CHECKS = {
+    "smtpd_sender_restrictions": "reject_unknown_sender_domain",
+    "smtpd_recipient_restrictions": "reject_rbl_client bl1.bench.test, "
+                                    "reject_rbl_client bl2.bench.test, "
+                                    "reject_rbl_client bl3.bench.test",
+}
+
+
+def source(i: int) -> str:
+    n = 65536 + i  # 127.1.0.0 onwards
+    return f"127.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255 or 1}"
+
+
+async def one(port: int, i: int, rcpt_times: list[float], greet_times: list[float],
+              think: float) -> bool:
+    start = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                   local_addr=(source(i), 0))
+    try:
+        async def cmd(text: str) -> bytes:
+            if think:
+                await asyncio.sleep(think)  # the client's network round trip
+            writer.write(text.encode() + b"\r\n")
+            last = b""
+            while True:
+                last = await reader.readline()
+                if len(last) < 4 or last[3:4] != b"-":
+                    return last
+
+        line = await reader.readline()
+        greet_times.append(time.monotonic() - start)
+        if not line.startswith(b"220"):
+            print("greeting:", line, file=sys.stderr)
+            return False
+        await cmd(f"EHLO c{i}.client.bench.test")
+        await cmd(f"MAIL FROM:<u{i}@s{i}.senders.bench.test>")
+        if think:
+            await asyncio.sleep(think)
+        t = time.monotonic()
+        writer.write(b"RCPT TO:<bench@example.test>\r\n")
+        reply = await reader.readline()
+        rcpt_times.append(time.monotonic() - t)
+        if not reply.startswith(b"250"):
+            print("RCPT:", reply, file=sys.stderr)
+            return False
+        await cmd("DATA")
+        ok = (await cmd(f"Subject: {i}\r\n\r\nbody\r\n.")).startswith(b"250")
+        await cmd("QUIT")
+        return ok
+    finally:
+        writer.close()
+
+
+async def load(port: int, concurrency: int, messages: int, offset: int, think: float
+               ) -> tuple[float, int, list[float], list[float]]:
+    rcpt: list[float] = []
+    greet: list[float] = []
+    queue = iter(range(offset, offset + messages))
+    accepted = 0
+
+    async def worker() -> None:
+        nonlocal accepted
+        for i in queue:
+            try:
+                ok = await one(port, i, rcpt, greet, think)
+                accepted += ok
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                print("error:", repr(exc), file=sys.stderr)
+
+    start = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.monotonic() - start, accepted, rcpt, greet
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000 if ordered else 0.0
+
+
+def start_mailgate(work: Path, dns: str, checks: bool) -> tuple[subprocess.Popen[str], int]:
+    etc = work / "etc"
+    etc.mkdir(parents=True)
+    (etc / "vmailbox").write_text("bench@example.test example.test/bench/\n")
+    extra = DNS_CHECKS if checks else {}
+    (etc / "main.cf").write_text(
+        "myhostname = mx.bench.test\nmydestination = localhost\nmynetworks = 127.0.0.1/32\n"
+        "virtual_mailbox_domains = example.test\n"
+        f"virtual_mailbox_maps = texthash:{etc / 'vmailbox'}\n"
+        f"mailgate_home = {work / 'data'}\nvirtual_mailbox_base = {work / 'mail'}\n"
+        f"maillog_file = {work / 'maillog'}\nsmtpd_listen = 127.0.0.1:0\n"
+        f"resolver_servers = {dns}\nresolver_hosts_file =\n"
+        "smtpd_max_connections = 20000\nsmtpd_client_connection_count_limit = 0\n"
+        + "".join(f"{k} = {v}\n" for k, v in extra.items()))
+    python = ROOT / ".venv" / "bin" / "python"
+    proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m",
+                             "mailgate.cli", "serve", "-c", str(etc)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    m = re.search(r":(\d+)$", proc.stdout.readline().strip())
+    assert m, "mailgate did not start"
+    return proc, int(m.group(1))
+
+
+def run(args: argparse.Namespace, work: Path, dns: str, checks: bool, offset: int) -> None:
+    proc, port = start_mailgate(work, dns, checks)
+    try:
+        seconds, accepted, rcpt, greet = asyncio.run(
+            load(port, args.concurrent, args.messages, offset, args.think))
+        cpu = proc_cpu(proc.pid, children=True) + sum(proc_cpu(p) for p in descendants(proc.pid))
+        label = "DNS checks" if checks else "no DNS checks"
+        print(f"{label:14s} {accepted:6d}/{args.messages} accepted in {seconds:6.1f} s = "
+              f"{accepted / seconds:7.1f} msg/s; RCPT p50 {pct(rcpt, 0.5):6.1f} ms, "
+              f"p99 {pct(rcpt, 0.99):6.1f} ms, max {pct(rcpt, 1.0):6.1f} ms; greeting p50 "
+              f"{pct(greet, 0.5):6.1f} ms, p99 {pct(greet, 0.99):6.1f} ms; server CPU "
+              f"{cpu:.1f} s", flush=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-c", "--concurrent", type=int, default=1000)
+    parser.add_argument("-m", "--messages", type=int, default=5000)
+    parser.add_argument("--delay", type=float, default=0.05, help="DNS answer delay (s)")
+    parser.add_argument("--think", type=float, default=0.5,
+                        help="client pause before each command (s): its network round trip; "
+                             "0 = as fast as possible (the machine saturates)")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="mailgate-bench-dns-") as tmp:
+        zones = Path(tmp) / "zones"
+        zones.mkdir()
+        (zones / "bench.zone").write_text(ZONE)
+        server = dns_support.start(delay=args.delay, zones=zones)
+        print(f"{args.concurrent} concurrent sessions, {args.messages} messages, DNS answers "
+              f"delayed {args.delay * 1000:.0f} ms, client round trip {args.think * 1000:.0f} "
+              "ms; per session: PTR at connect, 3 DNSBL lookups (started at connect), sender "
+              "domain MX/A/AAAA", flush=True)
+        try:
+            run(args, Path(tmp) / "plain", server.address, False, 0)
+            run(args, Path(tmp) / "dns", server.address, True, args.messages)
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
