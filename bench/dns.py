@@ -173,7 +173,7 @@ def main() -> int:
                         help="client pause before each command (s): its network round trip; "
                              "0 = as fast as possible (the machine saturates)")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop

@@ -19,10 +19,11 @@ SERVFAIL = ("servfail.mailgate.test", "15.0.0.127.in-addr.arpa", "brokenbl.mailg
 class DnsServer:
     proc: subprocess.Popen[str]
     port: int
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -36,20 +37,25 @@ class DnsServer:
             self.proc.stdout.close()
 
 
-def start(delay: float = 0.0, zones: Path = ZONES) -> DnsServer:
+def start(delay: float = 0.0, zones: Path = ZONES, address: str = "127.0.0.1",
+          port: int = 0) -> DnsServer:
     """Start the server; returns once it printed its readiness line (`ready PORT`)."""
-    args = [sys.executable, "-m", "tests.support.dnsserver", "--zones", str(zones)]
+    args = [sys.executable, "-m", "tests.support.dnsserver", "--zones", str(zones),
+            "--address", address, "--port", str(port)]
     for name in TIMEOUT:
         args += ["--timeout", name]
     for name in SERVFAIL:
         args += ["--servfail", name]
     if delay:
         args += ["--delay", str(delay)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("ready "):
         proc.kill()
-        proc.wait()
-        raise RuntimeError(f"DNS server did not start: {line!r}")
-    return DnsServer(proc, int(line.split()[1]))
+        _, err = proc.communicate()
+        raise RuntimeError(f"DNS server did not start: {line!r} {err[-300:]}")
+    if proc.stderr:
+        proc.stderr.close()
+    return DnsServer(proc, int(line.split()[1]), address)

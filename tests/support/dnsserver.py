@@ -1,6 +1,6 @@
 """An authoritative DNS server for the tests (dnspython zones, asyncio, UDP and TCP on loopback).
 
-    python -m tests.support.dnsserver --zones DIR [--port N] [--delay S]
+    python -m tests.support.dnsserver --zones DIR [--address A] [--port N] [--delay S]
         [--timeout ZONE ...] [--servfail ZONE ...]
 
 Serves every `*.zone` master file in DIR (each with its `$ORIGIN`): answers, CNAMEs within
@@ -194,13 +194,13 @@ async def serve(args: argparse.Namespace) -> None:
                           {dns.name.from_text(z) for z in args.servfail})
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: Udp(authority, args.delay), local_addr=("127.0.0.1", args.port))
+        lambda: Udp(authority, args.delay), local_addr=(args.address, args.port))
     sock = transport.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # bursts of thousands
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     port = transport.get_extra_info("sockname")[1]
     server = await asyncio.start_server(lambda r, w: _tcp(authority, args.delay, r, w),
-                                        "127.0.0.1", port)
+                                        args.address, port)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -213,6 +213,7 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zones", required=True)
+    parser.add_argument("--address", default="127.0.0.1", help="a loopback address")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--timeout", action="append", default=[])

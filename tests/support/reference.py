@@ -46,10 +46,11 @@ class Instance:
     reload (much faster than a restart; no duplicate-entry warnings)."""
 
     def __init__(self, script: Path, directory: Path, port: int,
-                 hostname: str = "mx.example.test") -> None:
+                 hostname: str = "mx.example.test", resolv_conf: Path | None = None) -> None:
         self.script, self.directory, self.port = script, directory, port
+        extra = ["--resolv-conf", str(resolv_conf)] if resolv_conf else []
         subprocess.run([str(script), "start", "--dir", str(directory), "--port", str(port),
-                        "--hostname", hostname], check=True, timeout=120,
+                        "--hostname", hostname, *extra], check=True, timeout=120,
                        stdout=subprocess.DEVNULL)
         self.etc = directory / "etc"
         self.log = directory / "maillog"

@@ -1,0 +1,143 @@
+"""DNS-based restrictions against a live Postfix 3.7: the test DNS server listens on
+127.0.0.153:53, the reference Postfix runs with a resolv.conf naming it (the reference
+script's private mount namespace), mailgate with `resolver_servers`. Clients connect from
+127.0.0.x addresses whose PTR data differ; replies and smtpd log lines must be identical."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED, free_port, require, wait_until
+from support import dns as dns_support
+from support import reference
+from support.dialogue import _Reader
+
+REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
+DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
+ADDRESS = "127.0.0.153"
+_QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
+
+HELO = "EHLO good.mailgate.test"
+BASE = ["MAIL FROM:<someone@mailgate.test>", "RCPT TO:<alice@example.test>", "QUIT"]
+
+CASES: dict[str, tuple[dict[str, str], list[tuple[str, list[str]]]]] = {
+    "client-names": ({"smtpd_client_restrictions": "reject_unknown_client_hostname",
+                      "unknown_client_reject_code": "550"},
+                     [(f"127.0.0.{n}", [HELO, *BASE]) for n in (10, 11, 12, 13, 14)]),
+    "reverse-names": ({"smtpd_client_restrictions": "reject_unknown_reverse_client_hostname"},
+                      [(f"127.0.0.{n}", [HELO, *BASE]) for n in (10, 11, 12, 14)]),
+    "helo": ({"smtpd_helo_restrictions": "reject_unknown_helo_hostname",
+              "smtpd_delay_reject": "no"},
+             [("127.0.0.10", [f"HELO {h}", "RSET"]) for h in (
+                 "nxdomain.mailgate.test", "good.mailgate.test", "nullmx.mailgate.test",
+                 "sixonly.mailgate.test", "[1.2.3.4]", "alias.mailgate.test",
+                 "x.timeout.mailgate.test")] + [("127.0.0.10", ["HELO x.timeout.mailgate.test",
+                                                                *BASE])]),
+    "sender-recipient-domains": (
+        {"smtpd_sender_restrictions": "reject_unknown_sender_domain",
+         "smtpd_recipient_restrictions": "permit_mynetworks, reject_unknown_recipient_domain,"
+                                         " reject_unauth_destination",
+         "mynetworks": "127.0.0.0/8"},
+        [("127.0.0.10", [HELO, f"MAIL FROM:<a@{d}>", "RCPT TO:<alice@example.test>", "RSET",
+                         "MAIL FROM:<a@mailgate.test>", f"RCPT TO:<b@{d}>", "QUIT"])
+         for d in ("nxdomain.mailgate.test", "nullmx.mailgate.test", "sixonly.mailgate.test",
+                   "mailgate.test", "servfail.mailgate.test")]),
+    "lists": ({"smtpd_recipient_restrictions": "reject_rbl_client bl.mailgate.test, "
+                                               "reject_rhsbl_sender rhs.mailgate.test, "
+                                               "reject_rhsbl_helo rhs.mailgate.test"},
+              [("127.0.0.2", [HELO, *BASE]), ("127.0.0.10", [HELO, *BASE]),
+               ("127.0.0.10", ["EHLO listed.mailgate.test", *BASE]),
+               ("127.0.0.10", [HELO, "MAIL FROM:<x@listed.mailgate.test>",
+                               "RCPT TO:<alice@example.test>", "QUIT"])]),
+    "allowlist": ({"smtpd_client_restrictions": "permit_dnswl_client wl.mailgate.test, "
+                                                "reject_rbl_client bl.mailgate.test"},
+                  [(f"127.0.0.{n}", [HELO, *BASE]) for n in (20, 2, 10)]),
+    "server-access": ({"smtpd_sender_restrictions": "check_sender_mx_access "
+                                                    "inline:{{127.0.0.1=REJECT own mx}}, "
+                                                    "check_sender_a_access "
+                                                    "inline:{{127.0.0.10=REJECT good a}}"},
+                      [("127.0.0.10", [HELO, f"MAIL FROM:<x@{d}>", "RCPT TO:<alice@example.test>",
+                                       "QUIT"]) for d in ("mailgate.test", "good.mailgate.test",
+                                                          "nxdomain.mailgate.test")]),
+}
+
+
+def play(port: int, source: str, lines: list[str]) -> list[str]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30,
+                                    source_address=(source, 0))
+    reader = _Reader(sock)
+    out = ["S: " + x for x in reader.reply()]
+    try:
+        for line in lines:
+            out.append("C: " + line)
+            sock.sendall(line.encode() + b"\r\n")
+            reply = reader.reply()
+            out += ["S: " + _QUEUE_ID.sub("QUEUEID", x) for x in reply]
+            if reply[-1] == "<CLOSED>":
+                break
+    finally:
+        sock.close()
+    return out
+
+
+def run(port: int, sessions: list[tuple[str, list[str]]], log: Path, skip: int = 0
+        ) -> tuple[list[str], list[str]]:
+    replies: list[str] = []
+    for done, (source, lines) in enumerate(sessions, 1):
+        replies += [*play(port, source, lines), "---"]
+        wait_until(lambda n=done: sum("disconnect from" in x for x in reference.smtpd_lines(
+            log, skip)) >= n, timeout=30)  # type: ignore[misc]
+    return replies, reference.smtpd_lines(log, skip)
+
+
+@pytest.fixture(scope="module")
+def dns53() -> Iterator[str]:
+    try:
+        server = dns_support.start(address=ADDRESS, port=53)
+    except RuntimeError as exc:
+        pytest.skip(f"cannot serve DNS on {ADDRESS}:53 ({exc})")
+    yield server.address
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def postfix(tmp_path_factory: pytest.TempPathFactory, dns53: str
+            ) -> Iterator[reference.Instance]:
+    require("postfix")
+    require("unshare")
+    if not REFERENCE.exists():
+        pytest.skip("shared/postfix/reference-postfix.sh not present")
+    work = tmp_path_factory.mktemp("dnslive")
+    resolv = work / "resolv.conf"
+    resolv.write_text(f"nameserver {ADDRESS}\noptions timeout:1 attempts:1\n")
+    instance = reference.Instance(REFERENCE, work / "ref", free_port(), resolv_conf=resolv)
+    yield instance
+    instance.stop()
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("case", list(CASES))
+def test_dns_restrictions_like_postfix(server_factory, postfix: reference.Instance,  # type: ignore[no-untyped-def]
+                                       dns53: str, case: str) -> None:
+    settings, sessions = CASES[case]
+    base = reference.read_settings(DATA / "main.cf")
+    skip = postfix.configure({**base, **settings})
+    want = run(postfix.port, sessions, postfix.log, skip)
+    server = server_factory(**{**base, **settings, "resolver_servers": dns53,
+                               "resolver_timeout": "1s"}).start()
+    got = run(server.port, sessions, server.log_path)
+    if os.environ.get("MAILGATE_SHOW"):
+        print("\n".join(want[0] + want[1]))
+    problems = []
+    for name, a, b in (("replies", want[0], got[0]), ("log", want[1], got[1])):
+        if a != b:
+            problems.append(f"{name}:\n" + "\n".join(
+                difflib.unified_diff(a, b, "postfix", "mailgate", lineterm="")))
+    assert not problems, f"{case}\n" + "\n".join(problems)
