@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import random
 import re
 import socket
 from collections.abc import Iterator
@@ -67,6 +68,59 @@ CASES: dict[str, tuple[dict[str, str], list[tuple[str, list[str]]]]] = {
                                        "QUIT"]) for d in ("mailgate.test", "good.mailgate.test",
                                                           "nxdomain.mailgate.test")]),
 }
+
+
+# --- random configurations over the DNS restrictions ------------------------------------------
+POOL = {
+    "smtpd_client_restrictions": [
+        "reject_unknown_client_hostname", "reject_unknown_reverse_client_hostname",
+        "reject_rbl_client bl.mailgate.test", "reject_rbl_client bl.mailgate.test=127.0.0.[2..4]",
+        "reject_rbl_client bl2.mailgate.test", "reject_rhsbl_client rhs.mailgate.test",
+        "permit_dnswl_client wl.mailgate.test", "permit_rhswl_client rhs.mailgate.test",
+        "check_client_a_access inline:{{127.0.0.10=REJECT by address}}",
+        "check_client_mx_access inline:{{127.0.0.1=REJECT by mx}}",
+        "check_reverse_client_hostname_a_access inline:{{127.0.0.99=REJECT forged a}}",
+        "warn_if_reject"],
+    "smtpd_helo_restrictions": [
+        "reject_unknown_helo_hostname", "reject_rhsbl_helo rhs.mailgate.test",
+        "check_helo_mx_access inline:{{127.0.0.1=REJECT helo mx}}",
+        "check_helo_ns_access inline:{{168.100.3.75=REJECT helo ns}}",
+        "check_helo_a_access inline:{{127.0.0.10=DUNNO}}", "warn_if_reject"],
+    "smtpd_sender_restrictions": [
+        "reject_unknown_sender_domain", "reject_rhsbl_sender rhs.mailgate.test",
+        "check_sender_mx_access inline:{{127.0.0.1=REJECT sender mx}}",
+        "check_sender_a_access inline:{{127.0.0.10=REJECT sender a}}", "warn_if_reject"],
+    "smtpd_recipient_restrictions": [
+        "reject_unknown_recipient_domain", "reject_rhsbl_recipient rhs.mailgate.test",
+        "check_recipient_mx_access inline:{{127.0.0.1=REJECT rcpt mx}}", "permit_mx_backup",
+        "reject_rbl_client bl.mailgate.test", "warn_if_reject"],
+}
+# (127.0.0.3 and .21 get list-error answers, where mailgate differs on purpose)
+SOURCES = ["127.0.0.1", "127.0.0.2", "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.14",
+           "127.0.0.15", "127.0.0.20"]
+HELOS = ["good.mailgate.test", "nxdomain.mailgate.test", "listed.mailgate.test",
+         "nullmx.mailgate.test", "mailgate.test", "[127.0.0.1]", "sixonly.mailgate.test"]
+DOMAINS = ["mailgate.test", "nxdomain.mailgate.test", "nullmx.mailgate.test",
+           "listed.mailgate.test", "good.mailgate.test", "sixonly.mailgate.test",
+           "servfail.mailgate.test", "alias.mailgate.test", "example.test"]
+
+
+def script(seed: int) -> tuple[dict[str, str], list[tuple[str, list[str]]]]:
+    rng = random.Random(seed)
+    settings = {"mynetworks": "127.0.0.1/32", "relay_domains": "mailgate.test",
+                "smtpd_delay_reject": rng.choice(["yes", "no"])}
+    for param, pool in POOL.items():
+        chosen = rng.sample(pool, rng.randint(0, 3))
+        if chosen and chosen[-1] == "warn_if_reject":
+            chosen.pop()
+        settings[param] = ", ".join(chosen)
+    sessions = []
+    for _ in range(3):
+        rcpts = [f"RCPT TO:<u{i}@{rng.choice(DOMAINS)}>" for i in range(rng.randint(1, 3))]
+        sessions.append((rng.choice(SOURCES), [f"EHLO {rng.choice(HELOS)}",
+                                               f"MAIL FROM:<s@{rng.choice(DOMAINS)}>",
+                                               *rcpts, "QUIT"]))
+    return settings, sessions
 
 
 def play(port: int, source: str, lines: list[str]) -> list[str]:
@@ -130,8 +184,8 @@ def test_dns_restrictions_like_postfix(server_factory, postfix: reference.Instan
     base = reference.read_settings(DATA / "main.cf")
     skip = postfix.configure({**base, **settings})
     want = run(postfix.port, sessions, postfix.log, skip)
-    server = server_factory(**{**base, **settings, "resolver_servers": dns53,
-                               "resolver_timeout": "1s"}).start()
+    server = server_factory(**{**base, **settings, **SAME_AS_REFERENCE,
+                               "resolver_servers": dns53}).start()
     got = run(server.port, sessions, server.log_path)
     if os.environ.get("MAILGATE_SHOW"):
         print("\n".join(want[0] + want[1]))
@@ -141,3 +195,27 @@ def test_dns_restrictions_like_postfix(server_factory, postfix: reference.Instan
             problems.append(f"{name}:\n" + "\n".join(
                 difflib.unified_diff(a, b, "postfix", "mailgate", lineterm="")))
     assert not problems, f"{case}\n" + "\n".join(problems)
+
+
+SAME_AS_REFERENCE = {"inet_protocols": "ipv4", "resolver_timeout": "1s"}
+SEEDS = [int(x) for x in os.environ.get("MAILGATE_DNS_SEEDS", "1 2 3 4 5 6 7 8").split()]
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_dns_configuration(server_factory, postfix: reference.Instance,  # type: ignore[no-untyped-def]
+                                  dns53: str, seed: int) -> None:
+    settings, sessions = script(seed)
+    base = reference.read_settings(DATA / "main.cf")
+    skip = postfix.configure({**base, **settings})
+    want = run(postfix.port, sessions, postfix.log, skip)
+    server = server_factory(**{**base, **settings, **SAME_AS_REFERENCE,
+                               "resolver_servers": dns53}).start()
+    got = run(server.port, sessions, server.log_path)
+    problems = []
+    for name, a, b in (("replies", want[0], got[0]), ("log", want[1], got[1])):
+        if a != b:
+            problems.append(f"{name}:\n" + "\n".join(
+                difflib.unified_diff(a, b, "postfix", "mailgate", lineterm="")))
+    config = "\n".join(f"{k} = {v}" for k, v in settings.items())
+    assert not problems, f"seed {seed}\n{config}\n" + "\n".join(problems)

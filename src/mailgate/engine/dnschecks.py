@@ -22,8 +22,9 @@ def dns(ev: Evaluation) -> DnsLookup:
     return lookup
 
 
-def _addr_types(ev: Evaluation) -> tuple[str, ...]:
-    return ("A", "AAAA") if ev.tables.ipv6 else ("A",)
+# Postfix asks for both whatever inet_protocols says (smtpd_check.c RR_ADDR_TYPES with
+# HAS_IPV6); host addresses for *_access and permit_mx_backup follow inet_protocols.
+ADDR_TYPES = ("A", "AAAA")
 
 
 def _tempfail(ev: Evaluation, action: str, code: int, dsn: str, text: str) -> Status:
@@ -35,7 +36,7 @@ def _tempfail(ev: Evaluation, action: str, code: int, dsn: str, text: str) -> St
 
 async def unknown_hostname(ev: Evaluation, name: str, frame: Frame) -> Status:
     """reject_unknown_hostname(): no A, AAAA or MX record (a null MX is fine for a host)."""
-    result = await dns(ev).lookup_l(name, (*_addr_types(ev), "MX"), STOP_OK)
+    result = await dns(ev).lookup_l(name, (*ADDR_TYPES, "MX"), STOP_OK)
     status = result.status
     if status in (OK, NULLMX):
         return Status.DUNNO
@@ -66,7 +67,7 @@ async def reject_unknown_helo_hostname(ev: Evaluation, frame: Frame, args: Args)
 async def unknown_mailhost(ev: Evaluation, domain: str, frame: Frame) -> Status:
     """reject_unknown_mailhost(): MX, then A/AAAA; a null MX rejects permanently."""
     flags = STOP_OK | STOP_INVAL | STOP_NULLMX | STOP_MX_POLICY
-    result = await dns(ev).lookup_l(domain, ("MX", *_addr_types(ev)), flags)
+    result = await dns(ev).lookup_l(domain, ("MX", *ADDR_TYPES), flags)
     status = result.status
     if status == OK:
         return Status.DUNNO
@@ -206,7 +207,8 @@ async def check_server_access(ev: Evaluation, spec: str, table: Map, name: str, 
 
 
 def _server_restriction(kind: str, rdtype: str) -> None:
-    name = f"check_{kind}_{rdtype.lower()}_access"
+    name = f"check_{kind}_{rdtype.lower()}_access".replace("reverse_client_",
+                                                           "reverse_client_hostname_")
 
     async def check(ev: Evaluation, frame: Frame, args: Args) -> Status:
         spec, table = _table(ev, args, name)

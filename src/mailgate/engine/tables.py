@@ -49,7 +49,6 @@ class EngineTables:
     # DNS: records (with smtpd_dns_reply_filter), host names as the C library sees them
     dns: DnsLookup | None = None
     names: NameService | None = None
-    ipv6: bool = True  # inet_protocols includes ipv6: AAAA lookups too
     myhostname: str = ""
     mx_backup_networks: HostAddrList | None = None
     rbl_reply_maps: Map | None = None
