@@ -9,7 +9,7 @@ import sys
 from email.message import EmailMessage
 from pathlib import Path
 
-from conftest import Server
+from conftest import DNS_SERVER, Server
 
 ACTIONS = ("check_sender_access inline:{{held@remote.example=HOLD}, "
            "{gone@remote.example=DISCARD}, {moved@remote.example=REDIRECT bob@example.test}, "
@@ -59,7 +59,7 @@ def test_check_command_explains_a_decision(tmp_path: Path) -> None:
     (etc / "main.cf").write_text(
         "myhostname = mx.example.test\nmydestination = $myhostname\n"
         "smtpd_client_restrictions = check_client_access inline:{{192.0.2=REJECT listed}}\n"
-        f"mailgate_home = {tmp_path / 'data'}\n")
+        f"mailgate_home = {tmp_path / 'data'}\nresolver_servers = {DNS_SERVER[0]}\n")
     out = subprocess.run([sys.executable, "-m", "mailgate.cli", "check", "-c", str(etc),
                           "--client-address", "192.0.2.7", "--client-name", "mail.example.net",
                           "--helo", "mail.example.net", "--sender", "bob@example.net",

@@ -3,9 +3,13 @@ and the test DNS server (tests/data/dns) behind `resolver_servers`."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from conftest import Client, Server
+from conftest import DNS_SERVER, Client, Server
 
 RBL = "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.mailgate.test"
 
@@ -164,3 +168,21 @@ def test_weighted_scoring(server_factory) -> None:  # type: ignore[no-untyped-de
                           "bl.mailgate.test, bl2.mailgate.test; DNSBL score 4 >= 3")
     assert session(server, "127.0.0.20", envelope())[3] == "250 2.1.5 Ok"
     assert session(server, "127.0.0.3", envelope())[3] == "250 2.1.5 Ok"  # refused code
+
+
+def test_check_command_looks_the_client_up(tmp_path: Path) -> None:
+    """`mailgate check` without --client-name makes smtpd's connect-time lookup, and shows
+    the DNS list reply."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "main.cf").write_text(
+        "myhostname = mx.example.test\nmydestination = $myhostname\n"
+        "smtpd_client_restrictions = reject_rbl_client bl.mailgate.test\n"
+        f"mailgate_home = {tmp_path / 'data'}\nresolver_servers = {DNS_SERVER[0]}\n")
+    out = subprocess.run([sys.executable, "-m", "mailgate.cli", "check", "-c", str(etc),
+                          "--client-address", "127.0.0.2",
+                          "--recipient", "postmaster@mx.example.test"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 1, out.stderr
+    assert "client unknown[127.0.0.2]" in out.stdout
+    assert "RCPT: " + RBL + "; listed at bl.mailgate.test" in out.stdout

@@ -100,3 +100,19 @@ def test_postconf_modes(tmp_path: Path) -> None:
     assert cfg.postconf_lines("", ["mydestination"]) == ["mydestination = $myhostname, localhost"]
     with pytest.raises(ConfigError):
         cfg.postconf_lines("", ["no_such_parameter"])
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("unknown_address_tempfail_action = sometimes", "line 2: bad configuration (expected "
+     "defer_if_permit or defer): unknown_address_tempfail_action = sometimes"),
+    ("smtpd_dnsbl_sites = zen.example=127.0.0.[1-2]*2", 'line 2: bad DNS list '
+     'zen.example=127.0.0.[1-2]*2: need ";" or "]" at "127.0.0.[1>-<2]"'),
+    ("smtpd_dnsbl_sites = zen.example*x", "line 2: bad DNS list zen.example*x: bad weight"),
+])
+def test_bad_dns_settings_name_file_line(tmp_path: Path, line: str, message: str) -> None:
+    from mailgate.engine.settings import EngineSettings
+
+    with pytest.raises(ConfigError) as info:
+        EngineSettings.from_config(_cfg(tmp_path, f"# first\n{line}\n"))
+    assert str(info.value).startswith(str(tmp_path / "main.cf"))
+    assert message in str(info.value)

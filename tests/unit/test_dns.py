@@ -143,12 +143,15 @@ def test_prefetch_plan() -> None:
     """Every list a client's address or name will be asked about, found through classes."""
     settings = EngineSettings(
         lists={"client": ("reject_rbl_client", "zen.example=127.0.0.2", "strict"),
-               "recipient": ("reject_dnsbl_score", "reject_rhsbl_client", "rhs.example")},
+               "recipient": ("reject_dnsbl_score", "reject_rhsbl_client", "rhs.example",
+                             "reject_rhsbl_sender", "shs.example"),
+               "sender": ("reject_unknown_sender_domain",)},
         classes={"strict": ("permit_dnswl_client", "wl.example")},
         dnsbl_sites=(parse_site("bl.example*2", weighted=True),))
     plan = Prefetch.plan(settings)
     assert set(plan.by_address) == {"zen.example", "wl.example", "bl.example"}
     assert plan.by_name == ("rhs.example",)
+    assert (plan.by_sender, plan.sender_domain, plan.helo_host) == (("shs.example",), True, False)
 
 
 def test_wire_codec_against_dnspython() -> None:
@@ -191,7 +194,8 @@ def test_wire_codec_against_dnspython() -> None:
                         text = rdata.target.to_text(omit_final_dot=True)
                     expected.append((rrset.name.to_text(omit_final_dot=True), rrset.rdtype,
                                      rrset.ttl, text))
-            assert [(r.name, r.type, r.ttl, r.data) for r in ours.answer] == expected
+            assert sorted((r.name, r.type, r.ttl, r.data) for r in ours.answer) == \
+                sorted(expected)
             soa = [r for r in ours.authority if r.type == wire.TYPES["SOA"]]
             if reply.authority:
                 assert soa and soa[0].minimum == reply.authority[0][0].minimum

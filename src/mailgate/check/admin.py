@@ -12,7 +12,7 @@ from typing import TextIO
 from mailgate.app import build_engine, build_resolver, interface_addresses
 from mailgate.config.config import Config
 from mailgate.config.settings import SmtpdSettings
-from mailgate.engine.context import NAME_OK, NAME_PERM, CheckState, Client
+from mailgate.engine.context import NAME_OK, CheckState, Client
 from mailgate.engine.engine import Engine
 from mailgate.maps import default_registry
 
@@ -39,9 +39,12 @@ async def transaction(cfg: Config, args: argparse.Namespace, out: TextIO) -> int
     local = interface_addresses(cfg, [a.host for a in smtpd.listen])
     resolver = build_resolver(cfg, registry, local, log)
     engine, _ = build_engine(cfg, registry, resolver, log, local)
-    name = args.client_name or "unknown"
-    client = Client(name, args.client_address, 0, args.reverse_client_name or name,
-                    NAME_OK if args.client_name else NAME_PERM)
+    if args.client_name:
+        name = args.client_name
+        client = Client(name, args.client_address, 0, args.reverse_client_name or name,
+                        NAME_OK)
+    else:  # the name lookup smtpd makes at connect (and the DNS list queries it starts)
+        client = await engine.connect(args.client_address, 0, smtpd.peername_lookup)
     st = CheckState(client, protocol=args.protocol)
     out.write(f"client {st.namaddr}, smtpd_delay_reject = {'yes' if smtpd.delay_reject else 'no'}"
               "\n")

@@ -3,6 +3,7 @@ null MX detection, the `why` texts, and multi-type lookups with Postfix's status
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from mailgate.maps.base import Map
 # dns_lookup_l() flags
 STOP_OK, STOP_INVAL, STOP_NULLMX, STOP_MX_POLICY = 1, 2, 4, 8
 
+HEDGE = 0.25  # seconds before the other types of a multi-type lookup are asked too
 _FILTER_DROPS = "DNS reply filter drops all results"
 _FILTER_SYNTAX = "Invalid DNS reply filter syntax"
 
@@ -92,10 +94,18 @@ class DnsLookup:
 
     async def lookup_l(self, name: str, types: tuple[str, ...], flags: int) -> Result:
         """dns_lookup_l(): each type in turn; OK wins, then by Postfix's precedence
-        (POLICY > RETRY > INVAL > FAIL > NULLMX > NOTFOUND). The queries are sent together;
-        their answers are taken (and filtered, and logged) in Postfix's order."""
-        for rdtype in types[1:]:  # asked at once: one slow server costs one deadline, not three
-            self.resolver.prefetch(name, rdtype)
+        (POLICY > RETRY > INVAL > FAIL > NULLMX > NOTFOUND). Answers are taken (and
+        filtered, and logged) in Postfix's order."""
+        if len(types) > 1 and self.resolver.cached(name, types[0]) is None:
+            # hedged: if the first type is not answered within HEDGE, ask for the others at
+            # once, so that a dead server costs one deadline, not one per type
+            first = self.resolver.start(name, types[0])
+            try:
+                async with asyncio.timeout(HEDGE):
+                    await asyncio.shield(first)
+            except TimeoutError:
+                for rdtype in types[1:]:
+                    self.resolver.prefetch(name, rdtype)
         best: Result | None = None
         found: list[Record] = []
         result = Result(NOTFOUND)

@@ -155,6 +155,15 @@ class Resolver:
             return hit
         return await asyncio.shield(self._start(name, rdtype))
 
+    def start(self, name: str, rdtype: str) -> asyncio.Future[Answer]:
+        """The query's answer to await later (started now, or already cached)."""
+        hit = self.cached(name, rdtype)
+        if hit is not None:
+            done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+            done.set_result(hit)
+            return done
+        return self._start(name, rdtype)
+
     def prefetch(self, name: str, rdtype: str = "A") -> None:
         """Start a query now so that a later query() finds it answered or in flight."""
         if self.cached(name, rdtype) is None:

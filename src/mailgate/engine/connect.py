@@ -1,5 +1,6 @@
 """What happens when a client connects: its name lookup (as smtpd_peer.c), and the DNS list
-queries for its address started at once, in parallel, so they are answered by RCPT time."""
+queries for its address started at once, in parallel, so they are answered by RCPT time;
+likewise the HELO name's and the sender domain's queries when HELO and MAIL arrive."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from mailgate.engine.settings import EngineSettings
 
 _ADDRESS_LISTS = frozenset({"reject_rbl_client", "reject_rbl", "permit_dnswl_client"})
 _NAME_LISTS = frozenset({"reject_rhsbl_client", "permit_rhswl_client"})
+_HELO_LISTS = frozenset({"reject_rhsbl_helo"})
+_SENDER_LISTS = frozenset({"reject_rhsbl_sender"})
 
 
 @dataclass(frozen=True)
@@ -22,24 +25,34 @@ class Prefetch:
 
     by_address: tuple[str, ...] = ()
     by_name: tuple[str, ...] = ()
+    by_helo: tuple[str, ...] = ()
+    by_sender: tuple[str, ...] = ()
+    helo_host: bool = False  # reject_unknown_helo_hostname is used somewhere
+    sender_domain: bool = False  # reject_unknown_sender_domain is used somewhere
 
     @classmethod
     def plan(cls, settings: EngineSettings) -> Prefetch:
-        by_address: list[str] = []
-        by_name: list[str] = []
+        found: dict[str, list[str]] = {"address": [], "name": [], "helo": [], "sender": []}
+        used: set[str] = set()
         for names in (*settings.lists.values(), *settings.classes.values()):
             lowered = [n.lower() for n in names]
+            used.update(lowered)
             for i, name in enumerate(lowered):
                 arg = names[i + 1].partition("=")[0] if i + 1 < len(names) else ""
-                if name in _ADDRESS_LISTS and arg:
-                    by_address.append(arg)
-                elif name in _NAME_LISTS and arg:
-                    by_name.append(arg)
-                elif name == "reject_maps_rbl":
-                    by_address.extend(d.partition("=")[0] for d in settings.maps_rbl_domains)
+                for kind, group in (("address", _ADDRESS_LISTS), ("name", _NAME_LISTS),
+                                    ("helo", _HELO_LISTS), ("sender", _SENDER_LISTS)):
+                    if name in group and arg:
+                        found[kind].append(arg)
+                if name == "reject_maps_rbl":
+                    found["address"] += [d.partition("=")[0] for d in settings.maps_rbl_domains]
                 elif name == "reject_dnsbl_score":
-                    by_address.extend(site.domain for site in settings.dnsbl_sites)
-        return cls(tuple(dict.fromkeys(by_address)), tuple(dict.fromkeys(by_name)))
+                    found["address"] += [site.domain for site in settings.dnsbl_sites]
+        unique = {k: tuple(dict.fromkeys(v)) for k, v in found.items()}
+        return cls(unique["address"], unique["name"], unique["helo"], unique["sender"],
+                   helo_host=bool(used & {"reject_unknown_helo_hostname",
+                                          "reject_unknown_hostname"}),
+                   sender_domain=bool(used & {"reject_unknown_sender_domain",
+                                              "reject_unknown_address"}))
 
     def start_address(self, resolver: Resolver, addr: str) -> None:
         key = reverse_query(addr)
@@ -48,10 +61,28 @@ class Prefetch:
                 resolver.prefetch(f"{key}.{domain}", "A")
 
     def start_name(self, resolver: Resolver, client: Client) -> None:
-        name = client.name
-        if name.lower() != "unknown" and not name.rpartition(".")[2].isdigit():
-            for domain in self.by_name:
-                resolver.prefetch(f"{name}.{domain}", "A")
+        if client.name.lower() != "unknown":
+            _lists(resolver, client.name, self.by_name)
+
+    def start_helo(self, resolver: Resolver, helo: str) -> None:
+        if self.helo_host and not helo.startswith("["):
+            resolver.prefetch(helo, "A")
+        _lists(resolver, helo, self.by_helo)
+
+    def start_sender(self, resolver: Resolver, sender: str) -> None:
+        domain = sender.rpartition("@")[2].lower().rstrip(".")
+        if not sender or not domain or domain.startswith("["):
+            return
+        if self.sender_domain:
+            resolver.prefetch(domain, "MX")
+        _lists(resolver, domain, self.by_sender)
+
+
+def _lists(resolver: Resolver, name: str, lists: tuple[str, ...]) -> None:
+    """RHS list queries for a name (none for numeric last labels, as reject_rbl_domain)."""
+    if lists and name and not name.rpartition(".")[2].isdigit():
+        for domain in lists:
+            resolver.prefetch(f"{name}.{domain}", "A")
 
 
 async def lookup_client(names: NameService | None, addr: str, port: int, enabled: bool,

@@ -51,6 +51,16 @@ class Engine:
             self.prefetch.start_name(dns.resolver, client)
         return client
 
+    def started_helo(self, helo: str) -> None:
+        """HELO arrived: start the queries its checks will make (answered by RCPT)."""
+        if self.tables.dns is not None:
+            self.prefetch.start_helo(self.tables.dns.resolver, helo)
+
+    def started_mail(self, sender: str) -> None:
+        """MAIL arrived: start the sender domain's queries."""
+        if self.tables.dns is not None:
+            self.prefetch.start_sender(self.tables.dns.resolver, sender)
+
     def bad_address(self, address: str) -> bool:
         """smtpd_check_addr(): the resolver finds the domain malformed (`user@`, `a@b%c`)."""
         if not address:

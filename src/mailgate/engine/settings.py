@@ -83,7 +83,7 @@ class EngineSettings:
             default_rbl_reply=cfg.raw("default_rbl_reply") or "",  # expanded per reply
             maps_rbl_domains=cfg.get_list("maps_rbl_domains"),
             expansion_filter=frozenset(unescape(cfg.get_str("smtpd_expansion_filter"))),
-            dnsbl_sites=_sites(cfg.get_list("smtpd_dnsbl_sites")),
+            dnsbl_sites=_sites(cfg),
             dnsbl_threshold=cfg.get_int("smtpd_dnsbl_threshold"),
             dnsbl_reply=cfg.raw("smtpd_dnsbl_reply") or "",
         )
@@ -179,16 +179,17 @@ DEFAULT_FILTER: frozenset[str] = frozenset(unescape(
 def _tempfail(cfg: Config, name: str) -> str:
     value = cfg.get_str(name).lower()
     if value not in ("defer_if_permit", "defer"):
-        raise ConfigError(f"{name} = {cfg.get_str(name)}: "
-                          "expected defer_if_permit or defer")
+        raise ConfigError(f"{cfg.origin(name)}: bad configuration (expected defer_if_permit "
+                          f"or defer): {name} = {cfg.get_str(name)}")
     return value
 
 
-def _sites(specs: tuple[str, ...]) -> tuple[Site, ...]:
+def _sites(cfg: Config) -> tuple[Site, ...]:
     out = []
-    for spec in specs:
+    for spec in cfg.get_list("smtpd_dnsbl_sites"):
         try:
             out.append(parse_site(spec, weighted=True))
         except PatternError as exc:
-            raise ConfigError(f"smtpd_dnsbl_sites: {spec}: {exc}") from exc
+            raise ConfigError(f"{cfg.origin('smtpd_dnsbl_sites')}: bad DNS list {spec}: "
+                              f"{exc}") from exc
     return tuple(out)

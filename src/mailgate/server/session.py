@@ -279,6 +279,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
             self.reply(f"501 Syntax: {verb} hostname")
             return False
         name = " ".join(t.value for t in cmd.tokens[1:])
+        self.svc.engine.started_helo(name)
         if not self.s.delay_reject:
             err = await self.svc.engine.check_helo(self.check_state(), name)
             if err:

@@ -151,6 +151,7 @@ class TransactionCommands:
             self.tx.sender = None
             self.reply(reply)
             return False
+        self.svc.engine.started_mail(extracted.address)
         if not self.s.delay_reject:
             err = await self.svc.engine.check_mail(self.check_state(), extracted.address)
             if err:
