@@ -96,6 +96,20 @@ POOL = {
         "reject_rbl_client bl.mailgate.test", "warn_if_reject"],
 }
 # (127.0.0.3 and .21 get list-error answers, where mailgate differs on purpose)
+OPTIONS = {
+    "unknown_address_tempfail_action": ["defer", "defer_if_permit"],
+    "unknown_helo_hostname_tempfail_action": ["defer"],
+    "unknown_address_reject_code": ["550", "554"],
+    "unknown_hostname_reject_code": ["550"],
+    "unknown_client_reject_code": ["550", "450"],
+    "maps_rbl_reject_code": ["450", "521"],
+    "default_rbl_reply": ["$rbl_code 5.7.9 Blocked by $rbl_domain ($rbl_what, $rbl_class, "
+                          "$client_address $client_name $helo_name $sender)"],
+    "rbl_reply_maps": ["inline:{{bl.mailgate.test=$rbl_code listed: $rbl_txt "
+                       "$sender_domain}}"],
+    "smtpd_dns_reply_filter": [f"regexp:{SHARED / 'postfix' / 'tests' / 'dns' / name}"
+                               for name in ("no-mx.reg", "no-a.reg", "no-txt.reg")],
+}
 SOURCES = ["127.0.0.1", "127.0.0.2", "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.14",
            "127.0.0.15", "127.0.0.20"]
 HELOS = ["good.mailgate.test", "nxdomain.mailgate.test", "listed.mailgate.test",
@@ -114,6 +128,9 @@ def script(seed: int) -> tuple[dict[str, str], list[tuple[str, list[str]]]]:
         if chosen and chosen[-1] == "warn_if_reject":
             chosen.pop()
         settings[param] = ", ".join(chosen)
+    for name, values in OPTIONS.items():
+        if rng.random() < 0.3:
+            settings[name] = rng.choice(values)
     sessions = []
     for _ in range(3):
         rcpts = [f"RCPT TO:<u{i}@{rng.choice(DOMAINS)}>" for i in range(rng.randint(1, 3))]
