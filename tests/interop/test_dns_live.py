@@ -193,11 +193,9 @@ def postfix(tmp_path_factory: pytest.TempPathFactory, dns53: str
     instance.stop()
 
 
-@pytest.mark.interop
-@pytest.mark.parametrize("case", list(CASES))
-def test_dns_restrictions_like_postfix(server_factory, postfix: reference.Instance,  # type: ignore[no-untyped-def]
-                                       dns53: str, case: str) -> None:
-    settings, sessions = CASES[case]
+def compare(server_factory, postfix: reference.Instance, dns53: str,  # type: ignore[no-untyped-def]
+            settings: dict[str, str], sessions: list[tuple[str, list[str]]], title: str) -> None:
+    """Play the sessions to the reference Postfix and to mailgate with the same settings."""
     base = reference.read_settings(DATA / "main.cf")
     skip = postfix.configure({**base, **settings})
     want = run(postfix.port, sessions, postfix.log, skip)
@@ -211,7 +209,16 @@ def test_dns_restrictions_like_postfix(server_factory, postfix: reference.Instan
         if a != b:
             problems.append(f"{name}:\n" + "\n".join(
                 difflib.unified_diff(a, b, "postfix", "mailgate", lineterm="")))
-    assert not problems, f"{case}\n" + "\n".join(problems)
+    config = "\n".join(f"{k} = {v}" for k, v in settings.items())
+    assert not problems, f"{title}\n{config}\n" + "\n".join(problems)
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("case", list(CASES))
+def test_dns_restrictions_like_postfix(server_factory, postfix: reference.Instance,  # type: ignore[no-untyped-def]
+                                       dns53: str, case: str) -> None:
+    settings, sessions = CASES[case]
+    compare(server_factory, postfix, dns53, settings, sessions, case)
 
 
 SAME_AS_REFERENCE = {"inet_protocols": "ipv4", "resolver_timeout": "1s"}
@@ -223,16 +230,4 @@ SEEDS = [int(x) for x in os.environ.get("MAILGATE_DNS_SEEDS", "1 2 3 4 5 6 7 8")
 def test_random_dns_configuration(server_factory, postfix: reference.Instance,  # type: ignore[no-untyped-def]
                                   dns53: str, seed: int) -> None:
     settings, sessions = script(seed)
-    base = reference.read_settings(DATA / "main.cf")
-    skip = postfix.configure({**base, **settings})
-    want = run(postfix.port, sessions, postfix.log, skip)
-    server = server_factory(**{**base, **settings, **SAME_AS_REFERENCE,
-                               "resolver_servers": dns53}).start()
-    got = run(server.port, sessions, server.log_path)
-    problems = []
-    for name, a, b in (("replies", want[0], got[0]), ("log", want[1], got[1])):
-        if a != b:
-            problems.append(f"{name}:\n" + "\n".join(
-                difflib.unified_diff(a, b, "postfix", "mailgate", lineterm="")))
-    config = "\n".join(f"{k} = {v}" for k, v in settings.items())
-    assert not problems, f"seed {seed}\n{config}\n" + "\n".join(problems)
+    compare(server_factory, postfix, dns53, settings, sessions, f"seed {seed}")
