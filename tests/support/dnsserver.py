@@ -18,6 +18,7 @@ import socket
 import sys
 from pathlib import Path
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -147,7 +148,12 @@ class Udp(asyncio.DatagramProtocol):
         reply = self.authority.answer(query)
         if reply is None:
             return
-        wire = reply.to_wire(max_size=512 if query.edns < 0 else max(query.payload, 512))
+        try:
+            wire = reply.to_wire(max_size=512 if query.edns < 0 else max(query.payload, 512))
+        except dns.exception.TooBig:  # the client must ask again over TCP
+            reply.answer, reply.authority, reply.additional = [], [], []
+            reply.flags |= dns.flags.TC
+            wire = reply.to_wire()
         if len(self.answers) < 100_000:
             self.answers[key] = wire[2:]
         self._reply(wire, addr)
@@ -174,7 +180,7 @@ async def _tcp(authority: Authority, delay: float, reader: asyncio.StreamReader,
                 continue
             if delay > 0:
                 await asyncio.sleep(delay)
-            wire = reply.to_wire()
+            wire = reply.to_wire(max_size=65535)  # else dnspython caps it at the EDNS size
             writer.write(len(wire).to_bytes(2, "big") + wire)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, dns.exception.DNSException):

@@ -46,6 +46,8 @@ def test_answers_and_failures(dns_server: str) -> None:
         assert (await resolver.query("x.servfail.mailgate.test", "A")).status == RETRY
         txt = await resolver.query("2.0.0.127.dnsbltest.porcupine.org", "TXT")
         assert txt.records[0].data == "DNS blocklist test"
+        big = await resolver.query("big.mailgate.test", "TXT")  # truncated UDP, then TCP
+        assert big.records[0].data == "".join(chr(ord("a") + i) * 250 for i in range(6))
         alias = await resolver.query("alias.mailgate.test", "A")
         assert [r.data for r in alias.records] == ["127.0.0.10"]
         wild = await resolver.query("2.3.100.168.wild.porcupine.org", "A")
