@@ -1,0 +1,1 @@
+"""Postfix policy delegation: the protocol, the policy server (mailgate policyd), the client."""

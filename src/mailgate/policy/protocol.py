@@ -1,0 +1,85 @@
+"""The policy delegation protocol (Postfix SMTPD_POLICY_README), sans-IO: `name=value` lines
+ending with an empty line, both ways. Bytes in, requests or errors out; replies as bytes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_LINE = 4096  # a longer attribute line is a protocol error
+MAX_ATTRIBUTES = 1024  # per request
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    attrs: dict[str, str]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.attrs.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    """A malformed request; the reader has skipped to the end of it (its empty line)."""
+
+    why: str
+
+
+class PolicyReader:
+    """Feed bytes; get the complete requests (and errors) they finish. Lines end with LF
+    (a CR before it is dropped); the first `=` separates name and value; an empty line ends
+    a request; an attribute given twice keeps its last value, as Postfix's attr_scan."""
+
+    __slots__ = ("_attrs", "_buf", "_error")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._attrs: dict[str, str] = {}
+        self._error = ""
+
+    def feed(self, data: bytes) -> list[Request | ProtocolError]:
+        self._buf += data
+        out: list[Request | ProtocolError] = []
+        while True:
+            end = self._buf.find(b"\n")
+            if end < 0:
+                if len(self._buf) > MAX_LINE and not self._error:
+                    self._error = f"line longer than {MAX_LINE} bytes"
+                if self._error:
+                    del self._buf[:]  # drop the rest of an over-long line
+                return out
+            line = bytes(self._buf[:end]).removesuffix(b"\r")
+            del self._buf[:end + 1]
+            if not line:
+                if self._error:
+                    out.append(ProtocolError(self._error))
+                elif self._attrs:
+                    out.append(Request(self._attrs))
+                self._attrs, self._error = {}, ""
+                continue
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        if self._error:
+            return
+        if len(line) > MAX_LINE:
+            self._error = f"line longer than {MAX_LINE} bytes"
+            return
+        name, eq, value = line.partition(b"=")
+        if not eq or not name:
+            self._error = f"malformed attribute line: {line[:80]!r}"
+            return
+        if len(self._attrs) >= MAX_ATTRIBUTES:
+            self._error = f"more than {MAX_ATTRIBUTES} attributes"
+            return
+        self._attrs[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+
+
+def encode(attrs: dict[str, str]) -> bytes:
+    """A request or reply: one `name=value` line each, then the empty line. Newlines in a
+    value would end the request early; they become spaces."""
+    return "".join(f"{k}={v.replace(chr(10), ' ').replace(chr(13), ' ')}\n"
+                   for k, v in attrs.items()).encode() + b"\n"
+
+
+def reply(action: str) -> bytes:
+    return encode({"action": action})
