@@ -7,19 +7,47 @@ Usage: bench/maps [-n LINES] [-k KEYS]
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from mailgate.maps import default_registry  # noqa: E402
-from mailgate.maps.access import find_client, find_email  # noqa: E402
+from mailgate.maps.access import address_keys, host_keys  # noqa: E402
+from mailgate.maps.addr_find import lookup_keys  # noqa: E402
+from mailgate.maps.base import Map  # noqa: E402
+
+# check_*_access's strategy for e-mail addresses (engine/access.py)
+_ACCESS = frozenset({"full", "noext", "domain", "localpart_at", "pdms"})
+
+
+def _walk(table: Map, keys: Iterator[tuple[str, bool]]) -> str | None:
+    """The access lookup order as engine/access.py walks it (partial keys only for fixed
+    tables)."""
+    for key, partial in keys:
+        if partial and not table.fixed:
+            continue
+        value = table.lookup(key)
+        if value is not None:
+            return value
+    return None
+
+
+def find_email(table: Map, address: str) -> str | None:
+    keys = lookup_keys(table.fixed, address, _ACCESS, "external-first", "+")
+    return _walk(table, ((key, False) for key, _ in keys))
+
+
+def find_client(table: Map, name: str, addr: str) -> str | None:
+    return _walk(table, itertools.chain(host_keys(name), address_keys(addr)))
 
 
 def rss_kb() -> int:
@@ -93,7 +121,7 @@ def main() -> int:
         hits = 0
         for kind, key in keys:
             start = time.perf_counter_ns()
-            found = (find_email(table, key, "+") if kind == "mail"
+            found = (find_email(table, key) if kind == "mail"
                      else find_client(table, "unknown", key))
             lat.append(time.perf_counter_ns() - start)
             hits += found is not None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from throughput import ROOT, descendants, proc_cpu  # noqa: E402
+from throughput import main_cf, serve, server_cpu  # noqa: E402
 
 ARTICLE = {  # the article's list without its DNS-based restrictions (issue 5 adds those)
     "smtpd_helo_required": "yes",
@@ -62,20 +61,6 @@ def write_table(path: Path, entries: int) -> None:
                    check=True)
 
 
-def main_cf(work: Path, settings: dict[str, str]) -> Path:
-    etc = work / "etc"
-    etc.mkdir(parents=True, exist_ok=True)
-    (etc / "vmailbox").write_text("bench@example.test example.test/bench/\n")
-    text = ("myhostname = mx.bench.test\nmydestination = localhost\n"
-            "virtual_mailbox_domains = example.test\n"
-            f"virtual_mailbox_maps = texthash:{etc / 'vmailbox'}\n"
-            f"mailgate_home = {work / 'data'}\nvirtual_mailbox_base = {work / 'mail'}\n"
-            f"maillog_file = {work / 'maillog'}\nsmtpd_listen = 127.0.0.1:0\n")
-    text += "".join(f"{k} = {v}\n" for k, v in settings.items())
-    (etc / "main.cf").write_text(text)
-    return etc
-
-
 async def evaluate(etc: Path, count: int) -> tuple[float, int]:
     from mailgate.app import build_engine, build_resolver, interface_addresses
     from mailgate.config.config import Config
@@ -107,20 +92,14 @@ async def evaluate(etc: Path, count: int) -> tuple[float, int]:
 
 
 def server_cpu_per_message(etc: Path, messages: int) -> float:
-    python = ROOT / ".venv" / "bin" / "python"
-    proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m",
-                             "mailgate.cli", "serve", "-c", str(etc)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    m = re.search(r":(\d+)$", proc.stdout.readline().strip())
-    assert m, "mailgate did not start"
+    proc, port = serve(etc)
     try:
-        cpu0 = proc_cpu(proc.pid, children=True) + sum(proc_cpu(p) for p in descendants(proc.pid))
+        cpu0 = server_cpu(proc.pid)
         subprocess.run(["/usr/sbin/smtp-source", "-s", "10", "-m", str(messages), "-l", "2048",
-                        "-M", "client.bench.example", "-f", "bench@remote.example", "-t", "bench@example.test",
-                        f"127.0.0.1:{m.group(1)}"], check=True, timeout=3600)
-        cpu = (proc_cpu(proc.pid, children=True)
-               + sum(proc_cpu(p) for p in descendants(proc.pid)) - cpu0)
+                        "-M", "client.bench.example", "-f", "bench@remote.example",
+                        "-t", "bench@example.test",
+                        f"127.0.0.1:{port}"], check=True, timeout=3600)
+        cpu = server_cpu(proc.pid) - cpu0
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

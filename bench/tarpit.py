@@ -26,14 +26,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from throughput import REFERENCE, ROOT, proc_cpu, descendants  # noqa: E402
+from throughput import REFERENCE, descendants, main_cf, serve, server_cpu  # noqa: E402
 
 SETTINGS = {"smtpd_soft_error_limit": "3", "smtpd_hard_error_limit": "6",
             "smtpd_error_sleep_time": "1s", "smtpd_client_connection_count_limit": "0"}
 
 
 def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -138,27 +138,11 @@ def measure(name: str, port: int, log: Path, args: argparse.Namespace,
 
 
 def run_mailgate(args: argparse.Namespace, work: Path) -> dict[str, float]:
-    etc = work / "etc"
-    etc.mkdir(parents=True)
-    (etc / "vmailbox").write_text("bench@example.test example.test/bench/\n")
-    (etc / "main.cf").write_text(
-        "myhostname = mx.bench.test\nmydestination = localhost\nmynetworks = 127.0.0.0/8\n"
-        "virtual_mailbox_domains = example.test\n"
-        f"virtual_mailbox_maps = texthash:{etc / 'vmailbox'}\n"
-        f"mailgate_home = {work / 'data'}\nvirtual_mailbox_base = {work / 'mail'}\n"
-        f"maillog_file = {work / 'maillog'}\nsmtpd_listen = 127.0.0.1:0\n"
-        "smtpd_max_connections = 20000\n"
-        + "".join(f"{k} = {v}\n" for k, v in SETTINGS.items()))
-    python = ROOT / ".venv" / "bin" / "python"
-    proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m",
-                             "mailgate.cli", "serve", "-c", str(etc)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    m = re.search(r":(\d+)$", proc.stdout.readline().strip())
-    assert m, "mailgate did not start"
+    proc, port = serve(main_cf(work, {"mynetworks": "127.0.0.0/8",
+                                      "smtpd_max_connections": "20000", **SETTINGS}))
     try:
-        result = measure("mailgate", int(m.group(1)), work / "maillog", args)
-        cpu = proc_cpu(proc.pid, children=True) + sum(proc_cpu(p) for p in descendants(proc.pid))
+        result = measure("mailgate", port, work / "maillog", args)
+        cpu = server_cpu(proc.pid)
         print(f"mailgate  server CPU {cpu:.1f} s, RSS of its processes "
               f"{sum(_rss(p) for p in [proc.pid, *descendants(proc.pid)]) // 1024} MB")
     finally:

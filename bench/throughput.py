@@ -79,6 +79,39 @@ class Sampler(threading.Thread):
         return self.samples
 
 
+def main_cf(work: Path, settings: dict[str, str]) -> Path:
+    """A benchmark configuration: example.test with the mailbox bench@, everything under
+    `work`, any free port; `settings` added. Returns the configuration directory."""
+    etc = work / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "vmailbox").write_text("bench@example.test example.test/bench/\n")
+    text = ("myhostname = mx.bench.test\nmydestination = localhost\n"
+            "virtual_mailbox_domains = example.test\n"
+            f"virtual_mailbox_maps = texthash:{etc / 'vmailbox'}\n"
+            f"mailgate_home = {work / 'data'}\nvirtual_mailbox_base = {work / 'mail'}\n"
+            f"maillog_file = {work / 'maillog'}\nsmtpd_listen = 127.0.0.1:0\n")
+    text += "".join(f"{k} = {v}\n" for k, v in settings.items())
+    (etc / "main.cf").write_text(text)
+    return etc
+
+
+def serve(etc: Path) -> tuple[subprocess.Popen[str], int]:
+    """Start `mailgate serve`; returns the process and its port once it listens."""
+    python = ROOT / ".venv" / "bin" / "python"
+    proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m",
+                             "mailgate.cli", "serve", "-c", str(etc)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    m = re.search(r":(\d+)$", proc.stdout.readline().strip())
+    assert m, "mailgate did not start"
+    return proc, int(m.group(1))
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds of a server and all its processes."""
+    return proc_cpu(pid, children=True) + sum(proc_cpu(p) for p in descendants(pid))
+
+
 def count_files(mail: Path) -> int:
     """Messages in the benchmark Maildir (both servers use MAIL/example.test/bench/)."""
     try:
@@ -105,29 +138,13 @@ def wait_delivered(mail: Path, messages: int, timeout: float = 3600) -> float:
 
 
 def run_mailgate(args: argparse.Namespace, work: Path) -> dict[str, object]:
-    etc = work / "etc"
-    etc.mkdir(parents=True)
-    (etc / "vmailbox").write_text("bench@example.test example.test/bench/\n")
-    (etc / "main.cf").write_text(
-        "myhostname = mx.bench.test\nmydestination = localhost\nmynetworks = 127.0.0.0/8\n"
-        "virtual_mailbox_domains = example.test\n"
-        f"virtual_mailbox_maps = texthash:{etc / 'vmailbox'}\n"
-        f"mailgate_home = {work / 'data'}\nvirtual_mailbox_base = {work / 'mail'}\n"
-        f"maillog_file = {work / 'maillog'}\nsmtpd_listen = 127.0.0.1:0\n")
-    python = ROOT / ".venv" / "bin" / "python"
-    proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m",
-                             "mailgate.cli", "serve", "-c", str(etc)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    m = re.search(r":(\d+)$", proc.stdout.readline().strip())
-    assert m, "mailgate did not start"
-    port = int(m.group(1))
+    proc, port = serve(main_cf(work, {"mynetworks": "127.0.0.0/8"}))
     sampler = Sampler(proc.pid, tree=True)  # the master and its smtpd workers
     sampler.start()
     try:
         accept = smtp_source(port, args.messages, args.sessions, args.size, "bench@example.test")
         deliver = wait_delivered(work / "mail", args.messages)
-        cpu = proc_cpu(proc.pid, children=True) + sum(proc_cpu(p) for p in descendants(proc.pid))
+        cpu = server_cpu(proc.pid)
     finally:
         samples = sampler.finish()
         proc.send_signal(signal.SIGTERM)

@@ -30,7 +30,7 @@ from mailgate.engine.context import Client
 from mailgate.engine.engine import Engine
 from mailgate.engine.settings import EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
-from mailgate.errors import MapError, QueueError
+from mailgate.errors import ConfigError, MapError, QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps import Map, Registry, default_registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
@@ -218,8 +218,13 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         for name in names:  # open every access table at start-up, as Postfix does
             if ":" in name:
                 access.get(name)
-    dns_resolver = Resolver(cfg.get_list("resolver_servers"), cfg.get_time("resolver_timeout"),
-                            cfg.get_int("resolver_concurrency"), cfg.get_int("resolver_cache_size"))
+    try:
+        dns_resolver = Resolver(cfg.get_list("resolver_servers"),
+                                cfg.get_time("resolver_timeout"),
+                                cfg.get_int("resolver_concurrency"),
+                                cfg.get_int("resolver_cache_size"))
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.origin('resolver_servers')}: {exc}") from exc
     protocols = set(cfg.get_list("inet_protocols"))
     families = ("A", "AAAA") if protocols & {"all", "ipv6"} else ("A",)
     if "ipv4" not in protocols and "all" not in protocols and "ipv6" in protocols:

@@ -52,7 +52,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             lines = f.read().splitlines()
         if args.driver == "smtpd_token":
             return run_tokens(lines, sys.stdout)
-        return asyncio.run(run_script(lines, sys.stdout, tuple(args.dns_server or ())))
+        try:
+            return asyncio.run(run_script(lines, sys.stdout, tuple(args.dns_server or ())))
+        except ValueError as exc:  # a malformed --dns-server
+            print(f"mailgate check: {exc}", file=sys.stderr)
+            return 2
     from mailgate.check.admin import run
 
     return run(_load(args, demo=False), args)

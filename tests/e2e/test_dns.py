@@ -3,6 +3,7 @@ and the test DNS server (tests/data/dns) behind `resolver_servers`."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_client_name_lookup_at_connect(names_server: Server, source: str, logged
     applies), a lookup that times out or fails is temporary (always 450)."""
     replies = session(names_server, source, envelope())
     assert replies[3] == reply
-    names_server.wait_log(rf"smtpd: connect from {logged.replace('[', '.').replace(']', '.')}")
+    names_server.wait_log(rf"smtpd: connect from {re.escape(logged)}$")
 
 
 def test_forged_name_warning(names_server: Server) -> None:
@@ -119,8 +120,7 @@ def test_rbl_reject_and_log_line(dns_server_checks: Server) -> None:
     replies = session(dns_server_checks, "127.0.0.2", envelope())
     assert replies[3] == RBL + "; listed at bl.mailgate.test"
     dns_server_checks.wait_log(
-        r"smtpd: NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.2\]: " + RBL.replace(
-            ".", r"\.").replace("[", r"\[").replace("]", r"\]") +
+        r"smtpd: NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.2\]: " + re.escape(RBL) +
         r"; listed at bl\.mailgate\.test; from=<someone@mailgate\.test> "
         r"to=<alice@example\.test> proto=ESMTP helo=<good\.mailgate\.test>$")
 
@@ -132,7 +132,8 @@ def test_list_errors_reject_nothing(dns_server_checks: Server, source: str, answ
     assert session(dns_server_checks, source, envelope())[3] == "250 2.1.5 Ok"
     rev = ".".join(reversed(source.split(".")))
     dns_server_checks.wait_log(rf"smtpd: warning: bl\.mailgate\.test: list error: "
-                               rf"{rev}\.bl\.mailgate\.test answered {answer.replace('.', '.')}: ")
+                               rf"{re.escape(rev)}\.bl\.mailgate\.test answered "
+                               rf"{re.escape(answer)}: .*; not a listing$")
 
 
 def test_rbl_timeout_is_not_a_listing(server_factory) -> None:  # type: ignore[no-untyped-def]

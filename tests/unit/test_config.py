@@ -116,3 +116,15 @@ def test_bad_dns_settings_name_file_line(tmp_path: Path, line: str, message: str
         EngineSettings.from_config(_cfg(tmp_path, f"# first\n{line}\n"))
     assert str(info.value).startswith(str(tmp_path / "main.cf"))
     assert message in str(info.value)
+
+
+def test_bad_resolver_server_names_file_line(tmp_path: Path) -> None:
+    from mailgate.app import build_engine, build_resolver
+    from mailgate.maps import default_registry
+
+    cfg = _cfg(tmp_path, "# first\nresolver_servers = 127.0.0.1:5353 [::1:53\n")
+    registry = default_registry()
+    with pytest.raises(ConfigError) as info:
+        build_engine(cfg, registry, build_resolver(cfg, registry, frozenset()), print)
+    assert str(info.value) == (f"{tmp_path / 'main.cf'}, line 2: bad DNS server address: "
+                               "'[::1:53' (use host, host:port or [ipv6]:port)")

@@ -9,10 +9,10 @@ import pytest
 
 from conftest import SHARED
 from mailgate.dns.lookup import STOP_OK, DnsLookup
-from mailgate.dns.names import HostsFile, NameService, peer_name
+from mailgate.dns.names import HostsFile, NameService
 from mailgate.dns.rbl import PatternError, list_error, parse_ip_pattern, parse_site, reverse_query
 from mailgate.dns.resolver import NOTFOUND, NULLMX, OK, RETRY, Resolver
-from mailgate.engine.connect import Prefetch
+from mailgate.engine.connect import Prefetch, lookup_client
 from mailgate.engine.settings import EngineSettings
 
 UTIL = SHARED / "postfix" / "tests" / "util"
@@ -103,7 +103,8 @@ def test_peer_name(dns_server: str, addr: str, name: str, status: int, warning: 
 
     async def run() -> tuple[str, int]:
         try:
-            found = await peer_name(NameService(resolver, hosts), addr, warnings.append)
+            found = await lookup_client(NameService(resolver, hosts), addr, 0, True,
+                                        warnings.append)
             return found.name, found.name_status
         finally:
             resolver.close()

@@ -14,18 +14,32 @@ class ListenAddress:
     port: int
 
 
+def host_port(item: str, default_port: int | None = None) -> ListenAddress | None:
+    """`host:port` or `[ipv6]:port`; with a default port also `host`, `[ipv6]` and a bare
+    IPv6 address. None when malformed."""
+    if item.startswith("["):
+        host, bracket, rest = item[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("" if rest or not bracket else None)
+    elif default_port is not None and item.count(":") != 1:
+        host, port = item, None
+    else:
+        host, _, port = item.rpartition(":")
+    if port is None and default_port is not None:
+        port = str(default_port)
+    if not host or not port or not port.isdigit() or not 0 <= int(port) < 65536:
+        return None
+    return ListenAddress(host, int(port))
+
+
 def parse_listen(items: tuple[str, ...], origin: str) -> tuple[ListenAddress, ...]:
     """`host:port` and `[ipv6]:port` items of `smtpd_listen`."""
     out = []
     for item in items:
-        if item.startswith("["):
-            host, sep, port = item[1:].partition("]:")
-        else:
-            host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536 or not host:
+        address = host_port(item)
+        if address is None:
             raise ConfigError(f"{origin}: bad smtpd_listen address: {item!r} (use host:port "
                               "or [ipv6]:port)")
-        out.append(ListenAddress(host, int(port)))
+        out.append(address)
     return tuple(out)
 
 

@@ -96,10 +96,10 @@ class DnsLookup:
         """dns_lookup_l(): each type in turn; OK wins, then by Postfix's precedence
         (POLICY > RETRY > INVAL > FAIL > NULLMX > NOTFOUND). Answers are taken (and
         filtered, and logged) in Postfix's order."""
-        if len(types) > 1 and self.resolver.cached(name, types[0]) is None:
+        first = self.resolver.start(name, types[0])
+        if len(types) > 1 and not first.done():
             # hedged: if the first type is not answered within HEDGE, ask for the others at
             # once, so that a dead server costs one deadline, not one per type
-            first = self.resolver.start(name, types[0])
             try:
                 async with asyncio.timeout(HEDGE):
                     await asyncio.shield(first)

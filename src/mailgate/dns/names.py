@@ -1,24 +1,20 @@
 """Host names and addresses as the C library's getaddrinfo()/getnameinfo() give them to Postfix
-(the hosts file, then the DNS; glibc's error texts), and smtpd's client name lookup."""
+(the hosts file, then the DNS; glibc's error texts)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailgate.dns.resolver import OK, RETRY, Resolver
-from mailgate.smtp.hostnames import valid_hostaddr, valid_hostname
+from mailgate.smtp.hostnames import valid_hostaddr
 
 # gai_strerror() texts (glibc)
 EAI_NONAME = "Name or service not known"
 EAI_AGAIN = "Temporary failure in name resolution"
 EAI_NODATA = "No address associated with hostname"
-
-# smtpd's client name status (smtpd.h SMTPD_PEER_CODE_*), as in engine.context
-NAME_OK, NAME_TEMP, NAME_PERM, NAME_FORGED = 2, 4, 5, 6
-
 
 @dataclass(frozen=True)
 class HostsFile:
@@ -58,7 +54,8 @@ class Lookup:
     temporary: bool = False
 
 
-def _family(addr: str) -> str:
+def family(addr: str) -> str:
+    """The record type of an address: A or AAAA."""
     return "AAAA" if ":" in addr else "A"
 
 
@@ -77,25 +74,17 @@ class NameService:
             return Lookup((name,))
         known = self.hosts.names.get(name.lower().rstrip("."))
         if known:
-            found = tuple(a for a in known if _family(a) in families)
+            found = tuple(a for a in known if family(a) in families)
             if found:
                 return Lookup(found)
-        values: list[str] = []
-        temporary = False
-        nxdomain = True
-        for rdtype in families:
-            answer = await self.resolver.query(name, rdtype)
-            if answer.status == OK:
-                values.extend(r.data for r in answer.records if r.type == rdtype)
-            elif answer.status == RETRY:
-                temporary = True
-            if not answer.nxdomain:
-                nxdomain = False
+        answers = await asyncio.gather(*(self.resolver.query(name, t) for t in families))
+        values = tuple(r.data for answer in answers if answer.status == OK
+                       for r in answer.records)
         if values:
-            return Lookup(tuple(values))
-        if temporary:
+            return Lookup(values)
+        if any(answer.status == RETRY for answer in answers):
             return Lookup(error=EAI_AGAIN, temporary=True)
-        return Lookup(error=EAI_NONAME if nxdomain else EAI_NODATA)
+        return Lookup(error=EAI_NONAME if all(a.nxdomain for a in answers) else EAI_NODATA)
 
     async def hostname(self, addr: str) -> Lookup:
         known = self.hosts.addrs.get(addr)
@@ -111,40 +100,3 @@ class NameService:
         if answer.status == RETRY:
             return Lookup(error=EAI_AGAIN, temporary=True)
         return Lookup(error=EAI_NONAME)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerName:
-    name: str
-    reverse_name: str
-    name_status: int
-    reverse_status: int
-
-
-async def peer_name(names: NameService, addr: str, warn: Callable[[str], None]) -> PeerName:
-    """smtpd_peer_sockaddr_to_hostname(): the PTR name, kept only if it resolves back to the
-    client address (forward-confirmed); else `unknown` with Postfix's status and warning."""
-    found = await names.hostname(addr)
-    if found.error:
-        status = NAME_TEMP if found.temporary else NAME_PERM
-        return PeerName("unknown", "unknown", status, status)
-    name = found.values[0]
-    if valid_hostaddr(name):
-        warn(f"numeric hostname: {name}")
-        return PeerName("unknown", "unknown", NAME_PERM, NAME_PERM)
-    if not valid_hostname(name):
-        return PeerName("unknown", "unknown", NAME_PERM, NAME_PERM)
-    forward = await names.addresses(name, (_family(addr),))
-    if forward.error:
-        warn(f"hostname {name} does not resolve to address {addr}: {forward.error}")
-        return PeerName("unknown", name, NAME_TEMP if forward.temporary else NAME_FORGED,
-                        NAME_OK)
-    client = ipaddress.ip_address(addr)
-    for value in forward.values:
-        try:
-            if ipaddress.ip_address(value) == client:
-                return PeerName(name, name, NAME_OK, NAME_OK)
-        except ValueError:
-            continue
-    warn(f"hostname {name} does not resolve to address {addr}")
-    return PeerName("unknown", name, NAME_FORGED, NAME_OK)

@@ -3,6 +3,7 @@ specs (`domain=filter*weight`, postscreen's syntax), query names, and what is a 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class Site:
     weight: int = 1
 
 
+@functools.lru_cache(maxsize=1024)  # restrictions name their lists at every evaluation
 def parse_site(spec: str, weighted: bool = False) -> Site:
     """`zen.spamhaus.org=127.0.0.[2..11]*3` (weights only when `weighted`)."""
     weight = 1

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import dns.exception
 import dns.resolver
 
+from mailgate.config.settings import host_port
 from mailgate.dns import wire
 from mailgate.dns.transport import Server, Timeout, exchange
 from mailgate.dns.wire import Reply
@@ -60,17 +61,15 @@ class Answer:
 
 
 def _servers(spec: Sequence[str]) -> list[Server]:
-    """`127.0.0.1:5353`, `[::1]:53`, `::1`, `192.0.2.1`; none: /etc/resolv.conf's."""
+    """`127.0.0.1:5353`, `[::1]:53`, `::1`, `192.0.2.1`; none: /etc/resolv.conf's.
+    ValueError for a malformed item."""
     out: list[Server] = []
     for item in spec:
-        host, port = item, 53
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else 53
-        elif item.count(":") == 1:
-            host, _, number = item.partition(":")
-            port = int(number)
-        out.append(Server(host, port))
+        address = host_port(item, 53)
+        if address is None:
+            raise ValueError(f"bad DNS server address: {item!r} (use host, host:port or "
+                             "[ipv6]:port)")
+        out.append(Server(address.host, address.port))
     if not out:
         try:
             system = dns.resolver.Resolver(configure=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from mailgate.dns.wire import REFUSED, SERVFAIL, TC, Reply, WireError, parse, query
 
 SOCKETS = 8  # per server: random source ports for the queries
+_RANDOM = random.SystemRandom()  # query IDs and socket choice must not be predictable
 
 
 class Timeout(Exception):
@@ -58,7 +59,7 @@ class Server:
                 return protocol
             assert protocol.transport is not None
             protocol.transport.close()
-        return random.choice(self.sockets)
+        return _RANDOM.choice(self.sockets)
 
     def close(self) -> None:
         for sock in self.sockets:
@@ -95,9 +96,9 @@ async def exchange(servers: list[Server], q: bytes, lifetime: float, attempt: fl
 
 async def _ask(server: Server, q: bytes, timeout: float) -> Reply | None:
     sock = await server.socket()
-    qid = random.randrange(65536)
+    qid = _RANDOM.randrange(65536)
     while qid in sock.pending:
-        qid = random.randrange(65536)
+        qid = _RANDOM.randrange(65536)
     waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
     sock.pending[qid] = (waiter, q)
     try:
@@ -118,10 +119,14 @@ async def _tcp(server: Server, q: bytes, timeout: float) -> Reply:
         async with asyncio.timeout(max(timeout, 0.01)):
             reader, writer = await asyncio.open_connection(server.host, server.port)
             try:
-                wire = query(random.randrange(65536), q)
+                qid = _RANDOM.randrange(65536)
+                wire = query(qid, q)
                 writer.write(len(wire).to_bytes(2, "big") + wire)
                 size = int.from_bytes(await reader.readexactly(2), "big")
-                return parse(await reader.readexactly(size))
+                reply = parse(await reader.readexactly(size))
+                if reply.id != qid or reply.question.lower() != q.lower():
+                    raise WireError("the TCP answer is for another question")
+                return reply
             finally:
                 writer.close()
     except (TimeoutError, OSError, asyncio.IncompleteReadError, WireError) as exc:

@@ -18,7 +18,7 @@ _CONFIG_ERROR = "451 4.3.5 Server configuration error"
 _HEADER = re.compile(r"[!-9;-~]+[ \t]*:")  # Postfix is_header(): `name:` starts the text
 
 
-def _first(ev: Evaluation, table: Map, keys: Iterator[tuple[str, bool]]
+def first_match(ev: Evaluation, table: Map, keys: Iterator[tuple[str, bool]]
            ) -> tuple[str, str] | None:
     """(value, key) of the first key the table has; a lookup failure gives the 451 value."""
     for key, partial in keys:
@@ -36,7 +36,7 @@ def _first(ev: Evaluation, table: Map, keys: Iterator[tuple[str, bool]]
     return None
 
 
-def _table(ev: Evaluation, args: Args, name: str) -> tuple[str, Map]:
+def table_argument(ev: Evaluation, args: Args, name: str) -> tuple[str, Map]:
     spec = args.peek()
     if spec is None or ":" not in spec:
         ev.warn(f"restriction {name} requires maptype:mapname")
@@ -45,22 +45,32 @@ def _table(ev: Evaluation, args: Args, name: str) -> tuple[str, Map]:
     return spec, ev.tables.access.get(spec)
 
 
+async def found_result(ev: Evaluation, spec: str, table: Map,
+                       keys: Iterator[tuple[str, bool]], datum: str, frame: Frame
+                       ) -> tuple[Status, bool]:
+    """The first key's action, and whether any key was found (a DUNNO entry also ends
+    Postfix's search)."""
+    found = first_match(ev, table, keys)
+    if found is None:
+        return Status.DUNNO, False
+    return await table_result(ev, spec, found[0], datum, frame), True
+
+
 async def _host_access(ev: Evaluation, spec: str, table: Map, name: str, addr: str | None,
                        frame: Frame) -> Status:
     """check_namadr_access / check_domain_access: the name and its parents, then (for
     clients) the address and its prefixes; any entry found ends the search."""
-    parents = ev.settings.access_parent_matches
-    found, datum = _first(ev, table, host_keys(name, parents)), name
-    if found is None and addr is not None:
-        found, datum = _first(ev, table, address_keys(addr)), addr
-    if found is None:
-        return Status.DUNNO
-    return await table_result(ev, spec, found[0], datum, frame)
+    status, found = await found_result(ev, spec, table,
+                                       host_keys(name, ev.settings.access_parent_matches),
+                                       name, frame)
+    if found or addr is None:
+        return status
+    return (await found_result(ev, spec, table, address_keys(addr), addr, frame))[0]
 
 
 @restriction("check_client_access")
 async def check_client_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    spec, table = _table(ev, args, "check_client_access")
+    spec, table = table_argument(ev, args, "check_client_access")
     st = ev.st
     return await _host_access(ev, spec, table, st.client.name, st.client.addr,
                               Frame(st.namaddr, "Client host", frame.acl))
@@ -68,7 +78,7 @@ async def check_client_access(ev: Evaluation, frame: Frame, args: Args) -> Statu
 
 @restriction("check_reverse_client_hostname_access")
 async def check_reverse_client_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    spec, table = _table(ev, args, "check_reverse_client_hostname_access")
+    spec, table = table_argument(ev, args, "check_reverse_client_hostname_access")
     client = ev.st.client
     status = await _host_access(ev, spec, table, client.reverse_name, client.addr,
                                 Frame(client.reverse_name, "Unverified Client host", frame.acl))
@@ -87,7 +97,7 @@ def forbid_ok(ev: Evaluation, name: str, status: Status, target: str) -> Status:
 
 @restriction("check_helo_access")
 async def check_helo_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    spec, table = _table(ev, args, "check_helo_access")
+    spec, table = table_argument(ev, args, "check_helo_access")
     helo = ev.st.helo
     if helo is None:
         return Status.DUNNO
@@ -96,7 +106,7 @@ async def check_helo_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
 
 @restriction("check_etrn_access")
 async def check_etrn_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    spec, table = _table(ev, args, "check_etrn_access")
+    spec, table = table_argument(ev, args, "check_etrn_access")
     if ev.st.where != "ETRN":
         return Status.DUNNO
     return await _host_access(ev, spec, table, frame.name, None,
@@ -105,13 +115,13 @@ async def check_etrn_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
 
 @restriction("check_sender_access")
 async def check_sender_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    spec, table = _table(ev, args, "check_sender_access")
+    spec, table = table_argument(ev, args, "check_sender_access")
     sender = ev.st.sender
     if sender is None:
         return Status.DUNNO
     where = Frame(sender, SENDER, frame.acl)
     if sender == "":
-        found = _first(ev, table, iter([(ev.settings.null_access_key, False)]))
+        found = first_match(ev, table, iter([(ev.settings.null_access_key, False)]))
         if found is None:
             return Status.DUNNO
         return await table_result(ev, spec, found[0], found[1], where)
@@ -120,7 +130,7 @@ async def check_sender_access(ev: Evaluation, frame: Frame, args: Args) -> Statu
 
 @restriction("check_recipient_access")
 async def check_recipient_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    spec, table = _table(ev, args, "check_recipient_access")
+    spec, table = table_argument(ev, args, "check_recipient_access")
     recipient = ev.st.recipient
     if recipient is None:
         return Status.DUNNO
@@ -139,7 +149,7 @@ async def _mail_access(ev: Evaluation, spec: str, table: Map, addr: str, frame: 
                           "pdms" if settings.access_parent_matches else "pddms"})
     keys = lookup_keys(table.fixed, resolved.address, strategy, "external-first",
                        settings.recipient_delimiter)
-    found = _first(ev, table, ((key, False) for key, _ in keys))
+    found = first_match(ev, table, ((key, False) for key, _ in keys))
     if found is None:
         return Status.DUNNO
     status = await table_result(ev, spec, found[0], resolved.address, frame)

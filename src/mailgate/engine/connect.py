@@ -4,14 +4,16 @@ likewise the HELO name's and the sender domain's queries when HELO and MAIL arri
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailgate.dns.names import NameService, peer_name
+from mailgate.dns.names import NameService, family
 from mailgate.dns.rbl import reverse_query
 from mailgate.dns.resolver import Resolver
-from mailgate.engine.context import NAME_PERM, Client
+from mailgate.engine.context import NAME_FORGED, NAME_OK, NAME_PERM, NAME_TEMP, Client
 from mailgate.engine.settings import EngineSettings
+from mailgate.smtp.hostnames import valid_hostaddr, valid_hostname
 
 _ADDRESS_LISTS = frozenset({"reject_rbl_client", "reject_rbl", "permit_dnswl_client"})
 _NAME_LISTS = frozenset({"reject_rhsbl_client", "permit_rhswl_client"})
@@ -70,8 +72,10 @@ class Prefetch:
         _lists(resolver, helo, self.by_helo)
 
     def start_sender(self, resolver: Resolver, sender: str) -> None:
+        if not (self.sender_domain or self.by_sender) or "@" not in sender:
+            return
         domain = sender.rpartition("@")[2].lower().rstrip(".")
-        if not sender or not domain or domain.startswith("["):
+        if not domain or domain.startswith("["):
             return
         if self.sender_domain:
             resolver.prefetch(domain, "MX")
@@ -87,9 +91,32 @@ def _lists(resolver: Resolver, name: str, lists: tuple[str, ...]) -> None:
 
 async def lookup_client(names: NameService | None, addr: str, port: int, enabled: bool,
                         warn: Callable[[str], None]) -> Client:
-    """The Client as smtpd sees it after smtpd_peer_init(): verified name or `unknown`."""
+    """smtpd_peer_sockaddr_to_hostname(): the PTR name, kept only if it resolves back to the
+    client address (forward-confirmed); else `unknown` with Postfix's status and warning.
+    The unverified PTR name stays the reverse name."""
     if not enabled or names is None or reverse_query(addr) is None:
         return Client("unknown", addr, port, "unknown", NAME_PERM, NAME_PERM)
-    found = await peer_name(names, addr, warn)
-    return Client(found.name, addr, port, found.reverse_name, found.name_status,
-                  found.reverse_status)
+    found = await names.hostname(addr)
+    if found.error:
+        status = NAME_TEMP if found.temporary else NAME_PERM
+        return Client("unknown", addr, port, "unknown", status, status)
+    name = found.values[0]
+    if valid_hostaddr(name):
+        warn(f"numeric hostname: {name}")
+        return Client("unknown", addr, port, "unknown", NAME_PERM, NAME_PERM)
+    if not valid_hostname(name):
+        return Client("unknown", addr, port, "unknown", NAME_PERM, NAME_PERM)
+    forward = await names.addresses(name, (family(addr),))
+    if forward.error:
+        warn(f"hostname {name} does not resolve to address {addr}: {forward.error}")
+        return Client("unknown", addr, port, name,
+                      NAME_TEMP if forward.temporary else NAME_FORGED, NAME_OK)
+    client = ipaddress.ip_address(addr)
+    for value in forward.values:
+        try:
+            if ipaddress.ip_address(value) == client:
+                return Client(name, addr, port, name, NAME_OK, NAME_OK)
+        except ValueError:
+            continue
+    warn(f"hostname {name} does not resolve to address {addr}")
+    return Client("unknown", addr, port, name, NAME_FORGED, NAME_OK)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from mailgate.config.maincf import expand
 from mailgate.dns.rbl import PatternError, Site, list_error, parse_site, reverse_query
 from mailgate.dns.resolver import NOTFOUND, OK, POLICY, RETRY
-from mailgate.engine.dnschecks import dns
+from mailgate.engine.dnschecks import CLASSES, dns, subject
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.recipients import authorized_destination
-from mailgate.engine.reply import RECIPIENT, SENDER, Status, dsn_fix, dsn_split
+from mailgate.engine.reply import Status, dsn_fix, dsn_split
 from mailgate.errors import ConfigError, MapError
 
 TXT_LIMIT = 500
@@ -23,8 +23,7 @@ ERROR = "error"  # a temporary failure (dnswl: defer_if_reject)
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    addrs: tuple[str, ...]
-    txt: str | None
+    txt: str | None  # the TXT record's text, None when there is none
 
 
 def site(ev: Evaluation, spec: str) -> Site | None:
@@ -74,7 +73,7 @@ async def lookup(ev: Evaluation, site: Site, key: str, txt: bool = True,
             text = " / ".join(r.data for r in found.records)[:TXT_LIMIT]
         elif found.status == POLICY:
             ev.warn(f"{query}: TXT lookup error: DNS reply filter drops all results")
-    return Listing(tuple(listed), text)
+    return Listing(text)
 
 
 def _filtered(ev: Evaluation, value: str) -> str:
@@ -197,36 +196,21 @@ async def reject_maps_rbl(ev: Evaluation, frame: Frame, args: Args) -> Status:
     return Status.DUNNO
 
 
-def _rhs(name: str, cls: str) -> None:
+def _rhs(kind: str) -> None:
+    name = f"reject_rhsbl_{kind}"
+
     async def check(ev: Evaluation, frame: Frame, args: Args) -> Status:
         spec = _argument(ev, args, name)
-        if spec is None:
+        what = subject(ev.st, kind)
+        if spec is None or what is None:
             return Status.DUNNO
-        st = ev.st
-        what: str | None
-        if name == "reject_rhsbl_client":
-            what = st.client.name if st.client.name.lower() != "unknown" else None
-        elif name == "reject_rhsbl_reverse_client":
-            what = st.client.reverse_name if st.client.reverse_name.lower() != "unknown" \
-                else None
-        elif name == "reject_rhsbl_helo":
-            what = st.helo
-        elif name == "reject_rhsbl_sender":
-            what = st.sender
-        else:
-            what = st.recipient
-        if not what:
-            return Status.DUNNO
-        return await reject_rbl_domain(ev, spec, what, cls)
+        return await reject_rbl_domain(ev, spec, what, CLASSES[kind])
 
     restriction(name)(check)
 
 
-for _name, _cls in (("reject_rhsbl_client", "Client host"),
-                    ("reject_rhsbl_reverse_client", "Unverified Client host"),
-                    ("reject_rhsbl_helo", "Helo command"), ("reject_rhsbl_sender", SENDER),
-                    ("reject_rhsbl_recipient", RECIPIENT)):
-    _rhs(_name, _cls)
+for _kind in CLASSES:
+    _rhs(_kind)
 
 
 async def _allow(ev: Evaluation, name: str, spec: str, key: str | None, addr: str) -> Status:
@@ -261,8 +245,8 @@ async def permit_rhswl_client(ev: Evaluation, frame: Frame, args: Args) -> Statu
     spec = _argument(ev, args, "permit_rhswl_client")
     if spec is None:
         return Status.DUNNO
-    name = ev.st.client.name
-    if name.lower() == "unknown":
+    name = subject(ev.st, "client")
+    if name is None:
         return Status.DUNNO
     return await _allow(ev, "permit_rhswl_client", spec, rhs_domain(name), name)
 
@@ -297,4 +281,5 @@ async def reject_dnsbl_score(ev: Evaluation, frame: Frame, args: Args) -> Status
     if total < threshold or not hits:
         return Status.DUNNO
     return reply(ev, "reject_dnsbl_score", ", ".join(hits), addr, "Client host",
-                 f"DNSBL score {total} >= {threshold}", ev.settings.dnsbl_reply or None)
+                 f"DNSBL score {total} >= {threshold}",
+                 ev.settings.dnsbl_reply or ev.settings.default_rbl_reply)

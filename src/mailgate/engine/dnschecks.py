@@ -6,7 +6,8 @@ from __future__ import annotations
 from mailgate.addressing import AddressClass
 from mailgate.dns.lookup import STOP_INVAL, STOP_MX_POLICY, STOP_NULLMX, STOP_OK, DnsLookup
 from mailgate.dns.resolver import NOTFOUND, NULLMX, OK, POLICY, RETRY, Record
-from mailgate.engine.access import _first, _table, forbid_ok, table_result
+from mailgate.engine.access import forbid_ok, found_result, table_argument
+from mailgate.engine.context import CheckState
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.hosts import invalid_hostaddr
 from mailgate.engine.reply import RECIPIENT, SENDER, Status
@@ -123,14 +124,6 @@ async def reject_unknown_recipient_domain(ev: Evaluation, frame: Frame, args: Ar
 
 # --- check_*_{mx,ns,a}_access ---------------------------------------------------------------
 
-async def _access(ev: Evaluation, spec: str, table: Map, keys: object, datum: str,
-                  frame: Frame) -> tuple[Status, bool]:
-    found = _first(ev, table, keys)  # type: ignore[arg-type]
-    if found is None:
-        return Status.DUNNO, False
-    return await table_result(ev, spec, found[0], datum, frame), True
-
-
 async def _servers(ev: Evaluation, domain: str, name: str, rdtype: str
                    ) -> list[Record] | None:
     """The MX or NS hosts of `domain` (the domain itself when it has no MX; the parent's NS
@@ -174,7 +167,7 @@ async def check_server_access(ev: Evaluation, spec: str, table: Map, name: str, 
         if not valid_mailhost_literal(bare):
             return Status.DUNNO
         bare = bare[5:] if bare.lower().startswith("ipv6:") else bare
-        return (await _access(ev, spec, table, address_keys(bare), bare, frame))[0]
+        return (await found_result(ev, spec, table, address_keys(bare), bare, frame))[0]
     servers = await _servers(ev, domain, name, rdtype)
     if servers is None:
         return Status.DUNNO
@@ -184,12 +177,12 @@ async def check_server_access(ev: Evaluation, spec: str, table: Map, name: str, 
     for server in servers:
         host = server.data
         if valid_hostaddr(host):
-            status, found = await _access(ev, spec, table, address_keys(host), host, frame)
+            status, found = await found_result(ev, spec, table, address_keys(host), host, frame)
             if status is not Status.DUNNO or found:
                 return status
             continue
         if rdtype != "A":
-            status, found = await _access(ev, spec, table, host_keys(host, parents), host,
+            status, found = await found_result(ev, spec, table, host_keys(host, parents), host,
                                           frame)
             if status is not Status.DUNNO or found:
                 return status
@@ -200,10 +193,27 @@ async def check_server_access(ev: Evaluation, spec: str, table: Map, name: str, 
                         f"{addrs.error}")
             continue
         for addr in addrs.values:
-            status, found = await _access(ev, spec, table, address_keys(addr), addr, frame)
+            status, found = await found_result(ev, spec, table, address_keys(addr), addr, frame)
             if status is not Status.DUNNO or found:
                 return status
     return Status.DUNNO
+
+
+# What a restriction of each kind is about (smtpd_check.c passes these names and classes).
+CLASSES = {"client": "Client host", "reverse_client": "Unverified Client host",
+           "helo": "Helo command", "sender": SENDER, "recipient": RECIPIENT}
+
+
+def subject(st: CheckState, kind: str) -> str | None:
+    """The name a client/helo/sender/recipient restriction looks at; None when there is none
+    (an `unknown` client name, no HELO yet, the null sender)."""
+    if kind == "client":
+        name = st.client.name
+    elif kind == "reverse_client":
+        name = st.client.reverse_name
+    else:
+        return {"helo": st.helo, "sender": st.sender, "recipient": st.recipient}[kind] or None
+    return None if name.lower() == "unknown" else name
 
 
 def _server_restriction(kind: str, rdtype: str) -> None:
@@ -211,36 +221,18 @@ def _server_restriction(kind: str, rdtype: str) -> None:
                                                            "reverse_client_hostname_")
 
     async def check(ev: Evaluation, frame: Frame, args: Args) -> Status:
-        spec, table = _table(ev, args, name)
-        st = ev.st
-        if kind == "client":
-            target, where = st.client.name, Frame(st.namaddr, "Client host", frame.acl)
-            if target.lower() == "unknown":
-                return Status.DUNNO
-        elif kind == "reverse_client":
-            target = st.client.reverse_name
-            where = Frame(target, "Unverified Client host", frame.acl)
-            if target.lower() == "unknown":
-                return Status.DUNNO
-        elif kind == "helo":
-            if not st.helo:
-                return Status.DUNNO
-            target, where = st.helo, Frame(st.helo, "Helo command", frame.acl)
-        elif kind == "sender":
-            if not st.sender:
-                return Status.DUNNO
-            target, where = st.sender, Frame(st.sender, SENDER, frame.acl)
-        else:
-            if not st.recipient:
-                return Status.DUNNO
-            target, where = st.recipient, Frame(st.recipient, RECIPIENT, frame.acl)
+        spec, table = table_argument(ev, args, name)
+        target = subject(ev.st, kind)
+        if target is None:
+            return Status.DUNNO
+        where = Frame(ev.st.namaddr if kind == "client" else target, CLASSES[kind], frame.acl)
         status = await check_server_access(ev, spec, table, target, rdtype, where)
         return forbid_ok(ev, name, status, target)
 
     restriction(name)(check)
 
 
-for _kind in ("client", "reverse_client", "helo", "sender", "recipient"):
+for _kind in CLASSES:
     for _type in ("MX", "NS", "A"):
         _server_restriction(_kind, _type)
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import resource
 import signal
 import subprocess
 import sys
@@ -32,7 +30,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
-from throughput import REFERENCE, descendants, proc_cpu  # noqa: E402
+from tarpit import raise_nofile  # noqa: E402
+from throughput import REFERENCE, main_cf, serve, server_cpu  # noqa: E402
 
 from support import dns as dns_support  # noqa: E402
 
@@ -139,27 +138,10 @@ def pct(values: list[float], p: float) -> float:
 
 
 def start_mailgate(work: Path, dns: str, checks: bool) -> tuple[subprocess.Popen[str], int]:
-    etc = work / "etc"
-    etc.mkdir(parents=True)
-    (etc / "vmailbox").write_text("bench@example.test example.test/bench/\n")
-    extra = DNS_CHECKS if checks else {}
-    (etc / "main.cf").write_text(
-        "myhostname = mx.bench.test\nmydestination = localhost\nmynetworks = 127.0.0.1/32\n"
-        "virtual_mailbox_domains = example.test\n"
-        f"virtual_mailbox_maps = texthash:{etc / 'vmailbox'}\n"
-        f"mailgate_home = {work / 'data'}\nvirtual_mailbox_base = {work / 'mail'}\n"
-        f"maillog_file = {work / 'maillog'}\nsmtpd_listen = 127.0.0.1:0\n"
-        f"resolver_servers = {dns}\nresolver_hosts_file =\n"
-        "smtpd_max_connections = 20000\nsmtpd_client_connection_count_limit = 0\n"
-        + "".join(f"{k} = {v}\n" for k, v in extra.items()))
-    python = ROOT / ".venv" / "bin" / "python"
-    proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m",
-                             "mailgate.cli", "serve", "-c", str(etc)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    m = re.search(r":(\d+)$", proc.stdout.readline().strip())
-    assert m, "mailgate did not start"
-    return proc, int(m.group(1))
+    return serve(main_cf(work, {
+        "mynetworks": "127.0.0.1/32", "resolver_servers": dns, "resolver_hosts_file": "",
+        "smtpd_max_connections": "20000", "smtpd_client_connection_count_limit": "0",
+        **(DNS_CHECKS if checks else {})}))
 
 
 def report(name: str, checks: bool, args: argparse.Namespace,
@@ -180,7 +162,7 @@ def run(args: argparse.Namespace, work: Path, dns: str, checks: bool, offset: in
     try:
         result = asyncio.run(load(port, args.concurrent, args.messages, offset, args.think,
                                   limit=args.limit))
-        cpu = proc_cpu(proc.pid, children=True) + sum(proc_cpu(p) for p in descendants(proc.pid))
+        cpu = server_cpu(proc.pid)
         report("mailgate", checks, args, result, cpu)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -223,8 +205,7 @@ def main() -> int:
                         help="client pause before each command (s): its network round trip; "
                              "0 = as fast as possible (the machine saturates)")
     args = parser.parse_args()
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     try:
         import uvloop
         uvloop.install()
