@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,16 @@ from mailgate.dns.names import HostsFile, NameService
 from mailgate.dns.resolver import Resolver
 from mailgate.engine.context import Client
 from mailgate.engine.engine import Engine
-from mailgate.engine.settings import EngineSettings
+from mailgate.engine.policy import service_names
+from mailgate.engine.settings import LIST_PARAMS, EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import ConfigError, MapError, QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps import Map, Registry, default_registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
 from mailgate.master import ConnectionTable, bind, run_workers
+from mailgate.policy import service as policy_service
+from mailgate.policy.client import PolicyClient
 from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.manager import QueueManager
 from mailgate.queue.store import Envelope, Incoming, QueueStore
@@ -200,11 +203,12 @@ def build_resolver(cfg: Config, registry: Registry, local: frozenset[str],
 
 
 def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
-                 log: Callable[[str], None], local: frozenset[str] = frozenset()
-                 ) -> tuple[Engine, Map | None]:
-    """The restriction engine with its tables; also returns virtual_mailbox_maps."""
+                 log: Callable[[str], None], local: frozenset[str] = frozenset(),
+                 policyd: bool = False) -> tuple[Engine, Map | None]:
+    """The restriction engine with its tables (`policyd`: for policyd_restrictions); also
+    returns virtual_mailbox_maps."""
     pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
-    settings = EngineSettings.from_config(cfg)
+    settings = EngineSettings.from_config(cfg, policyd)
     mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry, "mynetworks",
                                     "mynetworks" in pdms,
                                     warn=log)
@@ -214,9 +218,11 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
 
     vmaps = table("virtual_mailbox_maps")
     access = AccessTables(registry)
-    for names in (*settings.lists.values(), *settings.classes.values()):
+    every_list = (*settings.lists.values(), *settings.classes.values())
+    policy = policy_clients(cfg, every_list)
+    for names in every_list:
         for name in names:  # open every access table at start-up, as Postfix does
-            if ":" in name:
+            if ":" in name and name not in policy:
                 access.get(name)
     try:
         dns_resolver = Resolver(cfg.get_list("resolver_servers"),
@@ -245,9 +251,33 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         canonical_maps=table("canonical_maps"),
         sender_canonical_maps=table("sender_canonical_maps"),
         recipient_canonical_maps=table("recipient_canonical_maps"),
-        inet_interfaces=local,
+        inet_interfaces=local, policy=policy,
         log_permit=string_matcher(cfg.get_list("smtpd_log_access_permit_actions"), registry))
     return Engine(settings, tables, log), vmaps
+
+
+def policy_clients(cfg: Config, lists: Iterable[tuple[str, ...]]) -> dict[str, PolicyClient]:
+    """A client for every check_policy_service endpoint; a bad one stops start-up."""
+    base = policy_service.defaults(cfg)
+    queue_directory = cfg.get_str("queue_directory")
+    clients: dict[str, PolicyClient] = {}
+    for name in service_names(lists):
+        if name not in clients:
+            try:
+                clients[name] = PolicyClient(policy_service.parse(name, base, queue_directory))
+            except ConfigError as exc:
+                raise ConfigError(f"{_list_origin(cfg, name)}: {exc}") from exc
+    return clients
+
+
+def _list_origin(cfg: Config, item: str) -> str:
+    """file:line of the restriction list (or class) that names `item`."""
+    params = (*LIST_PARAMS.values(), "policyd_restrictions",
+              *cfg.get_list("smtpd_restriction_classes"))
+    for param in params:
+        if item in cfg.get_list(param):
+            return cfg.origin(param)
+    return "main.cf"
 
 
 def committer(store: QueueStore, renamer: DurableRenamer,
@@ -353,6 +383,7 @@ def run(cfg: Config) -> int:
     smtpd = SmtpdSettings.from_config(cfg)
     delivery = DeliverySettings.from_config(cfg)
     engine = EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
+    policy_clients(cfg, (*engine.lists.values(), *engine.classes.values()))  # bad services
     raise_fd_limit()
     log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
     store = QueueStore(delivery.queue_directory)

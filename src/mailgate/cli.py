@@ -1,4 +1,4 @@
-"""The `mailgate` command: serve, postconf (and later postmap, check, policyd, queue)."""
+"""The `mailgate` command: serve, policyd, postconf, postmap, check."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mailgate.app import run
 
     return run(_load(args, demo=True))
+
+
+def cmd_policyd(args: argparse.Namespace) -> int:
+    from mailgate.policy.daemon import run
+
+    return run(_load(args, demo=False))
 
 
 def cmd_postconf(args: argparse.Namespace) -> int:
@@ -76,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the SMTP server")
     common(serve)
     serve.set_defaults(func=cmd_serve)
+
+    policyd = sub.add_parser("policyd", help="run the policy server for Postfix "
+                             "(check_policy_service inet:HOST:PORT)")
+    common(policyd)
+    policyd.set_defaults(func=cmd_policyd)
 
     postconf = sub.add_parser("postconf", help="print parameters as postconf(1) does")
     common(postconf)

@@ -118,7 +118,8 @@ def _spawn(index: int, worker: Callable[[int], None], master_pid: int) -> int:
 
 
 def run_workers(count: int, worker: Callable[[int], None],
-                log: Callable[[str], None], on_reopen: Callable[[], None]) -> int:
+                log: Callable[[str], None], on_reopen: Callable[[], None],
+                name: str = "smtpd") -> int:
     """Fork `count` workers running `worker(index)`; restart ones that die; stop on SIGTERM."""
     children: dict[int, int] = {}
     stopping = False
@@ -156,7 +157,7 @@ def run_workers(count: int, worker: Callable[[int], None],
         index = children.pop(pid, -1)
         if stopping or index < 0:
             continue
-        log(f"warning: process smtpd pid {pid} exit status {os.waitstatus_to_exitcode(status)}")
+        log(f"warning: process {name} pid {pid} exit status {os.waitstatus_to_exitcode(status)}")
         now = time.monotonic()
         restarts = [t for t in restarts if now - t < 60] + [now]
         if len(restarts) > 10:

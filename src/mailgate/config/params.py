@@ -210,6 +210,16 @@ PARAMETERS: tuple[Param, ...] = (
     Param("smtpd_dnsbl_sites", _L, "", extension=True),
     Param("smtpd_dnsbl_threshold", _I, "1", extension=True),
     Param("smtpd_dnsbl_reply", _S, "", extension=True),
+    # --- policy delegation: Postfix's process limit caps a service's connections per worker
+    Param("default_process_limit", _I, "100", min=1),
+    # --- mailgate policyd (the policy server)
+    Param("policyd_listen", _L, "127.0.0.1:10040", extension=True),
+    Param("policyd_restrictions", _L, "", extension=True),
+    Param("policyd_default_action", _S, "DUNNO", extension=True),
+    Param("policyd_reply_deadline", _T, "10s", min=1, extension=True),
+    Param("policyd_client_state_ttl", _T, "300s", min=1, extension=True),
+    Param("policyd_client_state_size", _I, "262144", min=1, extension=True),
+    Param("policyd_processes", _I, "0", min=0, extension=True),  # 0: one per CPU
     # --- queue manager and delivery
     Param("queue_run_delay", _T, "300s", min=1),
     Param("minimal_backoff_time", _T, "300s", min=1),

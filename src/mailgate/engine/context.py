@@ -4,6 +4,7 @@ per-transaction results the engine leaves behind (smtpd's SMTPD_STATE, restricte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 # Client name lookup status (smtpd.h SMTPD_PEER_CODE_*).
 NAME_OK, NAME_TEMP, NAME_PERM, NAME_FORGED = 2, 4, 5, 6
@@ -18,6 +19,8 @@ class Client:
     name_status: int = NAME_OK
     reverse_status: int = NAME_OK
     peer: str = ""  # the address of the TCP peer (XCLIENT does not change it)
+    server_addr: str = ""  # the local end of the connection (policy requests)
+    server_port: int = 0
 
     def __post_init__(self) -> None:
         if not self.reverse_name:
@@ -67,6 +70,11 @@ class CheckState:
     queue_id: str | None = None
     ill_pipelining: bool = False
     ccert_fingerprint: str | None = None  # a verified TLS client certificate (none yet)
+    # what a policy request tells besides the above (smtpd's state->instance etc.)
+    instance: str = ""  # set when MAIL is accepted
+    size: int = 0  # MAIL SIZE=, then the message's size once it is received
+    etrn_domain: str | None = None
+    policy_pinned: dict[str, Any] = field(default_factory=dict)  # see policy.client.request
     sleep: float = 0.0  # seconds the `sleep` restriction added before the next reply
     trace: list[str] | None = None  # `mailgate check`: what each restriction decided
     marks: Marks = field(default_factory=Marks)

@@ -15,6 +15,7 @@ from mailgate.engine import (  # noqa: F401  (registration)
     dnsbl,
     dnschecks,
     hosts,
+    policy,
     recipients,
     restrictions,
 )

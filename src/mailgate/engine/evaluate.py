@@ -81,6 +81,7 @@ class Evaluation:
         self.warn_if_reject = 0
         self.dir: Pending | None = None  # pending defer_if_reject
         self.reply = ""
+        self.policy_nesting = 0  # check_policy_service default actions being run
 
     # --- logging --------------------------------------------------------------------
     def info(self, text: str) -> None:

@@ -60,6 +60,9 @@ def dsn_fix(status: str, reply_class: str, info: object = None) -> str:
     return f"{status[0]}.{fixed}"
 
 
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def printable(text: str) -> str:
     """Non-printable characters become spaces (Postfix printable())."""
-    return "".join(c if " " <= c < "\x7f" or c >= "\xa0" else " " for c in text)
+    return _UNPRINTABLE.sub(" ", text)

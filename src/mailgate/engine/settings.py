@@ -53,9 +53,12 @@ class EngineSettings:
     dnsbl_sites: tuple[Site, ...] = ()
     dnsbl_threshold: int = 1
     dnsbl_reply: str = ""
+    smtputf8_enable: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Config) -> EngineSettings:
+    def from_config(cls, cfg: Config, policyd: bool = False) -> EngineSettings:
+        """smtpd's settings; `policyd`: the one list is policyd_restrictions (no relay
+        check: the smtpd that asks has its own)."""
         classes: dict[str, tuple[str, ...]] = {}
         for name in cfg.get_list("smtpd_restriction_classes"):
             if cfg.raw(name) is None:
@@ -63,7 +66,8 @@ class EngineSettings:
             classes[name.lower()] = cfg.get_list(name)
         pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
         settings = cls(
-            lists={stage: cfg.get_list(param) for stage, param in LIST_PARAMS.items()},
+            lists={"policyd": cfg.get_list("policyd_restrictions")} if policyd else
+            {stage: cfg.get_list(param) for stage, param in LIST_PARAMS.items()},
             classes=classes,
             codes={name: cfg.get_int(name) for name in _CODES},
             delay_reject=cfg.get_bool("smtpd_delay_reject"),
@@ -86,8 +90,10 @@ class EngineSettings:
             dnsbl_sites=_sites(cfg),
             dnsbl_threshold=cfg.get_int("smtpd_dnsbl_threshold"),
             dnsbl_reply=cfg.raw("smtpd_dnsbl_reply") or "",
+            smtputf8_enable=cfg.get_bool("smtputf8_enable"),
         )
-        settings.check_relay_control()
+        if not policyd:
+            settings.check_relay_control()
         return settings
 
     def code(self, name: str) -> int:

@@ -10,6 +10,7 @@ from mailgate.dns.lookup import DnsLookup
 from mailgate.dns.names import NameService
 from mailgate.maps.base import Map, Registry
 from mailgate.maps.matchlist import HostAddrList
+from mailgate.policy.client import PolicyClient
 
 
 @dataclass
@@ -54,3 +55,4 @@ class EngineTables:
     rbl_reply_maps: Map | None = None
     list_errors: dict[str, int] = field(default_factory=dict)  # DNS list domain -> count
     warned: set[str] = field(default_factory=set)  # once-per-process warnings given
+    policy: dict[str, PolicyClient] = field(default_factory=dict)  # check_policy_service

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from mailgate.config.maincf import split_list
 from mailgate.errors import MapConfigError
+from mailgate.maps.access import parse_ip
 from mailgate.maps.base import MapOptions, Registry
 from mailgate.maps.source import leading_negations, source_lines
 
@@ -38,12 +39,9 @@ class CidrMap:
 
     def lookup(self, key: str) -> str | None:
         text = key[1:-1] if key.startswith("[") and key.endswith("]") else key
-        try:
-            addr = ipaddress.ip_address(text)
-        except ValueError:
+        addr = parse_ip(text)
+        if addr is None:
             return None
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
         i, rules = 0, self.rules
         while i < len(rules):
             rule = rules[i]

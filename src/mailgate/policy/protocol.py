@@ -37,8 +37,14 @@ class PolicyReader:
         self._error = ""
 
     def feed(self, data: bytes) -> list[Request | ProtocolError]:
+        if (not self._buf and not self._attrs and not self._error and data[-2:] == b"\n\n"
+                and data.find(b"\n\n") == len(data) - 2 and b"\r" not in data
+                and data[:1] != b"\n"):
+            return [_block(data[:-2])]  # the usual case: exactly one request
         self._buf += data
         out: list[Request | ProtocolError] = []
+        if not self._attrs and not self._error:
+            self._whole_requests(out)
         while True:
             end = self._buf.find(b"\n")
             if end < 0:
@@ -58,6 +64,22 @@ class PolicyReader:
                 continue
             self._line(line)
 
+    def _whole_requests(self, out: list[Request | ProtocolError]) -> None:
+        """The fast path: requests that are complete in the buffer, LF-only, parsed a block
+        at a time. Anything else is left to the line-by-line path below."""
+        buf = self._buf
+        start = 0
+        while True:
+            while buf.startswith(b"\n", start):  # empty lines between requests
+                start += 1
+            end = buf.find(b"\n\n", start)
+            if end < 0 or buf.find(b"\r", start, end) >= 0:
+                break
+            out.append(_block(bytes(buf[start:end])))
+            start = end + 2
+        if start:
+            del buf[:start]
+
     def _line(self, line: bytes) -> None:
         if self._error:
             return
@@ -72,6 +94,29 @@ class PolicyReader:
             self._error = f"more than {MAX_ATTRIBUTES} attributes"
             return
         self._attrs[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+
+
+def _block(block: bytes) -> Request | ProtocolError:
+    """The lines of one request (without its empty line)."""
+    lines = block.decode("utf-8", "replace").split("\n")
+    try:
+        attrs = dict(line.split("=", 1) for line in lines)
+    except ValueError:  # a line without "="
+        attrs = {}
+    if (len(attrs) == len(lines) and "" not in attrs and len(lines) <= MAX_ATTRIBUTES
+            and max(map(len, lines)) <= MAX_LINE):
+        return Request(attrs)
+    if len(lines) > MAX_ATTRIBUTES:
+        return ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
+    attrs = {}
+    for line in lines:
+        name, eq, value = line.partition("=")
+        if not eq or not name:
+            return ProtocolError(f"malformed attribute line: {line[:80].encode()!r}")
+        if len(line) > MAX_LINE:
+            return ProtocolError(f"line longer than {MAX_LINE} bytes")
+        attrs[name] = value
+    return Request(attrs)
 
 
 def encode(attrs: dict[str, str]) -> bytes:

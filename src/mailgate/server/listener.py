@@ -128,6 +128,9 @@ class SmtpServer:
         s = self.settings
         conn = ServerConnection(s.line_length_limit, s.message_size_limit)
         client = await self.services.engine.connect(addr, port, s.peername_lookup)
+        local = writer.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            client.server_addr, client.server_port = local[0], local[1]
         session = Session(s, self.services, client, conn)
         refusal, warning = self._over_limit(client, count, total,
                                             _service(writer.get_extra_info("sockname")))

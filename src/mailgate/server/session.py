@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client
+from mailgate.policy.client import release
 from mailgate.server import xclient
 from mailgate.server.commands import CommandTable, is_header_name
 from mailgate.server.stats import CommandStats
@@ -62,6 +63,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
         self.bdat_size = 0
         self.table = CommandTable(self)
         self.st = CheckState(client)
+        self.seqno = 0  # numbers the transactions' policy `instance`
         self.access_denied = ""
         self.xclient_allowed = services.xclient_hosts(client)
 
@@ -117,6 +119,8 @@ class Session(TransactionCommands, xclient.XclientCommands):
         st.queue_id = self.tx.incoming.queue_id if self.tx.incoming else self.tx.stale_id
         st.ill_pipelining = self.pipelining_flagged
         st.rcpt_count = len(self.tx.recipients) + self.tx.stale_rcpts
+        st.instance = self.tx.instance
+        st.size = self.tx.size
         return st
 
     # --- session events ---------------------------------------------------------------
@@ -175,6 +179,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
 
     def finish(self) -> None:
         self.reset_transaction()
+        release(self.st.policy_pinned)
         self.log(f"disconnect from {self.namaddr} {self.stats.summary()}")
 
     def reset_transaction(self) -> None:
@@ -366,7 +371,12 @@ class Session(TransactionCommands, xclient.XclientCommands):
                 and valid_mailhost_literal(domain[1:-1])):
             self.reply("501 Error: invalid parameter syntax")
             return False
-        err = await self.svc.engine.check_etrn(self.check_state(), domain)
+        st = self.check_state()
+        st.etrn_domain = domain
+        try:
+            err = await self.svc.engine.check_etrn(st, domain)
+        finally:
+            st.etrn_domain = None
         if err:
             self.reply(err)
             return False

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ class Transaction:
     bdat_too_big: bool = False
     stale_id: str | None = None  # after an END-OF-MESSAGE reject Postfix logs the old id
     stale_rcpts: int = 0  # ... and still counts its recipients against the limit
+    instance: str = ""  # smtpd's state->instance (policy requests)
+    size: int = 0  # MAIL SIZE=, then the size received (policy requests)
 
     @property
     def queue_id(self) -> str:
@@ -92,6 +95,7 @@ class TransactionCommands:
     bdat_error: str
     bdat_size: int
     st: CheckState
+    seqno: int
 
     @property
     def namaddr(self) -> str:
@@ -153,12 +157,18 @@ class TransactionCommands:
             return False
         self.svc.engine.started_mail(extracted.address)
         if not self.s.delay_reject:
-            err = await self.svc.engine.check_mail(self.check_state(), extracted.address)
+            st = self.check_state()
+            st.size = params.size
+            err = await self.svc.engine.check_mail(st, extracted.address)
             if err:
                 self.st.reset_transaction()  # access-map side effects go with the reject
                 self.reply(err)
                 return False
-        self.tx = Transaction(sender=extracted.address)
+        now = self.svc.clock()
+        self.tx = Transaction(sender=extracted.address, size=params.size,
+                              instance=f"{os.getpid():x}.{int(now):x}."
+                                       f"{int(now % 1 * 1e6):x}.{self.seqno:x}")
+        self.seqno += 1
         self.reply("250 2.1.0 Ok")
         return True
 
@@ -243,6 +253,7 @@ class TransactionCommands:
         if message.too_big:
             self.message_too_big("data")
             return
+        self.tx.size = message.size
         if await self.end_of_data_rejected("data"):
             return
         await self.queue_message(message.content, "data")
@@ -322,6 +333,7 @@ class TransactionCommands:
         if self.tx.bdat_too_big:
             self.message_too_big("bdat")
             return
+        self.tx.size = len(self.tx.bdat)
         if await self.end_of_data_rejected("bdat"):
             return
         content = bytes(self.tx.bdat).replace(b"\r\n", b"\n")

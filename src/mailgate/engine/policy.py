@@ -1,0 +1,95 @@
+"""check_policy_service: ask a policy server (Postfix SMTPD_POLICY_README) and treat its
+`action` as an access(5) result; a failed service gives the default action."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+
+from mailgate.engine.access import table_result
+from mailgate.engine.context import CheckState
+from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
+from mailgate.engine.reply import Status
+
+NAME = "check_policy_service"
+DEFAULT_ACTION = "451 4.3.5 Server configuration problem"  # for a nested default action
+
+
+def service_names(lists: Iterable[tuple[str, ...]]) -> Iterator[str]:
+    """Every policy service named in these restriction lists (registered at start-up)."""
+    for names in lists:
+        for before, name in itertools.pairwise(names):
+            if before.lower() == NAME and ":" in name:
+                yield name
+
+
+def request(st: CheckState, context: str) -> dict[str, str]:
+    """The attributes Postfix 3.7's smtpd sends, in its order (no SASL or TLS here)."""
+    client = st.client
+    where = "DATA" if st.where == "BDAT" else st.where
+    data_stage = where in ("DATA", "END-OF-MESSAGE")
+    return {
+        "request": "smtpd_access_policy",
+        "protocol_state": where,
+        "protocol_name": st.protocol,
+        "client_address": client.addr,
+        "client_name": client.name,
+        "client_port": str(client.port),
+        "reverse_client_name": client.reverse_name,
+        "server_address": client.server_addr,
+        "server_port": str(client.server_port) if client.server_port else "",
+        "helo_name": st.helo or "",
+        "sender": st.sender or "",
+        "recipient": st.recipient or "",  # DATA, END-OF-MESSAGE: the only one, if one
+        "recipient_count": str(st.rcpt_count if data_stage else 0),
+        "queue_id": st.queue_id or "",
+        "instance": st.instance,
+        "size": str(st.size),
+        "etrn_domain": st.etrn_domain or "",
+        "stress": "",
+        "sasl_method": "",
+        "sasl_username": "",
+        "sasl_sender": "",
+        "ccert_subject": "",
+        "ccert_issuer": "",
+        "ccert_fingerprint": st.ccert_fingerprint or "",
+        "ccert_pubkey_fingerprint": "",
+        "encryption_protocol": "",
+        "encryption_cipher": "",
+        "encryption_keysize": "0",
+        "policy_context": context,
+    }
+
+
+@restriction(NAME)
+async def check_policy_service(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    server = args.peek()
+    if server is None or ":" not in server:
+        ev.warn(f"restriction {NAME} must be followed by transport:server")
+        ev.server_error()
+    args.take()
+    client = ev.tables.policy.get(server)
+    if client is None:  # registered at start-up from every list; a class made later is not
+        ev.warn(f"no policy client for server {server}")
+        ev.server_error()
+    raw = await client.request(request(ev.st, client.s.policy_context), ev.warn,
+                               ev.st.policy_pinned)
+    action: str | None = None
+    if raw is not None:
+        try:
+            action = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            action = None
+            if ev.settings.smtputf8_enable:
+                ev.warn(f"malformed UTF-8 in policy server {server} response: "
+                        f"\"{raw.decode('utf-8', 'replace')}\"")
+            else:
+                action = raw.decode("latin-1")
+    if action is not None:
+        return await table_result(ev, server, action, "policy query", frame)
+    ev.policy_nesting += 1  # a default action that asks the same failed service again
+    try:
+        default = client.s.default_action if ev.policy_nesting == 1 else DEFAULT_ACTION
+        return await table_result(ev, server, default, "policy query", frame)
+    finally:
+        ev.policy_nesting -= 1

@@ -1,0 +1,231 @@
+"""`mailgate policyd`'s request handling: a Postfix policy request is run through
+`policyd_restrictions` by the smtpd engine and its result becomes one `action=` reply."""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import re
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailgate.config.config import Config
+from mailgate.config.settings import SmtpdSettings
+from mailgate.engine.context import NAME_FORGED, NAME_OK, NAME_PERM, CheckState, Client, Marks
+from mailgate.engine.engine import Engine
+from mailgate.engine.evaluate import Evaluation, Frame
+from mailgate.engine.reply import Status
+from mailgate.policy.protocol import ProtocolError, Request
+from mailgate.server.session import tarpit_delay
+
+Log = Callable[[str], None]
+# "<name>: Client host rejected: " - Postfix adds its own for the stage that asked.
+_PREFIX = re.compile(r"(?:<[^>]*>: )?(?:(?:Client host|Helo command|Sender address|"
+                     r"Recipient address|Etrn command|Data command|End-of-data) rejected: )?")
+_TARPIT = "Error: too many errors"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicydSettings:
+    restrictions: tuple[str, ...]
+    default_action: str
+    deadline: float
+    state_ttl: float
+    state_size: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> PolicydSettings:
+        return cls(restrictions=cfg.get_list("policyd_restrictions"),
+                   default_action=cfg.get_str("policyd_default_action"),
+                   deadline=cfg.get_time("policyd_reply_deadline"),
+                   state_ttl=cfg.get_time("policyd_client_state_ttl"),
+                   state_size=cfg.get_int("policyd_client_state_size"))
+
+
+class ClientErrors:
+    """Recipient rejections per client address, forgotten `ttl` seconds after the last one;
+    in shared memory, so that every policyd process sees them (created before the fork).
+
+    Addresses hash to `size` slots of (address check, count, time of the last). A slot held
+    by another address that is still live is left alone: a collision can forget an
+    offender's errors, never count someone else's against an innocent client."""
+
+    _SLOT = struct.Struct("=Iid")
+
+    def __init__(self, ttl: float, size: int, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.ttl, self.size, self.clock = ttl, size, clock
+        self.mem = mmap.mmap(-1, self._SLOT.size * size)
+        self.lock = multiprocessing.Lock()
+
+    def _slot(self, addr: str) -> tuple[int, int]:
+        key = addr.encode()
+        return (zlib.crc32(key) % self.size) * self._SLOT.size, zlib.adler32(key) | 1
+
+    def get(self, addr: str) -> int:
+        offset, check = self._slot(addr)
+        owner, count, last = self._SLOT.unpack_from(self.mem, offset)
+        if owner != check or self.clock() - last >= self.ttl:
+            return 0
+        return int(count)
+
+    def add(self, addr: str) -> int:
+        offset, check = self._slot(addr)
+        now = self.clock()
+        with self.lock:
+            owner, count, last = self._SLOT.unpack_from(self.mem, offset)
+            if now - last >= self.ttl or owner == 0:
+                owner, count = check, 0
+            if owner != check:
+                return 0
+            count += 1
+            self._SLOT.pack_into(self.mem, offset, check, count, now)
+            return int(count)
+
+
+def _frame(st: CheckState, state: str, req: Request) -> Frame | None:
+    """Where the request's stage runs, as smtpd_check_client/helo/mail/rcpt/etrn/data/eod."""
+    if state == "CONNECT":
+        return Frame(st.namaddr, "Client host", "check_client_access")
+    if state in ("HELO", "EHLO"):
+        return Frame(req.get("helo_name"), "Helo command", "check_helo_access")
+    if state == "MAIL":
+        return Frame(req.get("sender"), "Sender address", "check_sender_access")
+    if state in ("RCPT", "VRFY"):
+        return Frame(req.get("recipient"), "Recipient address", "check_recipient_access")
+    if state == "ETRN":
+        return Frame(req.get("etrn_domain"), "Etrn command", "check_etrn_access")
+    if state in ("DATA", "BDAT"):
+        return Frame("DATA", "Data command", None)
+    if state == "END-OF-MESSAGE":
+        return Frame("END-OF-MESSAGE", "End-of-data", None)
+    return None
+
+
+def check_state(req: Request) -> CheckState:
+    """The session as the request describes it (name "unknown": no verified name)."""
+    name = req.get("client_name") or "unknown"
+    reverse = req.get("reverse_client_name") or "unknown"
+    port = req.get("client_port")
+    client = Client(name=name, addr=req.get("client_address"),
+                    port=int(port) if port.isdigit() else 0, reverse_name=reverse,
+                    name_status=NAME_OK if name != "unknown" else
+                    NAME_FORGED if reverse != "unknown" else NAME_PERM,
+                    reverse_status=NAME_OK if reverse != "unknown" else NAME_PERM,
+                    server_addr=req.get("server_address"))
+    state = req.get("protocol_state").upper()
+    in_mail = state in ("MAIL", "RCPT", "DATA", "BDAT", "END-OF-MESSAGE")
+    count = req.get("recipient_count")
+    rcpt_count = int(count) if count.isdigit() else 0
+    recipient = req.get("recipient") or None
+    if state in ("DATA", "BDAT", "END-OF-MESSAGE") and rcpt_count != 1:
+        recipient = None  # the log names the only recipient, as smtpd's data checks
+    size = req.get("size")
+    return CheckState(client=client, helo=req.get("helo_name") or None,
+                      sender=req.get("sender") if in_mail else None, recipient=recipient,
+                      rcpt_count=rcpt_count, where=state,
+                      protocol=req.get("protocol_name") or "SMTP",
+                      queue_id=req.get("queue_id") or None,
+                      instance=req.get("instance"), size=int(size) if size.isdigit() else 0,
+                      etrn_domain=req.get("etrn_domain") or None)
+
+
+def _detail(reply: str) -> str:
+    """`CODE D.S.N text` without the stage prefix (the asking smtpd adds its own)."""
+    head, text = reply[:10], reply[10:]
+    return head + _PREFIX.sub("", text, count=1)
+
+
+def _mark_actions(marks: Marks) -> list[str]:
+    """What the access maps asked of the message, as access(5) actions (DISCARD first)."""
+    out = []
+    if marks.redirect:
+        out.append(f"REDIRECT {marks.redirect}")
+    if marks.filter:
+        out.append(f"FILTER {marks.filter}")
+    if marks.hold:
+        out.append("HOLD")
+    out += [f"BCC {addr}" for addr in marks.bcc]
+    out += [f"PREPEND {header}" for header in marks.prepend]
+    return out
+
+
+class PolicyService:
+    """Answers requests; the engine, settings and clock are handed in."""
+
+    def __init__(self, engine: Engine, settings: PolicydSettings, smtpd: SmtpdSettings,
+                 log: Log, errors: ClientErrors) -> None:
+        self.engine = engine
+        self.s = settings
+        self.smtpd = smtpd
+        self.log = log
+        self.errors = errors
+        self.requests = 0
+
+    async def answer(self, item: Request | ProtocolError, peer: str) -> tuple[str, float]:
+        """The action for one request and how long to hold it back (the tarpit); never
+        raises: the default action on any failure. The caller enforces the deadline."""
+        self.requests += 1
+        if isinstance(item, ProtocolError):
+            self.log(f"warning: malformed policy request from {peer}: {item.why}")
+            return self.s.default_action, 0.0
+        kind = item.get("request")
+        if kind != "smtpd_access_policy":
+            self.log(f"warning: unrecognized request type from {peer}: \"{kind}\"")
+            return self.s.default_action, 0.0
+        try:
+            return await self._decide(item)
+        except Exception as exc:
+            self.log(f"warning: request from {peer} for {item.get('client_address')}: "
+                     f"internal error: {exc!r}; answering the default action")
+        return self.s.default_action, 0.0
+
+    def expired(self, item: Request | ProtocolError, peer: str) -> str:
+        """The answer to a request that missed the deadline."""
+        addr = item.get("client_address") if isinstance(item, Request) else ""
+        self.log(f"warning: request from {peer} for {addr}: no answer within "
+                 f"{self.s.deadline:g}s; answering the default action")
+        return self.s.default_action
+
+    async def _decide(self, req: Request) -> tuple[str, float]:
+        st = check_state(req)
+        frame = _frame(st, st.where, req)
+        if frame is None:
+            self.log(f"warning: unknown protocol_state \"{st.where}\" in request for "
+                     f"{st.client.addr}")
+            return self.s.default_action, 0.0
+        addr = st.client.addr
+        errors = self.errors.get(addr)
+        if errors >= self.smtpd.hard_error_limit:
+            ev = Evaluation(self.engine, st)
+            ev.reject(421, "4.7.0", _TARPIT, hard=True)
+            return _detail(ev.reply), 0.0
+        action = await self._evaluate(st, frame)
+        if action[:1] in "45" and action[:3].isdigit() and st.where == "RCPT":
+            self.errors.add(addr)
+        return action, tarpit_delay(self.smtpd, errors)
+
+    async def _evaluate(self, st: CheckState, frame: Frame) -> str:
+        ev = Evaluation(self.engine, st)
+        status = await ev.check(self.s.restrictions, frame) if self.s.restrictions \
+            else Status.DUNNO
+        if status is Status.REJECT:
+            return _detail(ev.reply)
+        pending = st.dip
+        if pending is not None:
+            detail = _PREFIX.sub("", pending.text, count=1)
+            return f"DEFER_IF_PERMIT {pending.dsn} {detail}"
+        marks = st.marks
+        if marks.discard:
+            return "DISCARD"
+        actions = [] if status is Status.OK else _mark_actions(marks)
+        dropped = _mark_actions(marks)[1:] if actions else _mark_actions(marks)
+        for extra in dropped:
+            self.log(f"warning: policy reply for {st.client.addr}: one action per reply; "
+                     f"dropped {extra.split(' ', 1)[0]}")
+        if status is Status.OK:
+            return "OK"
+        return actions[0] if actions else "DUNNO"
