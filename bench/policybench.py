@@ -1,11 +1,14 @@
 """bench/policyd: `mailgate policyd` under Postfix-style load, on loopback.
 
 C clients (default 100) each keep one connection, as Postfix's smtpd processes do, and send
-real policy requests (the 29 attributes Postfix 3.7 sends, protocol_state RCPT) one after
-another for D seconds. The policy is table-only (cidr client map, non-FQDN sender, recipient
-hash map, relay check). Prints requests/s, latency percentiles, the server's CPU time per
-request and the mix of answers. Postfix has no policy server of its own to compare with:
-the figure to compare is what its smtpd processes would ask of one (see docs/performance.md).
+real policy requests (the 29 attributes Postfix 3.7 sends, protocol_state RCPT) for D
+seconds: back to back (saturation), then paced at R requests/s offered (latency counted from
+when each request was due). The policy is table-only (cidr client map, non-FQDN sender,
+recipient hash map, relay check). Prints requests/s, latency percentiles, CPU per request
+and the mix of answers. Postfix has no policy server of its own; with the reference Postfix
+installed, the same run measures what delegating costs Postfix: `smtp-source` into Postfix
+with the policy's restrictions in its own smtpd_recipient_restrictions, then with
+`check_policy_service` pointed at this policyd instead (messages/s, and the ratio).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from throughput import ROOT, main_cf, server_cpu
+from throughput import REFERENCE, ROOT, main_cf, server_cpu, smtp_source
 
 POLICY = ("check_client_access cidr:{etc}/clients.cidr, reject_non_fqdn_sender, "
           "check_recipient_access hash:{etc}/recipients, reject_unauth_destination")
@@ -144,6 +147,36 @@ def report(title: str, latencies: list[float], answers: dict, elapsed: float, cp
     print("  answers      " + ", ".join(f"{k.decode()}: {v}" for k, v in sorted(answers.items())))
 
 
+def postfix_runs(args: argparse.Namespace, work: Path, etc: Path, policyd_port: int
+                 ) -> dict[str, float] | None:
+    """messages/s through the reference Postfix: restrictions inline, then delegated."""
+    if args.no_postfix or not REFERENCE.exists() or not Path("/usr/sbin/postfix").exists():
+        return None
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inline = POLICY.format(etc=etc).replace("hash:", "texthash:")
+    out = {}
+    for name, restrictions in (
+            ("inline", f"{inline}, permit"),
+            ("delegated", f"check_policy_service inet:127.0.0.1:{policyd_port}, "
+                          "reject_unauth_destination, permit")):
+        directory = work / f"postfix-{name}"
+        subprocess.run([str(REFERENCE), "start", "--dir", str(directory), "--port", str(port),
+                        "--discard", "--users", "bench", "-o",
+                        f"smtpd_recipient_restrictions={restrictions}",
+                        "-o", "smtpd_relay_restrictions=", "-o", "mynetworks=10.0.0.0/8"],
+                       check=True, stdout=subprocess.DEVNULL)
+        try:
+            seconds = smtp_source(port, args.messages, 10, 1024, "bench@example.test")
+        finally:
+            subprocess.run([str(REFERENCE), "stop", "--dir", str(directory)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        out[name] = args.messages / seconds
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--clients", type=int, default=100)
@@ -151,6 +184,9 @@ def main() -> int:
     parser.add_argument("-r", "--rate", type=float, default=10000.0,
                         help="requests/s offered in the paced run")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("-m", "--messages", type=int, default=5000,
+                        help="messages smtp-source sends through the reference Postfix")
+    parser.add_argument("--no-postfix", action="store_true", help="skip the Postfix runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mailgate-policyd-") as tmp:
         etc = configure(Path(tmp))
@@ -174,10 +210,17 @@ def main() -> int:
                 elapsed = time.perf_counter() - started
                 report(title, latencies, answers, elapsed, server_cpu(proc.pid) - cpu0,
                        time.process_time() - load0)
+            rates = postfix_runs(args, Path(tmp), etc, port)
         finally:
             proc.terminate()
             proc.wait(10)
-    print("(Postfix ships no policy server: nothing to run beside it)")
+    if rates is None:
+        print("(reference Postfix not installed: no Postfix runs)")
+        return 0
+    print(f"Postfix 3.7 + smtp-source -s 10 -m {args.messages} (accept, discard):")
+    print(f"  restrictions in Postfix          {rates['inline']:,.1f} msg/s")
+    print(f"  delegated to mailgate policyd    {rates['delegated']:,.1f} msg/s "
+          f"({rates['delegated'] / rates['inline']:.2f}x)")
     return 0
 
 
