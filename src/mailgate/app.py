@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +28,14 @@ from mailgate.dns.names import HostsFile, NameService
 from mailgate.dns.resolver import Resolver
 from mailgate.engine.context import Client
 from mailgate.engine.engine import Engine
-from mailgate.engine.policy import service_names
-from mailgate.engine.settings import LIST_PARAMS, EngineSettings
+from mailgate.engine.settings import EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import ConfigError, MapError, QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps import Map, Registry, default_registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
 from mailgate.master import ConnectionTable, bind, run_workers
-from mailgate.policy import service as policy_service
-from mailgate.policy.client import PolicyClient
+from mailgate.policy.client import clients as policy_clients
 from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.manager import QueueManager
 from mailgate.queue.store import Envelope, Incoming, QueueStore
@@ -254,30 +252,6 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         inet_interfaces=local, policy=policy,
         log_permit=string_matcher(cfg.get_list("smtpd_log_access_permit_actions"), registry))
     return Engine(settings, tables, log), vmaps
-
-
-def policy_clients(cfg: Config, lists: Iterable[tuple[str, ...]]) -> dict[str, PolicyClient]:
-    """A client for every check_policy_service endpoint; a bad one stops start-up."""
-    base = policy_service.defaults(cfg)
-    queue_directory = cfg.get_str("queue_directory")
-    clients: dict[str, PolicyClient] = {}
-    for name in service_names(lists):
-        if name not in clients:
-            try:
-                clients[name] = PolicyClient(policy_service.parse(name, base, queue_directory))
-            except ConfigError as exc:
-                raise ConfigError(f"{_list_origin(cfg, name)}: {exc}") from exc
-    return clients
-
-
-def _list_origin(cfg: Config, item: str) -> str:
-    """file:line of the restriction list (or class) that names `item`."""
-    params = (*LIST_PARAMS.values(), "policyd_restrictions",
-              *cfg.get_list("smtpd_restriction_classes"))
-    for param in params:
-        if item in cfg.get_list(param):
-            return cfg.origin(param)
-    return "main.cf"
 
 
 def committer(store: QueueStore, renamer: DurableRenamer,

@@ -13,13 +13,14 @@ from mailgate.app import build_engine, build_resolver
 from mailgate.config.config import Config
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client
-from mailgate.engine.policy import request, service_names
+from mailgate.engine.policy import request
 from mailgate.errors import ConfigError
 from mailgate.maps import default_registry
 from mailgate.policy import service
 from mailgate.policy.client import PolicyClient, release
 from mailgate.policy.protocol import PolicyReader, Request
 from mailgate.policy.server import ClientErrors, PolicydSettings, PolicyService, check_state
+from mailgate.policy.service import service_names
 
 # What Postfix 3.7.11 (Debian) sent in a live session, in its order (no SASL/TLS values).
 POSTFIX_ATTRIBUTES = [

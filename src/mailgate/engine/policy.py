@@ -3,24 +3,13 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator
-
 from mailgate.engine.access import table_result
 from mailgate.engine.context import CheckState
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.reply import Status
+from mailgate.policy.service import NAME
 
-NAME = "check_policy_service"
 DEFAULT_ACTION = "451 4.3.5 Server configuration problem"  # for a nested default action
-
-
-def service_names(lists: Iterable[tuple[str, ...]]) -> Iterator[str]:
-    """Every policy service named in these restriction lists (registered at start-up)."""
-    for names in lists:
-        for before, name in itertools.pairwise(names):
-            if before.lower() == NAME and ":" in name:
-                yield name
 
 
 def request(st: CheckState, context: str) -> dict[str, str]:

@@ -7,12 +7,16 @@ import asyncio
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mailgate.config.config import Config
+from mailgate.engine.settings import LIST_PARAMS
+from mailgate.errors import ConfigError
+from mailgate.policy import service
 from mailgate.policy.protocol import encode
-from mailgate.policy.service import ServiceSettings
+from mailgate.policy.service import ServiceSettings, service_names
 
 Warn = Callable[[str], None]
 _QUIET = (0, errno.EPIPE, errno.ENOENT, errno.ECONNRESET)  # not worth a warning on try 1
@@ -212,3 +216,27 @@ def release(pinned: dict[str, Any]) -> None:
     for conn in pinned.values():
         conn.close()
     pinned.clear()
+
+
+def clients(cfg: Config, lists: Iterable[tuple[str, ...]]) -> dict[str, PolicyClient]:
+    """A client for every check_policy_service endpoint; a bad one stops start-up."""
+    base = service.defaults(cfg)
+    queue_directory = cfg.get_str("queue_directory")
+    clients: dict[str, PolicyClient] = {}
+    for name in service_names(lists):
+        if name not in clients:
+            try:
+                clients[name] = PolicyClient(service.parse(name, base, queue_directory))
+            except ConfigError as exc:
+                raise ConfigError(f"{_list_origin(cfg, name)}: {exc}") from exc
+    return clients
+
+
+def _list_origin(cfg: Config, item: str) -> str:
+    """file:line of the restriction list (or class) that names `item`."""
+    params = (*LIST_PARAMS.values(), "policyd_restrictions",
+              *cfg.get_list("smtpd_restriction_classes"))
+    for param in params:
+        if item in cfg.get_list(param):
+            return cfg.origin(param)
+    return "main.cf"

@@ -201,13 +201,14 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors) 
 
 def run(cfg: Config) -> int:
     """Bind, print a readiness line, run `policyd_processes` workers until SIGTERM."""
-    from mailgate.app import policy_clients, raise_fd_limit, run_loop
+    from mailgate.app import raise_fd_limit, run_loop
     from mailgate.engine.settings import EngineSettings
     from mailgate.master import run_workers
+    from mailgate.policy.client import clients
 
     settings = PolicydSettings.from_config(cfg)  # parameter errors before binding
     engine = EngineSettings.from_config(cfg, policyd=True)
-    policy_clients(cfg, (*engine.lists.values(), *engine.classes.values()))
+    clients(cfg, (*engine.lists.values(), *engine.classes.values()))  # bad services
     raise_fd_limit()
     smtpd = SmtpdSettings.from_config(cfg)
     log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))

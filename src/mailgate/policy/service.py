@@ -3,8 +3,10 @@ overridden per service by Postfix 3.0's `{ endpoint, name = value, ... }` syntax
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -12,6 +14,7 @@ from mailgate.config.config import Config
 from mailgate.config.maincf import split_list
 from mailgate.errors import ConfigError
 
+NAME = "check_policy_service"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TIMES = ("timeout", "max_idle", "max_ttl", "retry_delay")
 _INTS = {"request_limit": 0, "try_limit": 1}  # name -> minimum
@@ -108,3 +111,11 @@ def _override(key: str, value: str) -> str | int | float:
             raise ConfigError(f"invalid {key} parameter value {seconds} < 1")
         return float(seconds)
     raise ConfigError(f'unknown option: "{key} = {value}"')
+
+
+def service_names(lists: Iterable[tuple[str, ...]]) -> Iterator[str]:
+    """Every policy service named in these restriction lists (registered at start-up)."""
+    for names in lists:
+        for before, name in itertools.pairwise(names):
+            if before.lower() == NAME and ":" in name:
+                yield name
