@@ -64,6 +64,10 @@ def base_main_cf(root: Path) -> str:
         "smtpd_listen = 127.0.0.1:0\n"
         f"resolver_servers = {' '.join(DNS_SERVER)}\n"
         "resolver_timeout = 1s\n"
+        # Tests deliver only to next hops they start on loopback (transport_maps): mail for
+        # other domains waits in the queue instead of going to an MX on the Internet.
+        "default_transport = retry:tests deliver only to loopback next hops\n"
+        "relay_transport = retry:tests deliver only to loopback next hops\n"
     )
 
 

@@ -22,7 +22,9 @@ from mailgate.config.config import Config
 from mailgate.config.settings import DeliverySettings, SmtpdSettings
 from mailgate.delivery.agent import Agent
 from mailgate.delivery.maildir import MaildirAgent
-from mailgate.delivery.router import Router
+from mailgate.delivery.router import Router, Transports
+from mailgate.delivery.smtp import SmtpAgent
+from mailgate.delivery.smtpclient import Timeouts
 from mailgate.dns.lookup import DnsLookup
 from mailgate.dns.names import HostsFile, NameService
 from mailgate.dns.resolver import Resolver
@@ -36,6 +38,7 @@ from mailgate.maps import Map, Registry, default_registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
 from mailgate.master import ConnectionTable, bind, run_workers
 from mailgate.policy.client import clients as policy_clients
+from mailgate.queue.commands import write_pid
 from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.manager import QueueManager
 from mailgate.queue.store import Envelope, Incoming, QueueStore
@@ -141,12 +144,19 @@ class App:
         router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
                         delivery.recipient_delimiter,
                         registry.open_list(cfg.get_list("virtual_uid_maps")),
-                        registry.open_list(cfg.get_list("virtual_gid_maps")))
+                        registry.open_list(cfg.get_list("virtual_gid_maps")),
+                        Transports.from_config(cfg, registry))
         renamer = DurableRenamer(asyncio.get_running_loop())
         agents: dict[str, Agent] = {
             "virtual": MaildirAgent("virtual", smtpd.myhostname, renamer, fsync),
             "local": MaildirAgent("local", smtpd.myhostname, renamer, fsync),
         }
+        dns = engine.tables.dns
+        for name in ("smtp", "relay", "lmtp"):
+            agents[name] = SmtpAgent(name, cfg.get_str("smtp_helo_name") or smtpd.myhostname,
+                                     dns.resolver if dns else None, engine.tables.names,
+                                     Timeouts(*delivery.smtp_timeouts),
+                                     delivery.destination_concurrency, delivery.smtp_tls)
         qmgr = QueueManager(store, delivery, router, agents, log)
         services = Services(
             engine=engine, store=store, log=log,
@@ -338,6 +348,7 @@ async def worker_main(cfg: Config, sockets: list[socket.socket], connections: Co
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, app.log.reopen)
+    loop.add_signal_handler(signal.SIGUSR2, lambda: loop.create_task(app.qmgr.flush()))
     await stop.wait()
     await app.stop()
 
@@ -363,6 +374,7 @@ def run(cfg: Config) -> int:
     store = QueueStore(delivery.queue_directory)
     recovered = store.recover()
     sockets = bind(smtpd.listen)
+    write_pid(store.root)  # for `mailgate queue flush`
     connections = ConnectionTable()
     for warning in (*cfg.warnings, *cfg.unused_parameters()):
         log.warning("master", warning)

@@ -29,6 +29,29 @@ def cmd_policyd(args: argparse.Namespace) -> int:
     return run(_load(args, demo=False))
 
 
+def cmd_queue(args: argparse.Namespace) -> int:
+    from mailgate.config.settings import SmtpdSettings
+    from mailgate.maillog import MailLog
+    from mailgate.queue import commands
+    from mailgate.queue.store import QueueStore
+
+    cfg = _load(args, demo=True)
+    store = QueueStore(cfg.get_str("queue_directory"))
+    if args.action == "list":
+        return commands.list_queue(store, sys.stdout, args.json)
+    if args.action == "flush":
+        return commands.flush(store)
+    if not args.ids:
+        print("mailgate queue: need a queue ID or ALL", file=sys.stderr)
+        return 2
+    smtpd = SmtpdSettings.from_config(cfg)
+    log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
+    try:
+        return commands.change(store, log, args.action, args.ids)
+    finally:
+        log.close()
+
+
 def cmd_postconf(args: argparse.Namespace) -> int:
     cfg = _load(args, demo=False)
     mode = "n" if args.n else "d" if args.d else ""
@@ -87,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "(check_policy_service inet:HOST:PORT)")
     common(policyd)
     policyd.set_defaults(func=cmd_policyd)
+
+    queue = sub.add_parser("queue", help="list and manage the mail queue (mailq, postqueue, "
+                           "postsuper)")
+    common(queue)
+    queue.add_argument("action", choices=("list", "flush", "delete", "hold", "release",
+                                          "requeue"))
+    queue.add_argument("ids", nargs="*", metavar="ID", help="queue IDs, or ALL")
+    queue.add_argument("--json", action="store_true", help="list: one JSON object per message")
+    queue.set_defaults(func=cmd_queue)
 
     postconf = sub.add_parser("postconf", help="print parameters as postconf(1) does")
     common(postconf)

@@ -144,6 +144,13 @@ def run_workers(count: int, worker: Callable[[int], None],
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGUSR1, reopen)
+
+    def forward(signum: int, frame: Any) -> None:  # `mailgate queue flush`
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGUSR2, forward)
     for index in range(count):
         start(index)
     restarts: list[float] = []

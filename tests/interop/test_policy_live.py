@@ -206,6 +206,7 @@ def test_postfix_asks_mailgate_policyd(postfix: reference.Instance, policyd: Pol
     messages = {p.parent.parent.name: email.message_from_bytes(p.read_bytes()) for p in new()}
     assert messages["alice"]["X-Policy"] == "tagged"
     assert messages["bob"]["X-Policy"] is None
+    wait_until(lambda: len([x for x in policyd.log() if ": reject: RCPT from " in x]) == 3)
     rejects = [x for x in policyd.log() if ": reject: RCPT from " in x]
     assert len(rejects) == 3 and "192.0.2.66" in rejects[0] and "from=<nodots>" in rejects[2]
 

@@ -234,6 +234,16 @@ PARAMETERS: tuple[Param, ...] = (
     Param("local_transport", _S, "local:$myhostname"),
     Param("virtual_transport", _S, "virtual"),
     Param("delivery_concurrency", _I, "16", min=1, extension=True),
+    Param("2bounce_notice_recipient", _S, "postmaster"),
+    Param("smtp_tls_security_level", _S, ""),
+    Param("smtp_helo_name", _S, "$myhostname"),
+    Param("smtp_connect_timeout", _T, "30s", min=0),
+    Param("smtp_helo_timeout", _T, "300s", min=1),
+    Param("smtp_mail_timeout", _T, "300s", min=1),
+    Param("smtp_rcpt_timeout", _T, "300s", min=1),
+    Param("smtp_data_init_timeout", _T, "120s", min=1),
+    Param("smtp_data_xfer_timeout", _T, "180s", min=1),
+    Param("smtp_data_done_timeout", _T, "600s", min=1),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMETERS}

@@ -146,6 +146,17 @@ class DeliverySettings:
     concurrency: int
     enable_original_recipient: bool
     defer_transports: frozenset[str]
+    soft_bounce: bool = False
+    maximal_queue_lifetime: float = 5 * 86400.0
+    delay_warning_time: float = 0.0
+    bounce_queue_lifetime: float = 5 * 86400.0
+    mail_name: str = "mailgate"
+    myorigin: str = ""
+    double_bounce_sender: str = "double-bounce"
+    notice_recipient: str = "postmaster"  # 2bounce_notice_recipient
+    destination_concurrency: int = 20
+    smtp_tls: bool = True  # smtp_tls_security_level = may
+    smtp_timeouts: tuple[float, ...] = (30.0, 300.0, 300.0, 300.0, 120.0, 180.0, 600.0)
 
     @classmethod
     def from_config(cls, cfg: Config) -> DeliverySettings:
@@ -165,4 +176,16 @@ class DeliverySettings:
             concurrency=cfg.get_int("delivery_concurrency"),
             enable_original_recipient=cfg.get_bool("enable_original_recipient"),
             defer_transports=frozenset(cfg.get_list("defer_transports")),
+            soft_bounce=cfg.get_bool("soft_bounce"),
+            maximal_queue_lifetime=cfg.get_time("maximal_queue_lifetime"),
+            delay_warning_time=cfg.get_time("delay_warning_time"),
+            bounce_queue_lifetime=cfg.get_time("bounce_queue_lifetime"),
+            mail_name=cfg.get_str("mail_name"),
+            myorigin=cfg.get_str("myorigin"),
+            double_bounce_sender=cfg.get_str("double_bounce_sender"),
+            notice_recipient=cfg.get_str("2bounce_notice_recipient"),
+            destination_concurrency=cfg.get_int("default_destination_concurrency_limit"),
+            smtp_tls=cfg.get_str("smtp_tls_security_level") not in ("", "none"),
+            smtp_timeouts=tuple(cfg.get_time(f"smtp_{name}_timeout") for name in (
+                "connect", "helo", "mail", "rcpt", "data_init", "data_xfer", "data_done")),
         )

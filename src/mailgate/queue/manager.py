@@ -10,9 +10,28 @@ from dataclasses import dataclass
 
 from mailgate.config.settings import DeliverySettings
 from mailgate.delivery.agent import Agent, DeliveryRequest, DeliveryResult, Status
-from mailgate.delivery.router import Router
+from mailgate.delivery.router import Route, Router
 from mailgate.maillog import MailLog
-from mailgate.queue.store import Envelope, QueueStore
+from mailgate.queue.bounce import Failed, notification
+from mailgate.queue.store import Envelope, QueueStore, Recipient
+
+_PROGRAMS = {"relay": "relay/smtp", "none": "error", "retry": "error"}
+
+
+def _builtin(transport: str, nexthop: str) -> DeliveryResult | None:
+    """discard:, error: and retry: (Postfix's discard(8) and error(8))."""
+    if transport == "discard":
+        return DeliveryResult(Status.SENT, "2.0.0", nexthop or "discarded", "none")
+    if transport in ("error", "retry"):
+        text = nexthop or ("delivery temporarily suspended" if transport == "retry"
+                           else "mail for this destination is not deliverable")
+        final = transport == "error"
+        dsn = text.split(" ", 1)[0] if text[:1] in "45" and text[1:2] == "." else \
+            ("5.0.0" if final else "4.0.0")
+        if dsn != ("5.0.0" if final else "4.0.0"):
+            text = text.split(" ", 1)[1] if " " in text else text
+        return DeliveryResult(Status.BOUNCED if final else Status.DEFERRED, dsn, text, "none")
+    return None
 
 
 def format_delay(seconds: float) -> str:
@@ -106,53 +125,148 @@ class QueueManager:
         qid = envelope.queue_id
         self.log.log("qmgr", f"{qid}: from=<{envelope.sender}>, size={envelope.size}, "
                              f"nrcpt={len(envelope.recipients)} (queue active)")
-        deferred = False
+        groups: dict[tuple[str, str], list[tuple[int, Recipient, Route]]] = {}
         for index, rcpt in enumerate(envelope.recipients):
-            if rcpt.done:
-                continue
-            started = self.clock()
-            result = await self._deliver_one(envelope, content, index, rcpt.address,
-                                             job.recovered)
-            self._log_result(envelope, rcpt.address, result, job.picked, started)
-            if result.status is Status.SENT:
-                rcpt.done = True
-            else:
-                deferred = True
-        if deferred:
+            if not rcpt.done:
+                route = self.router.route(rcpt.address)
+                groups.setdefault((route.transport, route.nexthop), []).append(
+                    (index, rcpt, route))
+        outcomes = await asyncio.gather(*(self._deliver_group(envelope, content, members, job)
+                                          for members in groups.values()))
+        failed = [item for outcome in outcomes for item in outcome]
+        failed += self._expire(envelope)
+        if failed:
+            await self._bounce(envelope, content, failed)
+        if any(not rcpt.done for rcpt in envelope.recipients):
             await self._defer(envelope, content)
         else:
             self.store.remove("active", qid)
             self.log.log("qmgr", f"{qid}: removed")
 
-    async def _deliver_one(self, envelope: Envelope, content: bytes, index: int,
-                           recipient: str, recovered: bool) -> DeliveryResult:
-        route = self.router.route(recipient)
-        if route.transport in self.settings.defer_transports:
-            return DeliveryResult(Status.DEFERRED, "4.3.0", "deferred transport", "none")
-        agent = self.agents.get(route.transport)
+    async def _deliver_group(self, envelope: Envelope, content: bytes,
+                             members: list[tuple[int, Recipient, Route]], job: _Job
+                             ) -> list[Failed]:
+        """The recipients of one message with the same transport and next hop; returns the
+        ones that failed for good (to be bounced)."""
+        started = self.clock()
+        route = members[0][2]
+        results = await self._results(envelope, content, members, route, job.recovered)
+        failed = []
+        for (_, rcpt, _), result in zip(members, results, strict=True):
+            if result.status is Status.BOUNCED and self.settings.soft_bounce:
+                result = DeliveryResult(Status.DEFERRED, "4" + result.dsn[1:], result.text,
+                                        result.relay)
+            self._log_result(envelope, rcpt.address, result, job.picked, started,
+                             route.transport)
+            if result.status is Status.SENT:
+                rcpt.done = True
+            elif result.status is Status.BOUNCED:
+                rcpt.done = True
+                failed.append(Failed(rcpt.address, rcpt.orcpt, result.dsn, result.text))
+            else:
+                rcpt.dsn, rcpt.reason = result.dsn, result.text
+        return failed
+
+    async def _results(self, envelope: Envelope, content: bytes,
+                       members: list[tuple[int, Recipient, Route]], route: Route,
+                       recovered: bool) -> list[DeliveryResult]:
+        transport = route.transport
+        if transport in self.settings.defer_transports:
+            return [DeliveryResult(Status.DEFERRED, "4.3.0", "deferred transport", "none")
+                    for _ in members]
+        builtin = _builtin(transport, route.nexthop)
+        if builtin is not None:
+            return [builtin for _ in members]
+        agent = self.agents.get(transport)
         if route.error or agent is None:
-            return DeliveryResult(Status.DEFERRED, "4.3.0", route.error or
-                                  f"transport {route.transport} is not available", "none")
-        orig = recipient if self.settings.enable_original_recipient else ""
-        request = DeliveryRequest(envelope.queue_id, envelope.sender, recipient, orig, index,
-                                  envelope.arrival, content, route.nexthop, recovered,
-                                  route.uid, route.gid)
-        return await agent.deliver(request)
+            text = route.error or f"mail transport unavailable: {transport}"
+            return [DeliveryResult(Status.DEFERRED, "4.3.0", text, "none") for _ in members]
+        requests = [DeliveryRequest(
+            envelope.queue_id, envelope.sender, rcpt.address,
+            rcpt.address if self.settings.enable_original_recipient else "", index,
+            envelope.arrival, content, r.nexthop, recovered, r.uid, r.gid)
+            for index, rcpt, r in members]
+        many = getattr(agent, "deliver_many", None)
+        if many is not None:
+            results: list[DeliveryResult] = await many(requests)
+            return results
+        return [await agent.deliver(request) for request in requests]
+
+    def _expire(self, envelope: Envelope) -> list[Failed]:
+        """Recipients still deferred past the queue lifetime are returned to the sender."""
+        lifetime = (self.settings.bounce_queue_lifetime if not envelope.sender
+                    else self.settings.maximal_queue_lifetime)
+        pending = [r for r in envelope.recipients if not r.done]
+        if not pending or self.clock() - envelope.arrival < lifetime:
+            return []
+        self.log.log("qmgr", f"{envelope.queue_id}: from=<{envelope.sender}>, "
+                             "status=expired, returned to sender")
+        for rcpt in pending:
+            rcpt.done = True
+        return [Failed(r.address, r.orcpt, r.dsn or "4.4.7",
+                       r.reason or "message delivery timed out") for r in pending]
+
+    async def _bounce(self, envelope: Envelope, content: bytes, failed: list[Failed]) -> None:
+        """A non-delivery notification to the sender; a bounce that bounces goes to the
+        postmaster (double bounce), a double bounce that bounces is dropped."""
+        s = self.settings
+        double_sender = f"{s.double_bounce_sender}@{s.myorigin or s.myhostname}"
+        if envelope.sender == double_sender:
+            self.log.log("bounce", f"{envelope.queue_id}: undeliverable double bounce "
+                                   "discarded")
+            return
+        if envelope.sender:
+            to, sender, kind = envelope.sender, "", "sender"
+        else:
+            notice = s.notice_recipient
+            to = notice if "@" in notice else f"{notice}@{s.myorigin or s.myhostname}"
+            sender, kind = double_sender, "postmaster"
+        now = self.clock()
+        text = notification(envelope, content, failed, s.myhostname, s.mail_name, to, now,
+                            postmaster_copy=kind == "postmaster")
+        notice_env = Envelope("", sender, [Recipient(to)], now, client_name="localhost",
+                              client_addr="127.0.0.1", protocol="bounce", size=len(text))
+        qid = await asyncio.to_thread(self.store.submit, notice_env, text)
+        self.log.log("bounce", f"{envelope.queue_id}: {kind} non-delivery notification: {qid}")
+        self.enqueue(qid, notice_env, text)
 
     def _log_result(self, envelope: Envelope, recipient: str, result: DeliveryResult,
-                    picked: float, started: float) -> None:
+                    picked: float, started: float, transport: str = "") -> None:
         now = self.clock()
         a = max(picked - envelope.arrival, 0.0)
         b = max(started - picked, 0.0)
         d = max(now - started, 0.0)
         total = max(now - envelope.arrival, 0.0)
-        program = result.relay if result.relay in ("virtual", "local") else "error"
+        program = _PROGRAMS.get(transport, transport) if transport else "error"
+        if result.relay in ("virtual", "local"):
+            program = result.relay
         self.log.log(program, f"{envelope.queue_id}: to=<{recipient}>, relay={result.relay}, "
                      f"delay={format_delay(total)}, delays={format_delay(a)}/{format_delay(b)}/"
                      f"0/{format_delay(d)}, dsn={result.dsn}, status={result.status.value} "
                      f"({result.text})")
 
+    async def _warn_delay(self, envelope: Envelope, content: bytes) -> None:
+        """delay_warning_time: one "Delayed Mail" notice per message to its sender."""
+        s = self.settings
+        if (not s.delay_warning_time or not envelope.sender or envelope.extra.get("warned")
+                or self.clock() - envelope.arrival < s.delay_warning_time):
+            return
+        envelope.extra["warned"] = "1"
+        pending = [Failed(r.address, r.orcpt, r.dsn or "4.0.0", r.reason)
+                   for r in envelope.recipients if not r.done]
+        now = self.clock()
+        text = notification(envelope, content, pending, s.myhostname, s.mail_name,
+                            envelope.sender, now, delay=(
+                                int(s.delay_warning_time // 3600),
+                                int(s.maximal_queue_lifetime // 86400)))
+        notice = Envelope("", "", [Recipient(envelope.sender)], now, client_name="localhost",
+                          client_addr="127.0.0.1", protocol="bounce", size=len(text))
+        qid = await asyncio.to_thread(self.store.submit, notice, text)
+        self.log.log("bounce", f"{envelope.queue_id}: sender delay notification: {qid}")
+        self.enqueue(qid, notice, text)
+
     async def _defer(self, envelope: Envelope, content: bytes) -> None:
+        await self._warn_delay(envelope, content)
         envelope.attempts += 1
         backoff = min(self.settings.minimal_backoff_time * (2 ** (envelope.attempts - 1)),
                       self.settings.maximal_backoff_time)
@@ -193,7 +307,10 @@ class QueueManager:
                 continue
             if only_due and envelope.next_attempt > now:
                 continue
-            await asyncio.to_thread(self.store.move, queue_id, "deferred", "active")
+            try:
+                await asyncio.to_thread(self.store.move, queue_id, "deferred", "active")
+            except OSError:
+                continue  # another worker (or `mailgate queue`) took it
             self._jobs.put_nowait(_Job(queue_id, True, now))
             moved += 1
         self._update_idle()

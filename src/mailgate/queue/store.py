@@ -29,6 +29,8 @@ class Recipient:
     orcpt: str = ""
     notify: str = ""
     done: bool = False
+    dsn: str = ""  # the last temporary failure (mailq shows it; an expiry bounces with it)
+    reason: str = ""
 
 
 @dataclass
@@ -125,6 +127,20 @@ class QueueStore:
         except OSError as exc:
             self.abort(incoming)
             raise QueueError(f"{incoming.queue_id}: cannot store message: {exc.strerror}") from exc
+
+    def submit(self, envelope: Envelope, content: bytes) -> str:
+        """A message made here (a bounce): written, fsync'd and in active/; its queue id."""
+        incoming = self.create()
+        envelope.queue_id = incoming.queue_id
+        self.write(incoming, envelope, content)
+        if self.fsync:
+            os.fsync(incoming.fd)
+        os.close(incoming.fd)
+        incoming.fd = -1
+        os.rename(incoming.path, self.path("active", incoming.queue_id))
+        if self.fsync:
+            _fsync_dir(self.root / "active")
+        return incoming.queue_id
 
     def abort(self, incoming: Incoming) -> None:
         """Drop a transaction that was never acknowledged."""
