@@ -156,7 +156,8 @@ class App:
             agents[name] = SmtpAgent(name, cfg.get_str("smtp_helo_name") or smtpd.myhostname,
                                      dns.resolver if dns else None, engine.tables.names,
                                      Timeouts(*delivery.smtp_timeouts),
-                                     delivery.destination_concurrency, delivery.smtp_tls)
+                                     delivery.destination_concurrency, delivery.smtp_tls,
+                                     recipient_limit=delivery.destination_recipients)
         qmgr = QueueManager(store, delivery, router, agents, log)
         services = Services(
             engine=engine, store=store, log=log,
@@ -167,7 +168,8 @@ class App:
                 cfg.get_list("smtpd_forbid_bare_newline_exclusions"), registry),
             xclient_hosts=client_matcher(cfg.get_list("smtpd_authorized_xclient_hosts"),
                                          registry),
-            flush_domains=domain_matcher(cfg, "fast_flush_domains", registry))
+            flush_domains=domain_matcher(cfg, "fast_flush_domains", registry),
+            flush_queue=lambda: qmgr.flush_soon())
         exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
         server = SmtpServer(smtpd, services, exceptions, connections)
@@ -348,7 +350,7 @@ async def worker_main(cfg: Config, sockets: list[socket.socket], connections: Co
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, app.log.reopen)
-    loop.add_signal_handler(signal.SIGUSR2, lambda: loop.create_task(app.qmgr.flush()))
+    loop.add_signal_handler(signal.SIGUSR2, app.qmgr.flush_soon)
     await stop.wait()
     await app.stop()
 

@@ -13,6 +13,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -439,3 +440,108 @@ def test_delay_warning(server_factory, sinks) -> None:  # type: ignore[no-untype
     assert notice["Subject"] == "Delayed Mail (still being retried)"
     report = {k: v for block in notice.get_payload()[1].get_payload() for k, v in block.items()}
     assert report["Action"] == "delayed"
+
+
+def test_relayhost_discard_and_error_transports(server_factory, sinks) -> None:  # type: ignore[no-untyped-def]
+    sink = sinks()
+    server = server_factory(default_transport="smtp", relayhost=f"[127.0.0.1]:{sink.port}",
+                            transport_maps="inline:{{gone.test=discard:dropped here}, "
+                                           "{bad.test=error:5.1.2 no such domain}}").start()
+    send(server, ["someone@anywhere.example", "x@gone.test", "y@bad.test"])
+    line = server.wait_log(r"^smtp: .* to=<someone@anywhere.example>, .* status=sent ")[0]
+    assert f"relay=127.0.0.1[127.0.0.1]:{sink.port}, " in line  # relayhost, no MX lookup
+    line = server.wait_log(r"^discard: .* to=<x@gone.test>, ")[0]
+    assert "relay=none, " in line and "status=sent (dropped here)" in line
+    line = server.wait_log(r"^error: .* to=<y@bad.test>, ")[0]
+    assert "dsn=5.1.2, status=bounced (no such domain)" in line
+    server.wait_log(r"^bounce: .* sender non-delivery notification: ")
+
+
+class TlsReceiver:
+    """Offers STARTTLS (a throw-away self-signed certificate) and records what it saw."""
+
+    def __init__(self, root: Path) -> None:
+        cert, key = root / "cert.pem", root / "key.pem"
+        subprocess.run([require("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-subj", "/CN=localhost", "-days", "1", "-keyout", str(key),
+                        "-out", str(cert)], check=True, capture_output=True, timeout=60)
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(5)
+        self.port = self.sock.getsockname()[1]
+        self.tls_version = ""
+        self.message = b""
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            raw, _ = self.sock.accept()
+        except OSError:
+            return
+        conn: socket.socket = raw
+        conn.sendall(b"220 tls.test ESMTP\r\n")
+        reader = conn.makefile("rb")
+        while True:
+            line = reader.readline()
+            if not line:
+                break
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-tls.test\r\n" + (b"" if self.tls_version
+                                                    else b"250-STARTTLS\r\n") + b"250 8BITMIME\r\n")
+            elif verb == b"STAR":
+                conn.sendall(b"220 2.0.0 Ready to start TLS\r\n")
+                conn = self.context.wrap_socket(conn, server_side=True)
+                self.tls_version = conn.version() or ""
+                reader = conn.makefile("rb")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                while (data := reader.readline()) not in (b".\r\n", b""):
+                    self.message += data
+                conn.sendall(b"250 2.0.0 Ok: queued as TLS1\r\n")
+                self.done.set()
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                break
+            else:
+                conn.sendall(b"250 ok\r\n")
+        conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_opportunistic_starttls(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    receiver = TlsReceiver(tmp_path)
+    try:
+        server = relay_server(server_factory, receiver.port, smtp_tls_security_level="may")
+        send(server, [f"secret@{RELAY}"])
+        line = server.wait_log(r"^smtp: .* status=sent ")[0]
+        assert "(250 2.0.0 Ok: queued as TLS1)" in line
+        assert receiver.done.wait(10) and receiver.tls_version.startswith("TLSv1")
+        assert b"Subject: relay test" in receiver.message
+    finally:
+        receiver.close()
+
+
+def test_filter_action_routes_the_message(server_factory, sinks) -> None:  # type: ignore[no-untyped-def]
+    """FILTER smtp:[127.0.0.1]:PORT (access(5)) sends every recipient to the filter."""
+    sink = sinks()
+    server = server_factory(smtpd_sender_restrictions="check_sender_access "
+                            f"inline:{{{{alice@example.test=FILTER smtp:[127.0.0.1]:{sink.port}}}}}"
+                            ).start()
+    send(server, ["bob@example.test"])
+    line = server.wait_log(r"^smtp: .* to=<bob@example.test>, .* status=sent ")[0]
+    assert f"relay=127.0.0.1[127.0.0.1]:{sink.port}, " in line
+    assert not server.maildir_files("bob")
+
+
+def test_recipient_limit_splits_transactions(server_factory, sinks) -> None:  # type: ignore[no-untyped-def]
+    sink = sinks()
+    server = relay_server(server_factory, sink.port, default_destination_recipient_limit="2")
+    send(server, [f"r{i}@{RELAY}" for i in range(5)])
+    server.wait_log(r"^smtp: .* status=sent ", count=5)
+    wait_until(lambda: len(sink.messages()) == 3)  # 2 + 2 + 1 recipients

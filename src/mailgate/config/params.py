@@ -228,6 +228,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("bounce_queue_lifetime", _T, "5d", min=0, unit="d"),
     Param("delay_warning_time", _T, "0h", min=0, unit="h"),
     Param("default_destination_concurrency_limit", _I, "20", min=0),
+    Param("default_destination_recipient_limit", _I, "50", min=1),
     Param("transport_maps", _L, ""),
     Param("default_transport", _S, "smtp"),
     Param("relay_transport", _S, "relay"),

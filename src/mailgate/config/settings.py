@@ -155,6 +155,7 @@ class DeliverySettings:
     double_bounce_sender: str = "double-bounce"
     notice_recipient: str = "postmaster"  # 2bounce_notice_recipient
     destination_concurrency: int = 20
+    destination_recipients: int = 50
     smtp_tls: bool = True  # smtp_tls_security_level = may
     smtp_timeouts: tuple[float, ...] = (30.0, 300.0, 300.0, 300.0, 120.0, 180.0, 600.0)
 
@@ -185,6 +186,7 @@ class DeliverySettings:
             double_bounce_sender=cfg.get_str("double_bounce_sender"),
             notice_recipient=cfg.get_str("2bounce_notice_recipient"),
             destination_concurrency=cfg.get_int("default_destination_concurrency_limit"),
+            destination_recipients=cfg.get_int("default_destination_recipient_limit"),
             smtp_tls=cfg.get_str("smtp_tls_security_level") not in ("", "none"),
             smtp_timeouts=tuple(cfg.get_time(f"smtp_{name}_timeout") for name in (
                 "connect", "helo", "mail", "rcpt", "data_init", "data_xfer", "data_done")),

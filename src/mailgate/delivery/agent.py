@@ -36,6 +36,7 @@ class DeliveryResult:
     dsn: str
     text: str  # e.g. "delivered to maildir"
     relay: str  # e.g. "virtual", "local", "host[addr]:port"
+    setup: float = 0.0  # seconds of connection set-up (DNS, connect, greeting, EHLO, TLS)
 
 
 class Agent(Protocol):

@@ -4,6 +4,7 @@ cached connections, per-destination concurrency, one transaction per message and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,13 +43,15 @@ class SmtpAgent:
 
     def __init__(self, name: str, myhostname: str, resolver: Resolver | None,
                  names: NameService | None, timeouts: Timeouts, concurrency: int,
-                 tls: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+                 tls: bool = True, clock: Callable[[], float] = time.monotonic,
+                 recipient_limit: int = 50) -> None:
         self.name = name
         self.lmtp = name == "lmtp"
         self.myhostname = myhostname
         self.resolver, self.names = resolver, names
         self.timeouts = timeouts
         self.concurrency = max(concurrency, 1)
+        self.recipient_limit = max(recipient_limit, 1)
         self.tls = tls_context() if tls and not self.lmtp else None
         self.clock = clock
         self.cache: dict[Target, list[Connection]] = {}
@@ -58,7 +61,14 @@ class SmtpAgent:
         return (await self.deliver_many([request]))[0]
 
     async def deliver_many(self, requests: list[DeliveryRequest]) -> list[DeliveryResult]:
-        """One message, recipients with the same next hop: one transaction where possible."""
+        """One message, recipients with the same next hop: one transaction for each
+        `recipient_limit` of them (default_destination_recipient_limit)."""
+        out: list[DeliveryResult] = []
+        for start in range(0, len(requests), self.recipient_limit):
+            out += await self._deliver_batch(requests[start:start + self.recipient_limit])
+        return out
+
+    async def _deliver_batch(self, requests: list[DeliveryRequest]) -> list[DeliveryResult]:
         nexthop = requests[0].nexthop
         limit = self.limits.setdefault(nexthop, asyncio.Semaphore(self.concurrency))
         async with limit:
@@ -168,7 +178,14 @@ class SmtpAgent:
     # --- the transaction -------------------------------------------------------------------
     async def _transaction(self, target: Target, requests: list[DeliveryRequest]
                            ) -> list[DeliveryResult]:
+        started = self.clock()
         conn = await self._connection(target)
+        setup = self.clock() - started
+        return [dataclasses.replace(r, setup=setup)
+                for r in await self._exchange(target, conn, requests)]
+
+    async def _exchange(self, target: Target, conn: Connection,
+                        requests: list[DeliveryRequest]) -> list[DeliveryResult]:
         results: list[DeliveryResult | None] = [None] * len(requests)
         accepted: list[int] = []
         t = self.timeouts

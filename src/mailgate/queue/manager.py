@@ -68,6 +68,7 @@ class QueueManager:
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
+        self._flushes: set[asyncio.Task[int]] = set()
         self.idle = asyncio.Event()
         self._busy = 0
 
@@ -126,9 +127,12 @@ class QueueManager:
         self.log.log("qmgr", f"{qid}: from=<{envelope.sender}>, size={envelope.size}, "
                              f"nrcpt={len(envelope.recipients)} (queue active)")
         groups: dict[tuple[str, str], list[tuple[int, Recipient, Route]]] = {}
+        content_filter = envelope.extra.get("filter", "")  # the FILTER access action
         for index, rcpt in enumerate(envelope.recipients):
             if not rcpt.done:
-                route = self.router.route(rcpt.address)
+                transport, _, nexthop = content_filter.partition(":")
+                route = Route(transport, nexthop) if content_filter else \
+                    self.router.route(rcpt.address)
                 groups.setdefault((route.transport, route.nexthop), []).append(
                     (index, rcpt, route))
         outcomes = await asyncio.gather(*(self._deliver_group(envelope, content, members, job)
@@ -235,14 +239,16 @@ class QueueManager:
         now = self.clock()
         a = max(picked - envelope.arrival, 0.0)
         b = max(started - picked, 0.0)
-        d = max(now - started, 0.0)
+        c = min(result.setup, max(now - started, 0.0))
+        d = max(now - started - c, 0.0)
         total = max(now - envelope.arrival, 0.0)
         program = _PROGRAMS.get(transport, transport) if transport else "error"
         if result.relay in ("virtual", "local"):
             program = result.relay
         self.log.log(program, f"{envelope.queue_id}: to=<{recipient}>, relay={result.relay}, "
                      f"delay={format_delay(total)}, delays={format_delay(a)}/{format_delay(b)}/"
-                     f"0/{format_delay(d)}, dsn={result.dsn}, status={result.status.value} "
+                     f"{format_delay(c)}/{format_delay(d)}, dsn={result.dsn}, "
+                     f"status={result.status.value} "
                      f"({result.text})")
 
     async def _warn_delay(self, envelope: Envelope, content: bytes) -> None:
@@ -295,6 +301,12 @@ class QueueManager:
                 os.utime(self.store.path("active", queue_id))
                 self.loop.call_soon_threadsafe(
                     self._jobs.put_nowait, _Job(queue_id, True, self.clock()))
+
+    def flush_soon(self) -> None:
+        """ETRN or `mailgate queue flush`: the deferred queue, all of it, now."""
+        task = self.loop.create_task(self.flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def flush(self, only_due: bool = False) -> int:
         """Move deferred messages (due ones, or all) back to active/ and deliver them."""

@@ -381,6 +381,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
             self.reply(err)
             return False
         if self.svc.flush_domains(domain):
+            self.svc.flush_queue()
             self.reply("250 Queuing started")
             return True
         self.warn(f"reject: ETRN {domain[:100]}... from {self.namaddr}")

@@ -57,6 +57,7 @@ class Services:
     bare_newline_exempt: Callable[[Client], bool] = lambda client: False
     xclient_hosts: Callable[[Client], bool] = lambda client: False
     flush_domains: Callable[[str], bool] = lambda domain: False  # fast_flush_domains
+    flush_queue: Callable[[], None] = lambda: None  # ETRN: deliver the deferred queue now
 
 
 def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
