@@ -545,3 +545,19 @@ def test_recipient_limit_splits_transactions(server_factory, sinks) -> None:  # 
     send(server, [f"r{i}@{RELAY}" for i in range(5)])
     server.wait_log(r"^smtp: .* status=sent ", count=5)
     wait_until(lambda: len(sink.messages()) == 3)  # 2 + 2 + 1 recipients
+
+
+@pytest.mark.parametrize(("option", "command", "status"), [
+    ("-r", "mail", "deferred"), ("-f", "mail", "bounced"),
+    ("-r", "data", "deferred"), ("-f", "data", "bounced"),
+    ("-f", ".", "bounced"),
+])
+def test_sink_failures_at_each_command(server_factory, sinks, option: str, command: str,  # type: ignore[no-untyped-def]
+                                       status: str) -> None:
+    sink = sinks(option, command)
+    server = relay_server(server_factory, sink.port)
+    send(server, [f"user@{RELAY}"])
+    line = server.wait_log(rf"^smtp: .* status={status} ")[0]
+    said = {"mail": "MAIL FROM", "data": "DATA", ".": "end of DATA"}[command]
+    assert f"(in reply to {said} command))" in line
+    assert f"dsn={'4' if option == '-r' else '5'}." in line

@@ -40,7 +40,7 @@ def list_queue(store: QueueStore, out: TextIO, as_json: bool = False) -> int:
         for queue, queue_id, env, size in items:
             out.write(json.dumps({
                 "queue_name": queue, "queue_id": queue_id, "arrival_time": int(env.arrival),
-                "message_size": size, "sender": env.sender,
+                "message_size": size, "forced_expire": False, "sender": env.sender,
                 "recipients": [{"address": r.address, "delay_reason": r.reason}
                                if r.reason else {"address": r.address}
                                for r in env.recipients if not r.done]}) + "\n")
