@@ -14,7 +14,7 @@ from mailgate.delivery.smtpclient import (
     Connection,
     Failure,
     Timeouts,
-    _said,
+    said,
     open_connection,
     tls_context,
 )
@@ -195,7 +195,7 @@ class SmtpAgent:
             reply = await conn.command(f"MAIL FROM:<{first.sender}>{size}", t.mail,
                                        "sending MAIL FROM")
             if reply.code // 100 != 2:
-                fail = _said(conn, reply, "MAIL FROM")
+                fail = said(conn, reply, "MAIL FROM")
                 await self._reset(target, conn)
                 return [self._failed(fail, conn) for _ in requests]
             for i, req in enumerate(requests):
@@ -204,13 +204,13 @@ class SmtpAgent:
                 if reply.code // 100 == 2:
                     accepted.append(i)
                 else:
-                    results[i] = self._failed(_said(conn, reply, "RCPT TO"), conn)
+                    results[i] = self._failed(said(conn, reply, "RCPT TO"), conn)
             if not accepted:
                 await self._reset(target, conn)
                 return [r for r in results if r is not None]
             reply = await conn.command("DATA", t.data_init, "sending DATA")
             if reply.code != 354:
-                fail = _said(conn, reply, "DATA")
+                fail = said(conn, reply, "DATA")
                 for i in accepted:
                     results[i] = self._failed(fail, conn)
                 await self._reset(target, conn)
@@ -224,7 +224,7 @@ class SmtpAgent:
                 for i in which:
                     results[i] = (DeliveryResult(Status.SENT, reply.dsn, reply.text,
                                                  conn.relay) if reply.code // 100 == 2
-                                  else self._failed(_said(conn, reply, "end of DATA"), conn))
+                                  else self._failed(said(conn, reply, "end of DATA"), conn))
         except Failure as failure:
             conn.close()
             if not accepted and all(r is None for r in results):

@@ -108,7 +108,7 @@ class Connection:
             reply = await self.command(f"HELO {myhostname}", self.timeouts.helo,
                                        "performing the HELO handshake")
         if reply.code // 100 != 2:
-            raise _said(self, reply, verb if reply.code else "HELO", next_host=True)
+            raise said(self, reply, verb if reply.code else "HELO", next_host=True)
         self.extensions = {x.split()[0].upper() for x in reply.lines[1:] if x}
         if tls is not None and "STARTTLS" in self.extensions and not self.lmtp:
             answer = await self.command("STARTTLS", self.timeouts.helo, "sending STARTTLS")
@@ -116,7 +116,7 @@ class Connection:
                 await self._start_tls(tls)
                 reply = await self.command(f"EHLO {myhostname}", self.timeouts.helo, stage)
                 if reply.code // 100 != 2:
-                    raise _said(self, reply, "EHLO", next_host=True)
+                    raise said(self, reply, "EHLO", next_host=True)
                 self.extensions = {x.split()[0].upper() for x in reply.lines[1:] if x}
 
     async def _start_tls(self, context: ssl.SSLContext) -> None:
@@ -155,7 +155,7 @@ class Connection:
         self.close()
 
 
-def _said(conn: Connection, reply: Reply, command: str, next_host: bool = False) -> Failure:
+def said(conn: Connection, reply: Reply, command: str, next_host: bool = False) -> Failure:
     """`host X[A] said: 550 … (in reply to RCPT TO command)`; 5xx is final."""
     return Failure(f"host {conn.peer} said: {reply.text} (in reply to {command} command)",
                    reply.dsn, final=reply.code // 100 == 5, next_host=next_host)
