@@ -14,8 +14,8 @@ from mailgate.delivery.smtpclient import (
     Connection,
     Failure,
     Timeouts,
-    said,
     open_connection,
+    said,
     tls_context,
 )
 from mailgate.dns.names import NameService
