@@ -52,6 +52,24 @@ def cmd_queue(args: argparse.Namespace) -> int:
         log.close()
 
 
+def cmd_postlog(args: argparse.Namespace) -> int:
+    """`mailgate postlog reopen`: the running server reopens maillog_file (log rotation)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from mailgate.queue.commands import PID_FILE
+
+    cfg = _load(args, demo=True)
+    try:
+        pid = int((Path(cfg.get_str("queue_directory")) / PID_FILE).read_text().strip())
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError):
+        print("mailgate postlog: warning: no running server", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_postconf(args: argparse.Namespace) -> int:
     cfg = _load(args, demo=False)
     mode = "n" if args.n else "d" if args.d else ""
@@ -119,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("ids", nargs="*", metavar="ID", help="queue IDs, or ALL")
     queue.add_argument("--json", action="store_true", help="list: one JSON object per message")
     queue.set_defaults(func=cmd_queue)
+
+    postlog = sub.add_parser("postlog", help="postlog reopen: reopen maillog_file (rotation)")
+    common(postlog)
+    postlog.add_argument("action", choices=("reopen",))
+    postlog.set_defaults(func=cmd_postlog)
 
     postconf = sub.add_parser("postconf", help="print parameters as postconf(1) does")
     common(postconf)
