@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from throughput import REFERENCE, ROOT, main_cf, server_cpu, smtp_source
+from throughput import REFERENCE, ROOT, free_port, main_cf, server_cpu, smtp_source
 
 POLICY = ("check_client_access cidr:{etc}/clients.cidr, reject_non_fqdn_sender, "
           "check_recipient_access hash:{etc}/recipients, reject_unauth_destination")
@@ -152,10 +152,7 @@ def postfix_runs(args: argparse.Namespace, work: Path, etc: Path, policyd_port: 
     """messages/s through the reference Postfix: restrictions inline, then delegated."""
     if args.no_postfix or not REFERENCE.exists() or not Path("/usr/sbin/postfix").exists():
         return None
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     inline = POLICY.format(etc=etc).replace("hash:", "texthash:")
     out = {}
     for name, restrictions in (

@@ -19,15 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from throughput import REFERENCE, main_cf, serve, server_cpu, smtp_source
+from throughput import REFERENCE, free_port, main_cf, serve, server_cpu, smtp_source
 
 DOMAIN = "relay.bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:

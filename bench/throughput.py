@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -77,6 +78,13 @@ class Sampler(threading.Thread):
         self.stop_flag.set()
         self.join()
         return self.samples
+
+
+def free_port() -> int:
+    """A free loopback port for a server that needs one named in its configuration."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def main_cf(work: Path, settings: dict[str, str]) -> Path:

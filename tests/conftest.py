@@ -277,6 +277,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
         time.sleep(0.02)
 
 
+def port_accepts(port: int) -> bool:
+    """True once something listens on 127.0.0.1:port (the readiness signal of servers that
+    print none: smtp-sink, Dovecot)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     """A loopback port for a server that needs one in its configuration (Dovecot, Postfix)."""
     with socket.socket() as s:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, free_port, require, wait_until
+from conftest import Server, free_port, port_accepts, require, wait_until
 
 RELAY = "relay.test"
 
@@ -48,15 +48,7 @@ class Sink:
              "-d", f"{self.dump}/%M.", *self.options,
              f"127.0.0.1:{self.port}", "100"], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
-
-        def listening() -> bool:  # smtp-sink has no readiness line: its port accepts
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(listening)
+        wait_until(lambda: port_accepts(self.port))  # smtp-sink prints no readiness line
         return self
 
     def messages(self) -> list[bytes]:
@@ -308,15 +300,7 @@ service lmtp {{
 """)
     subprocess.run([binary, "-c", str(conf)], check=True, timeout=30,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def listening() -> bool:  # readiness: the LMTP port accepts connections
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    wait_until(listening)
+    wait_until(lambda: port_accepts(port))  # readiness: the LMTP port accepts
     yield port, base
     pid = int((root / "run" / "master.pid").read_text().strip())
     os.kill(pid, signal.SIGTERM)
