@@ -54,20 +54,16 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 def cmd_postlog(args: argparse.Namespace) -> int:
     """`mailgate postlog reopen`: the running server reopens maillog_file (log rotation)."""
-    import os
     import signal
     from pathlib import Path
 
-    from mailgate.queue.commands import PID_FILE
+    from mailgate.queue.commands import signal_server
 
     cfg = _load(args, demo=True)
-    try:
-        pid = int((Path(cfg.get_str("queue_directory")) / PID_FILE).read_text().strip())
-        os.kill(pid, signal.SIGUSR1)
-    except (OSError, ValueError):
-        print("mailgate postlog: warning: no running server", file=sys.stderr)
-        return 1
-    return 0
+    if signal_server(Path(cfg.get_str("queue_directory")), signal.SIGUSR1):
+        return 0
+    print("mailgate postlog: warning: no running server", file=sys.stderr)
+    return 1
 
 
 def cmd_postconf(args: argparse.Namespace) -> int:

@@ -108,6 +108,12 @@ class PolicyClient:
                 self.sweep = asyncio.get_running_loop().call_later(
                     min(self.s.max_idle, self.s.max_ttl), self._sweep)
 
+    def _stale(self, conn: _Conn, now: float) -> bool:
+        """Postfix's event loop closes a connection the server closed (or that has input
+        waiting), one idle for max_idle, or older than max_ttl, before the next request."""
+        return (conn.writer.is_closing() or _readable(conn)
+                or now - conn.used >= self.s.max_idle or now - conn.opened >= self.s.max_ttl)
+
     def _sweep(self) -> None:
         """Close idle connections past max_idle or max_ttl (Postfix's timers do it at
         once; a sweep is cheaper than a timer per request and late by at most one period)."""
@@ -115,8 +121,7 @@ class PolicyClient:
         now = self.clock()
         keep = []
         for conn in self.idle:
-            if now - conn.used >= self.s.max_idle or now - conn.opened >= self.s.max_ttl \
-                    or conn.writer.is_closing():
+            if self._stale(conn, now):
                 conn.close()
             else:
                 keep.append(conn)
@@ -130,11 +135,7 @@ class PolicyClient:
         now = self.clock()
         while self.idle:
             conn = self.idle.pop()
-            # Postfix's event loop closes a connection the server closed, or one idle
-            # for max_idle, or older than max_ttl, before the next request is made.
-            if (conn.writer.is_closing() or _readable(conn)
-                    or now - conn.used >= self.s.max_idle
-                    or now - conn.opened >= self.s.max_ttl):
+            if self._stale(conn, now):
                 conn.close()
                 continue
             return conn

@@ -221,11 +221,9 @@ class PolicyService:
         marks = st.marks
         if marks.discard:
             return "DISCARD"
-        actions = [] if status is Status.OK else _mark_actions(marks)
-        dropped = _mark_actions(marks)[1:] if actions else _mark_actions(marks)
-        for extra in dropped:
+        actions = _mark_actions(marks)
+        answer = "OK" if status is Status.OK else actions.pop(0) if actions else "DUNNO"
+        for extra in actions:  # one action per reply: OK or the first side effect wins
             self.log(f"warning: policy reply for {st.client.addr}: one action per reply; "
                      f"dropped {extra.split(' ', 1)[0]}")
-        if status is Status.OK:
-            return "OK"
-        return actions[0] if actions else "DUNNO"
+        return answer

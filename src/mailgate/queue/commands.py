@@ -127,17 +127,22 @@ def change(store: QueueStore, log: MailLog, action: str, ids: list[str]) -> int:
     return 0
 
 
+def signal_server(root: Path, signum: int) -> bool:
+    """Send `signum` to the running server's master (its pid file is in the queue root)."""
+    try:
+        os.kill(int((root / PID_FILE).read_text().strip()), signum)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def flush(store: QueueStore) -> int:
     """Ask the running server to deliver the deferred queue now (postqueue -f)."""
-    pid_file = store.root / PID_FILE
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGUSR2)
-    except (OSError, ValueError):
-        print("mailgate queue: warning: no running server (deferred mail is delivered when "
-              "it starts)", file=sys.stderr)
-        return 1
-    return 0
+    if signal_server(store.root, signal.SIGUSR2):
+        return 0
+    print("mailgate queue: warning: no running server (deferred mail is delivered when "
+          "it starts)", file=sys.stderr)
+    return 1
 
 
 def write_pid(root: Path) -> None:
