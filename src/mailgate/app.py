@@ -6,16 +6,12 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
-import os
-import resource
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mailgate.addressing import AddressResolver
 from mailgate.config.config import Config
@@ -36,9 +32,9 @@ from mailgate.errors import ConfigError, MapError, QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps import Map, Registry, default_registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
-from mailgate.master import ConnectionTable, bind, run_workers
+from mailgate.master import ConnectionTable
+from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.client import clients as policy_clients
-from mailgate.queue.commands import write_pid
 from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.manager import QueueManager
 from mailgate.queue.store import Envelope, Incoming, QueueStore
@@ -130,7 +126,8 @@ class App:
     renamer: DurableRenamer
 
     @classmethod
-    def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True) -> App:
+    def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True,
+              metrics: Metrics = NO_METRICS) -> App:
         """Build a worker's components; call inside its running event loop."""
         registry = default_registry()
         smtpd = SmtpdSettings.from_config(cfg)
@@ -139,7 +136,7 @@ class App:
         local = interface_addresses(cfg, [a.host for a in smtpd.listen])
         smtpd_log = functools.partial(log.log, "smtpd")
         resolver = build_resolver(cfg, registry, local, smtpd_log)
-        engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local)
+        engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics)
         store = QueueStore(delivery.queue_directory, fsync=fsync)
         router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
                         delivery.recipient_delimiter,
@@ -158,7 +155,7 @@ class App:
                                      Timeouts(*delivery.smtp_timeouts),
                                      delivery.destination_concurrency, delivery.smtp_tls,
                                      recipient_limit=delivery.destination_recipients)
-        qmgr = QueueManager(store, delivery, router, agents, log)
+        qmgr = QueueManager(store, delivery, router, agents, log, metrics=metrics)
         services = Services(
             engine=engine, store=store, log=log,
             forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
@@ -169,7 +166,7 @@ class App:
             xclient_hosts=client_matcher(cfg.get_list("smtpd_authorized_xclient_hosts"),
                                          registry),
             flush_domains=domain_matcher(cfg, "fast_flush_domains", registry),
-            flush_queue=lambda: qmgr.flush_soon())
+            flush_queue=lambda: qmgr.flush_soon(), metrics=metrics)
         exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
         server = SmtpServer(smtpd, services, exceptions, connections)
@@ -214,7 +211,8 @@ def build_resolver(cfg: Config, registry: Registry, local: frozenset[str],
 
 def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
                  log: Callable[[str], None], local: frozenset[str] = frozenset(),
-                 policyd: bool = False) -> tuple[Engine, Map | None]:
+                 policyd: bool = False, metrics: Metrics = NO_METRICS
+                 ) -> tuple[Engine, Map | None]:
     """The restriction engine with its tables (`policyd`: for policyd_restrictions); also
     returns virtual_mailbox_maps."""
     pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
@@ -238,7 +236,7 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         dns_resolver = Resolver(cfg.get_list("resolver_servers"),
                                 cfg.get_time("resolver_timeout"),
                                 cfg.get_int("resolver_concurrency"),
-                                cfg.get_int("resolver_cache_size"))
+                                cfg.get_int("resolver_cache_size"), observe=metrics.dns)
     except ValueError as exc:
         raise ConfigError(f"{cfg.origin('resolver_servers')}: {exc}") from exc
     protocols = set(cfg.get_list("inet_protocols"))
@@ -262,7 +260,8 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         sender_canonical_maps=table("sender_canonical_maps"),
         recipient_canonical_maps=table("recipient_canonical_maps"),
         inet_interfaces=local, policy=policy,
-        log_permit=string_matcher(cfg.get_list("smtpd_log_access_permit_actions"), registry))
+        log_permit=string_matcher(cfg.get_list("smtpd_log_access_permit_actions"), registry),
+        metrics=metrics)
     return Engine(settings, tables, log), vmaps
 
 
@@ -330,70 +329,3 @@ def domain_matcher(cfg: Config, name: str, registry: Registry) -> Callable[[str]
             return False
 
     return match
-
-
-def raise_fd_limit() -> None:
-    """Thousands of tarpitted clients need file descriptors: lift the soft limit to the hard."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-async def worker_main(cfg: Config, sockets: list[socket.socket], connections: ConnectionTable,
-                      recovered: list[str], retries: bool) -> None:
-    """One smtpd worker: sessions, queue manager and delivery in one event loop."""
-    app = App.build(cfg, connections)
-    await app.start(sockets, recovered, retries)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, app.log.reopen)
-    loop.add_signal_handler(signal.SIGUSR2, app.qmgr.flush_soon)
-    await stop.wait()
-    await app.stop()
-
-
-def run_loop(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine on uvloop when it is installed, else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
-
-
-def run(cfg: Config) -> int:
-    """`mailgate serve`: bind, recover the queue, start the workers; print a readiness line."""
-    smtpd = SmtpdSettings.from_config(cfg)
-    delivery = DeliverySettings.from_config(cfg)
-    engine = EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
-    policy_clients(cfg, (*engine.lists.values(), *engine.classes.values()))  # bad services
-    raise_fd_limit()
-    log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
-    store = QueueStore(delivery.queue_directory)
-    recovered = store.recover()
-    sockets = bind(smtpd.listen)
-    write_pid(store.root)  # for `mailgate queue flush`
-    connections = ConnectionTable()
-    for warning in (*cfg.warnings, *cfg.unused_parameters()):
-        log.warning("master", warning)
-    log.log("master", f"daemon started -- version {cfg.get_str('mail_version')}, "
-            f"configuration {cfg.config_dir or '(embedded)'}")
-    for warning in engine.startup_warnings():  # smtpd's own start-up check, logged once
-        log.warning("smtpd", warning)
-    names = [sock.getsockname() for sock in sockets]
-    print("mailgate: listening on " + " ".join(
-        f"[{n[0]}]:{n[1]}" if ":" in n[0] else f"{n[0]}:{n[1]}" for n in names), flush=True)
-    count = cfg.get_int("smtpd_processes") or os.cpu_count() or 1
-
-    def worker(index: int) -> None:
-        run_loop(worker_main(cfg, sockets, connections, recovered if index == 0 else [],
-                             retries=index == 0))
-
-    code = run_workers(count, worker, lambda text: log.log("master", text), log.reopen)
-    log.log("master", "terminating on signal")
-    log.close()
-    return code

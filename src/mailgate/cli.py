@@ -18,7 +18,7 @@ def _load(args: argparse.Namespace, demo: bool) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mailgate.app import run
+    from mailgate.serve import run
 
     return run(_load(args, demo=True))
 

@@ -119,8 +119,9 @@ def _spawn(index: int, worker: Callable[[int], None], master_pid: int) -> int:
 
 def run_workers(count: int, worker: Callable[[int], None],
                 log: Callable[[str], None], on_reopen: Callable[[], None],
-                name: str = "smtpd") -> int:
-    """Fork `count` workers running `worker(index)`; restart ones that die; stop on SIGTERM."""
+                name: str = "smtpd", on_exit: Callable[[int], None] = lambda pid: None) -> int:
+    """Fork `count` workers running `worker(index)`; restart ones that die; stop on SIGTERM.
+    `on_exit(pid)` is told of every worker that ended."""
     children: dict[int, int] = {}
     stopping = False
     master_pid = os.getpid()
@@ -162,6 +163,8 @@ def run_workers(count: int, worker: Callable[[int], None],
         except InterruptedError:
             continue
         index = children.pop(pid, -1)
+        if index >= 0:
+            on_exit(pid)
         if stopping or index < 0:
             continue
         log(f"warning: process {name} pid {pid} exit status {os.waitstatus_to_exitcode(status)}")

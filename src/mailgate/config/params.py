@@ -220,6 +220,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("policyd_client_state_ttl", _T, "300s", min=1, extension=True),
     Param("policyd_client_state_size", _I, "262144", min=1, extension=True),
     Param("policyd_processes", _I, "0", min=0, extension=True),  # 0: one per CPU
+    # --- observability: Prometheus metrics over HTTP (empty: off)
+    Param("metrics_listen", _L, "", extension=True),
     # --- queue manager and delivery
     Param("queue_run_delay", _T, "300s", min=1),
     Param("minimal_backoff_time", _T, "300s", min=1),

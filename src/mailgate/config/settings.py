@@ -31,13 +31,14 @@ def host_port(item: str, default_port: int | None = None) -> ListenAddress | Non
     return ListenAddress(host, int(port))
 
 
-def parse_listen(items: tuple[str, ...], origin: str) -> tuple[ListenAddress, ...]:
-    """`host:port` and `[ipv6]:port` items of `smtpd_listen`."""
+def parse_listen(items: tuple[str, ...], origin: str,
+                 name: str = "smtpd_listen") -> tuple[ListenAddress, ...]:
+    """`host:port` and `[ipv6]:port` items of a listen parameter (`smtpd_listen`)."""
     out = []
     for item in items:
         address = host_port(item)
         if address is None:
-            raise ConfigError(f"{origin}: bad smtpd_listen address: {item!r} (use host:port "
+            raise ConfigError(f"{origin}: bad {name} address: {item!r} (use host:port "
                               "or [ipv6]:port)")
         out.append(address)
     return tuple(out)

@@ -110,6 +110,14 @@ def _answer(reply: Reply, qname: str, rdtype: str) -> tuple[Answer, int]:
     return Answer(NOTFOUND, error=NO_DATA), _negative_ttl(reply)
 
 
+def _result(reply: Reply, answer: Answer) -> str:
+    """The `result` label of a query (metrics): ok, nodata, nxdomain, servfail, refused, error."""
+    if reply.rcode == wire.NOERROR:
+        return "ok" if answer.status == OK else "nodata"
+    return {wire.NXDOMAIN: "nxdomain", wire.SERVFAIL: "servfail",
+            wire.REFUSED: "refused"}.get(reply.rcode, "error")
+
+
 class Resolver:
     """Queries one record type for one name. The system configuration (/etc/resolv.conf) is
     used unless `servers` are given. Answers are cached for their TTL (negative answers for
@@ -117,7 +125,8 @@ class Resolver:
     is not asked again by every session. Identical queries in flight share one request."""
 
     def __init__(self, servers: Sequence[str] = (), timeout: float = 5.0, concurrency: int = 1000,
-                 cache_size: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 cache_size: int = 100_000, clock: Callable[[], float] = time.monotonic,
+                 observe: Callable[[str, str, float], None] | None = None) -> None:
         self._servers = _servers(servers)
         self._lifetime = timeout
         self._attempt = min(max(timeout / 3, 0.05), 1.0)  # retransmit after this long
@@ -127,6 +136,7 @@ class Resolver:
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
         self.clock = clock
         self.queries = 0  # sent to a server (not answered from the cache)
+        self.observe = observe  # (type, result, seconds) of each query sent (metrics)
 
     def flush(self) -> None:
         self._cache.clear()
@@ -195,9 +205,15 @@ class Resolver:
         except wire.WireError:
             return Answer(FAIL, error=NO_RECOVERY), NEGATIVE_TTL
         self.queries += 1
+        started = time.monotonic()
         try:
             async with self._limit:
                 reply = await exchange(self._servers, q, self._lifetime, self._attempt)
         except (Timeout, OSError):
+            if self.observe is not None:
+                self.observe(rdtype, "timeout", time.monotonic() - started)
             return Answer(RETRY, error=TRY_AGAIN), 0
-        return _answer(reply, name, rdtype)
+        answer = _answer(reply, name, rdtype)
+        if self.observe is not None:
+            self.observe(rdtype, _result(reply, answer[0]), time.monotonic() - started)
+        return answer

@@ -66,6 +66,7 @@ async def lookup(ev: Evaluation, site: Site, key: str, txt: bool = True,
     listed = list_problem(ev, query, site, [r.data for r in result.records], strict)
     if not listed:
         return None
+    ev.tables.metrics.dnsbl_hit(site.domain)
     text = None
     if txt:
         found = await dns(ev).lookup(query, "TXT")

@@ -76,7 +76,7 @@ class Engine:
 
     async def check_client(self, st: CheckState) -> str | None:
         st.dip = None
-        ev = Evaluation(self, st)
+        ev = Evaluation(self, st, "client")
         status = Status.DUNNO
         if self._lists("client"):
             status = await ev.check(self._lists("client"),
@@ -90,7 +90,7 @@ class Engine:
         saved, st.helo = st.helo, helo
         try:
             st.dip = st.dip_client
-            ev = Evaluation(self, st)
+            ev = Evaluation(self, st, "helo")
             status = Status.DUNNO
             if self._lists("helo"):
                 status = await ev.check(self._lists("helo"),
@@ -106,13 +106,14 @@ class Engine:
         saved, st.sender = st.sender, sender
         try:
             st.dip = st.dip_client or st.dip_helo  # "the client may skip the helo/ehlo"
-            ev = Evaluation(self, st)
+            ev = Evaluation(self, st, "sender")
             status = Status.DUNNO
             if self._lists("sender"):
                 status = await ev.check(self._lists("sender"),
                                         Frame(sender, SENDER, "check_sender_access"))
             if (self.settings.reject_unlisted_sender and status is not Status.REJECT
                     and not st.sender_rcptmap_checked and not st.marks.discard and sender):
+                ev.stage, ev.cur_lname, ev.cur_name = "sender", "reject_unlisted_sender", ""
                 status = self._guarded(ev, lambda: recipients.check_rcpt_maps(
                     ev, sender, SENDER))
             st.dip_sender = st.dip
@@ -131,13 +132,15 @@ class Engine:
                 if err:
                     return err
             st.dip = st.dip_sender
-            ev = Evaluation(self, st)
-            first, second = self._lists("relay"), self._lists("recipient")
+            ev = Evaluation(self, st, "relay")
+            first, second = ("relay", "recipient")
             if not self.settings.relay_before_recipient:
                 first, second = second, first
             frame = Frame(recipient, RECIPIENT, "check_recipient_access")
             status = Status.DUNNO
-            for names in (first, second):
+            for stage in (first, second):
+                names = self._lists(stage)
+                ev.stage = stage
                 if names:
                     status = await ev.check(names, frame)
                 if status is Status.REJECT:
@@ -145,6 +148,8 @@ class Engine:
             status = self._enforce_dip(ev, status)
             if (status is not Status.REJECT and self.settings.reject_unlisted_recipient
                     and not st.recipient_rcptmap_checked and not st.marks.discard):
+                ev.stage, ev.cur_lname, ev.cur_name = ("recipient", "reject_unlisted_recipient",
+                                                       "")
                 status = self._guarded(ev, lambda: recipients.check_rcpt_maps(
                     ev, recipient, RECIPIENT))
             return ev.reply if status is Status.REJECT else None
@@ -157,7 +162,7 @@ class Engine:
             if err:
                 return err
         st.dip = st.dip_client or st.dip_helo
-        ev = Evaluation(self, st)
+        ev = Evaluation(self, st, "etrn")
         status = Status.DUNNO
         if self._lists("etrn"):
             status = await ev.check(self._lists("etrn"),
@@ -180,7 +185,7 @@ class Engine:
         saved, st.recipient = st.recipient, recipient if st.rcpt_count == 1 else None
         try:
             st.dip = None
-            ev = Evaluation(self, st)
+            ev = Evaluation(self, st, "end_of_data" if stage == "eod" else stage)
             status = await ev.check(names, Frame(name, cls, None))
             status = self._enforce_dip(ev, status)
             return ev.reply if status is Status.REJECT else None
@@ -192,6 +197,7 @@ class Engine:
         """A pending defer_if_permit becomes the reply unless the result is a reject."""
         pending = ev.st.dip
         if status is not Status.REJECT and pending is not None:
+            ev.cur_lname, ev.cur_name = "defer_if_permit", ""
             return ev.reject(pending.code, pending.dsn, pending.text, pending.hard)
         return status
 

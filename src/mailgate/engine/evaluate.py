@@ -72,8 +72,13 @@ class CheckAborted(Exception):
 class Evaluation:
     """One stage check of one command."""
 
-    def __init__(self, engine: Engine, st: CheckState) -> None:
+    def __init__(self, engine: Engine, st: CheckState, stage: str = "") -> None:
         self.engine = engine
+        self.stage = stage  # the list being run (client, helo, ...), for metrics
+        # The restriction running (for metrics): its name, list entry and argument position.
+        self.cur_lname = self.cur_name = ""
+        self.cur_names: tuple[str, ...] = ()
+        self.cur_index = 0
         self.settings = engine.settings
         self.tables = engine.tables
         self.st = st
@@ -123,10 +128,24 @@ class Evaluation:
         if reply[4] != reply[0]:
             reply = reply[:4] + reply[0] + reply[5:]
         self.log_whatsup("reject_warning" if warn_only else "reject", reply)
+        metrics = self.tables.metrics
+        if metrics.enabled:
+            metrics.reject(self.stage, *self.restriction(), warn_only)
         if warn_only:
             return Status.DUNNO
         self.reply = reply
         return Status.REJECT
+
+    def restriction(self) -> tuple[str, str]:
+        """(restriction, table) that is deciding now: `check_client_access`,
+        `hash:/etc/postfix/access`; the table is empty for restrictions without one."""
+        lname, name = self.cur_lname, self.cur_name
+        if ":" in name:
+            return lname, name
+        if lname.startswith("check_") and self.cur_index < len(self.cur_names):
+            table = self.cur_names[self.cur_index]
+            return lname, table if ":" in table else ""
+        return lname, ""
 
     def defer_if_permit(self, code: int, dsn: str, text: str, explicit: bool = True) -> Status:
         """Remember the first reason to defer mail that would otherwise be accepted."""
@@ -209,6 +228,8 @@ class Evaluation:
         if trace is not None:
             arg = args.peek() if lname.startswith("check_") and ":" not in name else None
             trace.append("  " * self.recursion + name + (f" {arg}" if arg else ""))
+        self.cur_lname, self.cur_name = lname, name
+        self.cur_names, self.cur_index = args.names, args.index
         func = REGISTRY.get(lname)
         if func is not None:
             result = func(self, frame, args)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 from mailgate.engine.access import table_result
 from mailgate.engine.context import CheckState
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
@@ -61,8 +63,11 @@ async def check_policy_service(ev: Evaluation, frame: Frame, args: Args) -> Stat
     if client is None:  # registered at start-up from every list; a class made later is not
         ev.warn(f"no policy client for server {server}")
         ev.server_error()
+    started = time.monotonic()
     raw = await client.request(request(ev.st, client.s.policy_context), ev.warn,
                                ev.st.policy_pinned)
+    ev.tables.metrics.policy(server, "error" if raw is None else "ok",
+                             time.monotonic() - started)
     action: str | None = None
     if raw is not None:
         try:

@@ -10,6 +10,7 @@ from mailgate.dns.lookup import DnsLookup
 from mailgate.dns.names import NameService
 from mailgate.maps.base import Map, Registry
 from mailgate.maps.matchlist import HostAddrList
+from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.client import PolicyClient
 
 
@@ -56,3 +57,4 @@ class EngineTables:
     list_errors: dict[str, int] = field(default_factory=dict)  # DNS list domain -> count
     warned: set[str] = field(default_factory=set)  # once-per-process warnings given
     policy: dict[str, PolicyClient] = field(default_factory=dict)  # check_policy_service
+    metrics: Metrics = NO_METRICS

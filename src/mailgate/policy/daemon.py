@@ -201,10 +201,10 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors) 
 
 def run(cfg: Config) -> int:
     """Bind, print a readiness line, run `policyd_processes` workers until SIGTERM."""
-    from mailgate.app import raise_fd_limit, run_loop
     from mailgate.engine.settings import EngineSettings
     from mailgate.master import run_workers
     from mailgate.policy.client import clients
+    from mailgate.serve import raise_fd_limit, run_loop
 
     settings = PolicydSettings.from_config(cfg)  # parameter errors before binding
     engine = EngineSettings.from_config(cfg, policyd=True)

@@ -12,6 +12,7 @@ from mailgate.config.settings import DeliverySettings
 from mailgate.delivery.agent import Agent, DeliveryRequest, DeliveryResult, Status
 from mailgate.delivery.router import Route, Router
 from mailgate.maillog import MailLog
+from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.queue.bounce import Failed, notification
 from mailgate.queue.store import Envelope, QueueStore, Recipient
 
@@ -58,8 +59,9 @@ class QueueManager:
 
     def __init__(self, store: QueueStore, settings: DeliverySettings, router: Router,
                  agents: dict[str, Agent], log: MailLog,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics = NO_METRICS) -> None:
         self.store = store
+        self.metrics = metrics
         self.settings = settings
         self.router = router
         self.agents = agents
@@ -207,6 +209,7 @@ class QueueManager:
                              "status=expired, returned to sender")
         for rcpt in pending:
             rcpt.done = True
+            self.metrics.delivery("none", "expired")
         return [Failed(r.address, r.orcpt, r.dsn or "4.4.7",
                        r.reason or "message delivery timed out") for r in pending]
 
@@ -242,6 +245,7 @@ class QueueManager:
         c = min(result.setup, max(now - started, 0.0))
         d = max(now - started - c, 0.0)
         total = max(now - envelope.arrival, 0.0)
+        self.metrics.delivery(transport or "error", result.status.value)
         program = _PROGRAMS.get(transport, transport) if transport else "error"
         if result.relay in ("virtual", "local"):
             program = result.relay

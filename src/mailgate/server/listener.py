@@ -82,11 +82,14 @@ class SmtpServer:
         if addr.startswith("::ffff:") and "." in addr:
             addr = addr[7:]
         count, total = self.connections.connect(addr)
+        metrics = self.services.metrics
+        metrics.connection(1)
         try:
             await self._run(reader, writer, addr, int(peer[1]), count, total)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            metrics.connection(-1)
             self.connections.disconnect(addr)
             writer.close()
             self.sessions.discard(task)
@@ -156,7 +159,12 @@ class SmtpServer:
             delay, data = out.pop(0)
             if delay > 0:
                 await writer.drain()
-                await self.sleep(delay)  # type: ignore[misc]
+                metrics = self.services.metrics
+                metrics.tarpit(1, delay)
+                try:
+                    await self.sleep(delay)  # type: ignore[misc]
+                finally:
+                    metrics.tarpit(-1)
             writer.write(data)
         await writer.drain()
 

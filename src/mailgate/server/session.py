@@ -77,6 +77,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
         if self.s.soft_bounce and text[0] == "5":  # smtpd_chat_reply's safety net
             text = "4" + text[1:4] + ("4" if text[4:5] == "5" else text[4:5]) + text[5:]
         code = int(text[:3])
+        self.svc.metrics.reply(code)
         delay = self.delay() + self.st.sleep
         self.st.sleep = 0.0
         self.out.append((delay, self.conn.send(code, (text[4:], *more))))
@@ -221,6 +222,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
             self.error_count += 1
             return
         verb = cmd.verb
+        self.svc.metrics.command(verb)
         if verb in self.s.noop_commands:
             self.reply("250 2.0.0 Ok")
             self.count_junk()

@@ -14,6 +14,7 @@ from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client, Marks
 from mailgate.engine.engine import Engine
 from mailgate.maillog import MailLog
+from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.queue.store import Envelope, Incoming, QueueStore, Recipient
 from mailgate.server.commands import ForbiddenCommands, parse_mail_params, parse_rcpt_params
 from mailgate.server.headers import add_missing_headers, logged_message_id, received_header
@@ -58,6 +59,7 @@ class Services:
     xclient_hosts: Callable[[Client], bool] = lambda client: False
     flush_domains: Callable[[str], bool] = lambda domain: False  # fast_flush_domains
     flush_queue: Callable[[], None] = lambda: None  # ETRN: deliver the deferred queue now
+    metrics: Metrics = NO_METRICS
 
 
 def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
@@ -392,5 +394,7 @@ class TransactionCommands:
         self.tx = Transaction()
         self.st.reset_transaction()
         self.stats.count(verb, True)
+        self.svc.metrics.message("discarded" if marks.discard else "held" if marks.hold
+                                 else "filtered" if marks.filter else "accepted")
         if queue == "active" and not marks.discard:
             self.svc.on_queued(queue_id, envelope, text)

@@ -1,0 +1,84 @@
+"""The metrics process: serves /metrics from the workers' shared files and the queue's size."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler
+
+from mailgate.config.settings import ListenAddress
+from mailgate.queue.store import QUEUES
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare(directory: Path) -> None:
+    """Empty the per-process files of an earlier run and point prometheus-client at them.
+    Must run before any process imports prometheus_client (its value class is chosen then)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, mode=0o700)
+    os.environ[ENV] = str(directory)
+
+
+def bind(listen: ListenAddress) -> socket.socket:
+    """The HTTP socket, bound by the master so that the address is known before readiness."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((listen.host, listen.port))
+    sock.listen(64)
+    return sock
+
+
+def worker_exited(pid: int) -> None:
+    """A worker is gone: its live gauges (sessions, tarpit) stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class QueueCollector:
+    """mailgate_queue_messages{queue}: files in each queue directory, counted per scrape."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("mailgate_queue_messages", "Messages in the queue",
+                                   labels=["queue"])
+        for queue in QUEUES:
+            try:
+                count = sum(1 for e in os.scandir(self.root / queue) if e.is_file())
+            except OSError:
+                count = 0
+            family.add_metric([queue], count)
+        yield family
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve(sock: socket.socket, queue_root: Path) -> None:
+    """Run the HTTP server on the master's socket until the process is stopped."""
+    from prometheus_client import CollectorRegistry, make_wsgi_app, multiprocess
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=os.environ[ENV])  # type: ignore[no-untyped-call]
+    registry.register(QueueCollector(queue_root))
+    httpd = ThreadingWSGIServer(sock.getsockname()[:2], _Quiet, bind_and_activate=False)
+    httpd.socket.close()
+    httpd.socket = sock
+    httpd.server_name, httpd.server_port = "localhost", sock.getsockname()[1]
+    httpd.setup_environ()
+    httpd.set_app(make_wsgi_app(registry))
+    httpd.serve_forever()

@@ -1,0 +1,129 @@
+"""`mailgate serve`: the master's start-up (bind, recover, workers, metrics) and a worker's main."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import socket
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from mailgate.app import App
+from mailgate.config.config import Config
+from mailgate.config.settings import DeliverySettings, SmtpdSettings, parse_listen
+from mailgate.engine.settings import EngineSettings
+from mailgate.errors import ConfigError
+from mailgate.maillog import MailLog
+from mailgate.master import ConnectionTable, bind, run_workers
+from mailgate.metrics import NO_METRICS, Metrics, exporter
+from mailgate.policy.client import clients as policy_clients
+from mailgate.queue.commands import write_pid
+from mailgate.queue.store import QueueStore
+
+
+def raise_fd_limit() -> None:
+    """Thousands of tarpitted clients need file descriptors: lift the soft limit to the hard."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def worker_main(cfg: Config, sockets: list[socket.socket], connections: ConnectionTable,
+                      recovered: list[str], retries: bool, metrics: bool) -> None:
+    """One smtpd worker: sessions, queue manager and delivery in one event loop."""
+    counted: Metrics = NO_METRICS
+    if metrics:
+        from mailgate.metrics.prom import PrometheusMetrics
+
+        counted = PrometheusMetrics()
+    app = App.build(cfg, connections, metrics=counted)
+    await app.start(sockets, recovered, retries)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, app.log.reopen)
+    loop.add_signal_handler(signal.SIGUSR2, app.qmgr.flush_soon)
+    await stop.wait()
+    await app.stop()
+
+
+def run_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
+
+
+def metrics_socket(cfg: Config, queue_root: Path) -> socket.socket | None:
+    """`metrics_listen`: the bound HTTP socket (one address), or None when metrics are off."""
+    listen = parse_listen(cfg.get_list("metrics_listen"), cfg.origin("metrics_listen"),
+                          "metrics_listen")
+    if not listen:
+        return None
+    if len(listen) > 1:
+        raise ConfigError(f"{cfg.origin('metrics_listen')}: metrics_listen takes one address")
+    exporter.prepare(queue_root / "metrics")
+    try:
+        return exporter.bind(listen[0])
+    except OSError as exc:
+        raise ConfigError(f"{cfg.origin('metrics_listen')}: cannot listen on "
+                          f"{listen[0].host}:{listen[0].port}: {exc.strerror}") from exc
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def run(cfg: Config) -> int:
+    """`mailgate serve`: bind, recover the queue, start the workers; print a readiness line."""
+    smtpd = SmtpdSettings.from_config(cfg)
+    delivery = DeliverySettings.from_config(cfg)
+    engine = EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
+    policy_clients(cfg, (*engine.lists.values(), *engine.classes.values()))  # bad services
+    raise_fd_limit()
+    log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
+    store = QueueStore(delivery.queue_directory)
+    recovered = store.recover()
+    http = metrics_socket(cfg, store.root)
+    sockets = bind(smtpd.listen)
+    write_pid(store.root)  # for `mailgate queue flush`
+    connections = ConnectionTable()
+    for warning in (*cfg.warnings, *cfg.unused_parameters()):
+        log.warning("master", warning)
+    log.log("master", f"daemon started -- version {cfg.get_str('mail_version')}, "
+            f"configuration {cfg.config_dir or '(embedded)'}")
+    for warning in engine.startup_warnings():  # smtpd's own start-up check, logged once
+        log.warning("smtpd", warning)
+    print("mailgate: listening on " + " ".join(_address(s) for s in sockets), flush=True)
+    if http is not None:
+        print(f"mailgate: metrics on http://{_address(http)}/metrics", flush=True)
+    count = cfg.get_int("smtpd_processes") or os.cpu_count() or 1
+
+    def worker(index: int) -> None:
+        if http is not None and index == count:  # the metrics process
+            exporter.serve(http, store.root)
+            return
+        if http is not None:
+            http.close()
+        run_loop(worker_main(cfg, sockets, connections, recovered if index == 0 else [],
+                             retries=index == 0, metrics=http is not None))
+
+    def on_exit(pid: int) -> None:
+        if http is not None:
+            exporter.worker_exited(pid)
+
+    code = run_workers(count + (http is not None), worker,
+                       lambda text: log.log("master", text), log.reopen, on_exit=on_exit)
+    log.log("master", "terminating on signal")
+    log.close()
+    return code

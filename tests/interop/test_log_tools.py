@@ -1,0 +1,140 @@
+"""The log tools administrators run on Postfix's log count mailgate's log alike: the same
+sessions (delivered and rejected mail) played to the reference Postfix and to mailgate give
+the same pflogsumm totals (`syslog_name = postfix`, or `--syslog-name=mailgate`), the same
+postfix_exporter counters (`syslog_name = postfix`), and `mailgate report` agrees with both."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import SHARED, Server, free_port, port_accepts, require, wait_until
+from interop.test_differential import run
+from interop.test_fail2ban import SESSIONS, SETTINGS
+from support import reference
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
+REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
+MAIL = ["EHLO ok.example", "MAIL FROM:<s@ok.example>", "RCPT TO:<alice@example.test>",
+        "RCPT TO:<bob@example.test>", "DATA", "Subject: differential", "", "body", ".", "QUIT"]
+TOTALS = ("received", "delivered", "deferred", "bounced", "rejected")
+
+
+def totals(log: Path, *options: str) -> dict[str, int]:
+    out = subprocess.run([require("pflogsumm"), *options, str(log)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    found = {}
+    for name in TOTALS:
+        m = re.search(rf"^\s+(\d+)\s+{name}\b", out, re.M)
+        assert m, out
+        found[name] = int(m.group(1))
+    return found
+
+
+class Exporter:
+    """prometheus-postfix-exporter tailing one log file, on a loopback port."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [require("prometheus-postfix-exporter"),
+             f"--web.listen-address=127.0.0.1:{self.port}", f"--postfix.logfile_path={log}",
+             f"--postfix.showq_path={log.parent / 'no-showq'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_accepts(self.port))
+
+    def samples(self, prefix: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name.startswith(prefix)}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@dataclass
+class Logs:
+    """The same sessions' logs: Postfix's, mailgate's as `postfix`, mailgate's own name."""
+
+    postfix: Path
+    named: Path
+    default: Path
+    exporters: dict[str, Exporter]
+
+
+def _delivered(log: Path, start: int = 0) -> bool:  # two messages, two recipients each
+    return sum("status=sent" in x for x in log.read_text().splitlines()[start:]) >= 4
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logs]:
+    require("postfix")
+    if not REFERENCE.exists():
+        pytest.skip("shared/postfix/reference-postfix.sh not present")
+    root = tmp_path_factory.mktemp("logtools")
+    postfix = reference.Instance(REFERENCE, root / "ref", free_port())
+    base = reference.read_settings(DATA / "main.cf")
+    named = Server(root / "named", extra={**base, **SETTINGS, "syslog_name": "postfix"})
+    default = Server(root / "default", extra={**base, **SETTINGS})
+    exporters: dict[str, Exporter] = {}
+    try:
+        skip = postfix.configure({**base, **SETTINGS})
+        named.start()
+        default.start()
+        exporters = {"postfix": Exporter(postfix.log), "named": Exporter(named.log_path)}
+        sessions = [MAIL, *SESSIONS, MAIL]
+        run(postfix.port, sessions, postfix.log, skip)
+        run(named.port, sessions, named.log_path)
+        run(default.port, sessions, default.log_path)
+        wait_until(lambda: _delivered(postfix.log, skip))
+        for log in (named.log_path, default.log_path):
+            wait_until(lambda log=log: _delivered(log))  # type: ignore[misc]
+        theirs = root / "postfix.log"
+        theirs.write_text("".join(postfix.log.read_text().splitlines(keepends=True)[skip:]))
+        yield Logs(theirs, named.log_path, default.log_path, exporters)
+    finally:
+        for exporter in exporters.values():
+            exporter.stop()
+        named.stop()
+        default.stop()
+        postfix.stop()
+
+
+@pytest.mark.interop
+def test_pflogsumm_totals_like_postfix(logs: Logs) -> None:
+    want = totals(logs.postfix)
+    assert want["received"] == 2 and want["delivered"] == 4 and want["rejected"] >= 5
+    assert totals(logs.named) == want
+    assert totals(logs.default, "--syslog-name=mailgate") == want
+
+
+@pytest.mark.interop
+def test_postfix_exporter_counts_like_postfix(logs: Logs) -> None:
+    """postfix_smtpd_messages_rejected_total by code and postfix_smtpd_connects_total from
+    the exporter tailing each log (it reads what is written after it started)."""
+    wanted = ("postfix_smtpd_messages_rejected_total", "postfix_smtpd_connects_total")
+    sessions = len(SESSIONS) + 2
+
+    def counts(name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        found = {k: v for k, v in logs.exporters[name].samples("postfix_smtpd_").items()
+                 if k[0] in wanted}
+        return found
+
+    for name in logs.exporters:
+        wait_until(lambda name=name: counts(name).get(  # type: ignore[misc]
+            ("postfix_smtpd_connects_total", ()), 0) == sessions)
+    theirs, ours = counts("postfix"), counts("named")
+    rejected = {k: v for k, v in theirs.items() if k[0] == wanted[0]}
+    assert sum(rejected.values()) >= 5 and len(rejected) >= 2, theirs  # several codes
+    assert ours == theirs
