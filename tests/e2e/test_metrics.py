@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Client, Server, free_port, wait_until
+from conftest import Client, free_port, wait_until
 from support.policy import Scripted
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
