@@ -105,6 +105,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run(_load(args, demo=False), args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from mailgate.report.command import run
+
+    return run(args.logs, args.since, args.until, args.html, args.top, args.attack_threshold,
+               args.attack_spread)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mailgate {__version__}")
@@ -156,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     postmap.add_argument("-d", metavar="KEY", help="delete KEY")
     postmap.add_argument("tables", nargs="+", metavar="[type:]name")
     postmap.set_defaults(func=cmd_postmap)
+
+    report = sub.add_parser("report", help="summarize a mail log (pflogsumm's totals, rejects "
+                            "by restriction, dictionary attacks; --html with charts)")
+    report.add_argument("logs", nargs="*", metavar="LOG",
+                        help="log files, plain or gzip'd ('-' or none: stdin)")
+    report.add_argument("--since", metavar="DATE", help="from this time: YYYY-MM-DD[ HH:MM[:SS]]")
+    report.add_argument("--until", metavar="DATE", help="before this time")
+    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    report.add_argument("--top", type=int, default=10, metavar="N", help="rows in top lists")
+    report.add_argument("--attack-threshold", type=int, default=5, metavar="N",
+                        help="unknown-user rejects that make a dictionary attack (default 5)")
+    report.add_argument("--attack-spread", type=int, default=3, metavar="N",
+                        help="distinct recipients an attack must try (default 3)")
+    report.set_defaults(func=cmd_report)
 
     check = sub.add_parser("check", help="run a transaction through the restriction lists")
     common(check)

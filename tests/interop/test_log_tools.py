@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,24 @@ REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 MAIL = ["EHLO ok.example", "MAIL FROM:<s@ok.example>", "RCPT TO:<alice@example.test>",
         "RCPT TO:<bob@example.test>", "DATA", "Subject: differential", "", "body", ".", "QUIT"]
 TOTALS = ("received", "delivered", "deferred", "bounced", "rejected")
+
+
+def ours(log: Path) -> tuple[dict[str, int], str]:
+    """`mailgate report`'s grand totals (pflogsumm's names) and its whole text."""
+    out = subprocess.run([sys.executable, "-m", "mailgate.cli", "report", str(log)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    found = {}
+    for name in TOTALS:
+        m = re.search(rf"^\s+(\d+)\s+{name}\b", out, re.M)
+        assert m, out
+        found[name] = int(m.group(1))
+    return found, out
+
+
+def section(text: str, title: str) -> list[str]:
+    """The rows of one section of the text report."""
+    part = text.split(f"\n{title}\n", 1)[1].split("\n\n", 1)[0]
+    return [x.strip() for x in part.splitlines()[1:]]
 
 
 def totals(log: Path, *options: str) -> dict[str, int]:
@@ -138,3 +157,19 @@ def test_postfix_exporter_counts_like_postfix(logs: Logs) -> None:
     rejected = {k: v for k, v in theirs.items() if k[0] == wanted[0]}
     assert sum(rejected.values()) >= 5 and len(rejected) >= 2, theirs  # several codes
     assert ours == theirs
+
+
+@pytest.mark.interop
+def test_report_agrees_with_pflogsumm(logs: Logs) -> None:
+    """`mailgate report` gives pflogsumm's totals on Postfix's log and on mailgate's (either
+    name), and the same reject breakdowns for the same sessions."""
+    want = totals(logs.postfix)
+    theirs, text = ours(logs.postfix)
+    assert theirs == want
+    for log in (logs.named, logs.default):
+        found, mine = ours(log)
+        assert found == want
+        for title in ("Rejects by code", "Rejects by stage", "Rejects by restriction",
+                      "Top rejected clients", "Top rejected networks (/24, /64)"):
+            assert section(mine, title) == section(text, title), title
+    assert section(text, "Rejects by restriction")[0] == "4  reject_unlisted_recipient"

@@ -1,0 +1,53 @@
+"""Counters with a fixed number of keys, so that a report's memory does not grow with the log."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class BoundedCounter(Generic[K]):
+    """Counts keys; past `cap` distinct keys the keys counted least are dropped until at most
+    half remain (the counts of the others stay exact lower bounds; `pruned` says that it
+    happened). Heavy hitters, the only keys a "top N" shows, survive: a key dropped had no
+    more counts than every key kept at that moment."""
+
+    __slots__ = ("cap", "counts", "pruned")
+
+    def __init__(self, cap: int = 20_000) -> None:
+        self.cap = cap
+        self.counts: dict[K, int] = {}
+        self.pruned = 0  # keys dropped so far
+
+    def add(self, key: K, n: int = 1) -> None:
+        counts = self.counts
+        value = counts.get(key)
+        if value is None:
+            if len(counts) >= self.cap:
+                self._prune()
+            counts[key] = n
+        else:
+            counts[key] = value + n
+
+    def _prune(self) -> None:
+        """Drop the keys counted least (one linear pass for a log's long tail of ones)."""
+        counts = self.counts
+        before = len(counts)
+        floor = 1
+        while len(counts) > self.cap // 2:
+            counts = {k: v for k, v in counts.items() if v > floor}
+            floor += 1
+        self.pruned += before - len(counts)
+        self.counts = counts
+
+    def top(self, n: int) -> list[tuple[K, int]]:
+        """The n largest counts, ties by key order of first appearance."""
+        return sorted(self.counts.items(), key=lambda kv: -kv[1])[:n]
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __len__(self) -> int:
+        return len(self.counts)
