@@ -4,7 +4,7 @@ Both servers fsync a message before `250` and deliver it to a Maildir. For each:
 accepted (the smtp-source run) and delivered (until the last Maildir file), CPU seconds of the
 whole server (all its processes), peak RSS (sum over its processes), and RSS samples over the
 run (memory must stay flat).
-Usage: bench/throughput [-m MESSAGES] [-s SESSIONS] [-l BYTES] [--no-postfix]
+Usage: bench/throughput [-m MESSAGES] [-s SESSIONS] [-l BYTES] [--no-postfix] [--metrics]
 """
 
 from __future__ import annotations
@@ -146,7 +146,10 @@ def wait_delivered(mail: Path, messages: int, timeout: float = 3600) -> float:
 
 
 def run_mailgate(args: argparse.Namespace, work: Path) -> dict[str, object]:
-    proc, port = serve(main_cf(work, {"mynetworks": "127.0.0.0/8"}))
+    settings = {"mynetworks": "127.0.0.0/8"}
+    if args.metrics:
+        settings["metrics_listen"] = "127.0.0.1:0"
+    proc, port = serve(main_cf(work, settings))
     sampler = Sampler(proc.pid, tree=True)  # the master and its smtpd workers
     sampler.start()
     try:
@@ -206,6 +209,7 @@ def main() -> int:
     parser.add_argument("-l", "--size", type=int, default=2048)
     parser.add_argument("--port", type=int, default=2798, help="reference Postfix port")
     parser.add_argument("--no-postfix", action="store_true")
+    parser.add_argument("--metrics", action="store_true", help="mailgate with metrics_listen")
     args = parser.parse_args()
     print(f"smtp-source -s {args.sessions} -m {args.messages} -l {args.size}, Maildir delivery, "
           f"fsync before 250; {os.cpu_count()} cores")

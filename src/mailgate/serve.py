@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -43,6 +44,8 @@ async def worker_main(cfg: Config, sockets: list[socket.socket], connections: Co
         counted = PrometheusMetrics()
     app = App.build(cfg, connections, metrics=counted)
     await app.start(sockets, recovered, retries)
+    counted.start(asyncio.get_running_loop())
+    gc.freeze()  # tables, settings and imported modules live forever: out of collections
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -51,6 +54,7 @@ async def worker_main(cfg: Config, sockets: list[socket.socket], connections: Co
     loop.add_signal_handler(signal.SIGUSR2, app.qmgr.flush_soon)
     await stop.wait()
     await app.stop()
+    counted.stop()
 
 
 def run_loop(coro: Coroutine[Any, Any, None]) -> None:

@@ -7,6 +7,8 @@ do nothing; with it set, `mailgate.metrics.prom.PrometheusMetrics`.
 
 from __future__ import annotations
 
+import asyncio
+
 # SMTP verbs counted by name; anything else is counted as "other" (labels stay bounded).
 VERBS = frozenset({"HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT",
                    "VRFY", "ETRN", "STARTTLS", "AUTH", "XCLIENT", "XFORWARD", "EXPN", "HELP"})
@@ -16,6 +18,12 @@ class Metrics:
     """Counts nothing. Subclasses override what they export."""
 
     enabled = False
+
+    def start(self, loop: asyncio.AbstractEventLoop, interval: float = 0.2) -> None:
+        """Begin publishing (on the worker's event loop)."""
+
+    def stop(self) -> None:
+        """Publish what is left."""
 
     def connection(self, delta: int) -> None:
         """A session started (+1) or ended (-1)."""

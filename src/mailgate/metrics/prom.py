@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -12,8 +13,8 @@ LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 
 
 class PrometheusMetrics(Metrics):
-    """The families of docs/operations.md. Label children are cached: one dict lookup and
-    one shared-memory write per event."""
+    """The families of docs/operations.md, counted in the worker and flushed to the shared
+    files a few times a second (`start()` on the worker's loop)."""
 
     enabled = True
 
@@ -54,47 +55,86 @@ class PrometheusMetrics(Metrics):
                                          "Policy service latency", ["service"],
                                          buckets=LATENCY, registry=None)
         self._children: dict[tuple[Any, ...], Any] = {}
+        # Events are added up in plain dicts and written to the shared files by flush()
+        # (a few times a second): an event costs a dict update, not a locked mmap write.
+        self._counts: dict[tuple[Any, ...], float] = {}
+        self._observed: list[tuple[Any, str, float]] = []
+        self._sessions = 0
+        self._tarpitted = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, interval: float = 0.2) -> None:
+        """Flush every `interval` seconds on this event loop."""
+
+        def tick() -> None:
+            self.flush()
+            self._timer = loop.call_later(interval, tick)
+
+        self._timer = loop.call_later(interval, tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what was counted since the last flush to the shared files."""
+        counts, self._counts = self._counts, {}
+        for key, n in counts.items():
+            child = self._children.get(key)
+            if child is None:
+                family, *labels = key
+                child = self._children[key] = family.labels(*labels) if labels else family
+            child.inc(n)
+        observed, self._observed = self._observed, []
+        for family, label, seconds in observed:
+            self._child(family, label).observe(seconds)
+        self.sessions.set(self._sessions)
+        self.tarpitted.set(self._tarpitted)
 
     def _child(self, family: Any, *labels: str) -> Any:
-        key = (id(family), *labels)
+        key = (family, *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = family.labels(*labels)
         return child
 
+    def _add(self, key: tuple[Any, ...], n: float = 1) -> None:
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + n
+
     def connection(self, delta: int) -> None:
         if delta > 0:
-            self.connections.inc()
-        self.sessions.inc(delta)
+            self._add((self.connections,))
+        self._sessions += delta
 
     def tarpit(self, delta: int, seconds: float = 0.0) -> None:
-        self.tarpitted.inc(delta)
+        self._tarpitted += delta
         if seconds:
-            self.tarpit_seconds.inc(seconds)
+            self._add((self.tarpit_seconds,), seconds)
 
     def command(self, verb: str) -> None:
-        self._child(self.commands, verb if verb in VERBS else "other").inc()
+        self._add((self.commands, verb if verb in VERBS else "other"))
 
     def reply(self, code: int) -> None:
-        self._child(self.replies, str(code)).inc()
+        self._add((self.replies, str(code)))
 
     def reject(self, stage: str, restriction: str, table: str, warn_only: bool) -> None:
-        self._child(self.warnings if warn_only else self.rejects,
-                    stage, restriction, table).inc()
+        self._add((self.warnings if warn_only else self.rejects, stage, restriction, table))
 
     def message(self, result: str) -> None:
-        self._child(self.messages, result).inc()
+        self._add((self.messages, result))
 
     def delivery(self, transport: str, result: str) -> None:
-        self._child(self.deliveries, transport, result).inc()
+        self._add((self.deliveries, transport, result))
 
     def dns(self, rdtype: str, result: str, seconds: float) -> None:
-        self._child(self.lookups, rdtype, result).inc()
-        self._child(self.lookup_seconds, rdtype).observe(seconds)
+        self._add((self.lookups, rdtype, result))
+        self._observed.append((self.lookup_seconds, rdtype, seconds))
 
     def dnsbl_hit(self, domain: str) -> None:
-        self._child(self.hits, domain).inc()
+        self._add((self.hits, domain))
 
     def policy(self, service: str, result: str, seconds: float) -> None:
-        self._child(self.requests, service, result).inc()
-        self._child(self.request_seconds, service).observe(seconds)
+        self._add((self.requests, service, result))
+        self._observed.append((self.request_seconds, service, seconds))
