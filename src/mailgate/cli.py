@@ -109,7 +109,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mailgate.report.command import run
 
     return run(args.logs, args.since, args.until, args.html, args.top, args.attack_threshold,
-               args.attack_spread)
+               args.attack_spread, jobs=args.jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="unknown-user rejects that make a dictionary attack (default 5)")
     report.add_argument("--attack-spread", type=int, default=3, metavar="N",
                         help="distinct recipients an attack must try (default 3)")
+    report.add_argument("--jobs", type=int, default=0, metavar="N",
+                        help="processes for large plain logs (default: one per core)")
     report.set_defaults(func=cmd_report)
 
     check = sub.add_parser("check", help="run a transaction through the restriction lists")

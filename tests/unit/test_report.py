@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,48 @@ def test_bad_arguments(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def
     assert "missing" in capsys.readouterr().err
     assert run([], since="yesterday") == 2
     assert "bad date 'yesterday'" in capsys.readouterr().err
+
+
+def test_byte_ranges_cover_every_line_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mailgate.report.reading import range_batches, split
+
+    files = []
+    for n, text in enumerate(["a\nbb\nccc\n", "dddd\ne\n\nfffff", "g\n"]):
+        path = tmp_path / f"log{n}"
+        path.write_text(text)
+        files.append(str(path))
+    sizes = [Path(f).stat().st_size for f in files]
+    want = ["a", "bb", "ccc", "dddd", "e", "", "fffff", "g"]
+    for parts in range(1, 12):
+        got = [line for part in split(files, sizes, parts) for name, a, b in part
+               for batch in range_batches(name, a, b, lambda n: None) for line in batch]
+        assert got == want, parts
+
+
+def test_parallel_report_equals_one_process(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The same log read by several processes (merged) and by one (stdin) gives the same
+    report, links across the parts included (client= here, qmgr from= there)."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mailgate.report import parallel
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "reportbench.py"
+    spec = importlib.util.spec_from_file_location("reportbench", bench)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    log = tmp_path / "maillog"
+    module.generate(log, 40_000)
+    monkeypatch.setattr(parallel, "MIN_PART", 1 << 18)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 4)
+    assert parallel.workers_for(log.stat().st_size) == 4
+    out = io.StringIO()
+    assert run([str(log)], now=NOW, out=out) == 0
+    single = subprocess.run([sys.executable, "-m", "mailgate.cli", "report"],
+                            input=log.read_bytes(), capture_output=True, check=True,
+                            timeout=120).stdout.decode()
+    assert "198.51.100.0/24" in single
+    assert out.getvalue() == single

@@ -78,6 +78,22 @@ class Attacks:
                 track = table[key] = Track()
             track.add(addr, recipient, when)
 
+    def merge(self, later: Attacks) -> None:
+        """Add the tracks of a later part of the same log."""
+        for table, other in ((self.clients, later.clients), (self.networks, later.networks)):
+            for key, theirs in other.items():
+                ours = table.get(key)
+                if ours is None:
+                    if len(table) >= _CAP:
+                        _prune(table)
+                    table[key] = theirs
+                    continue
+                ours.rejects += theirs.rejects
+                _union(ours.recipients, theirs.recipients, _KEEP)
+                _union(ours.addresses, theirs.addresses, 256)
+                ours.first = ours.first or theirs.first
+                ours.last = theirs.last or ours.last
+
     def findings(self, threshold: int, spread: int) -> list[Finding]:
         """Networks with `threshold` rejects from two or more addresses (the moving spammer),
         then single clients with `threshold` rejects outside those networks; each with at
@@ -96,6 +112,14 @@ class Attacks:
                 out.append(Finding(f"{addr}/{bits}", t.rejects, 1, len(t.recipients),
                                    t.first, t.last))
         return out
+
+
+def _union(ours: set[str], theirs: set[str], cap: int) -> None:
+    """Add theirs to ours while ours has fewer than `cap` members."""
+    for item in theirs:
+        if len(ours) >= cap:
+            return
+        ours.add(item)
 
 
 def _prune(table: dict[str, Track]) -> None:

@@ -42,6 +42,12 @@ class BoundedCounter(Generic[K]):
         self.pruned += before - len(counts)
         self.counts = counts
 
+    def merge(self, other: BoundedCounter[K]) -> None:
+        """Add another counter's counts (a later part of the same log)."""
+        for key, n in other.counts.items():
+            self.add(key, n)
+        self.pruned += other.pruned
+
     def top(self, n: int) -> list[tuple[K, int]]:
         """The n largest counts, ties by key order of first appearance."""
         return sorted(self.counts.items(), key=lambda kv: -kv[1])[:n]

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from mailgate.report.attacks import Attacks, network
 from mailgate.report.bounded import BoundedCounter
@@ -66,6 +67,8 @@ class Summary:
     _received_ids: dict[str, None] = field(default_factory=dict)  # waiting for qmgr from=
     _sized_ids: dict[str, None] = field(default_factory=dict)
     _deferred_ids: dict[str, None] = field(default_factory=dict)
+    # qmgr from= lines whose client= line this summary has not seen (for merge())
+    _orphans: dict[str, str] = field(default_factory=dict)
     _first_line: str = ""
     _last_line: str = ""
 
@@ -123,6 +126,37 @@ class Summary:
             if last:
                 self._first_line = self._first_line or last
                 self._last_line = last
+
+    def merge(self, later: Summary) -> None:
+        """Add the summary of the part of the log that follows this one (read by another
+        process): counts add up, and the queue-id links that cross the boundary (a client=
+        line here, its qmgr from= line there; a message deferred in both) are joined."""
+        for name in ("lines", "matched", "received", "delivered", "forwarded", "deferred",
+                     "deferrals", "bounced", "expired", "rejected", "warned", "held",
+                     "discarded", "connections", "warnings"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        self.deferred -= sum(1 for q in later._deferred_ids if q in self._deferred_ids)
+        for qid in later._deferred_ids:
+            _remember(self._deferred_ids, qid)
+        for qid, sender in later._orphans.items():
+            if qid in self._received_ids:  # its client= line was in this part
+                del self._received_ids[qid]
+                self.senders.add(_fold(sender) if sender else "from=<>")
+            elif qid not in self._sized_ids:
+                _remember(self._orphans, qid, value=sender)
+        for qid in later._sized_ids:
+            _remember(self._sized_ids, qid)
+        for qid in later._received_ids:
+            _remember(self._received_ids, qid)
+        self.senders.merge(later.senders)
+        self.recipients.merge(later.recipients)
+        self.clients.merge(later.clients)
+        self.networks.merge(later.networks)
+        self.warn_reasons.merge(later.warn_reasons)
+        self._tally.update(later._tally)
+        self.attacks.merge(later.attacks)
+        self._first_line = self._first_line or later._first_line
+        self._last_line = later._last_line or self._last_line
 
     def _in_period(self, line: str) -> bool:
         when = self.clock.parse(_stamp(line))
@@ -223,10 +257,12 @@ class Summary:
         if ", size=" not in rest or qid in self._sized_ids:
             return
         _remember(self._sized_ids, qid)
+        sender = rest[6:rest.find(">, size=")]
         if qid in self._received_ids:
             del self._received_ids[qid]
-            sender = rest[6:rest.find(">, size=")]
             self.senders.add(_fold(sender) if sender else "from=<>")
+        else:
+            _remember(self._orphans, qid, value=sender)
 
     def _delivery(self, qid: str, rest: str) -> None:
         """`to=<a>, [orig_to=<o>, ]relay=R, ..., delay=D, ..., status=S (why)` (the fields
@@ -263,8 +299,8 @@ def _fold(addr: str) -> str:
     return addr[:at] + addr[at:].lower() if at >= 0 else addr
 
 
-def _remember(ids: dict[str, None], qid: str, cap: int = 200_000) -> None:
-    """A bounded set of queue ids (the oldest forgotten first)."""
+def _remember(ids: dict[str, Any], qid: str, cap: int = 200_000, value: Any = None) -> None:
+    """A bounded set (or map) of queue ids (the oldest forgotten first)."""
     if len(ids) >= cap:
         del ids[next(iter(ids))]
-    ids[qid] = None
+    ids[qid] = value
