@@ -121,7 +121,8 @@ def run_workers(count: int, worker: Callable[[int], None],
                 log: Callable[[str], None], on_reopen: Callable[[], None],
                 name: str = "smtpd", on_exit: Callable[[int], None] = lambda pid: None) -> int:
     """Fork `count` workers running `worker(index)`; restart ones that die; stop on SIGTERM.
-    `on_exit(pid)` is told of every worker that ended."""
+    `on_exit(pid)` is told of every worker that ended. 0 after SIGTERM, 1 when workers kept
+    dying (more than 10 restarts in a minute) and the master gave up."""
     children: dict[int, int] = {}
     stopping = False
     master_pid = os.getpid()
@@ -155,6 +156,7 @@ def run_workers(count: int, worker: Callable[[int], None],
     for index in range(count):
         start(index)
     restarts: list[float] = []
+    failed = False
     while children:
         try:
             pid, status = os.wait()
@@ -173,6 +175,7 @@ def run_workers(count: int, worker: Callable[[int], None],
         if len(restarts) > 10:
             log("fatal: workers keep dying -- giving up")
             stop(signal.SIGTERM, None)
+            failed = True
             continue
         start(index)
-    return 0
+    return 1 if failed else 0

@@ -16,6 +16,7 @@ from typing import Any
 from mailgate.app import App
 from mailgate.config.config import Config
 from mailgate.config.settings import DeliverySettings, SmtpdSettings, parse_listen
+from mailgate.dns.resolver import Resolver
 from mailgate.engine.settings import EngineSettings
 from mailgate.errors import ConfigError
 from mailgate.maillog import MailLog
@@ -94,6 +95,10 @@ def run(cfg: Config) -> int:
     delivery = DeliverySettings.from_config(cfg)
     engine = EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
     policy_clients(cfg, (*engine.lists.values(), *engine.classes.values()))  # bad services
+    try:  # a malformed resolver_servers item: here, not in every worker
+        Resolver(cfg.get_list("resolver_servers"))
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.origin('resolver_servers')}: {exc}") from exc
     raise_fd_limit()
     log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
     store = QueueStore(delivery.queue_directory)
@@ -128,6 +133,7 @@ def run(cfg: Config) -> int:
 
     code = run_workers(count + (http is not None), worker,
                        lambda text: log.log("master", text), log.reopen, on_exit=on_exit)
-    log.log("master", "terminating on signal")
+    if not code:
+        log.log("master", "terminating on signal")
     log.close()
     return code

@@ -111,6 +111,22 @@ def test_config_error_stops_startup_with_file_line_and_problem(tmp_path: Path) -
                                      "configuration: smtpd_hard_error_limit = lots")
 
 
+def test_worker_settings_are_checked_before_readiness(tmp_path: Path) -> None:
+    """What the workers build (the resolver here) is checked by the master: an error stops
+    start-up once, with file:line, instead of workers dying in a loop."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "main.cf").write_text(f"mailgate_home = {tmp_path / 'data'}\n"
+                                 "smtpd_listen = 127.0.0.1:0\n"
+                                 "resolver_servers = 127.0.0.1:notaport\n")
+    result = subprocess.run([sys.executable, "-m", "mailgate.cli", "serve", "-c", str(etc)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "listening" not in result.stdout
+    assert result.stderr.strip() == (f"mailgate: fatal: {etc / 'main.cf'}, line 3: bad DNS "
+                                     "server address: '127.0.0.1:notaport' (use host, "
+                                     "host:port or [ipv6]:port)")
+
+
 def test_open_relay_configuration_refuses_to_start(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     etc.mkdir()

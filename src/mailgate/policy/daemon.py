@@ -226,8 +226,9 @@ def run(cfg: Config) -> int:
     print("mailgate policyd: listening on " + " ".join(names), flush=True)
     errors = ClientErrors(settings.state_ttl, settings.state_size)  # before the fork
     count = cfg.get_int("policyd_processes") or os.cpu_count() or 1
-    run_workers(count, lambda index: run_loop(main(cfg, sockets, errors)),
-                lambda text: log.log(PROGRAM, text), log.reopen, PROGRAM)
-    log.log(PROGRAM, "terminating on signal")
+    code = run_workers(count, lambda index: run_loop(main(cfg, sockets, errors)),
+                       lambda text: log.log(PROGRAM, text), log.reopen, PROGRAM)
+    if not code:
+        log.log(PROGRAM, "terminating on signal")
     log.close()
-    return 0
+    return code

@@ -63,12 +63,11 @@ def _nice(peak: int) -> int:
         unit *= 10
 
 
-def timeline(s: Summary) -> str:
-    """Rejects per hour (per day over three days), stacked by restriction."""
+def _stacks(s: Summary) -> tuple[list[datetime], list[Counter[str]], list[str], str]:
+    """Buckets (hours, or days over three days), each bucket's rejects by series (the six
+    restrictions rejecting most, then `other`), the series, the label format."""
     hourly = s.hourly()
     buckets, step, fmt = _buckets(hourly)
-    if not buckets:
-        return "<p>No rejects in this period.</p>"
     totals: Counter[str] = Counter()
     for (_, name), n in hourly.items():
         totals[name] += n
@@ -78,19 +77,35 @@ def timeline(s: Summary) -> str:
     for (hour, name), n in hourly.items():
         bucket = hour if step.days == 0 else hour.replace(hour=0)
         counts[index[bucket]][name if name in shown else "other"] += n
-    series = shown + (["other"] if any(c["other"] for c in counts) else [])
+    return buckets, counts, shown + (["other"] if any(c["other"] for c in counts) else []), fmt
+
+
+def _legend(series: list[str], counts: list[Counter[str]], left: int, top: int,
+            width: int) -> tuple[list[str], int]:
+    """The legend under the chart in rows that fit the width; its SVG and bottom."""
+    parts = []
+    x, y = left, top
+    for j, name in enumerate(series):
+        item = 24 + 7 * (len(name) + 8)
+        if x + item > width and x > left:
+            x, y = left, y + 18
+        parts.append(f'<rect x="{x}" y="{y}" width="12" height="12" '
+                     f'fill="{COLORS[j % len(COLORS)]}"/><text class="legend" x="{x + 16}" '
+                     f'y="{y + 10}">{escape(name)} ({sum(c[name] for c in counts)})</text>')
+        x += item
+    return parts, y + 24
+
+
+def timeline(s: Summary) -> str:
+    """Rejects per hour (per day over three days), stacked by restriction."""
+    buckets, counts, series, fmt = _stacks(s)
+    if not buckets:
+        return "<p>No rejects in this period.</p>"
     peak = _nice(max(sum(c.values()) for c in counts))
     bar, gap, left, top, height = max(8, min(40, 900 // len(buckets))), 4, 50, 20, 260
     width = max(left + len(buckets) * (bar + gap) + 20, 720)
-    legend = []  # (x, y, series index): wrapped rows under the chart
-    lx, ly = left, top + height + 34
-    for j, name in enumerate(series):
-        item = 24 + 7 * (len(name) + 8)
-        if lx + item > width and lx > left:
-            lx, ly = left, ly + 18
-        legend.append((lx, ly, j))
-        lx += item
-    parts = [f'<svg id="rejects-per-hour" width="{width}" height="{ly + 24}" '
+    legend, bottom = _legend(series, counts, left, top + height + 34, width)
+    parts = [f'<svg id="rejects-per-hour" width="{width}" height="{bottom}" '
              f'role="img" aria-label="Rejects per hour by restriction">']
     for k in range(5):  # grid lines and the scale
         value = peak * k / 4
@@ -116,13 +131,7 @@ def timeline(s: Summary) -> str:
                          f'text-anchor="middle">{total}</text>')
         if i % max(1, len(buckets) // 8) == 0:
             parts.append(f'<text x="{x}" y="{top + height + 16}">{when.strftime(fmt)}</text>')
-    for x, y, j in legend:
-        name = series[j]
-        parts.append(f'<rect x="{x}" y="{y}" width="12" height="12" '
-                     f'fill="{COLORS[j % len(COLORS)]}"/><text class="legend" x="{x + 16}" '
-                     f'y="{y + 10}">{escape(name)} ({sum(c[name] for c in counts)})</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    return "".join([*parts, *legend, "</svg>"])
 
 
 def hbars(ident: str, rows: list[tuple[str, int]], color: str = COLORS[0]) -> str:
