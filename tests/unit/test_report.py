@@ -159,3 +159,7 @@ def test_parallel_report_equals_one_process(tmp_path, monkeypatch) -> None:  # t
                             timeout=120).stdout.decode()
     assert "198.51.100.0/24" in single
     assert out.getvalue() == single
+    lines = log.read_text().splitlines()
+    assert single.startswith(f"mailgate report: 2026-11-25 00:00:00 .. 2026-11-25 "
+                             f"{lines[-1][7:15]} ({len(lines)} lines, {len(lines)} in the "
+                             "period)"), single[:120]

@@ -52,6 +52,10 @@ class Finding:
     first: str  # timestamp texts as in the log
     last: str
 
+    def recipients_text(self) -> str:
+        """The distinct recipients tried (`64+`: more than are remembered)."""
+        return f"{self.recipients}+" if self.recipients >= _KEEP else str(self.recipients)
+
     def access_line(self) -> str:
         """A cidr: table line (check_client_access cidr:/etc/postfix/client_access.cidr)."""
         who = (f"{self.addresses} addresses" if self.addresses > 1 else "this address")

@@ -54,12 +54,14 @@ def _buckets(hourly: Counter[tuple[datetime, str]]) -> tuple[list[datetime], tim
 
 
 def _nice(peak: int) -> int:
-    """The top of the scale: four equal steps of 1, 2 or 5 times a power of ten."""
+    """The top of the scale: four equal whole steps of 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times
+    a power of ten, the smallest that reaches the peak."""
     unit = 1
     while True:
-        for step in (unit, 2 * unit, 5 * unit):
-            if 4 * step >= peak:
-                return 4 * step
+        for factor in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8):
+            step = factor * unit
+            if step == int(step) and 4 * step >= peak:
+                return int(4 * step)
         unit *= 10
 
 
@@ -165,7 +167,7 @@ def _attacks(s: Summary, findings: list[Finding]) -> str:
         return "<p>No dictionary attacks found.</p>"
     rows = "".join(
         f'<tr><td>{escape(f.cidr)}</td><td class="n">{f.rejects}</td><td class="n">'
-        f'{f.addresses}</td><td class="n">{f.recipients}</td><td>{s.when(f.first) or ""}</td>'
+        f'{f.addresses}</td><td class="n">{f.recipients_text()}</td><td>{s.when(f.first) or ""}</td>'
         f"<td>{s.when(f.last) or ''}</td></tr>" for f in findings)
     lines = "\n".join(escape(f.access_line()) for f in findings)
     return ("<table><tr><th>network / client</th><th>unknown-user rejects</th><th>addresses"

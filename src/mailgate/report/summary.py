@@ -79,7 +79,7 @@ class Summary:
         """Count every line (the loop of a million-line log: string methods, no regex)."""
         count = matched = 0
         bounded = self.since is not None or self.until is not None
-        last = ""
+        first = last = ""
         try:
             for line in lines:
                 count += 1
@@ -94,6 +94,8 @@ class Summary:
                 if bounded and not self._in_period(line):
                     continue
                 matched += 1
+                if not first:
+                    first = line
                 last = line
                 prog = line[slash + 1:b]
                 text = line[i + 3:]
@@ -124,7 +126,7 @@ class Summary:
             self.lines += count
             self.matched += matched
             if last:
-                self._first_line = self._first_line or last
+                self._first_line = self._first_line or first
                 self._last_line = last
 
     def merge(self, later: Summary) -> None:

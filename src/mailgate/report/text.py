@@ -59,7 +59,7 @@ def render(s: Summary, findings: list[Finding], top: int = 10) -> str:
     if not findings:
         lines.append("  none")
     for f in findings:
-        lines.append(f"  {f.cidr}: {f.rejects} unknown-user rejects, {f.recipients} "
+        lines.append(f"  {f.cidr}: {f.rejects} unknown-user rejects, {f.recipients_text()} "
                      f"distinct recipients, from {f.addresses} address"
                      f"{'es' if f.addresses > 1 else ''}, {_when(s.when(f.first))} .. "
                      f"{_when(s.when(f.last))}")
