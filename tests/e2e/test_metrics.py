@@ -177,3 +177,46 @@ def test_metrics_families(server_factory, tmp_path: Path) -> None:  # type: igno
     finally:
         server.stop()
         policy.stop()
+
+
+def test_policyd_metrics(tmp_path: Path) -> None:
+    """`mailgate policyd` with metrics_listen: answers by action, latency, the engine's
+    rejects by stage and restriction; two workers."""
+    import socket
+
+    from conftest import base_main_cf
+    from e2e.test_policy import answers, request
+    from support.policy import Policyd
+
+    daemon = Policyd(tmp_path, base_main_cf(tmp_path) + (
+        "policyd_listen = 127.0.0.1:0\npolicyd_processes = 2\nmetrics_listen = 127.0.0.1:0\n"
+        "policyd_restrictions = reject_unlisted_recipient, "
+        "check_client_access inline:{192.0.2.66=REJECT}\n")).start()
+    try:
+        assert daemon.proc is not None and daemon.proc.stdout is not None
+        line = daemon.proc.stdout.readline()
+        m = re.fullmatch(r"mailgate policyd: metrics on (http://127\.0\.0\.1:\d+/metrics)\n",
+                         line)
+        assert m, line
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+            sock.sendall(request() + request(client_address="192.0.2.66")
+                         + request(recipient="nobody@example.test") + request()
+                         + b"garbage\n\n")
+            assert len(answers(sock, 5)) == 5
+
+        def answered() -> bool:
+            return total(scrape(m.group(1)), "mailgate_policyd_requests_total") == 5
+
+        wait_until(answered)
+        s = scrape(m.group(1))
+        assert {a: value(s, "mailgate_policyd_requests_total", action=a)
+                for a in ("DUNNO", "5xx")} == {"DUNNO": 3, "5xx": 2}
+        assert value(s, "mailgate_policyd_request_duration_seconds_count") == 5
+        assert value(s, "mailgate_smtpd_rejects_total", stage="policyd",
+                     restriction="check_client_access",
+                     table="inline:{192.0.2.66=REJECT}") == 1
+        assert value(s, "mailgate_smtpd_rejects_total", stage="policyd",
+                     restriction="reject_unlisted_recipient", table="") == 1
+        assert not any(n == "mailgate_queue_messages" for n, _ in s)
+    finally:
+        daemon.stop()

@@ -55,5 +55,8 @@ class Metrics:
     def policy(self, service: str, result: str, seconds: float) -> None:
         """A policy request ended: `ok` (an action came back) or `error`."""
 
+    def policyd(self, action: str, seconds: float) -> None:
+        """mailgate policyd answered a request with `action`."""
+
 
 NO_METRICS = Metrics()

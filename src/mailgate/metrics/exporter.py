@@ -67,14 +67,16 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def serve(sock: socket.socket, queue_root: Path) -> None:
-    """Run the HTTP server on the master's socket until the process is stopped."""
+def serve(sock: socket.socket, queue_root: Path | None) -> None:
+    """Run the HTTP server on the master's socket until the process is stopped (queue sizes
+    only with a queue: not for policyd)."""
     from prometheus_client import CollectorRegistry, make_wsgi_app, multiprocess
     from prometheus_client.exposition import ThreadingWSGIServer
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=os.environ[ENV])  # type: ignore[no-untyped-call]
-    registry.register(QueueCollector(queue_root))
+    if queue_root is not None:
+        registry.register(QueueCollector(queue_root))
     httpd = ThreadingWSGIServer(sock.getsockname()[:2], _Quiet, bind_and_activate=False)
     httpd.socket.close()
     httpd.socket = sock

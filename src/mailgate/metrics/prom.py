@@ -9,6 +9,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from mailgate.metrics import VERBS, Metrics
 
+# access(5) actions policyd may answer (any other word is counted as "other").
+ACTIONS = frozenset({"OK", "DUNNO", "REJECT", "DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT",
+                     "DISCARD", "HOLD", "REDIRECT", "FILTER", "BCC", "PREPEND", "WARN", "INFO",
+                     "SLEEP", "PERMIT"})
 LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -54,6 +58,11 @@ class PrometheusMetrics(Metrics):
         self.request_seconds = Histogram("mailgate_policy_request_duration_seconds",
                                          "Policy service latency", ["service"],
                                          buckets=LATENCY, registry=None)
+        self.answers = Counter("mailgate_policyd_requests", "Policy requests answered by "
+                               "mailgate policyd, by action", ["action"], registry=None)
+        self.answer_seconds = Histogram("mailgate_policyd_request_duration_seconds",
+                                        "mailgate policyd time to answer", buckets=LATENCY,
+                                        registry=None)
         self._children: dict[tuple[Any, ...], Any] = {}
         # Events are added up in plain dicts and written to the shared files by flush()
         # (a few times a second): an event costs a dict update, not a locked mmap write.
@@ -88,7 +97,7 @@ class PrometheusMetrics(Metrics):
             child.inc(n)
         observed, self._observed = self._observed, []
         for family, label, seconds in observed:
-            self._child(family, label).observe(seconds)
+            (self._child(family, label) if label else family).observe(seconds)
         self.sessions.set(self._sessions)
         self.tarpitted.set(self._tarpitted)
 
@@ -138,3 +147,12 @@ class PrometheusMetrics(Metrics):
     def policy(self, service: str, result: str, seconds: float) -> None:
         self._add((self.requests, service, result))
         self._observed.append((self.request_seconds, service, seconds))
+
+    def policyd(self, action: str, seconds: float) -> None:
+        word = action.split(None, 1)[0].upper() if action.strip() else "DUNNO"
+        if word[:1].isdigit():
+            word = word[0] + "xx"  # a numeric reply: 4xx or 5xx, not its text
+        elif word not in ACTIONS:
+            word = "other"
+        self._add((self.answers, word))
+        self._observed.append((self.answer_seconds, "", seconds))

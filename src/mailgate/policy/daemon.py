@@ -11,11 +11,13 @@ import signal
 import socket
 import stat
 from collections import deque
+from pathlib import Path
 
 from mailgate.config.config import Config
 from mailgate.config.settings import SmtpdSettings, host_port
 from mailgate.errors import ConfigError
 from mailgate.maillog import MailLog
+from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.protocol import PolicyReader, ProtocolError, Request, reply
 from mailgate.policy.server import ClientErrors, PolicydSettings, PolicyService
 
@@ -114,6 +116,7 @@ class PolicyConnection(asyncio.Protocol):
                         current.uncancel()
                     action, delay = self.service.expired(item, self.peer), 0.0
                 self.deadlines.active.discard(self)
+                self.service.metrics.policyd(action, loop.time() - self.started)
                 self.started = 0.0
                 if delay:
                     await asyncio.sleep(delay)  # the tarpit, past the deadline's reach
@@ -153,7 +156,8 @@ class Deadlines:
             self.handle.cancel()
 
 
-async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors) -> None:
+async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
+               metrics: bool = False) -> None:
     """One policyd process: an event loop serving the shared sockets."""
     from mailgate.app import build_engine, build_resolver, interface_addresses
     from mailgate.maps import default_registry
@@ -166,9 +170,16 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors) 
     policyd_log = functools.partial(log.log, PROGRAM)
     local = interface_addresses(cfg, [a.host for a in smtpd.listen])
     resolver = build_resolver(cfg, registry, local, policyd_log)
-    engine, _ = build_engine(cfg, registry, resolver, policyd_log, local, policyd=True)
+    counted: Metrics = NO_METRICS
+    if metrics:
+        from mailgate.metrics.prom import PrometheusMetrics
+
+        counted = PrometheusMetrics()
+    engine, _ = build_engine(cfg, registry, resolver, policyd_log, local, policyd=True,
+                             metrics=counted)
     service = PolicyService(engine, PolicydSettings.from_config(cfg), smtpd, policyd_log,
-                            errors)
+                            errors, counted)
+    counted.start(loop)
 
     gc.freeze()  # the tables and settings live forever: keep them out of collections
     deadlines = Deadlines(service.s.deadline)
@@ -195,6 +206,7 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors) 
         engine.tables.dns.resolver.close()
     for client in engine.tables.policy.values():
         await client.close()
+    counted.stop()
     log.batch_in(None)  # the loop ends: later lines are written at once
     log.close()
 
@@ -203,8 +215,9 @@ def run(cfg: Config) -> int:
     """Bind, print a readiness line, run `policyd_processes` workers until SIGTERM."""
     from mailgate.engine.settings import EngineSettings
     from mailgate.master import run_workers
+    from mailgate.metrics import exporter
     from mailgate.policy.client import clients
-    from mailgate.serve import raise_fd_limit, run_loop
+    from mailgate.serve import metrics_socket, raise_fd_limit, run_loop
 
     settings = PolicydSettings.from_config(cfg)  # parameter errors before binding
     engine = EngineSettings.from_config(cfg, policyd=True)
@@ -212,6 +225,7 @@ def run(cfg: Config) -> int:
     raise_fd_limit()
     smtpd = SmtpdSettings.from_config(cfg)
     log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
+    http = metrics_socket(cfg, Path(cfg.get_str("queue_directory")) / "policyd")
     sockets = bind(cfg.get_list("policyd_listen"), cfg.origin("policyd_listen"))
     for warning in (*cfg.warnings, *cfg.unused_parameters()):
         log.warning(PROGRAM, warning)
@@ -224,10 +238,26 @@ def run(cfg: Config) -> int:
                      f"[{where[0]}]:{where[1]}" if sock.family == socket.AF_INET6 else
                      f"{where[0]}:{where[1]}")
     print("mailgate policyd: listening on " + " ".join(names), flush=True)
+    if http is not None:
+        host, port = http.getsockname()[:2]
+        print(f"mailgate policyd: metrics on http://{host}:{port}/metrics", flush=True)
     errors = ClientErrors(settings.state_ttl, settings.state_size)  # before the fork
     count = cfg.get_int("policyd_processes") or os.cpu_count() or 1
-    code = run_workers(count, lambda index: run_loop(main(cfg, sockets, errors)),
-                       lambda text: log.log(PROGRAM, text), log.reopen, PROGRAM)
+
+    def worker(index: int) -> None:
+        if http is not None and index == count:  # the metrics process
+            exporter.serve(http, None)
+            return
+        if http is not None:
+            http.close()
+        run_loop(main(cfg, sockets, errors, http is not None))
+
+    def on_exit(pid: int) -> None:
+        if http is not None:
+            exporter.worker_exited(pid)
+
+    code = run_workers(count + (http is not None), worker, lambda text: log.log(PROGRAM, text),
+                       log.reopen, PROGRAM, on_exit)
     if not code:
         log.log(PROGRAM, "terminating on signal")
     log.close()

@@ -18,6 +18,7 @@ from mailgate.engine.context import NAME_FORGED, NAME_OK, NAME_PERM, CheckState,
 from mailgate.engine.engine import Engine
 from mailgate.engine.evaluate import Evaluation, Frame
 from mailgate.engine.reply import Status
+from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.protocol import ProtocolError, Request
 from mailgate.server.session import tarpit_delay
 
@@ -157,8 +158,9 @@ class PolicyService:
     """Answers requests; the engine, settings and clock are handed in."""
 
     def __init__(self, engine: Engine, settings: PolicydSettings, smtpd: SmtpdSettings,
-                 log: Log, errors: ClientErrors) -> None:
+                 log: Log, errors: ClientErrors, metrics: Metrics = NO_METRICS) -> None:
         self.engine = engine
+        self.metrics = metrics
         self.s = settings
         self.smtpd = smtpd
         self.log = log
@@ -200,7 +202,7 @@ class PolicyService:
         addr = st.client.addr
         errors = self.errors.get(addr)
         if errors >= self.smtpd.hard_error_limit:
-            ev = Evaluation(self.engine, st)
+            ev = Evaluation(self.engine, st, "policyd")
             ev.reject(421, "4.7.0", _TARPIT, hard=True)
             return _detail(ev.reply), 0.0
         action = await self._evaluate(st, frame)
@@ -209,7 +211,7 @@ class PolicyService:
         return action, tarpit_delay(self.smtpd, errors)
 
     async def _evaluate(self, st: CheckState, frame: Frame) -> str:
-        ev = Evaluation(self.engine, st)
+        ev = Evaluation(self.engine, st, "policyd")
         status = await ev.check(self.s.restrictions, frame) if self.s.restrictions \
             else Status.DUNNO
         if status is Status.REJECT:
