@@ -117,11 +117,20 @@ def measure(args: list[str]) -> tuple[float, int, str]:
         return wall, usage.ru_maxrss // 1024, out.read().decode("utf-8", "replace")
 
 
-def totals(text: str) -> dict[str, int]:
+def units(value: int) -> str:
+    """pflogsumm's adj_int_units(): 724k for 742229 (its totals past 512k / 512m)."""
+    if value > 536870912:
+        return f"{value // 1048576}m"
+    return f"{value // 1024}k" if value > 524288 else str(value)
+
+
+def totals(text: str, pflogsumm: bool = False) -> dict[str, str]:
+    """Grand totals as printed; mailgate's exact counts in pflogsumm's units for comparing."""
     found = {}
     for name in TOTALS:
-        m = re.search(rf"^\s+(\d+)\s+{name}\b", text, re.M)
-        found[name] = int(m.group(1)) if m else -1
+        m = re.search(rf"^\s+(\d+)([km]?)\s+{name}\b", text, re.M)
+        found[name] = (m.group(1) + m.group(2) if pflogsumm else units(int(m.group(1)))) \
+            if m else "?"
     return found
 
 
@@ -149,10 +158,11 @@ def main() -> int:
             print("pflogsumm not installed: no comparison")
             return 0
         pwall, prss, ptext = measure([pflogsumm, str(log)])
-        print(f"pflogsumm:                {pwall:6.2f} s  peak RSS {prss:4d} MiB  {totals(ptext)}")
+        print(f"pflogsumm:                {pwall:6.2f} s  peak RSS {prss:4d} MiB  "
+              f"{totals(ptext, pflogsumm=True)}")
         print(f"time ratio mailgate/pflogsumm: {wall / pwall:.2f}x (target <= 0.5x), one "
               f"process {one / pwall:.2f}x; "
-              f"totals {'agree' if totals(text) == totals(ptext) else 'DIFFER'}")
+              f"totals {'agree' if totals(text) == totals(ptext, True) else 'DIFFER'}")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

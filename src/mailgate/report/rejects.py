@@ -3,6 +3,7 @@ writes that text (`Relay access denied` is reject_unauth_destination)."""
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 _STAGES = ("Client host", "Helo command", "Sender address", "Recipient address",
@@ -56,6 +57,7 @@ class Reject(NamedTuple):
 
 
 Known = tuple[str, str, str]  # (stage, reason, restriction)
+_ADDRESS = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 _CACHE: dict[str, Known] = {}  # reply text without the leading <address> → Known
 
 
@@ -83,13 +85,14 @@ def fields(text: str) -> tuple[str, str, str, str, Known, str, int] | None:
         k = reply.find(">: ")
         if k > 0:
             reply = reply[k + 3:]
+    if "[" in reply:  # the client's address in the text (DNS lists, unknown hostname):
+        reply = _ADDRESS.sub("[ADDR]", reply)  # one reason, not one per client
     known = _CACHE.get(reply)
     if known is None:
         known = _known(reply)
-        if " blocked using " not in reply:  # DNS list texts name the client: not cached
-            if len(_CACHE) > 50_000:
-                _CACHE.clear()
-            _CACHE[reply] = known
+        if len(_CACHE) > 10_000:
+            _CACHE.clear()
+        _CACHE[reply] = known
     return text[:sp], text[sp + 6:e + 1], text[b + 1:e], text[c + 2:c + 5], known, rest, cut
 
 

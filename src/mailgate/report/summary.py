@@ -117,6 +117,10 @@ class Summary:
                     self._delivery(text[:colon], rest)
                 elif rest.startswith("from=<"):
                     self._queued(text[:colon], rest)
+                elif rest.startswith("removed"):  # the message is gone: forget its id
+                    qid = text[:colon]  # (deferred ids are kept: merge() counts them once)
+                    self._sized_ids.pop(qid, None)
+                    self._received_ids.pop(qid, None)
                 elif colon == 7 and text.startswith("warning"):
                     self.warnings += 1
                 elif prog == "pickup" and rest.startswith(("uid=", "sender=")):
