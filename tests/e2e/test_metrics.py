@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Client, free_port, wait_until
+from conftest import Client, _alive, free_port, wait_until
 from support.policy import Scripted
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -66,6 +68,12 @@ class Dialogue:
     def quit(self) -> None:
         self.cmd("QUIT")
         self.client.close()
+
+
+def mailgate(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "mailgate.cli", *args], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_metrics_families(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -174,6 +182,17 @@ def test_metrics_families(server_factory, tmp_path: Path) -> None:  # type: igno
                      result="ok") == asked
         assert value(s, "mailgate_policy_request_duration_seconds_count",
                      service=policy.endpoint) == asked
+        # Log rotation and queue flush signals reach every child: the metrics process
+        # must ignore them (the default action of SIGUSR1/SIGUSR2 would kill it).
+        children = server.workers()
+        assert len(children) == 3  # two smtpd workers and the metrics process
+        server.log_path.rename(server.log_path.with_name("maillog.0"))
+        mailgate("postlog", "-c", str(server.root / "etc"), "reopen")
+        wait_until(server.log_path.exists)  # the workers reopened the log
+        mailgate("queue", "-c", str(server.root / "etc"), "flush")
+        server.wait_log(r"status=deferred")  # the flushed retry, in the new file
+        assert all(_alive(pid) for pid in children), children
+        assert value(scrape(url), "mailgate_smtpd_connections_total") == 9
     finally:
         server.stop()
         policy.stop()

@@ -5,6 +5,7 @@ postfix_exporter counters (`syslog_name = postfix`), and `mailgate report` agree
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -68,6 +69,18 @@ class Exporter:
              f"--postfix.showq_path={log.parent / 'no-showq'}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: port_accepts(self.port))
+        # It reads from the end of the file on: ready once it holds the log open.
+        wait_until(lambda: str(log) in self.open_files())
+
+    def open_files(self) -> set[str]:
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        out = set()
+        for fd in fds.iterdir() if fds.exists() else []:
+            try:
+                out.add(os.readlink(fd))
+            except OSError:
+                continue
+        return out
 
     def samples(self, prefix: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         url = f"http://127.0.0.1:{self.port}/metrics"

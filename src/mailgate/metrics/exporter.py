@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,9 @@ def serve(sock: socket.socket, queue_root: Path | None) -> None:
     only with a queue: not for policyd)."""
     from prometheus_client import CollectorRegistry, make_wsgi_app, multiprocess
     from prometheus_client.exposition import ThreadingWSGIServer
+
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):  # log reopen and queue flush: not ours
+        signal.signal(sig, signal.SIG_IGN)
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=os.environ[ENV])  # type: ignore[no-untyped-call]
