@@ -73,17 +73,38 @@ class ConnectionTable:
             self._add(_BUCKETS * _SLOT.size, -1)
 
 
+def listen_socket(host: str, port: int, backlog: int = 4096) -> socket.socket:
+    """A TCP listening socket on host:port (IPv6 only for an IPv6 host; port 0: any free
+    port), for the smtpd, policyd and metrics listeners. OSError if it cannot listen."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def address(sock: socket.socket) -> str:
+    """A listening socket's address as readiness lines show it: `host:port`, `[v6]:port`,
+    `unix:/path`."""
+    where = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{where}"
+    return f"[{where[0]}]:{where[1]}" if sock.family == socket.AF_INET6 else \
+        f"{where[0]}:{where[1]}"
+
+
 def bind(listen: tuple[ListenAddress, ...]) -> list[socket.socket]:
     """Create the listening sockets (port 0 picks a free port once, for every worker)."""
     sockets = []
     for addr in listen:
-        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((addr.host, addr.port))
-        sock.listen(4096)
+        sock = listen_socket(addr.host, addr.port)
         sock.setblocking(False)
         sockets.append(sock)
     return sockets

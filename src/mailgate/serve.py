@@ -10,18 +10,18 @@ import resource
 import signal
 import socket
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 from mailgate.app import App
 from mailgate.config.config import Config
-from mailgate.config.settings import DeliverySettings, SmtpdSettings, parse_listen
+from mailgate.config.settings import DeliverySettings, SmtpdSettings
 from mailgate.dns.resolver import Resolver
 from mailgate.engine.settings import EngineSettings
 from mailgate.errors import ConfigError
 from mailgate.maillog import MailLog
-from mailgate.master import ConnectionTable, bind, run_workers
-from mailgate.metrics import NO_METRICS, Metrics, exporter
+from mailgate.master import ConnectionTable, address, bind, run_workers
+from mailgate.metrics import create as create_metrics
+from mailgate.metrics import exporter
 from mailgate.policy.client import clients as policy_clients
 from mailgate.queue.commands import write_pid
 from mailgate.queue.store import QueueStore
@@ -38,11 +38,7 @@ def raise_fd_limit() -> None:
 async def worker_main(cfg: Config, sockets: list[socket.socket], connections: ConnectionTable,
                       recovered: list[str], retries: bool, metrics: bool) -> None:
     """One smtpd worker: sessions, queue manager and delivery in one event loop."""
-    counted: Metrics = NO_METRICS
-    if metrics:
-        from mailgate.metrics.prom import PrometheusMetrics
-
-        counted = PrometheusMetrics()
+    counted = create_metrics(metrics)
     app = App.build(cfg, connections, metrics=counted)
     await app.start(sockets, recovered, retries)
     counted.start(asyncio.get_running_loop())
@@ -68,27 +64,6 @@ def run_loop(coro: Coroutine[Any, Any, None]) -> None:
     uvloop.run(coro)
 
 
-def metrics_socket(cfg: Config, queue_root: Path) -> socket.socket | None:
-    """`metrics_listen`: the bound HTTP socket (one address), or None when metrics are off."""
-    listen = parse_listen(cfg.get_list("metrics_listen"), cfg.origin("metrics_listen"),
-                          "metrics_listen")
-    if not listen:
-        return None
-    if len(listen) > 1:
-        raise ConfigError(f"{cfg.origin('metrics_listen')}: metrics_listen takes one address")
-    exporter.prepare(queue_root / "metrics")
-    try:
-        return exporter.bind(listen[0])
-    except OSError as exc:
-        raise ConfigError(f"{cfg.origin('metrics_listen')}: cannot listen on "
-                          f"{listen[0].host}:{listen[0].port}: {exc.strerror}") from exc
-
-
-def _address(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def run(cfg: Config) -> int:
     """`mailgate serve`: bind, recover the queue, start the workers; print a readiness line."""
     smtpd = SmtpdSettings.from_config(cfg)
@@ -103,7 +78,7 @@ def run(cfg: Config) -> int:
     log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
     store = QueueStore(delivery.queue_directory)
     recovered = store.recover()
-    http = metrics_socket(cfg, store.root)
+    http = exporter.listen(cfg, store.root / "metrics")
     sockets = bind(smtpd.listen)
     write_pid(store.root)  # for `mailgate queue flush`
     connections = ConnectionTable()
@@ -113,26 +88,18 @@ def run(cfg: Config) -> int:
             f"configuration {cfg.config_dir or '(embedded)'}")
     for warning in engine.startup_warnings():  # smtpd's own start-up check, logged once
         log.warning("smtpd", warning)
-    print("mailgate: listening on " + " ".join(_address(s) for s in sockets), flush=True)
+    print("mailgate: listening on " + " ".join(address(s) for s in sockets), flush=True)
     if http is not None:
-        print(f"mailgate: metrics on http://{_address(http)}/metrics", flush=True)
-    count = cfg.get_int("smtpd_processes") or os.cpu_count() or 1
+        print(f"mailgate: metrics on http://{address(http)}/metrics", flush=True)
 
     def worker(index: int) -> None:
-        if http is not None and index == count:  # the metrics process
-            exporter.serve(http, store.root)
-            return
-        if http is not None:
-            http.close()
         run_loop(worker_main(cfg, sockets, connections, recovered if index == 0 else [],
                              retries=index == 0, metrics=http is not None))
 
-    def on_exit(pid: int) -> None:
-        if http is not None:
-            exporter.worker_exited(pid)
-
-    code = run_workers(count + (http is not None), worker,
-                       lambda text: log.log("master", text), log.reopen, on_exit=on_exit)
+    count, work, on_exit = exporter.processes(
+        cfg.get_int("smtpd_processes") or os.cpu_count() or 1, worker, http, store.root)
+    code = run_workers(count, work, lambda text: log.log("master", text), log.reopen,
+                       on_exit=on_exit)
     if not code:
         log.log("master", "terminating on signal")
     log.close()

@@ -9,18 +9,17 @@ import os
 import re
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SHARED, Server, free_port, port_accepts, require, wait_until
 from interop.test_differential import run
 from interop.test_fail2ban import SESSIONS, SETTINGS
 from support import reference
+from support.metrics import Samples, scrape, value
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
 REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
@@ -29,16 +28,21 @@ MAIL = ["EHLO ok.example", "MAIL FROM:<s@ok.example>", "RCPT TO:<alice@example.t
 TOTALS = ("received", "delivered", "deferred", "bounced", "rejected")
 
 
+def grand_totals(text: str) -> dict[str, int]:
+    """The grand totals of pflogsumm's or `mailgate report`'s text (the same layout)."""
+    found = {}
+    for name in TOTALS:
+        m = re.search(rf"^\s+(\d+)\s+{name}\b", text, re.M)
+        assert m, text
+        found[name] = int(m.group(1))
+    return found
+
+
 def ours(log: Path) -> tuple[dict[str, int], str]:
     """`mailgate report`'s grand totals (pflogsumm's names) and its whole text."""
     out = subprocess.run([sys.executable, "-m", "mailgate.cli", "report", str(log)],
                          capture_output=True, text=True, timeout=120, check=True).stdout
-    found = {}
-    for name in TOTALS:
-        m = re.search(rf"^\s+(\d+)\s+{name}\b", out, re.M)
-        assert m, out
-        found[name] = int(m.group(1))
-    return found, out
+    return grand_totals(out), out
 
 
 def section(text: str, title: str) -> list[str]:
@@ -48,14 +52,9 @@ def section(text: str, title: str) -> list[str]:
 
 
 def totals(log: Path, *options: str) -> dict[str, int]:
-    out = subprocess.run([require("pflogsumm"), *options, str(log)], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
-    found = {}
-    for name in TOTALS:
-        m = re.search(rf"^\s+(\d+)\s+{name}\b", out, re.M)
-        assert m, out
-        found[name] = int(m.group(1))
-    return found
+    return grand_totals(subprocess.run([require("pflogsumm"), *options, str(log)],
+                                       capture_output=True, text=True, timeout=120,
+                                       check=True).stdout)
 
 
 class Exporter:
@@ -82,13 +81,8 @@ class Exporter:
                 continue
         return out
 
-    def samples(self, prefix: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(text) for s in f.samples
-                if s.name.startswith(prefix)}
+    def samples(self) -> Samples:
+        return scrape(f"http://127.0.0.1:{self.port}/metrics")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -158,14 +152,12 @@ def test_postfix_exporter_counts_like_postfix(logs: Logs) -> None:
     wanted = ("postfix_smtpd_messages_rejected_total", "postfix_smtpd_connects_total")
     sessions = len(SESSIONS) + 2
 
-    def counts(name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        found = {k: v for k, v in logs.exporters[name].samples("postfix_smtpd_").items()
-                 if k[0] in wanted}
-        return found
+    def counts(name: str) -> Samples:
+        return {k: v for k, v in logs.exporters[name].samples().items() if k[0] in wanted}
 
     for name in logs.exporters:
-        wait_until(lambda name=name: counts(name).get(  # type: ignore[misc]
-            ("postfix_smtpd_connects_total", ()), 0) == sessions)
+        wait_until(lambda name=name: value(counts(name),  # type: ignore[misc]
+                                           "postfix_smtpd_connects_total") == sessions)
     theirs, ours = counts("postfix"), counts("named")
     rejected = {k: v for k, v in theirs.items() if k[0] == wanted[0]}
     assert sum(rejected.values()) >= 5 and len(rejected) >= 2, theirs  # several codes

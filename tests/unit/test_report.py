@@ -12,7 +12,7 @@ import pytest
 from mailgate.report.attacks import Attacks, network
 from mailgate.report.bounded import BoundedCounter
 from mailgate.report.command import run
-from mailgate.report.logline import Clock, split
+from mailgate.report.logline import Clock, hour, stamp
 from mailgate.report.rejects import parse_reject
 from mailgate.report.summary import Summary
 
@@ -49,11 +49,17 @@ def test_reject_lines(text: str, stage: str, reason: str, restriction: str,
 
 
 def test_split_and_clock() -> None:
-    assert split("Nov 26 07:11:00 mx mailgate/smtpd[42]: connect from x[1.2.3.4]\n") == \
-        ("Nov 26 07:11:00", "smtpd", "connect from x[1.2.3.4]")
-    assert split("2026-11-26T07:11:00.5+01:00 mx postfix-out/smtp[7]: ABC: to=<a@b>") == \
-        ("2026-11-26T07:11:00.5+01:00", "smtp", "ABC: to=<a@b>")
-    assert split("Nov 26 07:11:00 mx sshd[42]: Accepted publickey") is None
+    s = Summary(Clock(NOW))
+    s.consume(["Nov 26 07:11:00 mx mailgate/smtpd[42]: connect from x[1.2.3.4]\n",
+               "2026-11-26T07:11:02.5+01:00 mx postfix-out/smtp[7]: ABC: to=<a@b>, "
+               "relay=r, delay=1, dsn=2.0.0, status=sent (ok)",
+               "Nov 26 07:11:03 mx sshd[42]: connect from x[1.2.3.4]",  # not a mail program
+               "Nov 26 07:11:04 mx kernel: [1.2] connect from x"])
+    s.done()
+    assert (s.lines, s.matched, s.connections, s.delivered) == (4, 2, 1, 1)
+    assert (s.first, s.last) == (datetime(2026, 11, 26, 7, 11), datetime(2026, 11, 26, 7, 11, 2))
+    assert (stamp("Nov 26 07:11:00 mx x/y[1]: z"), hour("2026-11-26T07:11:00 mx x/y[1]: z")) \
+        == ("Nov 26 07:11:00", "2026-11-26T07")
     clock = Clock(datetime(2026, 1, 5))
     assert clock.parse("Dec 31 23:59:59") == datetime(2025, 12, 31, 23, 59, 59)  # last year
     assert clock.parse("Jan  5 01:02:03") == datetime(2026, 1, 5, 1, 2, 3)
@@ -91,10 +97,10 @@ def _line(stamp: str, text: str, prog: str = "smtpd") -> str:
 
 def test_period_and_memory(tmp_path) -> None:  # type: ignore[no-untyped-def]
     lines = []
-    for hour in range(3):
+    for h in range(3):
         for n in range(2000):  # distinct rejected clients: more than the counters keep
-            lines.append(_line(f"Nov 26 0{hour}:00:{n % 60:02d}",
-                               f"NOQUEUE: reject: RCPT from x[10.{hour}.{n // 250}.{n % 250}]: "
+            lines.append(_line(f"Nov 26 0{h}:00:{n % 60:02d}",
+                               f"NOQUEUE: reject: RCPT from x[10.{h}.{n // 250}.{n % 250}]: "
                                "554 5.7.1 <x>: Client host rejected: no; from=<a@b> to=<c@d> "
                                "proto=ESMTP helo=<h>"))
     log = tmp_path / "maillog"

@@ -60,3 +60,14 @@ class Metrics:
 
 
 NO_METRICS = Metrics()
+
+
+def create(enabled: bool) -> Metrics:
+    """A worker's Metrics: Prometheus families with metrics_listen, else the no-op base
+    (prometheus-client is imported only then: its value class depends on the environment
+    the master prepared)."""
+    if not enabled:
+        return NO_METRICS
+    from mailgate.metrics.prom import PrometheusMetrics
+
+    return PrometheusMetrics()

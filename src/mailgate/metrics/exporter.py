@@ -6,12 +6,15 @@ import os
 import shutil
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
 
-from mailgate.config.settings import ListenAddress
+from mailgate.config.config import Config
+from mailgate.config.settings import parse_listen
+from mailgate.errors import ConfigError
+from mailgate.master import listen_socket
 from mailgate.queue.store import QUEUES
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -26,14 +29,38 @@ def prepare(directory: Path) -> None:
     os.environ[ENV] = str(directory)
 
 
-def bind(listen: ListenAddress) -> socket.socket:
-    """The HTTP socket, bound by the master so that the address is known before readiness."""
-    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((listen.host, listen.port))
-    sock.listen(64)
-    return sock
+def listen(cfg: Config, directory: Path) -> socket.socket | None:
+    """`metrics_listen`: the HTTP socket, bound by the master so that the address is known
+    before readiness (None: metrics off); the per-process files go under `directory`."""
+    where = parse_listen(cfg.get_list("metrics_listen"), cfg.origin("metrics_listen"),
+                         "metrics_listen")
+    if not where:
+        return None
+    if len(where) > 1:
+        raise ConfigError(f"{cfg.origin('metrics_listen')}: metrics_listen takes one address")
+    prepare(directory)
+    try:
+        return listen_socket(where[0].host, where[0].port, 64)
+    except OSError as exc:
+        raise ConfigError(f"{cfg.origin('metrics_listen')}: cannot listen on "
+                          f"{where[0].host}:{where[0].port}: {exc.strerror}") from exc
+
+
+def processes(count: int, worker: Callable[[int], None], http: socket.socket | None,
+              queue_root: Path | None) -> tuple[int, Callable[[int], None], Callable[[int], None]]:
+    """run_workers() arguments for `count` workers plus, with an HTTP socket, the metrics
+    process (the last index): the process count, what each runs, the exit hook."""
+    if http is None:
+        return count, worker, lambda pid: None
+
+    def run(index: int) -> None:
+        if index == count:
+            serve(http, queue_root)
+            return
+        http.close()
+        worker(index)
+
+    return count + 1, run, worker_exited
 
 
 def worker_exited(pid: int) -> None:

@@ -67,7 +67,7 @@ class PrometheusMetrics(Metrics):
         # Events are added up in plain dicts and written to the shared files by flush()
         # (a few times a second): an event costs a dict update, not a locked mmap write.
         self._counts: dict[tuple[Any, ...], float] = {}
-        self._observed: list[tuple[Any, str, float]] = []
+        self._observed: list[tuple[tuple[Any, ...], float]] = []
         self._sessions = 0
         self._tarpitted = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -90,22 +90,19 @@ class PrometheusMetrics(Metrics):
         """Write what was counted since the last flush to the shared files."""
         counts, self._counts = self._counts, {}
         for key, n in counts.items():
-            child = self._children.get(key)
-            if child is None:
-                family, *labels = key
-                child = self._children[key] = family.labels(*labels) if labels else family
-            child.inc(n)
+            self._child(key).inc(n)
         observed, self._observed = self._observed, []
-        for family, label, seconds in observed:
-            (self._child(family, label) if label else family).observe(seconds)
+        for key, seconds in observed:
+            self._child(key).observe(seconds)
         self.sessions.set(self._sessions)
         self.tarpitted.set(self._tarpitted)
 
-    def _child(self, family: Any, *labels: str) -> Any:
-        key = (family, *labels)
+    def _child(self, key: tuple[Any, ...]) -> Any:
+        """The value for (family, *labels), made once: the family itself without labels."""
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = family.labels(*labels)
+            family, *labels = key
+            child = self._children[key] = family.labels(*labels) if labels else family
         return child
 
     def _add(self, key: tuple[Any, ...], n: float = 1) -> None:
@@ -139,14 +136,14 @@ class PrometheusMetrics(Metrics):
 
     def dns(self, rdtype: str, result: str, seconds: float) -> None:
         self._add((self.lookups, rdtype, result))
-        self._observed.append((self.lookup_seconds, rdtype, seconds))
+        self._observed.append(((self.lookup_seconds, rdtype), seconds))
 
     def dnsbl_hit(self, domain: str) -> None:
         self._add((self.hits, domain))
 
     def policy(self, service: str, result: str, seconds: float) -> None:
         self._add((self.requests, service, result))
-        self._observed.append((self.request_seconds, service, seconds))
+        self._observed.append(((self.request_seconds, service), seconds))
 
     def policyd(self, action: str, seconds: float) -> None:
         word = action.split(None, 1)[0].upper() if action.strip() else "DUNNO"
@@ -155,4 +152,4 @@ class PrometheusMetrics(Metrics):
         elif word not in ACTIONS:
             word = "other"
         self._add((self.answers, word))
-        self._observed.append((self.answer_seconds, "", seconds))
+        self._observed.append(((self.answer_seconds,), seconds))

@@ -17,7 +17,8 @@ from mailgate.config.config import Config
 from mailgate.config.settings import SmtpdSettings, host_port
 from mailgate.errors import ConfigError
 from mailgate.maillog import MailLog
-from mailgate.metrics import NO_METRICS, Metrics
+from mailgate.master import address, listen_socket
+from mailgate.metrics import create as create_metrics
 from mailgate.policy.protocol import PolicyReader, ProtocolError, Request, reply
 from mailgate.policy.server import ClientErrors, PolicydSettings, PolicyService
 
@@ -39,19 +40,16 @@ def bind(items: tuple[str, ...], origin: str) -> list[socket.socket]:
             except OSError as exc:
                 raise ConfigError(f"{origin}: bind {path}: {exc.strerror}") from exc
             os.chmod(path, 0o666)  # Postfix's smtpd runs as another user
+            sock.listen(4096)
         else:
-            address = host_port(item.removeprefix("inet:"))
-            if address is None:
+            where = host_port(item.removeprefix("inet:"))
+            if where is None:
                 raise ConfigError(f"{origin}: bad policyd_listen address: {item!r} (use "
                                   "host:port, [ipv6]:port or unix:/path)")
-            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind((address.host, address.port))
+                sock = listen_socket(where.host, where.port)
             except OSError as exc:
                 raise ConfigError(f"{origin}: bind {item}: {exc.strerror}") from exc
-        sock.listen(4096)
         sock.setblocking(False)
         out.append(sock)
     return out
@@ -170,11 +168,7 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
     policyd_log = functools.partial(log.log, PROGRAM)
     local = interface_addresses(cfg, [a.host for a in smtpd.listen])
     resolver = build_resolver(cfg, registry, local, policyd_log)
-    counted: Metrics = NO_METRICS
-    if metrics:
-        from mailgate.metrics.prom import PrometheusMetrics
-
-        counted = PrometheusMetrics()
+    counted = create_metrics(metrics)
     engine, _ = build_engine(cfg, registry, resolver, policyd_log, local, policyd=True,
                              metrics=counted)
     service = PolicyService(engine, PolicydSettings.from_config(cfg), smtpd, policyd_log,
@@ -217,7 +211,7 @@ def run(cfg: Config) -> int:
     from mailgate.master import run_workers
     from mailgate.metrics import exporter
     from mailgate.policy.client import clients
-    from mailgate.serve import metrics_socket, raise_fd_limit, run_loop
+    from mailgate.serve import raise_fd_limit, run_loop
 
     settings = PolicydSettings.from_config(cfg)  # parameter errors before binding
     engine = EngineSettings.from_config(cfg, policyd=True)
@@ -225,39 +219,22 @@ def run(cfg: Config) -> int:
     raise_fd_limit()
     smtpd = SmtpdSettings.from_config(cfg)
     log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
-    http = metrics_socket(cfg, Path(cfg.get_str("queue_directory")) / "policyd")
+    http = exporter.listen(cfg, Path(cfg.get_str("queue_directory")) / "policyd" / "metrics")
     sockets = bind(cfg.get_list("policyd_listen"), cfg.origin("policyd_listen"))
     for warning in (*cfg.warnings, *cfg.unused_parameters()):
         log.warning(PROGRAM, warning)
     log.log(PROGRAM, f"daemon started -- version {cfg.get_str('mail_version')}, "
             f"configuration {cfg.config_dir or '(embedded)'}")
-    names = []
-    for sock in sockets:
-        where = sock.getsockname()
-        names.append(f"unix:{where}" if sock.family == socket.AF_UNIX else
-                     f"[{where[0]}]:{where[1]}" if sock.family == socket.AF_INET6 else
-                     f"{where[0]}:{where[1]}")
-    print("mailgate policyd: listening on " + " ".join(names), flush=True)
+    print("mailgate policyd: listening on " + " ".join(address(s) for s in sockets),
+          flush=True)
     if http is not None:
-        host, port = http.getsockname()[:2]
-        print(f"mailgate policyd: metrics on http://{host}:{port}/metrics", flush=True)
+        print(f"mailgate policyd: metrics on http://{address(http)}/metrics", flush=True)
     errors = ClientErrors(settings.state_ttl, settings.state_size)  # before the fork
-    count = cfg.get_int("policyd_processes") or os.cpu_count() or 1
-
-    def worker(index: int) -> None:
-        if http is not None and index == count:  # the metrics process
-            exporter.serve(http, None)
-            return
-        if http is not None:
-            http.close()
-        run_loop(main(cfg, sockets, errors, http is not None))
-
-    def on_exit(pid: int) -> None:
-        if http is not None:
-            exporter.worker_exited(pid)
-
-    code = run_workers(count + (http is not None), worker, lambda text: log.log(PROGRAM, text),
-                       log.reopen, PROGRAM, on_exit)
+    count, work, on_exit = exporter.processes(
+        cfg.get_int("policyd_processes") or os.cpu_count() or 1,
+        lambda index: run_loop(main(cfg, sockets, errors, http is not None)), http, None)
+    code = run_workers(count, work, lambda text: log.log(PROGRAM, text), log.reopen, PROGRAM,
+                       on_exit)
     if not code:
         log.log(PROGRAM, "terminating on signal")
     log.close()

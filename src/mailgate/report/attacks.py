@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from mailgate.report.bounded import prune
+
 _KEEP = 64  # distinct recipients remembered per client or network (enough to judge)
 _CAP = 20_000  # clients and networks remembered (the least active half is dropped past it)
 
@@ -78,7 +80,7 @@ class Attacks:
             track = table.get(key)
             if track is None:
                 if len(table) >= _CAP:
-                    _prune(table)
+                    prune(table, _CAP // 2, _rejects)
                 track = table[key] = Track()
             track.add(addr, recipient, when)
 
@@ -89,7 +91,7 @@ class Attacks:
                 ours = table.get(key)
                 if ours is None:
                     if len(table) >= _CAP:
-                        _prune(table)
+                        prune(table, _CAP // 2, _rejects)
                     table[key] = theirs
                     continue
                 ours.rejects += theirs.rejects
@@ -118,19 +120,13 @@ class Attacks:
         return out
 
 
+def _rejects(track: Track) -> int:
+    return track.rejects
+
+
 def _union(ours: set[str], theirs: set[str], cap: int) -> None:
     """Add theirs to ours while ours has fewer than `cap` members."""
     for item in theirs:
         if len(ours) >= cap:
             return
         ours.add(item)
-
-
-def _prune(table: dict[str, Track]) -> None:
-    """Forget the tracks with the fewest rejects until at most half remain (linear passes:
-    most are one-off typos)."""
-    floor = 1
-    while len(table) > _CAP // 2:
-        for key in [k for k, t in table.items() if t.rejects <= floor]:
-            del table[key]
-        floor += 1

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def prune(table: dict[K, V], keep: int, weight: Callable[[V], int]) -> int:
+    """Drop the entries weighing least (1, then 2, ...) until at most `keep` remain, in
+    place; how many were dropped. Linear passes, not a sort: in a log's long tail most
+    entries weigh 1, so one pass usually does it."""
+    before = len(table)
+    floor = 1
+    while len(table) > keep:
+        for key in [k for k, v in table.items() if weight(v) <= floor]:
+            del table[key]
+        floor += 1
+    return before - len(table)
 
 
 class BoundedCounter(Generic[K]):
@@ -32,15 +46,7 @@ class BoundedCounter(Generic[K]):
             counts[key] = value + n
 
     def _prune(self) -> None:
-        """Drop the keys counted least (one linear pass for a log's long tail of ones)."""
-        counts = self.counts
-        before = len(counts)
-        floor = 1
-        while len(counts) > self.cap // 2:
-            counts = {k: v for k, v in counts.items() if v > floor}
-            floor += 1
-        self.pruned += before - len(counts)
-        self.counts = counts
+        self.pruned += prune(self.counts, self.cap // 2, int)
 
     def merge(self, other: BoundedCounter[K]) -> None:
         """Add another counter's counts (a later part of the same log)."""

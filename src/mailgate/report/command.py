@@ -57,7 +57,7 @@ def run(names: list[str], since: str | None = None, until: str | None = None,
     try:
         bounds = (parse_bound(since) if since else None, parse_bound(until) if until else None)
         sizes = [os.path.getsize(n) if n != "-" else 0 for n in names]
-        plain = all(n != "-" and not reading.is_gzip(n) for n in names)
+        plain = all(reading.splittable(n) for n in names)
     except (ValueError, OSError) as exc:
         print(f"mailgate report: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,10 @@
-"""Splits mail log lines into time, program and text, and turns their timestamps into datetimes.
+"""The timestamps of mail log lines: their text, and datetimes from it.
 
 Both shapes Postfix writes are read: syslog's `Nov 26 07:11:00 host postfix/smtpd[42]: text`
 (the year is inferred as pflogsumm does: a month after the current one is last year's) and
 RFC 3339 `2026-11-26T07:11:00.123+00:00 host postfix/smtpd[42]: text`. Any syslog name is
-accepted (`postfix`, `postfix-out`, `mailgate`, `mailgate/policyd`): the program is what
-follows the last `/` of the tag.
+accepted (`postfix`, `postfix-out`, `mailgate`, `mailgate/policyd`): Summary.consume takes
+the program from what follows the last `/` of the tag.
 """
 
 from __future__ import annotations
@@ -15,19 +15,14 @@ MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
 
-def split(line: str) -> tuple[str, str, str] | None:
-    """(timestamp text, program, message) of a Postfix-shaped line, None for other lines."""
-    i = line.find("]: ")
-    if i < 0:
-        return None
-    j = line.rfind(" ", 0, i)
-    tag = line[j + 1:i]
-    b = tag.find("[")
-    slash = tag.rfind("/", 0, b)
-    if b < 0 or slash < 0:
-        return None
-    stamp = line[:15] if line[3:4] == " " else line[:line.find(" ")]
-    return stamp, tag[slash + 1:b], line[i + 3:].rstrip("\r\n")
+def stamp(line: str) -> str:
+    """The timestamp text: syslog's fixed 15 characters, or RFC 3339 up to the space."""
+    return line[:15] if line[3:4] == " " else line[:line.find(" ")]
+
+
+def hour(line: str) -> str:
+    """The timestamp cut to the hour (`Nov 26 07`, `2026-11-26T07`)."""
+    return line[:9] if line[3:4] == " " else line[:13]
 
 
 class Clock:

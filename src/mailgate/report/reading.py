@@ -5,9 +5,10 @@ reading one file in several processes."""
 from __future__ import annotations
 
 import gzip
+import io
 import sys
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 BATCH = 1 << 20  # bytes read at a time
 
@@ -19,11 +20,16 @@ def _lines(data: bytes) -> list[str]:
     return out
 
 
-def is_gzip(name: str) -> bool:
+MAGIC = b"\x1f\x8b"  # gzip's
+
+
+def splittable(name: str) -> bool:
+    """A plain file (not stdin, not gzip'd): byte ranges of it can be read by several
+    processes."""
     if name == "-":
         return False
     with open(name, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+        return f.read(2) != MAGIC
 
 
 def _blocks(stream: BinaryIO, limit: int | None = None) -> Iterator[bytes]:
@@ -51,10 +57,10 @@ def _blocks(stream: BinaryIO, limit: int | None = None) -> Iterator[bytes]:
 def batches(name: str, moved: Callable[[int], None]) -> Iterator[list[str]]:
     """The lines of one input (`-`: stdin; gzip recognized by its magic), a block at a time;
     `moved(n)` is told the bytes read (of the file as stored) after each block."""
-    raw: BinaryIO = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+    raw = cast(io.BufferedReader, sys.stdin.buffer) if name == "-" else open(name, "rb")  # noqa: SIM115
     try:
         stream: BinaryIO = raw
-        if name != "-" and is_gzip(name):
+        if raw.peek(2)[:2] == MAGIC:  # stdin too: `zcat` is not needed
             stream = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
         position = 0
         for block in _blocks(stream):

@@ -11,21 +11,11 @@ from typing import Any
 
 from mailgate.report.attacks import Attacks, network
 from mailgate.report.bounded import BoundedCounter
-from mailgate.report.logline import Clock
+from mailgate.report.logline import Clock, hour, stamp
 from mailgate.report.rejects import Known, fields, parse_reject, recipient
 
 _SMTPD = frozenset({"smtpd", "postscreen", "policyd"})
 _CLEANUP_PARTS = ("header", "body", "END-OF-MESSAGE")
-
-
-def _stamp(line: str) -> str:
-    """The timestamp text: syslog's fixed 15 characters, or RFC 3339 up to the space."""
-    return line[:15] if line[3:4] == " " else line[:line.find(" ")]
-
-
-def _hour(line: str) -> str:
-    """The timestamp cut to the hour (`Nov 26 07`, `2026-11-26T07`)."""
-    return line[:9] if line[3:4] == " " else line[:13]
 
 
 @dataclass
@@ -71,9 +61,6 @@ class Summary:
     _orphans: dict[str, str] = field(default_factory=dict)
     _first_line: str = ""
     _last_line: str = ""
-
-    def feed(self, line: str) -> None:
-        self.consume((line,))
 
     def consume(self, lines: Iterable[str]) -> None:
         """Count every line (the loop of a million-line log: string methods, no regex)."""
@@ -165,7 +152,7 @@ class Summary:
         self._last_line = later._last_line or self._last_line
 
     def _in_period(self, line: str) -> bool:
-        when = self.clock.parse(_stamp(line))
+        when = self.clock.parse(stamp(line))
         return when is not None and not (self.since and when < self.since) and \
             not (self.until and when >= self.until)
 
@@ -177,8 +164,8 @@ class Summary:
             self.by_restriction[name] += n
             self.reasons.add((name, reason), n)
         if self._last_line:
-            self.first = self.clock.parse(_stamp(self._first_line))
-            self.last = self.clock.parse(_stamp(self._last_line))
+            self.first = self.clock.parse(stamp(self._first_line))
+            self.last = self.clock.parse(stamp(self._last_line))
 
     def when(self, stamp: str | None) -> datetime | None:
         return self.clock.parse(stamp) if stamp else None
@@ -186,8 +173,8 @@ class Summary:
     def hourly(self) -> Counter[tuple[datetime, str]]:
         """Rejects per (hour, restriction)."""
         out: Counter[tuple[datetime, str]] = Counter()
-        for (_, (_, _, name), hour, _), n in self._tally.items():
-            when = self.clock.parse(hour + ":00:00")
+        for (_, (_, _, name), at, _), n in self._tally.items():
+            when = self.clock.parse(at + ":00:00")
             if when is not None:
                 out[(when, name)] += n
         return out
@@ -222,8 +209,7 @@ class Summary:
         if found is None:
             return
         command, client, addr, code, known, rest, cut = found
-        hour = line[:9] if line[3:4] == " " else line[:13]
-        self._tally[(code, known, hour, known[0] or command)] += 1
+        self._tally[(code, known, hour(line), known[0] or command)] += 1
         counts = self.clients.counts
         if client in counts:
             counts[client] += 1
@@ -238,7 +224,7 @@ class Summary:
         if known[2] == "reject_unlisted_recipient":
             rcpt = recipient(rest, cut)
             if rcpt is not None:
-                self.attacks.unknown_user(addr, rcpt, _stamp(line))
+                self.attacks.unknown_user(addr, rcpt, stamp(line))
 
     def _cleanup(self, rest: str) -> None:
         action, _, what = rest.partition(": ")
