@@ -30,7 +30,7 @@ from mailgate.engine.settings import EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import ConfigError, MapError, QueueError
 from mailgate.maillog import MailLog
-from mailgate.maps import Map, Registry, default_registry
+from mailgate.maps import Map, MapOptions, Registry, default_registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
 from mailgate.master import ConnectionTable
 from mailgate.metrics import NO_METRICS, Metrics
@@ -129,10 +129,12 @@ class App:
     def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True,
               metrics: Metrics = NO_METRICS) -> App:
         """Build a worker's components; call inside its running event loop."""
-        registry = default_registry()
+        registry = default_registry(MapOptions.from_config(cfg))
         smtpd = SmtpdSettings.from_config(cfg)
         delivery = DeliverySettings.from_config(cfg)
-        log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
+        log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"),
+                      utf8=smtpd.smtputf8_enable)
+        registry.warn = lambda text: log.log("smtpd", f"warning: {text}")
         local = interface_addresses(cfg, [a.host for a in smtpd.listen])
         smtpd_log = functools.partial(log.log, "smtpd")
         resolver = build_resolver(cfg, registry, local, smtpd_log)

@@ -82,7 +82,8 @@ def cmd_postconf(args: argparse.Namespace) -> int:
 def cmd_postmap(args: argparse.Namespace) -> int:
     from mailgate.postmap import run
 
-    return run(args.tables, args.q, args.s, not args.f, incremental=args.i, delete=args.d)
+    return run(args.tables, args.q, args.s, not args.f, incremental=args.i, delete=args.d,
+               config_dir=args.config_dir)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from mailgate.config.config import Config
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import NAME_OK, CheckState, Client
 from mailgate.engine.engine import Engine
-from mailgate.maps import default_registry
+from mailgate.maps import MapOptions, default_registry
 
 
 async def _stage(engine: Engine, st: CheckState, where: str, out: TextIO, ok: str,
@@ -30,7 +30,7 @@ async def _stage(engine: Engine, st: CheckState, where: str, out: TextIO, ok: st
 
 
 async def transaction(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
-    registry = default_registry()
+    registry = default_registry(MapOptions.from_config(cfg))
     smtpd = SmtpdSettings.from_config(cfg)
 
     def log(text: str) -> None:

@@ -12,6 +12,8 @@ import ipaddress
 import socket
 from collections.abc import Iterator
 
+from mailgate.maps.casefold import ascii_lower
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -43,8 +45,9 @@ def _parents(domain: str, parent_matches: bool) -> Iterator[tuple[str, bool]]:
 
 def host_keys(name: str, parent_matches: bool = True) -> Iterator[tuple[str, bool]]:
     """A host name: the name, then its parent domains. A name that is an IP address (a HELO
-    `1.2.3.4`) or an address literal `[...]` gets the exact lookup only."""
-    name = name.lower() if name else name
+    `1.2.3.4`) or an address literal `[...]` gets the exact lookup only. Like Postfix, only
+    ASCII is lowercased here; a table folds the rest itself (casefold.fold)."""
+    name = ascii_lower(name) if name else name
     yield name, False
     if name.startswith("["):
         return

@@ -6,9 +6,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mailgate.errors import MapConfigError
+from mailgate.maps.casefold import valid_utf8
+
+if TYPE_CHECKING:
+    from mailgate.config.config import Config
 
 
 class Map(Protocol):
@@ -49,9 +53,73 @@ Opener = Callable[[str, "MapOptions"], Map]
 
 @dataclass(frozen=True)
 class MapOptions:
-    """How a table is opened: case folding (postmap -f turns it off)."""
+    """How a table is opened: case folding (postmap -f turns it off) and `utf8`, which is
+    `smtputf8_enable`: keys are then checked for valid UTF-8 and folded with Unicode case
+    folding instead of ASCII lowercasing (Postfix dict_utf8_activate())."""
 
     fold_case: bool = True
+    utf8: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> MapOptions:
+        """The options a server opens its tables with (smtputf8_enable)."""
+        return cls(utf8=cfg.get_bool("smtputf8_enable"))
+
+
+def dict_name(spec: str) -> str:
+    """The table's name as Postfix's messages show it: `hash:FILE.db`, `btree:FILE.db`,
+    otherwise the `type:name` given."""
+    type_name = spec.partition(":")[0]
+    return f"{spec}.db" if type_name.lower() in ("hash", "btree") else spec
+
+
+class NonUtf8Value(MapConfigError):
+    """A lookup found a value that is not valid UTF-8 while smtputf8_enable is on (Postfix
+    reports a configuration error: DICT_ERR_CONFIG, `table NAME: query error`)."""
+
+
+def _no_warning(text: str) -> None:
+    return None
+
+
+class Utf8Map:
+    """Postfix's dict_utf8 wrapper around every table when smtputf8_enable is on: a key that is
+    not valid UTF-8 is "not found" with a warning; a value that is not valid UTF-8 is a
+    configuration error with a warning. (Folding is the table's own, see casefold.fold.)"""
+
+    __slots__ = ("name", "table", "warn")
+
+    def __init__(self, table: Map, name: str, warn: Callable[[str], None]) -> None:
+        self.table = table
+        self.name = name
+        self.warn = warn
+
+    @property
+    def spec(self) -> str:
+        return self.table.spec
+
+    @property
+    def fixed(self) -> bool:
+        return self.table.fixed
+
+    @property
+    def fold_case(self) -> bool:
+        return self.table.fold_case
+
+    def __getattr__(self, attr: str) -> object:  # warnings, entries, items() of the table
+        return getattr(self.table, attr)
+
+    def lookup(self, key: str) -> str | None:
+        if not key.isascii() and not valid_utf8(key):
+            self.warn(f'{self.name}: non-UTF-8 key "{key}": malformed UTF-8 or invalid '
+                      "codepoint")
+            return None
+        value = self.table.lookup(key)
+        if value is not None and not value.isascii() and not valid_utf8(value):
+            self.warn(f'{self.name}: key "{key}": non-UTF-8 value "{value}": malformed UTF-8 '
+                      "or invalid codepoint")
+            raise NonUtf8Value(f"table {self.name}: query error")
+        return value
 
 
 # Table types backed by one file, and the file a running server watches for changes.
@@ -133,6 +201,8 @@ class Registry:
     """Map types by name; `open(spec)` parses `type:name` and calls the type's opener."""
 
     openers: dict[str, Opener] = field(default_factory=dict)
+    options: MapOptions = field(default_factory=MapOptions)
+    warn: Callable[[str], None] = _no_warning  # where lookup-time warnings go
 
     def register(self, type_name: str, opener: Opener) -> None:
         self.openers[type_name] = opener
@@ -155,7 +225,9 @@ class Registry:
         opener = self.openers.get(type_name.lower())
         if opener is None:
             raise MapConfigError(f"unsupported dictionary type: {type_name}")
-        return opener(name, options or MapOptions())
+        options = options or self.options
+        table = opener(name, options)
+        return Utf8Map(table, dict_name(spec), self.warn) if options.utf8 else table
 
     def open_list(self, specs: tuple[str, ...]) -> Map | None:
         """A server's table list parameter as one table (None when the list is empty)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from mailgate.errors import MapConfigError
 from mailgate.maps.base import MapOptions, Registry
+from mailgate.maps.casefold import fold
 from mailgate.maps.simple import parse_source
 
 MAGIC = b"MGDB0001"
@@ -63,6 +64,7 @@ class CompiledMap:
     path: str
     fold_case: bool = True
     fixed: bool = True
+    utf8: bool = True
     _mm: mmap.mmap | None = field(default=None, repr=False)
     _nslots: int = 0
 
@@ -86,7 +88,7 @@ class CompiledMap:
             self._open()
         mm = self._mm
         assert mm is not None
-        k = (key.lower() if self.fold_case else key).encode("utf-8", "surrogateescape")
+        k = (fold(key, self.utf8) if self.fold_case else key).encode("utf-8", "surrogateescape")
         nslots = self._nslots
         i = zlib.crc32(k) % nslots
         unpack = _RECORD.unpack_from
@@ -119,18 +121,38 @@ class CompiledMap:
         return out
 
 
-def compile_source(kind: str, source: str, fold_case: bool) -> tuple[str, list[str]]:
+def postmap_warnings(table: str, warnings: list[str], fold_case: bool = True,
+                     utf8: bool = True) -> list[str]:
+    """postmap(1)'s wording of the source parser's warnings: a duplicate names the `table`
+    and the stored (folded) key, not the line; a line without a value is not "-- ignoring
+    this line" (dict_thash says so)."""
+    out = []
+    for w in warnings:
+        if ": duplicate entry: " in w:
+            key = w.split(": duplicate entry: ", 1)[1][1:-1]
+            w = f'{table}: duplicate entry: "{fold(key, utf8) if fold_case else key}"'
+        elif w.endswith(_NO_VALUE):
+            w = w[: -len(" -- ignoring this line")]
+        out.append(w)
+    return out
+
+
+_NO_VALUE = "expected format: key whitespace value -- ignoring this line"
+
+
+def compile_source(kind: str, source: str, fold_case: bool,
+                   utf8: bool = True) -> tuple[str, list[str]]:
     """`postmap TYPE:source`: parse the text file, write source + suffix; return (path, warnings)."""
     try:
         with open(source, encoding="utf-8", errors="surrogateescape") as f:
             text = f.read()
     except OSError as exc:
         raise MapConfigError(f"open {source}: {exc.strerror}") from exc
-    entries, warnings = parse_source(text, source, fold_case)
+    entries, warnings = parse_source(text, source, fold_case, utf8)
     path = source + SUFFIX[kind]
-    # postmap names the database, not the line, for duplicates of compiled tables
-    warnings = [f'{path}: duplicate entry: "{w.split(chr(34))[1]}"'
-                if ": duplicate entry: " in w else w for w in warnings]
+    # Postfix names a Berkeley DB file, but an LMDB table by type:name
+    warnings = postmap_warnings(f"lmdb:{source}" if kind == "lmdb" else path, warnings,
+                                fold_case, utf8)
     build(path, entries)
     return path, warnings
 
@@ -138,7 +160,8 @@ def compile_source(kind: str, source: str, fold_case: bool) -> tuple[str, list[s
 def register(registry: Registry) -> None:
     def opener(kind: str) -> object:
         def open_compiled(name: str, options: MapOptions) -> CompiledMap:
-            table = CompiledMap(f"{kind}:{name}", name + SUFFIX[kind], options.fold_case)
+            table = CompiledMap(f"{kind}:{name}", name + SUFFIX[kind], options.fold_case,
+                                utf8=options.utf8)
             table._open()
             return table
 

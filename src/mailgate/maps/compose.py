@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import grp
 import pwd
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailgate.config.maincf import split_list
 from mailgate.errors import MapConfigError
 from mailgate.maps.base import Map, MapOptions, Registry
+from mailgate.maps.casefold import fold
 
 
 def _members(kind: str, name: str, registry: Registry, options: MapOptions) -> list[Map]:
@@ -23,17 +24,26 @@ def _members(kind: str, name: str, registry: Registry, options: MapOptions) -> l
 
 @dataclass
 class UnionMap:
-    """unionmap: the results of every member that has the key, joined with commas."""
+    """unionmap: the results of every member that has the key, joined with commas.
+
+    As in Postfix, the first member decides whether the union is a fixed-key table; if it is,
+    the union folds the key before any member (a regexp member too) sees it."""
 
     spec: str
     members: list[Map]
-    fold_case: bool = False
+    options: MapOptions = field(default_factory=MapOptions)
 
     @property
     def fixed(self) -> bool:
-        return all(m.fixed for m in self.members)
+        return self.members[0].fixed
+
+    @property
+    def fold_case(self) -> bool:
+        return self.options.fold_case and self.fixed
 
     def lookup(self, key: str) -> str | None:
+        if self.fold_case:
+            key = fold(key, self.options.utf8)
         found = [v for m in self.members if (v := m.lookup(key)) is not None]
         return ",".join(found) if found else None
 
@@ -83,7 +93,8 @@ class UnixMap:
 
 def register(registry: Registry) -> None:
     def union(name: str, options: MapOptions) -> UnionMap:
-        return UnionMap(f"unionmap:{name}", _members("unionmap", name, registry, options))
+        return UnionMap(f"unionmap:{name}", _members("unionmap", name, registry, options),
+                        options)
 
     def pipe(name: str, options: MapOptions) -> PipeMap:
         return PipeMap(f"pipemap:{name}", _members("pipemap", name, registry, options))

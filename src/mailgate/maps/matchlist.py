@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from mailgate.config.maincf import split_list
 from mailgate.errors import MapConfigError, MapError, MapTempError
 from mailgate.maps.base import FailedMap, Map, Registry
+from mailgate.maps.casefold import fold
 from mailgate.maps.cidr import PatternError, parse_network
 
 
@@ -45,11 +46,13 @@ class DomainList:
     parent_matches: bool = False
     origin: str = ""
     warn: Callable[[str], None] = field(default=lambda text: None, repr=False)
+    utf8: bool = True  # smtputf8_enable: fold with Unicode case folding (Postfix casefold)
 
     @classmethod
     def build(cls, patterns: Iterable[str], registry: Registry,
               parent_matches: bool = False, origin: str = "",
               warn: Callable[[str], None] = lambda text: None) -> DomainList:
+        utf8 = registry.options.utf8
         items: list[tuple[bool, str | Map]] = []
         for pattern in _expand_files(patterns):
             neg = pattern.startswith("!")
@@ -57,13 +60,13 @@ class DomainList:
             if ":" in bare and not bare.startswith("["):
                 items.append((neg, registry.open_or_failed(bare)))
             else:
-                items.append((neg, bare.lower()))
-        return cls(items, parent_matches, origin, warn)
+                items.append((neg, fold(bare, utf8)))
+        return cls(items, parent_matches, origin, warn, utf8)
 
     def match(self, domain: str) -> bool:
         """True if `domain` matches; raises MapError when a table lookup fails (warned about
         as Postfix does: `ORIGIN: TABLE: table lookup problem`)."""
-        domain = domain.lower().rstrip(".")
+        domain = fold(domain, self.utf8).rstrip(".")
         for neg, pattern in self.patterns:
             if isinstance(pattern, str):
                 hit = self._match_name(pattern, domain)
@@ -118,12 +121,14 @@ class HostAddrList:
     origin: str = "mynetworks"
     parent_matches: bool = True
     warn: Callable[[str], None] = field(default=lambda text: None, repr=False)
+    utf8: bool = True  # smtputf8_enable: fold with Unicode case folding (Postfix casefold)
 
     @classmethod
     def build(cls, patterns: Iterable[str], registry: Registry, origin: str = "mynetworks",
               parent_matches: bool = True,
               warn: Callable[[str], None] = lambda text: None) -> HostAddrList:
-        out = cls(origin=origin, parent_matches=parent_matches, warn=warn)
+        out = cls(origin=origin, parent_matches=parent_matches, warn=warn,
+                  utf8=registry.options.utf8)
         for pattern in patterns:
             neg = False
             while pattern.startswith("!"):
@@ -141,14 +146,14 @@ class HostAddrList:
                     wneg = neg
                     while word.startswith("!"):
                         wneg, word = not wneg, word[1:]
-                    out.items.append((wneg, word.lower()))
+                    out.items.append((wneg, fold(word, out.utf8)))
             elif ":" in pattern and not pattern.startswith("["):
                 try:
                     out.items.append((neg, registry.open(pattern)))
                 except MapConfigError as exc:
                     out.items.append((neg, out._unavailable(pattern, str(exc))))
             else:
-                out.items.append((neg, pattern.lower()))
+                out.items.append((neg, fold(pattern, out.utf8)))
         return out
 
     def _unavailable(self, spec: str, reason: str) -> Map:
@@ -161,7 +166,7 @@ class HostAddrList:
         """True if the client matches; raises MapTempError for a bad pattern or table failure."""
         if addr.lower().startswith("::ffff:") and "." in addr:
             addr = addr[7:]
-        name = name.lower()
+        name = fold(name, self.utf8)
         for neg, item in self.items:
             try:
                 if isinstance(item, ListError):

@@ -1,31 +1,50 @@
-"""regexp: and pcre: tables (Postfix dict_regexp / dict_pcre) on Python's `re`.
+"""regexp: and pcre: tables (Postfix dict_regexp / dict_pcre), rule for rule.
 
-Rules `[!]/re/flags result`, `/re1/!/re2/ result` (match re1 but not re2), `if [!]/re/` ...
-`endif`, `$N`/`${N}` substitution; bad rules are warned about with Postfix's texts and skipped
-(vectors: shared/postfix/tests/util/dict_regexp.*, dict_pcre.*, miss_endif_*).
+Rules `[!]/re/flags result`, `/re1/flags!/re2/flags result` (regexp only), `if [!]/re/` ...
+`endif`, `$n`/`${n}`/`$(n)`/`$$` in results (maps/replacement.py). Lines are parsed byte for
+byte as the C code does (any non-alphanumeric first byte is a delimiter), and the patterns
+run on the real engines (maps/regex_engines.py): POSIX regcomp for regexp:, PCRE2 in byte
+mode for pcre:. Bad rules get Postfix's warnings (vectors: shared/postfix/tests/util/
+dict_regexp.*, dict_pcre.*, miss_endif_*); docs/decisions/0027 and 0028 say why.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailgate.config.maincf import split_list
 from mailgate.errors import MapConfigError
+from mailgate.maps import regex_engines as eng
 from mailgate.maps.base import MapOptions, Registry
-from mailgate.maps.source import leading_negations, source_lines
+from mailgate.maps.pattern_source import table_lines
+from mailgate.maps.regex_engines import Compiled, RegexError
+from mailgate.maps.replacement import Replacement, ReplacementError, c_int, expand, prescan
+
+_MATCH, _IF, _ENDIF = 0, 1, 2
+_SPACE = " \t\n\v\f\r"  # ISSPACE(): ASCII white space only
+_PCRE_FLAGS = {"i": eng.PCRE2_CASELESS, "m": eng.PCRE2_MULTILINE, "s": eng.PCRE2_DOTALL,
+               "x": eng.PCRE2_EXTENDED, "A": eng.PCRE2_ANCHORED,
+               "E": eng.PCRE2_DOLLAR_ENDONLY, "U": eng.PCRE2_UNGREEDY}
+_POSIX_FLAGS = {"i": eng.REG_ICASE, "m": eng.REG_NEWLINE, "x": eng.REG_EXTENDED}
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A match rule (`result` set), an `if` (`result` None; `skip` = index after its endif),
-    or an `endif` (`pattern` None)."""
+    """A match rule, an `if` (`skip` = index after its endif) or an `endif`."""
 
-    pattern: re.Pattern[str] | None
-    negate: bool
-    result: str | None
-    unless: re.Pattern[str] | None = None  # /re1/!/re2/
+    op: int
+    pattern: Compiled | None = None
+    match: bool = True  # False: the rule is `!/re/` (it hits when re does not match)
+    result: Replacement | None = None
+    second: Compiled | None = None  # regexp's /re1/!/re2/
+    second_match: bool = True
     skip: int = 0
+
+
+def _text(raw: str) -> str:
+    """A byte string held as latin-1 text, back to the str the rest of mailgate uses."""
+    return raw.encode("latin-1").decode("utf-8", "surrogateescape")
 
 
 @dataclass
@@ -37,158 +56,209 @@ class RegexpMap:
     fold_case: bool = False
 
     def lookup(self, key: str) -> str | None:
-        i, rules = 0, self.rules
-        while i < len(rules):
+        try:
+            subject = key.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            subject = key.encode("utf-8", "surrogatepass")
+        if b"\0" in subject:  # the C string ends there
+            subject = subject.split(b"\0", 1)[0]
+        i, rules, n = 0, self.rules, len(self.rules)
+        while i < n:
             rule = rules[i]
-            if rule.pattern is None:
+            if rule.op == _ENDIF:
                 i += 1
                 continue
-            m = rule.pattern.search(key)
-            hit = (m is None) if rule.negate else (m is not None)
-            if hit and rule.unless is not None and rule.unless.search(key):
-                hit = False
-            if rule.result is None:
-                i = i + 1 if hit else rule.skip
+            assert rule.pattern is not None
+            result = rule.result
+            if result is not None and result.max_sub:
+                spans = rule.pattern.search(subject)
+                hit = spans is not None
+            else:
+                spans, hit = None, rule.pattern.test(subject)
+            if hit != rule.match:
+                i = rule.skip if rule.op == _IF else i + 1
                 continue
-            if hit:
-                return _substitute(rule.result, m) if m is not None else rule.result
-            i += 1
+            if rule.second is not None and rule.second.test(subject) != rule.second_match:
+                i += 1
+                continue
+            if result is None:  # an if that holds: enter its block
+                i += 1
+                continue
+            if result.max_sub == 0 or spans is None:
+                return result.literal
+            return expand(result, subject, spans)
         return None
 
 
-_REF = re.compile(r"\$\$|\$\{(\d+)\}|\$(\d+)")
-
-
-def _substitute(result: str, m: re.Match[str]) -> str:
-    if "$" not in result:
-        return result
-
-    def group(g: re.Match[str]) -> str:
-        if g.group(0) == "$$":
-            return "$"
-        return m.group(int(g.group(1) or g.group(2))) or ""
-
-    return _REF.sub(group, result)
-
-
 class _Skip(Exception):
-    pass
+    """The rule is dropped; the warning text is already recorded."""
 
 
-def _pattern(text: str, pcre: bool) -> tuple[re.Pattern[str], str]:
-    """Parse `/re/flags` at the start of text; return the compiled pattern and the rest."""
-    if not text:
-        raise _Skip("no regexp")
-    delim = text[0]
-    if delim.isalnum() or delim.isspace() or delim == "\\":
-        raise _Skip(f'no "/" delimiter in regexp: "{text}"')
-    i = 1
-    while i < len(text) and text[i] != delim:
-        i += 2 if text[i] == "\\" else 1
-    if i >= len(text):
-        raise _Skip(f'unterminated regexp: "{text}"')
-    body = text[1:i]
-    j = i + 1
-    flags = re.IGNORECASE
-    while j < len(text) and not text[j].isspace() and (pcre or text[j] != "!"):
-        f = text[j]
-        if f == "i":
-            flags ^= re.IGNORECASE
-        elif f == "m":
-            flags ^= re.MULTILINE
-        elif f == "x":
-            flags ^= re.VERBOSE
-        elif f == "s" and pcre:
-            flags ^= re.DOTALL
-        elif f in "AEUX" and pcre:
-            pass
+@dataclass
+class _Parser:
+    """dict_regexp_parseline() / dict_pcre_parse_rule() for one table."""
+
+    where: str  # "regexp map NAME" or "pcre map NAME"
+    pcre: bool
+    warnings: list[str]
+    number: int = 0
+
+    @property
+    def compiler(self) -> Callable[[bytes, int], Compiled]:
+        return eng.pcre_compiler() if self.pcre else eng.posix_compiler()
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(f"{self.where}, line {self.number}: {text}")
+
+    def skip(self, text: str) -> _Skip:
+        self.warn(f"{text}: skipping this rule")
+        return _Skip()
+
+    def pattern(self, text: str) -> tuple[bool, bytes, int, str]:
+        """dict_*_get_pat(): negations, delimiters, flags; (match, regex, flags, rest)."""
+        match, i, n = True, 0, len(text)
+        while i < n and (text[i] == "!" or text[i] in _SPACE):
+            match = match if text[i] in _SPACE else not match
+            i += 1
+        if i >= n:
+            raise self.skip("no regexp")
+        delim, i = text[i], i + 1
+        start = i
+        while i < n:
+            if text[i] == "\\":
+                if i + 1 >= n:
+                    if self.pcre:
+                        i = n
+                    break  # regexp: a final backslash ends the pattern like a delimiter
+                i += 1
+            elif text[i] == delim:
+                break
+            i += 1
+        if i >= n:
+            what = "ignoring this rule" if self.pcre else "skipping this rule"
+            self.warn(f'no closing regexp delimiter "{_text(delim)}": {what}')
+            raise _Skip()
+        regex = text[start:i].encode("latin-1")
+        i += 1
+        if self.pcre:
+            flags = eng.PCRE2_CASELESS | eng.PCRE2_DOTALL
+            table = _PCRE_FLAGS
         else:
-            raise _Skip(f'unknown regexp option "{f}"')
-        j += 1
-    try:
-        return re.compile(body, flags), text[j:]
-    except re.error as exc:
-        if pcre:  # PCRE2's wording for the common cases; it reports no "skipping" suffix
-            message, offset = _PCRE_ERRORS.get(exc.msg, (exc.msg, exc.pos or 0))
-            raise _Fatal(f"error in regex at offset {offset if offset >= 0 else len(body)}: "
-                         f"{message}") from exc
-        raise _Skip(f"regexp error: {exc.msg}") from exc
+            flags = eng.REG_EXTENDED | eng.REG_ICASE
+            table = _POSIX_FLAGS
+        while i < n and text[i] not in _SPACE and (self.pcre or text[i] != "!"):
+            letter = text[i]
+            if letter in table:
+                flags ^= table[letter]
+            elif letter == "X" and self.pcre:
+                self.warn('ignoring obsolete regexp option "X"')
+            else:
+                raise self.skip(f'unknown regexp option "{_text(letter)}"')
+            i += 1
+        return match, regex, flags, text[i:]
+
+    def compile(self, regex: bytes, flags: int) -> Compiled:
+        try:
+            return self.compiler(regex, flags)
+        except RegexError as exc:
+            if self.pcre:
+                self.warn(f"error in regex at offset {exc.offset}: {exc.message}")
+            else:
+                self.warn(exc.message)
+            raise _Skip() from exc
+
+    def match_rule(self, text: str) -> Rule:
+        match, regex, flags, rest = self.pattern(text)
+        second: tuple[bool, bytes, int, str] | None = None
+        if not self.pcre and rest.startswith("!"):
+            second = self.pattern(rest)
+            rest = second[3]
+        rest = rest.lstrip(_SPACE)
+        if not rest:
+            self.warn("no replacement text: using empty string")
+        try:
+            result = prescan(_text(rest), self.pcre)
+        except ReplacementError as exc:
+            for prefixed, warning in exc.warnings:
+                if prefixed:
+                    self.warn(warning)
+                else:
+                    self.warnings.append(warning)
+            raise self.skip("bad replacement syntax") from None
+        if result.max_sub > 0 and not match:
+            raise self.skip("$number found in negative match replacement text")
+        if not self.pcre and result.max_sub == 0:
+            flags |= eng.REG_NOSUB
+        compiled = self.compile(regex, flags)
+        if result.max_sub > compiled.groups:
+            raise self.skip(f'out of range replacement index "{c_int(result.max_sub)}"')
+        other = None
+        if second is not None:
+            other = self.compile(second[1], second[2] | eng.REG_NOSUB)
+        return Rule(_MATCH, compiled, match, result, other, second[0] if second else True)
+
+    def if_rule(self, text: str) -> Rule:
+        match, regex, flags, rest = self.pattern(text.lstrip(_SPACE))
+        rest = rest.lstrip(_SPACE)
+        if rest:
+            self.warn(f'ignoring extra text after IF statement: "{_text(rest)}"')
+            self.warn("do not prepend whitespace to statements between IF and ENDIF")
+        if not self.pcre:
+            flags |= eng.REG_NOSUB
+        return Rule(_IF, self.compile(regex, flags), match)
 
 
-# Python re message -> (PCRE2 message, offset; -1 = end of the pattern)
-_PCRE_ERRORS = {
-    "missing ), unterminated subpattern": ("missing closing parenthesis", -1),
-    "unbalanced parenthesis": ("unmatched closing parenthesis", 0),
-    "nothing to repeat": ("quantifier does not follow a repeatable item", 0),
-    "unterminated character set": ("missing terminating ] for character class", -1),
-}
+def _keyword(text: str, word: str) -> bool:
+    """strncasecmp(p, WORD) == 0 && !ISALNUM(p[len])."""
+    n = len(word)
+    return text[:n].upper() == word and not (len(text) > n and _alnum(text[n]))
 
 
-class _Fatal(Exception):
-    """A rule error that Postfix reports without ": skipping this rule"."""
+def _alnum(c: str) -> bool:
+    return c.isascii() and c.isalnum()
 
 
 def parse_rules(lines: list[tuple[int, str]], where: str,
                 pcre: bool) -> tuple[list[Rule], list[str]]:
+    """Rules and warnings from (line number, text) pairs; `where` is e.g. "pcre map F"."""
     rules: list[Rule] = []
     warnings: list[str] = []
+    parser = _Parser(where, pcre, warnings)
     open_ifs: list[tuple[int, int]] = []
-
-    def warn(number: int, text: str) -> None:
-        warnings.append(f"{where}, line {number}: {text}")
-
     for number, raw in lines:
-        text = raw.strip()
-        word = text[:5].lower()
+        # one char per byte, so that delimiters and flags are read as the C code reads them
+        text = raw.encode("utf-8", "surrogateescape").decode("latin-1").rstrip(_SPACE)
+        if not text:
+            continue
+        parser.number = number
         try:
-            if word[:2] == "if" and (len(text) == 2 or not text[2].isalnum()):
-                negate, rest = leading_negations(text[2:].lstrip())
-                pattern, extra = _pattern(rest, pcre)
-                if extra.strip():
-                    warn(number, f'ignoring extra text after IF statement: "{extra.strip()}"')
-                    warn(number, "do not prepend whitespace to statements between IF and ENDIF")
-                open_ifs.append((len(rules), number))
-                rules.append(Rule(pattern, negate, None))
-            elif word == "endif" and (len(text) == 5 or not text[5].isalnum()):
-                if text[5:].strip():
-                    warn(number, "ignoring extra text after ENDIF")
+            if not _alnum(text[0]):
+                rules.append(parser.match_rule(text))
+            elif _keyword(text, "IF"):
+                rules.append(parser.if_rule(text[2:]))
+                open_ifs.append((len(rules) - 1, number))
+            elif _keyword(text, "ENDIF"):
                 if not open_ifs:
-                    warn(number, "ignoring ENDIF without matching IF")
+                    parser.warn("ignoring ENDIF without matching IF")
                     continue
-                index, _ = open_ifs.pop()
-                rules.append(Rule(None, False, None))
-                old = rules[index]
-                rules[index] = Rule(old.pattern, old.negate, None, None, len(rules))
+                if text[5:].strip(_SPACE):
+                    parser.warn("ignoring extra text after ENDIF")
+                rules.append(Rule(_ENDIF))
+                _close(rules, open_ifs.pop()[0])
             else:
-                rules.append(_match_rule(text, pcre, number, warn))
-        except _Skip as why:
-            warn(number, f"{why}: skipping this rule")
-        except _Fatal as why:
-            warn(number, str(why))
+                parser.warn("ignoring unrecognized request")
+        except _Skip:
+            continue
     for index, number in reversed(open_ifs):
-        warn(number, "IF has no matching ENDIF")
-        old = rules[index]
-        rules[index] = Rule(old.pattern, old.negate, None, None, len(rules))
+        warnings.append(f"{where}, line {number}: IF has no matching ENDIF")
+        _close(rules, index)
     return rules, warnings
 
 
-def _match_rule(text: str, pcre: bool, number: int, warn: object) -> Rule:
-    negate, rest = leading_negations(text)
-    pattern, rest = _pattern(rest, pcre)
-    unless = None
-    if rest.startswith("!") and not pcre:  # regexp only: /re1/!/re2/
-        unless, rest = _pattern(rest[1:], pcre)
-    result = rest.strip()
-    if not result:
-        assert callable(warn)
-        warn(number, "no replacement text: using empty string")
-    groups = [int(a or b) for a, b in re.findall(r"\$\{(\d+)\}|\$(\d+)", result)]
-    if groups and (negate or unless is not None):
-        raise _Skip("$number found in negative match replacement text")
-    for n in groups:
-        if n > pattern.groups:
-            raise _Skip(f'out of range replacement index "{n}"')
-    return Rule(pattern, negate, result, unless)
+def _close(rules: list[Rule], index: int) -> None:
+    """Point the `if` at `index` past the rules parsed so far."""
+    old = rules[index]
+    rules[index] = Rule(old.op, old.pattern, old.match, skip=len(rules))
 
 
 def _open(name: str, options: MapOptions, kind: str) -> RegexpMap:
@@ -207,9 +277,9 @@ def _open(name: str, options: MapOptions, kind: str) -> RegexpMap:
             text = f.read()
     except OSError as exc:
         raise MapConfigError(f"open database {name}: {exc.strerror}") from exc
-    lines = [(line.number, line.text) for line in source_lines(text)]
+    lines, read_warnings = table_lines(text, name)
     rules, warnings = parse_rules(lines, f"{kind} map {name}", kind == "pcre")
-    return RegexpMap(spec, rules, warnings)
+    return RegexpMap(spec, rules, read_warnings + warnings)
 
 
 def register(registry: Registry) -> None:

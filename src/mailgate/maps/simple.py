@@ -8,29 +8,38 @@ from dataclasses import dataclass, field
 from mailgate.config.maincf import split_list
 from mailgate.errors import MapConfigError, MapTempError
 from mailgate.maps.base import MapOptions, Registry
+from mailgate.maps.casefold import fold, valid_utf8
 from mailgate.maps.source import source_lines, split_key_value
 
 
 @dataclass
 class DictMap:
-    """A fixed-key table in a dict; keys folded to lower case unless `fold_case` is off."""
+    """A fixed-key table in a dict; keys folded (casefold.fold) unless `fold_case` is off."""
 
     spec: str
     entries: dict[str, str] = field(default_factory=dict)
     fold_case: bool = True
     fixed: bool = True
     warnings: list[str] = field(default_factory=list)
+    utf8: bool = True
 
     def lookup(self, key: str) -> str | None:
-        return self.entries.get(key.lower() if self.fold_case else key)
+        return self.entries.get(fold(key, self.utf8) if self.fold_case else key)
 
 
-def parse_source(text: str, filename: str, fold_case: bool) -> tuple[dict[str, str], list[str]]:
-    """Parse a postmap source text: first value of a duplicate key wins, bad lines skipped."""
+def parse_source(text: str, filename: str, fold_case: bool,
+                 utf8: bool = True) -> tuple[dict[str, str], list[str]]:
+    """Parse a postmap source text: first value of a duplicate key wins, bad lines skipped.
+
+    With `utf8` (smtputf8_enable) a line that is not valid UTF-8 is skipped first, and keys
+    are folded with Unicode case folding (casefold.fold)."""
     entries: dict[str, str] = {}
     warnings: list[str] = []
     for line in source_lines(text):
         where = f"{filename}, line {line.number}"
+        if utf8 and not valid_utf8(line.text):
+            warnings.append(f'{where}: non-UTF-8 input "{line.text}" -- ignoring this line')
+            continue
         if line.text[0].isspace():
             warnings.append(f"{where}: logical line must not start with whitespace")
             continue
@@ -41,12 +50,11 @@ def parse_source(text: str, filename: str, fold_case: bool) -> tuple[dict[str, s
         key, value = parsed
         if key.endswith(":"):
             warnings.append(f'{where}: record is in "key: value" format; is this an alias file?')
-        if fold_case:
-            key = key.lower()
-        if key in entries:
+        folded = fold(key, utf8) if fold_case else key
+        if folded in entries:  # dict_thash names the key as the line has it
             warnings.append(f'{where}: duplicate entry: "{key}"')
             continue
-        entries[key] = value
+        entries[folded] = value
     return entries, warnings
 
 
@@ -56,14 +64,18 @@ def open_texthash(name: str, options: MapOptions) -> DictMap:
             text = f.read()
     except OSError as exc:
         raise MapConfigError(f"open database {name}: {exc.strerror}") from exc
-    entries, warnings = parse_source(text, name, options.fold_case)
-    return DictMap(f"texthash:{name}", entries, options.fold_case, warnings=warnings)
+    entries, warnings = parse_source(text, name, options.fold_case, options.utf8)
+    return DictMap(f"texthash:{name}", entries, options.fold_case, warnings=warnings,
+                   utf8=options.utf8)
 
 
 def open_inline(name: str, options: MapOptions) -> DictMap:
-    """`inline:{ k=v, { k = v with spaces } }` with Postfix's error texts."""
+    """`inline:{ k=v, { k = v with spaces } }` with Postfix's error texts; a later duplicate
+    key replaces an earlier one."""
     spec = f"inline:{name}"
     need = f'"{spec}"; need "inline:{{name=value...}}"'
+    if options.utf8 and not valid_utf8(name):
+        raise MapConfigError(f"bad UTF-8 syntax: {need}")
     text = name.strip()
     if not (text.startswith("{") and text.endswith("}")):
         raise MapConfigError(f"bad syntax: {need}")
@@ -82,9 +94,9 @@ def open_inline(name: str, options: MapOptions) -> DictMap:
         if not eq or not key:
             raise MapConfigError(f"missing '=' after attribute name: {need}")
         if options.fold_case:
-            key = key.lower()
-        entries.setdefault(key, value)
-    return DictMap(spec, entries, options.fold_case)
+            key = fold(key, options.utf8)
+        entries[key] = value
+    return DictMap(spec, entries, options.fold_case, utf8=options.utf8)
 
 
 @dataclass

@@ -158,13 +158,13 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
                metrics: bool = False) -> None:
     """One policyd process: an event loop serving the shared sockets."""
     from mailgate.app import build_engine, build_resolver, interface_addresses
-    from mailgate.maps import default_registry
+    from mailgate.maps import MapOptions, default_registry
 
     loop = asyncio.get_running_loop()
     smtpd = SmtpdSettings.from_config(cfg)
     log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
     log.batch_in(loop)
-    registry = default_registry()
+    registry = default_registry(MapOptions.from_config(cfg))
     policyd_log = functools.partial(log.log, PROGRAM)
     local = interface_addresses(cfg, [a.host for a in smtpd.listen])
     resolver = build_resolver(cfg, registry, local, policyd_log)
