@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailgate.maps.addr_find import DEFAULT, find, split_extension
 from mailgate.maps.base import Map
+from mailgate.maps.casefold import fold
 from mailgate.maps.matchlist import DomainList
 from mailgate.smtp.hostnames import valid_domain
 
@@ -98,6 +99,24 @@ class AddressResolver:
         routed = any(op in localpart for op in "@%!")
         error = bool(at) and not valid_domain(domain)
         return Resolved(full, localpart, domain, cls, routed, error)
+
+
+def smtpd_resolve(resolver: AddressResolver, address: str, utf8: bool) -> Resolved:
+    """smtpd_resolve_addr(): the resolved recipient case-folded as a whole (local part too,
+    quoted parts too), with ICU case folding when smtputf8_enable is on (`Straße` → `strasse`),
+    else A-Z only. smtpd's checks see this form: table keys, the domain that DNS checks
+    look up, the "non-ASCII domain needs SMTPUTF8" test. Delivery uses `resolve` as it is.
+
+    Raises MapError on table failure.
+    """
+    found = resolver.resolve(address)
+    folded = fold(found.address, utf8)
+    if folded == found.address:
+        return found
+    localpart, at, domain = folded.rpartition("@")
+    if not at:
+        localpart, domain = folded, ""
+    return replace(found, address=folded, localpart=localpart, domain=domain)
 
 
 def strip_extension(localpart: str, delimiters: str) -> str:

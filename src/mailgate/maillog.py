@@ -10,7 +10,10 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from mailgate.maps.casefold import printable
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_TEXT_LIMIT = 2000  # bytes of one log record's text (msg_logger)
 
 
 class MailLog:
@@ -18,12 +21,16 @@ class MailLog:
 
     `syslog_name` is the program-name prefix (`mailgate` → `mailgate/smtpd[pid]:`); the host
     field is the first label of `myhostname`, as Postfix's postlogd writes it. Each line is
-    written with one write() call so that concurrent writers never interleave a line.
+    written with one write() call so that concurrent writers never interleave a line. As
+    Postfix's msg(3), every line goes through printable(): control characters and bytes that
+    are not UTF-8 (any non-ASCII byte when `utf8`, i.e. smtputf8_enable, is off) become `?`.
     """
 
     def __init__(self, syslog_name: str, myhostname: str, path: str = "",
-                 clock: Callable[[], float] = time.time, stream: TextIO | None = None) -> None:
+                 clock: Callable[[], float] = time.time, stream: TextIO | None = None,
+                 utf8: bool = True) -> None:
         self.syslog_name = syslog_name
+        self.utf8 = utf8
         self.host = myhostname.split(".", 1)[0] or "localhost"
         self.pid = os.getpid()
         self.path = path
@@ -86,6 +93,10 @@ class MailLog:
 
     def log(self, program: str, text: str) -> None:
         """Write one line `text` for `program` (smtpd, cleanup, qmgr, virtual, local, ...)."""
+        text = printable(text, self.utf8)
+        if len(text) > _TEXT_LIMIT:  # Postfix's logger keeps the first 2000 bytes of a record
+            text = text.encode("utf-8", "surrogateescape")[:_TEXT_LIMIT].decode(
+                "utf-8", "surrogateescape")
         line = f"{self._timestamp()} {self.host} {self.syslog_name}/{program}[{self.pid}]: {text}\n"
         if self._fd is not None:
             with self._lock:

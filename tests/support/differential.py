@@ -1,22 +1,34 @@
 """Random restriction configurations and SMTP dialogues for differential tests against a live
-Postfix 3.7 (tests/interop/test_differential.py). Deterministic for a given seed."""
+Postfix 3.7 (tests/interop/test_differential.py). Deterministic for a given seed.
+
+A dialogue is a list of items: a `str` is one command line (tab-separated commands are sent in
+one write, as a pipelined group; after `DATA` the message text lines follow up to `.`), a
+`bytes` item is sent as it is (a BDAT command with its chunk, or a line that is not UTF-8) and
+gets one reply.
+"""
 
 from __future__ import annotations
 
 import random
 
+Item = str | bytes
+
 DOMAINS = ("example.test", "mx.example.test", "relay.example", "sub.relay.example",
            "elsewhere.example", "bad.example", "sub.bad.example", "ok.example", "nodots")
 SENDERS = ("s@sender.example", "", "a@bad.example", "b@sub.bad.example", "c@ok.example",
            "x@nodots", "alice@example.test", "nobody@example.test", "q@elsewhere.example",
-           "user+ext@ok.example")
+           "user+ext@ok.example", "jörg@bücher.example", "Ålice@example.test",
+           "ALICE@Example.TEST", "s@exämple.test", "Q@Elsewhere.Example")
 RECIPIENTS = ("alice@example.test", "bob@example.test", "nobody@example.test",
               "postmaster", "postmaster@example.test", "user@elsewhere.example",
               "user@relay.example", "u@sub.relay.example", "x@nodots", "a@bad.example",
               "c@ok.example", "user%elsewhere.example@mx.example.test", "alice@mx.example.test",
-              "user+ext@ok.example", "r@sub.bad.example", "USER@OK.EXAMPLE")
+              "user+ext@ok.example", "r@sub.bad.example", "USER@OK.EXAMPLE",
+              "ålice@example.test", "Bob@Example.TEST", "jörg@bücher.example",
+              "bob@exämple.test", "ÅLICE@EXAMPLE.TEST")
 HELOS = ("client.example", "nodots", "[127.0.0.1]", "[300.1.1.1]", "1.2.3.4", "bad.example",
-         "sub.bad.example", "-bad-.example", "ok.example.", "a_b.example")
+         "sub.bad.example", "-bad-.example", "ok.example.", "a_b.example", "bücher.example",
+         "Client.EXAMPLE")
 CLIENTS = ("", "NAME=host.bad.example ADDR=192.0.2.7", "NAME=[UNAVAILABLE] ADDR=198.51.100.3",
            "NAME=ok.example ADDR=10.1.2.3", "NAME=[TEMPUNAVAIL] ADDR=203.0.113.9")
 ACTIONS = ("OK", "REJECT", "REJECT go away", "DEFER", "DEFER later", "550 5.7.0 custom",
@@ -54,9 +66,11 @@ def configuration(rng: random.Random) -> dict[str, str]:
     client_keys = ("127.0.0.1", "127.0.0", "localhost", "bad.example", "192.0.2", "unknown",
                    "10.1.2.3", "ok.example")
     helo_keys = ("client.example", "bad.example", "nodots", "[127.0.0.1]", "1.2.3.4",
-                 "ok.example")
+                 "ok.example", "bücher.example", "CLIENT.example")
     mail_keys = ("bad.example", "ok.example", "s@sender.example", "<>", "sender.example",
-                 "user@", "user+ext@", "alice@example.test", "example.test", "elsewhere.example")
+                 "user@", "user+ext@", "alice@example.test", "example.test", "elsewhere.example",
+                 "jörg@bücher.example", "bücher.example", "Ålice@example.test", "ålice@",
+                 "EXÄMPLE.test", "Bob@example.TEST")
     relay = rng.choice(("reject_unauth_destination", "defer_unauth_destination"))
     settings = {
         "smtpd_restriction_classes": "restrictive, permissive",
@@ -117,45 +131,130 @@ def configuration(rng: random.Random) -> dict[str, str]:
         "smtpd_soft_error_limit": "3",
         "smtpd_error_sleep_time": "0s",
         "smtpd_junk_command_limit": str(rng.choice((3, 100))),
+        "smtputf8_enable": rng.choice(("yes", "yes", "no")),
+        "smtpd_discard_ehlo_keywords": rng.choice((
+            "", "", "", "silent-discard, dsn", "pipelining, etrn", "smtputf8, size",
+            "chunking", "enhancedstatuscodes, vrfy")),
         "recipient_delimiter": rng.choice(("", "+")),
         "smtpd_reject_unlisted_recipient": rng.choice(("yes", "yes", "no")),
         "access_map_reject_code": rng.choice(("554", "554", "550")),
         "relay_domains_reject_code": rng.choice(("554", "550")),
         "unknown_client_reject_code": rng.choice(("450", "550")),
     }
+    if rng.random() < TARPIT_SHARE:
+        # The tarpit shows (Postfix takes whole seconds only); EHLO answers one line per
+        # sleep, so most keywords are discarded to keep its reply short.
+        settings.update({
+            "smtpd_error_sleep_time": "1s",
+            "smtpd_soft_error_limit": str(rng.choice((2, 3))),
+            "smtpd_hard_error_limit": str(rng.choice((4, 6))),
+            "smtpd_discard_ehlo_keywords": "silent-discard, pipelining, size, vrfy, etrn, "
+                                           "8bitmime, dsn, smtputf8, chunking"})
     return settings
 
 
-def session(rng: random.Random) -> list[str]:
-    """Client lines of one session (each is sent and its reply read)."""
-    lines = []
+TARPIT_SHARE = 0.2
+
+
+MAIL_PARAMS = ("", "", "", " SMTPUTF8", " BODY=8BITMIME", " SIZE=100", " SMTPUTF8 BODY=8BITMIME")
+# Commands that fail (or count as junk), to push the error count over the soft limit.
+JUNK: tuple[Item, ...] = (
+    "NOOP", "FOO", "", "MAIL", "RCPT TO:<alice@example.test>", "RSET x", "HELO", "VRFY",
+    "ETRN", "Subject: header", b"MAIL FROM:<\xff@x.example>\r\n", b"NOOP \xc3(\r\n",
+    b"FOO\xfe\r\n", b"RCPT TO:<a\xe9@example.test>\r\n", b"HELO b\xffx.example\r\n",
+    "DATA x", "BDAT", "EHLO")
+PAYLOADS = (b"Subject: chunk\r\n\r\nbody\r\n", b"abc", b"a\nb", b"a\r\n.", b"")
+MESSAGE = ["Subject: differential", "", "body", "."]
+
+
+def _greeting(rng: random.Random) -> str:
+    return f"{rng.choice(('EHLO', 'EHLO', 'HELO'))} {rng.choice(HELOS)}"
+
+
+def _bdat(size: int, last: bool, payload: bytes) -> bytes:
+    return f"BDAT {size}{' LAST' if last else ''}\r\n".encode() + payload
+
+
+def _chunks(rng: random.Random) -> list[Item]:
+    """A BDAT transfer: chunks and BDAT LAST, sometimes with an error among them."""
+    out: list[Item] = []
+    for _ in range(rng.randint(0, 2)):
+        payload = rng.choice(PAYLOADS[:-1])
+        out.append(_bdat(len(payload), False, payload))
+    odd = rng.random()
+    if odd < 0.1:
+        out.append(_bdat(0, False, b""))  # null BDAT request
+    elif odd < 0.2:
+        out.append("DATA")  # DATA after BDAT
+    elif odd < 0.25:
+        out.append(b"BDAT 3 last\r\nabc")
+    elif odd < 0.28:
+        out.append(b"BDAT x\r\n")  # malformed: 521 and disconnect
+    payload = rng.choice(PAYLOADS)
+    out.append(_bdat(len(payload), True, payload))
+    return out
+
+
+def _transaction(rng: random.Random) -> list[Item]:
+    out: list[Item] = []
+    if rng.random() < 0.15:  # a pipelined group (after HELO: improper pipelining)
+        out.append("\t".join((f"MAIL FROM:<{rng.choice(SENDERS)}>",
+                               f"RCPT TO:<{rng.choice(RECIPIENTS)}>",
+                               rng.choice(("RSET", "RSET", "NOOP", "DATA")))))
+    if rng.random() < 0.9:
+        out.append(f"MAIL FROM:<{rng.choice(SENDERS)}>{rng.choice(MAIL_PARAMS)}")
+    for _ in range(rng.randint(0, 4)):
+        out.append(f"RCPT TO:<{rng.choice(RECIPIENTS)}>")
+        odd = rng.random()
+        if odd < 0.06:
+            out.append("RSET")  # RSET between recipients
+        elif odd < 0.12:
+            out.append(_greeting(rng))  # a greeting in the middle of the transaction
+        elif odd < 0.15:
+            out.append(f"RCPT TO:<{rng.choice(RECIPIENTS)}>\tRSET")
+    end = rng.random()
+    if end < 0.45:
+        out += ["DATA", *MESSAGE]
+        if rng.random() < 0.1:
+            out.append(rng.choice(("RSET", "DATA", b"BDAT 1 LAST\r\nx")))  # after DATA
+    elif end < 0.7:
+        out += _chunks(rng)
+    elif end < 0.85:
+        out.append("RSET")
+    return out
+
+
+def session(rng: random.Random, errors: bool = False) -> list[Item]:
+    """Client items of one session; with `errors`, enough failing commands to reach the
+    tarpit (the soft error limit) before a transaction."""
+    lines: list[Item] = []
     client = rng.choice(CLIENTS)
     if client:
         lines.append(f"XCLIENT {client}")
+    if rng.random() < 0.1:
+        lines.append("RSET")  # before any greeting
     greeting = rng.random()
-    if greeting < 0.6:
-        lines.append(f"EHLO {rng.choice(HELOS)}")
-    elif greeting < 0.85:
-        lines.append(f"HELO {rng.choice(HELOS)}")
+    if greeting < 0.85:
+        lines.append(_greeting(rng))
+        if rng.random() < 0.15:
+            lines.append(_greeting(rng))  # greeting twice, same or mixed
+    for _ in range(rng.randint(2, 4) if errors else 0):
+        lines.append(rng.choice(JUNK))
     for _ in range(rng.randint(1, 2)):
-        if rng.random() < 0.2:  # a pipelined group (after HELO: improper pipelining)
-            lines.append("\t".join((f"MAIL FROM:<{rng.choice(SENDERS)}>",
-                                    f"RCPT TO:<{rng.choice(RECIPIENTS)}>", "RSET")))
-        lines.append(f"MAIL FROM:<{rng.choice(SENDERS)}>")
-        for _ in range(rng.randint(1, 4)):
-            lines.append(f"RCPT TO:<{rng.choice(RECIPIENTS)}>")
-        if rng.random() < 0.7:
-            lines += ["DATA", "Subject: differential", "", "body", "."]
-        else:
-            lines.append("RSET")
+        lines += _transaction(rng)
+        if rng.random() < 0.2:
+            lines.append(rng.choice(JUNK))
     if rng.random() < 0.3:
         lines.append(f"ETRN {rng.choice(DOMAINS)}")
     if rng.random() < 0.3:
-        lines.append(f"VRFY {rng.choice(RECIPIENTS)}")
-    lines.append("QUIT")
+        lines.append(f"VRFY {rng.choice(RECIPIENTS)}{rng.choice(('', '', ' SMTPUTF8'))}")
+    if rng.random() < 0.95:
+        lines.append("QUIT")
     return lines
 
 
-def script(seed: int, sessions: int = 3) -> tuple[dict[str, str], list[list[str]]]:
+def script(seed: int, sessions: int = 3) -> tuple[dict[str, str], list[list[Item]]]:
     rng = random.Random(seed)
-    return configuration(rng), [session(rng) for _ in range(sessions)]
+    settings = configuration(rng)
+    errors = settings["smtpd_error_sleep_time"] != "0s"
+    return settings, [session(rng, errors) for _ in range(sessions)]

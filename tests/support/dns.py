@@ -1,8 +1,12 @@
-"""Start and stop the test DNS server (tests/support/dnsserver.py) as a process on loopback."""
+"""Start and stop the test DNS server (tests/support/dnsserver.py) as a process on loopback, and
+play the same SMTP sessions (from 127.0.0.x clients) to a reference Postfix and to mailgate."""
 
 from __future__ import annotations
 
+import difflib
+import re
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -10,9 +14,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ZONES = ROOT / "tests" / "data" / "dns"
-# Names the server never answers, and answers with SERVFAIL (see tests/data/dns/root.zone).
-TIMEOUT = ("timeout.mailgate.test", "13.0.0.127.in-addr.arpa", "slowbl.mailgate.test")
-SERVFAIL = ("servfail.mailgate.test", "15.0.0.127.in-addr.arpa", "brokenbl.mailgate.test")
+# Names the server never answers, and answers with SERVFAIL (see tests/data/dns/root.zone and
+# tests/data/dns/random/random.zone).
+TIMEOUT = ("timeout.mailgate.test", "13.0.0.127.in-addr.arpa", "slowbl.mailgate.test",
+           "timeout.dom.test", "39.0.0.127.in-addr.arpa", "slow.dom.test")
+SERVFAIL = ("servfail.mailgate.test", "15.0.0.127.in-addr.arpa", "brokenbl.mailgate.test",
+            "servfail.dom.test", "34.0.0.127.in-addr.arpa", "broken.dom.test")
 
 
 @dataclass
@@ -59,3 +66,53 @@ def start(delay: float = 0.0, zones: Path = ZONES, address: str = "127.0.0.1",
     if proc.stderr:
         proc.stderr.close()
     return DnsServer(proc, int(line.split()[1]), address)
+
+
+# --- the same sessions to a reference Postfix and to mailgate ---------------------------------
+
+_QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
+Sessions = list[tuple[str, list[str]]]  # (client source address, command lines)
+
+
+def play(port: int, source: str, lines: list[str]) -> list[str]:
+    """One SMTP session from `source`: the greeting, then each line and its reply."""
+    from support.dialogue import _Reader
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30,
+                                    source_address=(source, 0))
+    reader = _Reader(sock)
+    out = ["S: " + x for x in reader.reply()]
+    try:
+        for line in lines:
+            out.append("C: " + line)
+            sock.sendall(line.encode() + b"\r\n")
+            reply = reader.reply()
+            out += ["S: " + _QUEUE_ID.sub("QUEUEID", x) for x in reply]
+            if reply[-1] == "<CLOSED>":
+                break
+    finally:
+        sock.close()
+    return out
+
+
+def run(port: int, sessions: Sessions, log: Path, skip: int = 0) -> tuple[list[str], list[str]]:
+    """Replies of every session, then the smtpd log lines once each session is logged."""
+    from conftest import wait_until
+    from support import reference
+
+    replies: list[str] = []
+    for done, (source, lines) in enumerate(sessions, 1):
+        replies += [*play(port, source, lines), "---"]
+        wait_until(lambda n=done: sum("disconnect from" in x for x in reference.smtpd_lines(
+            log, skip)) >= n, timeout=30)  # type: ignore[misc]
+    return replies, reference.smtpd_lines(log, skip)
+
+
+def differences(want: tuple[list[str], list[str]], got: tuple[list[str], list[str]]) -> list[str]:
+    """Unified diffs of the replies and of the log lines ([] when both are the same)."""
+    problems = []
+    for name, a, b in (("replies", want[0], got[0]), ("log", want[1], got[1])):
+        if a != b:
+            problems.append(f"{name}:\n" + "\n".join(
+                difflib.unified_diff(a, b, "postfix", "mailgate", lineterm="")))
+    return problems

@@ -136,7 +136,7 @@ class Udp(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        key = data[2:].lower()  # the query but its ID: answers are the same (zones are static)
+        key = data[2:]  # the query but its ID (case kept: answers echo the question's case)
         cached = self.answers.get(key)
         if cached is not None:
             self._reply(data[:2] + cached, addr)
@@ -149,11 +149,12 @@ class Udp(asyncio.DatagramProtocol):
         if reply is None:
             return
         try:
-            wire = reply.to_wire(max_size=512 if query.edns < 0 else max(query.payload, 512))
+            wire = reply.to_wire(max_size=512 if query.edns < 0 else max(query.payload, 512),
+                                 want_shuffle=False)  # zone order: replies must not vary
         except dns.exception.TooBig:  # the client must ask again over TCP
             reply.answer, reply.authority, reply.additional = [], [], []
             reply.flags |= dns.flags.TC
-            wire = reply.to_wire()
+            wire = reply.to_wire(want_shuffle=False)
         if len(self.answers) < 100_000:
             self.answers[key] = wire[2:]
         self._reply(wire, addr)
@@ -180,7 +181,7 @@ async def _tcp(authority: Authority, delay: float, reader: asyncio.StreamReader,
                 continue
             if delay > 0:
                 await asyncio.sleep(delay)
-            wire = reply.to_wire(max_size=65535)  # else dnspython caps it at the EDNS size
+            wire = reply.to_wire(max_size=65535, want_shuffle=False)  # no EDNS size cap
             writer.write(len(wire).to_bytes(2, "big") + wire)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, dns.exception.DNSException):

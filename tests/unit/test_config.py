@@ -30,7 +30,7 @@ def test_missing_equals_is_fatal_with_file_and_line() -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     ("$a", "A"), ("${a}", "A"), ("$(a)", "A"), ("$a.suffix", "A.suffix"),
     ("$asuffix", ""), ("$$a", "$a"), ("${a?yes}", "yes"), ("${e?yes}", ""),
-    ("${a:no}", "A"), ("${e:no}", "no"), ("${a?{x y}:{z}}", "x y"), ("${e?{x y}:{z}}", "z"),
+    ("${a:no}", ""), ("${e:no}", "no"), ("${a?{x y}:{z}}", "x y"), ("${e?{x y}:{z}}", "z"),
     ("${{$n} == {3} ? {eq} : {ne}}", "eq"), ("${{$n} < {10} ? {lt} : {ge}}", "lt"),
     ("${{3.7} <level {3.6} ? {old} : {new}}", "new"), ("$b", "A-A"),
 ])

@@ -197,7 +197,7 @@ def _named(body: str, lookup: Callable[[str], str | None], depth: int) -> str:
         chosen = then if current else otherwise
         return expand(chosen, lookup, depth + 1)
     if rest[0] == ":":
-        return current if current else expand(_strip_braces(rest[1:]), lookup, depth + 1)
+        return "" if current else expand(_strip_braces(rest[1:]), lookup, depth + 1)
     raise ConfigError(f"bad expression: ${{{body}}}")
 
 

@@ -7,7 +7,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mailgate.dns.rbl import RblCache
 from mailgate.dns.resolver import (
+    HOST_NOT_FOUND,
     INVAL,
     NOTFOUND,
     NULLMX,
@@ -19,6 +21,7 @@ from mailgate.dns.resolver import (
 )
 from mailgate.errors import MapError
 from mailgate.maps.base import Map
+from mailgate.smtp.hostnames import valid_hostaddr, valid_hostname
 
 # dns_lookup_l() flags
 STOP_OK, STOP_INVAL, STOP_NULLMX, STOP_MX_POLICY = 1, 2, 4, 8
@@ -36,6 +39,18 @@ class Result:
     error: str = ""  # dns_strerror() text (h_errno) for a failure
 
 
+def lookup_name_ok(name: str) -> bool:
+    """What dns_lookup_x() asks the DNS about: "." and valid host names (a whole first label
+    `*` allowed, DO_WILDCARD), never a numeric address."""
+    if name == ".":
+        return True
+    if valid_hostaddr(name):
+        return False
+    if name[:1] == "*" and name[1:2] in ("", "."):
+        name = "x" + name[1:]
+    return valid_hostname(name)
+
+
 class DnsLookup:
     """One resolver, one optional reply filter, and the log for the filter's lines."""
 
@@ -46,9 +61,15 @@ class DnsLookup:
         self.reply_filter = reply_filter
         self.log = log
         self.filter_title = filter_title
+        self.rbl_cache = RblCache()
 
     async def lookup(self, name: str, rdtype: str) -> Result:
-        """dns_lookup() with a result list: the filter applies, a null MX is NULLMX."""
+        """dns_lookup() with a result list: the filter applies, a null MX is NULLMX. A name
+        that is an address, or not a valid host name (a trailing dot, an empty or long label,
+        a non-ASCII character), is not found without a query, as dns_lookup_x() does."""
+        if not lookup_name_ok(name):
+            return Result(NOTFOUND, why=f"Name service error for {name}: invalid host or "
+                          "domain name", error=HOST_NOT_FOUND)
         answer = await self.resolver.query(name, rdtype)
         if answer.status != OK:
             why = (f"Host or domain name not found. Name service error for name={name} "
@@ -96,6 +117,8 @@ class DnsLookup:
         """dns_lookup_l(): each type in turn; OK wins, then by Postfix's precedence
         (POLICY > RETRY > INVAL > FAIL > NULLMX > NOTFOUND). Answers are taken (and
         filtered, and logged) in Postfix's order."""
+        if not lookup_name_ok(name):  # no query for any type
+            return await self.lookup(name, types[-1])
         first = self.resolver.start(name, types[0])
         if len(types) > 1 and not first.done():
             # hedged: if the first type is not answered within HEDGE, ask for the others at

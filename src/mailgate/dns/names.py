@@ -16,6 +16,16 @@ EAI_NONAME = "Name or service not known"
 EAI_AGAIN = "Temporary failure in name resolution"
 EAI_NODATA = "No address associated with hostname"
 
+
+def domain_to_ascii(domain: str) -> str | None:
+    """midna_domain_to_ascii(): a non-ASCII domain in its A-label (xn--) form, lower case;
+    None when it cannot be converted."""
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+
+
 @dataclass(frozen=True)
 class HostsFile:
     """/etc/hosts: addresses by lower-case name, and the first name of each address."""
@@ -72,6 +82,9 @@ class NameService:
         families = families or self.families
         if valid_hostaddr(name):
             return Lookup((name,))
+        labels = (name[:-1] if name.endswith(".") else name).split(".")
+        if any(not label or len(label) > 63 for label in labels):
+            return Lookup(error=EAI_NONAME)  # the resolver cannot even ask (res_mkquery)
         known = self.hosts.names.get(name.lower().rstrip("."))
         if known:
             found = tuple(a for a in known if family(a) in families)

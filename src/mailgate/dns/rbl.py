@@ -1,11 +1,15 @@
 """DNS list helpers: reply-address patterns (Postfix's ip_match `127.0.0.[2..11]`), list site
-specs (`domain=filter*weight`, postscreen's syntax), query names, and what is a list error."""
+specs (`domain=filter*weight`, postscreen's syntax), query names, what is a list error, the
+TXT text of a listing, and smtpd's cache of list lookups."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
 import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 _DIGITS = re.compile(r"\d+")
@@ -150,3 +154,61 @@ def list_error(addr: str) -> str:
     if ip not in _LOOPBACK:
         return "answer outside 127.0.0.0/8"
     return ""
+
+
+TXT_LIMIT = 500  # smtpd_check.c RBL_TXT_LIMIT
+
+
+def txt_reason(texts: Iterable[str]) -> str:
+    """rbl_pagein(): the TXT records' texts joined with " / ", cut at TXT_LIMIT characters
+    (a separator only while more than three characters are left)."""
+    out = ""
+    items = list(texts)
+    for index, text in enumerate(items):
+        if len(out) >= TXT_LIMIT:
+            break
+        out += text[:TXT_LIMIT - len(out)]
+        if index + 1 < len(items) and TXT_LIMIT - len(out) > 3:
+            out += " / "
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Paged:
+    """What rbl_pagein() keeps of a name the list knows: its A answers (the reply filter
+    applied) and its TXT text (None without TXT records)."""
+
+    addrs: tuple[str, ...]
+    txt: str | None
+
+
+SOFT = "soft"  # the lookup failed (not NXDOMAIN/NODATA): no listing, and no warning again
+RblEntry = Paged | str | None  # Paged, SOFT, or None when the name is not listed
+
+
+class RblCache:
+    """smtpd's smtpd_rbl_cache (a ctable of 100 query names, the least recently used out
+    first): an smtpd process asks the DNS, and logs the lookup's warnings, once per name.
+    Entries are kept at most `max_age` seconds (an smtpd process is gone after max_idle)."""
+
+    def __init__(self, size: int = 100, max_age: float = 100.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.size, self.max_age, self.clock = size, max_age, clock
+        self._entries: OrderedDict[str, tuple[float, RblEntry]] = OrderedDict()
+
+    def get(self, query: str) -> tuple[bool, RblEntry]:
+        """(found, entry)."""
+        hit = self._entries.get(query)
+        if hit is None:
+            return False, None
+        if hit[0] <= self.clock():
+            del self._entries[query]
+            return False, None
+        self._entries.move_to_end(query)
+        return True, hit[1]
+
+    def put(self, query: str, entry: RblEntry) -> None:
+        self._entries[query] = (self.clock() + self.max_age, entry)
+        self._entries.move_to_end(query)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)

@@ -34,7 +34,8 @@ MAX_TTL = 86400
 @dataclass(frozen=True, slots=True)
 class Record:
     """One resource record: owner (no trailing dot), TTL, type and its data as text (address,
-    target host without trailing dot, "" for the null MX target, TXT strings joined)."""
+    target host without trailing dot, "" for the null MX target, a TXT record's first string
+    as wire.txt_text gives it)."""
 
     name: str
     ttl: int
@@ -149,7 +150,7 @@ class Resolver:
             server.close()
 
     def cached(self, name: str, rdtype: str) -> Answer | None:
-        key = (name.lower(), rdtype)
+        key = (name, rdtype)  # case kept: the reply's names echo the question's (compression)
         hit = self._cache.get(key)
         if hit is None:
             return None
@@ -179,7 +180,7 @@ class Resolver:
             self._start(name, rdtype)
 
     def _start(self, name: str, rdtype: str) -> asyncio.Task[Answer]:
-        key = (name.lower(), rdtype)
+        key = (name, rdtype)
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._query(key))

@@ -112,19 +112,24 @@ def _rdata(data: bytes, rtype: int, start: int, length: int) -> tuple[str, int, 
     if rtype in (2, 5, 12):
         return _name(data, start)[0], 0, 0
     if rtype == 16:
-        parts = []
-        pos = start
-        while pos < end:
-            size = data[pos]
-            parts.append(data[pos + 1:pos + 1 + size])
-            pos += 1 + size
-        return b"".join(parts).decode("utf-8", "replace"), 0, 0
+        return txt_text(data[start:end]), 0, 0
     if rtype == 6:
         pos = _name(data, _name(data, start)[1])[1]
         if pos + 20 > len(data):
             raise WireError("truncated SOA")
         return "", 0, int.from_bytes(data[pos + 16:pos + 20], "big")
     return data[start:end].hex(), 0, 0
+
+
+_PRINTABLE = bytes(c if 0x20 <= c < 0x7F else 0x20 for c in range(256))
+
+
+def txt_text(rdata: bytes) -> str:
+    """A TXT record as Postfix's dns_get_rr() keeps it: its first character-string only, each
+    byte that is not printable ASCII (tabs and UTF-8 included) a space."""
+    if not rdata:
+        return ""
+    return rdata[1:1 + rdata[0]].translate(_PRINTABLE).decode("ascii")
 
 
 def _records(data: bytes, pos: int, count: int) -> tuple[tuple[RR, ...], int]:

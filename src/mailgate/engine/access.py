@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from mailgate.addressing import smtpd_resolve
 from mailgate.config.maincf import split_list
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.reply import RECIPIENT, SENDER, Status, dsn_fix, dsn_split
@@ -28,6 +29,10 @@ def first_match(ev: Evaluation, table: Map, keys: Iterator[tuple[str, bool]]
             value = table.lookup(key)
         except MapError:
             ev.warn(f'{table.spec} lookup error for "{key}"')
+            return _CONFIG_ERROR, key
+        if value == "":  # maps_find(): an empty result is a configuration error
+            ev.warn(f"{table.spec} lookup of {key} returns an empty string result")
+            ev.warn(f"{table.spec} should return NO RESULT in case of NOT FOUND")
             return _CONFIG_ERROR, key
         if value is not None:
             ev.note(f"{table.spec}: {key} -> {value}")
@@ -87,7 +92,7 @@ async def check_reverse_client_access(ev: Evaluation, frame: Frame, args: Args) 
 
 def forbid_ok(ev: Evaluation, name: str, status: Status, target: str) -> Status:
     """An unverified name must not whitelist (smtpd_check.c forbid_whitelist)."""
-    if status is Status.OK and not ev.warn_if_reject and not ev.st.marks.discard:
+    if status is Status.OK and not ev.st.marks.discard:
         ev.warn(f"restriction {name} returns OK for {target}")
         ev.warn("this is not allowed for security reasons")
         ev.warn("use DUNNO instead of OK if you want to make an exception")
@@ -141,7 +146,7 @@ async def _mail_access(ev: Evaluation, spec: str, table: Map, addr: str, frame: 
     """check_mail_access(): the resolved address by mail_addr_find's access strategy; an OK
     for a source-routed recipient is not trusted."""
     try:
-        resolved = ev.tables.resolver.resolve(addr)
+        resolved = smtpd_resolve(ev.tables.resolver, addr, ev.settings.smtputf8_enable)
     except MapError:
         ev.dict_retry(addr)
     settings = ev.settings

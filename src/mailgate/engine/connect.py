@@ -8,6 +8,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mailgate.dns.lookup import lookup_name_ok
 from mailgate.dns.names import NameService, family
 from mailgate.dns.rbl import reverse_query
 from mailgate.dns.resolver import Resolver
@@ -67,24 +68,25 @@ class Prefetch:
             _lists(resolver, client.name, self.by_name)
 
     def start_helo(self, resolver: Resolver, helo: str) -> None:
-        if self.helo_host and not helo.startswith("["):
+        if self.helo_host and lookup_name_ok(helo):
             resolver.prefetch(helo, "A")
         _lists(resolver, helo, self.by_helo)
 
     def start_sender(self, resolver: Resolver, sender: str) -> None:
         if not (self.sender_domain or self.by_sender) or "@" not in sender:
             return
-        domain = sender.rpartition("@")[2].lower().rstrip(".")
+        domain = sender.rpartition("@")[2]
         if not domain or domain.startswith("["):
             return
-        if self.sender_domain:
+        if self.sender_domain and lookup_name_ok(domain):
             resolver.prefetch(domain, "MX")
         _lists(resolver, domain, self.by_sender)
 
 
 def _lists(resolver: Resolver, name: str, lists: tuple[str, ...]) -> None:
-    """RHS list queries for a name (none for numeric last labels, as reject_rbl_domain)."""
-    if lists and name and not name.rpartition(".")[2].isdigit():
+    """RHS list queries for a name (none for numeric last labels or names that are not valid
+    host names, as find_dnsxl_domain())."""
+    if lists and lookup_name_ok(name) and not name.rpartition(".")[2].isdigit():
         for domain in lists:
             resolver.prefetch(f"{name}.{domain}", "A")
 

@@ -6,18 +6,34 @@ reply filter) are never listings."""
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from dataclasses import dataclass
 
 from mailgate.config.maincf import expand
-from mailgate.dns.rbl import PatternError, Site, list_error, parse_site, reverse_query
-from mailgate.dns.resolver import NOTFOUND, OK, POLICY, RETRY
+from mailgate.dns.names import domain_to_ascii
+from mailgate.dns.rbl import (
+    SOFT,
+    Paged,
+    PatternError,
+    RblEntry,
+    Site,
+    list_error,
+    parse_site,
+    reverse_query,
+    txt_reason,
+)
+from mailgate.dns.resolver import NOTFOUND, OK, POLICY
 from mailgate.engine.dnschecks import CLASSES, dns, subject
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.recipients import authorized_destination
-from mailgate.engine.reply import Status, dsn_fix, dsn_split
+from mailgate.engine.reply import Status, dsn_fix, dsn_split, dsn_valid
 from mailgate.errors import ConfigError, MapError
+from mailgate.smtp.hostnames import valid_hostname
 
-TXT_LIMIT = 500
+# rbl_reject_reply()'s buffer: a template that ends with its status code makes Postfix send
+# the rest of this buffer, whose bytes printable() shows as spaces (decision 0031)
+REPLY_BUFFER = 100
 ERROR = "error"  # a temporary failure (dnswl: defer_if_reject)
 
 
@@ -54,51 +70,98 @@ def list_problem(ev: Evaluation, query: str, site: Site, addrs: list[str],
     return listed
 
 
-async def lookup(ev: Evaluation, site: Site, key: str, txt: bool = True,
-                 strict: bool = True) -> Listing | str | None:
-    """rbl_pagein(): the A answer (filtered), then the TXT text for a listing."""
+async def pagein(ev: Evaluation, query: str) -> RblEntry:
+    """rbl_pagein() through the process's cache: the A answers, and the TXT text when there
+    are A answers (whatever the filter); a failure other than "not found" is logged once and
+    is SOFT."""
+    lookup = dns(ev)
+    cached, entry = lookup.rbl_cache.get(query)
+    if cached:
+        return entry
+    result = await lookup.lookup(query, "A")
+    if result.status == OK:
+        found = await lookup.lookup(query, "TXT")
+        text = None
+        if found.status == OK:
+            text = txt_reason(r.data for r in found.records)
+        elif found.status == POLICY:
+            ev.warn(f"{query}: TXT lookup error: DNS reply filter drops all results")
+        entry = Paged(tuple(r.data for r in result.records if r.type == "A"), text)
+    elif result.status != NOTFOUND:
+        ev.warn(f"{query}: RBL lookup error: {result.why}")
+        entry = SOFT
+    else:
+        entry = None
+    lookup.rbl_cache.put(query, entry)
+    return entry
+
+
+async def lookup(ev: Evaluation, site: Site, key: str, strict: bool = True
+                 ) -> Listing | str | None:
+    """find_dnsxl_addr() / find_dnsxl_domain(): a Listing when an A answer matches the
+    site's filter (any answer without one), ERROR when the lookup failed, else None."""
     query = f"{key}.{site.domain}"
-    result = await dns(ev).lookup(query, "A")
-    if result.status != OK:
-        if result.status != NOTFOUND:
-            ev.warn(f"{query}: RBL lookup error: {result.why}")
-        return ERROR if result.status == RETRY else None
-    listed = list_problem(ev, query, site, [r.data for r in result.records], strict)
+    found = await pagein(ev, query)
+    if found == SOFT:
+        return ERROR
+    if not isinstance(found, Paged):
+        return None
+    listed = list_problem(ev, query, site, list(found.addrs), strict)
     if not listed:
         return None
     ev.tables.metrics.dnsbl_hit(site.domain)
-    text = None
-    if txt:
-        found = await dns(ev).lookup(query, "TXT")
-        if found.status == OK:
-            text = " / ".join(r.data for r in found.records)[:TXT_LIMIT]
-        elif found.status == POLICY:
-            ev.warn(f"{query}: TXT lookup error: DNS reply filter drops all results")
-    return Listing(text)
+    return Listing(found.txt)
 
 
 def _filtered(ev: Evaluation, value: str) -> str:
+    """mac_expand()'s filter: each byte outside smtpd_expansion_filter becomes `_` (a
+    character of several UTF-8 bytes several)."""
     allowed = ev.settings.expansion_filter
-    return "".join(c if c in allowed else "_" for c in value)
+    if all(c in allowed for c in value):
+        return value
+    return "".join(c if c in allowed else "_" * len(c.encode("utf-8", "surrogateescape"))
+                   for c in value)
 
 
-def macros(ev: Evaluation, extra: dict[str, str | None]) -> dict[str, str | None]:
-    """smtpd_expand_lookup() names plus the rbl_* ones."""
+def smtpd_macro(ev: Evaluation, name: str) -> str | None:
+    """smtpd_expand_lookup(): session attributes by name; an unknown name is warned about
+    and undefined. Without a sender (recipient) every sender* (recipient*) name is empty; the
+    null sender is `<>` (its domain empty)."""
     st = ev.st
-    out: dict[str, str | None] = {
-        "client": st.namaddr, "client_address": st.client.addr,
-        "client_name": st.client.name, "reverse_client_name": st.client.reverse_name,
-        "client_port": str(st.client.port), "helo_name": st.helo,
-        "rbl_code": str(ev.settings.code("maps_rbl_reject_code")),
-    }
-    for name, value in (("sender", st.sender), ("recipient", st.recipient)):
-        out[name] = value
-        if value is not None:
-            local, at, domain = value.rpartition("@")
-            out[f"{name}_name"] = local if at else value
-            out[f"{name}_domain"] = domain if at else ""
-    out.update(extra)
-    return out
+    if name == "server_name":
+        return ev.tables.myhostname
+    simple = {"client": st.namaddr, "client_port": str(st.client.port),
+              "client_address": st.client.addr, "client_name": st.client.name,
+              "reverse_client_name": st.client.reverse_name, "helo_name": st.helo or ""}
+    if name in simple:
+        return simple[name]
+    for prefix, addr in (("sender", st.sender), ("recipient", st.recipient)):
+        if not name.startswith(prefix):
+            continue
+        if addr is None:
+            return ""
+        suffix = name[len(prefix):]
+        local, at, domain = addr.rpartition("@")
+        if suffix == "":
+            return addr or "<>"
+        if suffix == "_name":
+            return (local if at else addr) if addr else "<>"
+        if suffix == "_domain":
+            return domain if at else ""
+        break
+    if name == "localtime":
+        return time.strftime("%b %d %H:%M:%S")
+    ev.warn(f'unknown macro name "{name}" in expansion request')
+    return None
+
+
+_PLAIN = re.compile(r"\$(?:\{(\w+)\}|\((\w+)\)|(\w+))")
+
+
+def plain_names(template: str) -> set[str]:
+    """The names a template uses as `$name`, `${name}` or `$(name)`: an undefined one makes
+    mac_expand() fail (in `${name?x}` / `${name:x}` it is just empty)."""
+    return {a or b or c for a, b, c in _PLAIN.findall(template)}
 
 
 def reply(ev: Evaluation, spec: str, domain: str, what: str, cls: str, txt: str | None,
@@ -112,26 +175,42 @@ def reply(ev: Evaluation, spec: str, domain: str, what: str, cls: str, txt: str 
         except MapError:
             ev.warn(f'{getattr(table, "spec", "rbl_reply_maps")} lookup error for "{spec}"')
             ev.server_error()
-    values = macros(ev, {"rbl_domain": domain, "rbl_what": what, "rbl_class": cls,
-                         "rbl_txt": txt, "rbl_reason": txt})
+    values = {"rbl_code": str(ev.settings.code("maps_rbl_reject_code")), "rbl_domain": domain,
+              "rbl_what": what, "rbl_class": cls, "rbl_txt": txt or "", "rbl_reason": txt or ""}
+
+    unknown: list[str] = []
 
     def get(name: str) -> str | None:
-        value = values.get(name)
-        return None if value is None else _filtered(ev, value).replace("$", "$$")
+        """rbl_expand_lookup(): the rbl_* names, then the session's."""
+        value = values[name] if name in values else smtpd_macro(ev, name)
+        if value is None:
+            unknown.append(name)
+            return None
+        return _filtered(ev, value).replace("$", "$$")
 
     text = ""
-    for candidate in (template, ev.settings.default_rbl_reply):
+    default = ev.settings.default_rbl_reply
+    for candidate in (template, default):
         if candidate is None:
             continue
+        unknown.clear()
         try:
             text = expand(candidate, get)
-            break
+            if not set(unknown) & plain_names(candidate):
+                break
         except ConfigError:
-            ev.warn(f"bad rbl reply template for domain {domain}: {candidate}")
+            pass
+        if candidate is default:  # Postfix's smtpd exits here (decision 0032)
+            ev.engine.log(f"fatal: rbl_reject_reply: bad default rbl reply template: {default}")
+            return ev.reject(451, "4.3.5", "Server configuration error", hard=True)
+        ev.warn(f"rbl_reject_reply: bad rbl reply template for domain {spec}: {candidate}")
     if len(text) < 4 or not text[:3].isdigit() or text[3] != " " or text[0] not in "45":
         ev.warn(f"rbl response code configuration error: {text}")
         return ev.reject(450, "4.7.1", "Service unavailable")
     dsn, detail = dsn_split("4.7.1", text[4:])
+    rest = text[4:].lstrip()
+    if rest and dsn_valid(rest) == len(rest):
+        detail = " " * max(0, REPLY_BUFFER - 1 - len(text))  # decision 0031
     return ev.reject(int(text[:3]), dsn_fix(dsn, cls, ev.info), detail or "Service unavailable")
 
 
@@ -154,15 +233,19 @@ async def reject_rbl_addr(ev: Evaluation, spec: str, addr: str, cls: str) -> Sta
 
 
 def rhs_domain(what: str) -> str | None:
-    """The domain an RHS list is asked about; None for literals and numeric last labels."""
+    """find_dnsxl_domain(): the domain an RHS list is asked about (a non-ASCII one in ASCII
+    form); None for address literals, numeric last labels and names that are not valid host
+    names (a trailing dot included)."""
     at = what.rfind("@")
     domain = what[at + 1:] if at >= 0 else what
-    if not domain or domain.startswith("["):
+    if not domain or (at >= 0 and domain.startswith("[")):
         return None
-    last = domain.rstrip(".").rpartition(".")[2]
-    if last.isdigit() or not last:
+    last = domain.rpartition(".")[2]
+    if last.isascii() and last.isdigit():
         return None
-    return domain
+    if not domain.isascii():
+        domain = domain_to_ascii(domain) or domain
+    return domain if valid_hostname(domain) else None
 
 
 async def reject_rbl_domain(ev: Evaluation, spec: str, what: str, cls: str) -> Status:
@@ -223,7 +306,7 @@ async def _allow(ev: Evaluation, name: str, spec: str, key: str | None, addr: st
     listed = site(ev, spec)
     if listed is None or key is None:
         return Status.DUNNO
-    found = await lookup(ev, listed, key, txt=False)
+    found = await lookup(ev, listed, key)
     if found == ERROR:
         return ev.defer_if_reject(450, "4.7.1",
                                   f"<{addr}>: Client host rejected: Service unavailable")
@@ -261,8 +344,7 @@ async def score(ev: Evaluation, addr: str) -> tuple[int, list[str]]:
     sites = ev.settings.dnsbl_sites
     if key is None or not sites:
         return 0, []
-    answers = await asyncio.gather(*(lookup(ev, s, key, txt=False, strict=False)
-                                      for s in sites))
+    answers = await asyncio.gather(*(lookup(ev, s, key, strict=False) for s in sites))
     total = 0
     hits: list[str] = []
     for listed, found in zip(sites, answers, strict=True):

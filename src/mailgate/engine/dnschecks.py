@@ -3,8 +3,9 @@ included), check_*_{mx,ns,a}_access, and permit_mx_backup (smtpd_check.c)."""
 
 from __future__ import annotations
 
-from mailgate.addressing import AddressClass
+from mailgate.addressing import AddressClass, smtpd_resolve
 from mailgate.dns.lookup import STOP_INVAL, STOP_MX_POLICY, STOP_NULLMX, STOP_OK, DnsLookup
+from mailgate.dns.names import domain_to_ascii
 from mailgate.dns.resolver import NOTFOUND, NULLMX, OK, POLICY, RETRY, Record
 from mailgate.engine.access import forbid_ok, found_result, table_argument
 from mailgate.engine.context import CheckState
@@ -66,7 +67,10 @@ async def reject_unknown_helo_hostname(ev: Evaluation, frame: Frame, args: Args)
 # --- reject_unknown_sender_domain / reject_unknown_recipient_domain ----------------------
 
 async def unknown_mailhost(ev: Evaluation, domain: str, frame: Frame) -> Status:
-    """reject_unknown_mailhost(): MX, then A/AAAA; a null MX rejects permanently."""
+    """reject_unknown_mailhost(): MX, then A/AAAA (a non-ASCII domain in ASCII form); a null
+    MX rejects permanently."""
+    if not domain.isascii():
+        domain = domain_to_ascii(domain) or domain
     flags = STOP_OK | STOP_INVAL | STOP_NULLMX | STOP_MX_POLICY
     result = await dns(ev).lookup_l(domain, ("MX", *ADDR_TYPES), flags)
     status = result.status
@@ -94,7 +98,7 @@ async def unknown_address(ev: Evaluation, addr: str, frame: Frame) -> Status:
     if not addr:
         return Status.DUNNO
     try:
-        resolved = ev.tables.resolver.resolve(addr)
+        resolved = smtpd_resolve(ev.tables.resolver, addr, ev.settings.smtputf8_enable)
     except MapError:
         ev.dict_retry(addr)
     at = resolved.address.rfind("@")
@@ -168,6 +172,8 @@ async def check_server_access(ev: Evaluation, spec: str, table: Map, name: str, 
             return Status.DUNNO
         bare = bare[5:] if bare.lower().startswith("ipv6:") else bare
         return (await found_result(ev, spec, table, address_keys(bare), bare, frame))[0]
+    if not domain.isascii():
+        domain = domain_to_ascii(domain) or domain
     servers = await _servers(ev, domain, name, rdtype)
     if servers is None:
         return Status.DUNNO
@@ -273,7 +279,7 @@ async def permit_mx_backup(ev: Evaluation, frame: Frame, args: Args) -> Status:
         return Status.DUNNO
     frame = Frame(recipient, RECIPIENT, frame.acl)
     try:
-        resolved = ev.tables.resolver.resolve(recipient)
+        resolved = smtpd_resolve(ev.tables.resolver, recipient, ev.settings.smtputf8_enable)
     except MapError:
         ev.dict_retry(recipient)
     at = resolved.address.rfind("@")
@@ -286,6 +292,8 @@ async def permit_mx_backup(ev: Evaluation, frame: Frame, args: Args) -> Status:
         return ev.permit("permit_mx_backup", frame)
     if domain.startswith("[") and domain.endswith("]"):
         return Status.DUNNO
+    if not domain.isascii():
+        domain = domain_to_ascii(domain) or domain
     result = await dns(ev).lookup(domain, "MX")
     if result.status != OK:
         if result.status in (RETRY, POLICY):

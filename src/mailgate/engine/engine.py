@@ -26,6 +26,8 @@ from mailgate.engine.reply import RECIPIENT, SENDER, Status
 from mailgate.engine.settings import EngineSettings
 from mailgate.engine.tables import EngineTables
 from mailgate.errors import MapError
+from mailgate.maps.casefold import fold
+from mailgate.smtp.hostnames import valid_utf8_hostname
 
 CLIENT, HELO = "Client host", "Helo command"
 
@@ -62,14 +64,22 @@ class Engine:
         if self.tables.dns is not None:
             self.prefetch.start_sender(self.tables.dns.resolver, sender)
 
-    def bad_address(self, address: str) -> bool:
-        """smtpd_check_addr(): the resolver finds the domain malformed (`user@`, `a@b%c`)."""
+    def bad_address(self, address: str, smtputf8: bool) -> bool:
+        """smtpd_check_addr(): the resolver finds the domain malformed (`user@`, `a@b%c`;
+        a non-ASCII domain is checked in its IDNA form when smtputf8_enable is on), or the
+        client did not say SMTPUTF8 and the case-folded domain is not ASCII (`straße` folds
+        to `strasse` and passes, `é` does not)."""
         if not address:
             return False
+        utf8 = self.settings.smtputf8_enable
         try:
-            return self.tables.resolver.resolve(address).error
+            found = self.tables.resolver.resolve(address)
         except MapError:
             return False
+        if found.error and (found.domain.isascii() or not utf8
+                            or not valid_utf8_hostname(found.domain)):
+            return True
+        return not smtputf8 and not fold(found.domain, utf8).isascii()
 
     def _lists(self, stage: str) -> tuple[str, ...]:
         return self.settings.lists.get(stage, ())

@@ -113,7 +113,7 @@ class Evaluation:
     def reject(self, code: int, dsn: str, text: str, hard: bool = False) -> Status:
         """smtpd_check_reject(): the reply (or, under warn_if_reject, a warning)."""
         warn_only = bool(self.warn_if_reject) and not hard
-        reply = printable(f"{code} {dsn} {text}"[:510])
+        reply = printable(f"{code} {dsn} {text}", self.settings.smtputf8_enable)
         if not 400 <= code <= 599:
             self.warn(f"SMTP reply code configuration error: {reply}")
             reply = "450 4.7.1 Service unavailable"

@@ -3,7 +3,7 @@ addresses (smtpd_check.c permit_auth_destination, check_rcpt_maps, reject_non_fq
 
 from __future__ import annotations
 
-from mailgate.addressing import AddressClass, Resolved, find_address
+from mailgate.addressing import AddressClass, Resolved, find_address, smtpd_resolve
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.reply import RECIPIENT, SENDER, Status, dsn_fix, dsn_split
 from mailgate.errors import MapConfigError, MapError
@@ -13,7 +13,7 @@ from mailgate.smtp.hostnames import truncate_dot, valid_hostname
 
 def _resolve(ev: Evaluation, addr: str) -> Resolved:
     try:
-        return ev.tables.resolver.resolve(addr)
+        return smtpd_resolve(ev.tables.resolver, addr, ev.settings.smtputf8_enable)
     except MapError:
         ev.dict_retry(addr)
 

@@ -63,6 +63,11 @@ def dsn_fix(status: str, reply_class: str, info: object = None) -> str:
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def printable(text: str) -> str:
-    """Non-printable characters become spaces (Postfix printable())."""
-    return _UNPRINTABLE.sub(" ", text)
+def printable(text: str, utf8: bool = True) -> str:
+    """Non-printable characters become spaces (Postfix printable()); without `utf8`
+    (smtputf8_enable = no) so does each byte of a non-ASCII character."""
+    text = _UNPRINTABLE.sub(" ", text)
+    if utf8 or text.isascii():
+        return text
+    return "".join(c if c.isascii() else " " * len(c.encode("utf-8", "surrogateescape"))
+                   for c in text)

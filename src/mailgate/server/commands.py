@@ -78,8 +78,9 @@ class MailParams:
     smtputf8: bool = False
 
 
-def parse_mail_params(words: list[str]) -> MailParams:
-    """MAIL FROM parameters (RFC 1652, 1870, 3461, 6531) with Postfix's replies."""
+def parse_mail_params(words: list[str], smtputf8_enable: bool = True) -> MailParams:
+    """MAIL FROM parameters (RFC 1652, 1870, 3461, 6531) with Postfix's replies; SMTPUTF8
+    is an unsupported option unless `smtputf8_enable`."""
     p = MailParams()
     for word in words:
         upper = word.upper()
@@ -96,7 +97,7 @@ def parse_mail_params(words: list[str]) -> MailParams:
                 return p
         elif upper.startswith("AUTH="):
             continue
-        elif upper == "SMTPUTF8":
+        elif upper == "SMTPUTF8" and smtputf8_enable:
             p.smtputf8 = True
         elif upper.startswith("RET="):
             if p.ret or upper[4:] not in ("FULL", "HDRS"):

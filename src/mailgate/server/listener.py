@@ -154,18 +154,26 @@ class SmtpServer:
             session.finish()
 
     async def _flush(self, writer: asyncio.StreamWriter, session: Session) -> None:
+        """Write the queued replies as smtpd's output buffer does: held while commands are
+        pending, sent after each tarpit sleep together with the delayed reply."""
         out = session.out
+        held = bytearray()
         while out:
             delay, data = out.pop(0)
             if delay > 0:
-                await writer.drain()
                 metrics = self.services.metrics
                 metrics.tarpit(1, delay)
                 try:
                     await self.sleep(delay)  # type: ignore[misc]
                 finally:
                     metrics.tarpit(-1)
-            writer.write(data)
+                writer.write(bytes(held) + data)
+                held.clear()
+                await writer.drain()
+            else:
+                held += data
+        if held:
+            writer.write(bytes(held))
         await writer.drain()
 
     async def _loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

@@ -11,12 +11,13 @@ from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client
 from mailgate.policy.client import release
 from mailgate.server import xclient
+from mailgate.server.bdat import BdatCommands
 from mailgate.server.commands import CommandTable, is_header_name
+from mailgate.server.session_commands import SessionCommands
 from mailgate.server.stats import CommandStats
 from mailgate.server.transaction import Services, Transaction, TransactionCommands
-from mailgate.smtp.hostnames import valid_hostname, valid_mailhost_literal
 from mailgate.smtp.protocol import Chunk, Closed, Command, Message, ServerConnection
-from mailgate.smtp.tokens import extract_addr, log_form
+from mailgate.smtp.tokens import log_form
 
 __all__ = ["Services", "Session"]
 
@@ -25,6 +26,16 @@ _JUNK = frozenset({"HELO", "EHLO", "RSET", "NOOP", "VRFY", "ETRN"})
 # After EHLO these may be followed by more input in one pipelined group (RFC 2920).
 _PIPELINE_OK = frozenset({"QUIT", "RSET", "MAIL", "RCPT", "ETRN", "AUTH", "BDAT", "XCLIENT",
                           "XFORWARD", "STARTTLS"})
+
+
+_ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r",
+            92: "\\\\"}
+
+
+def escape(data: bytes) -> str:
+    """Postfix escape(): printable ASCII as is, C escapes, other bytes as `\\ooo` octal."""
+    return "".join(_ESCAPES.get(b) or (chr(b) if 32 <= b < 127 else f"\\{b:03o}")
+                   for b in data)
 
 
 def tarpit_delay(s: SmtpdSettings, errors: int) -> float:
@@ -40,7 +51,7 @@ def tarpit_delay(s: SmtpdSettings, errors: int) -> float:
     return base
 
 
-class Session(TransactionCommands, xclient.XclientCommands):
+class Session(SessionCommands, BdatCommands, TransactionCommands, xclient.XclientCommands):
     """Postfix smtpd semantics for one connection; `handle()` an event, read `out`."""
 
     def __init__(self, settings: SmtpdSettings, services: Services, client: Client,
@@ -59,7 +70,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
         self.tx = Transaction()
         self.stats = CommandStats()
         self.pipelining_flagged = False
-        self.bdat_error = ""
+        self.chunk_refusal = ""
         self.bdat_size = 0
         self.table = CommandTable(self)
         self.st = CheckState(client)
@@ -78,9 +89,14 @@ class Session(TransactionCommands, xclient.XclientCommands):
             text = "4" + text[1:4] + ("4" if text[4:5] == "5" else text[4:5]) + text[5:]
         code = int(text[:3])
         self.svc.metrics.reply(code)
-        delay = self.delay() + self.st.sleep
+        delay = self.delay()
+        data = self.conn.send(code, (text[4:], *more))
+        self.out.append((delay + self.st.sleep, data))
         self.st.sleep = 0.0
-        self.out.append((delay, self.conn.send(code, (text[4:], *more))))
+        if more and delay:  # smtpd.c sends EHLO one line at a time: the tarpit waits for each
+            lines = data.split(b"\r\n")
+            self.out[-1] = (self.out[-1][0], lines[0] + b"\r\n")
+            self.out += [(delay, line + b"\r\n") for line in lines[1:-1]]
         if code in (421, 521):
             self.closing = True
 
@@ -148,8 +164,7 @@ class Session(TransactionCommands, xclient.XclientCommands):
         if self.pipelining_flagged:
             return
         self.pipelining_flagged = True
-        shown = pending[:100].decode("latin-1").encode("unicode_escape").decode("ascii")
-        shown = shown.replace("\\x", "\\x")
+        shown = escape(pending[:100])
         self.log(f"improper command pipelining after {where} from {self.namaddr}: {shown}")
 
     def over_hard_limit(self) -> bool:
@@ -164,7 +179,8 @@ class Session(TransactionCommands, xclient.XclientCommands):
     def lost(self, event: Closed) -> None:
         if event.data_bytes is not None:
             self.stats.count(self.where.lower(), False)
-            self.log(f"lost connection after {self.where} ({event.data_bytes} bytes) "
+            received = event.data_bytes + len(self.tx.bdat or b"")  # BDAT: all chunks
+            self.log(f"lost connection after {self.where} ({received} bytes) "
                      f"from {self.namaddr}")
         elif self.where not in ("END-OF-MESSAGE",):
             self.log(f"lost connection after {self.where} from {self.namaddr}")
@@ -236,12 +252,14 @@ class Session(TransactionCommands, xclient.XclientCommands):
                 self.reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
                 self.closing = True
                 return
-            self.reply("500 5.5.2 Error: command not recognized")
-            self.error_count += 1
-            return
         if self.access_denied and verb != "QUIT":
             self.reply(f"503 5.7.0 Error: access denied for {self.namaddr}")
-            self.stats.count(verb.lower(), False)
+            if handler is not None:
+                self.stats.count(verb.lower(), False)
+            self.error_count += 1
+            return
+        if handler is None:
+            self.reply("500 5.5.2 Error: command not recognized")
             self.error_count += 1
             return
         self.where = verb
@@ -273,131 +291,3 @@ class Session(TransactionCommands, xclient.XclientCommands):
                 self.reply("554 5.5.0 Error: SMTP protocol synchronization")
                 self.stats.count(verb.lower(), False)
                 self.closing = True
-
-    # HELO / EHLO ------------------------------------------------------------------------
-    async def helo_cmd(self, cmd: Command) -> bool:
-        return await self._helo(cmd, "HELO")
-
-    async def ehlo_cmd(self, cmd: Command) -> bool:
-        return await self._helo(cmd, "EHLO")
-
-    async def _helo(self, cmd: Command, verb: str) -> bool:
-        if len(cmd.tokens) < 2:
-            self.reply(f"501 Syntax: {verb} hostname")
-            return False
-        name = " ".join(t.value for t in cmd.tokens[1:])
-        self.svc.engine.started_helo(name)
-        if not self.s.delay_reject:
-            err = await self.svc.engine.check_helo(self.check_state(), name)
-            if err:
-                self.reply(err)
-                return False
-        self.reset_transaction()
-        self.helo = name
-        if verb == "HELO":
-            self.proto = "SMTP"
-            self.reply(f"250 {self.s.myhostname}")
-            return True
-        self.proto = "ESMTP"
-        lines = [self.s.myhostname, *self.ehlo_keywords()]
-        self.reply(f"250 {lines[0]}", tuple(lines[1:]))
-        return True
-
-    def ehlo_keywords(self) -> list[str]:
-        words = ["PIPELINING"]
-        words.append(f"SIZE {self.s.message_size_limit}" if self.s.message_size_limit else "SIZE")
-        if not self.s.disable_vrfy:
-            words.append("VRFY")
-        words.append("ETRN")
-        if self.xclient_allowed:
-            words.append("XCLIENT " + xclient.ATTRIBUTES)
-        words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
-        if self.s.smtputf8_enable:
-            words.append("SMTPUTF8")
-        words.append("CHUNKING")
-        return [w for w in words if w.split()[0] not in self.s.discard_ehlo_keywords]
-
-    # The rest -----------------------------------------------------------------------------
-    async def rset_cmd(self, cmd: Command) -> bool:
-        if len(cmd.tokens) != 1:
-            self.reply("501 5.5.4 Syntax: RSET")
-            return False
-        self.reset_transaction()
-        self.reply("250 2.0.0 Ok")
-        return True
-
-    async def noop_cmd(self, cmd: Command) -> bool:
-        self.reply("250 2.0.0 Ok")
-        return True
-
-    async def quit_cmd(self, cmd: Command) -> bool:
-        self.reply("221 2.0.0 Bye")
-        return True
-
-    async def vrfy_cmd(self, cmd: Command) -> bool:
-        if self.s.disable_vrfy:
-            self.reply("502 5.5.1 VRFY command is disabled")
-            return False
-        words = [t.value for t in cmd.tokens[1:]]
-        if len(words) > 1 and words[-1].upper() == "SMTPUTF8":
-            words.pop()
-        if not words:
-            self.reply("501 5.5.4 Syntax: VRFY address [SMTPUTF8]")
-            return False
-        arg = " ".join(words)
-        extracted = extract_addr(arg, False)
-        if extracted.illegal or not extracted.address:
-            self.warn(f"Illegal address syntax from {self.namaddr} in VRFY command: {arg}")
-            self.reply("501 5.1.3 Bad recipient address syntax")
-            return False
-        if not await self.check_recipient(extracted.address):
-            return False
-        self.reply(f"252 2.0.0 {arg}")
-        return True
-
-    async def etrn_cmd(self, cmd: Command) -> bool:
-        if self.s.helo_required and not self.helo:
-            self.reply("503 Error: send HELO/EHLO first")
-            return False
-        if self.tx.sender is not None:
-            self.reply("503 Error: MAIL transaction in progress")
-            return False
-        if len(cmd.tokens) != 2:
-            self.reply("500 Syntax: ETRN domain")
-            return False
-        domain = cmd.tokens[1].value
-        if domain[:1] in ("@", "#"):
-            domain = domain[1:]
-        if not valid_hostname(domain) and not (
-                domain.startswith("[") and domain.endswith("]")
-                and valid_mailhost_literal(domain[1:-1])):
-            self.reply("501 Error: invalid parameter syntax")
-            return False
-        st = self.check_state()
-        st.etrn_domain = domain
-        try:
-            err = await self.svc.engine.check_etrn(st, domain)
-        finally:
-            st.etrn_domain = None
-        if err:
-            self.reply(err)
-            return False
-        if self.svc.flush_domains(domain):
-            self.svc.flush_queue()
-            self.reply("250 Queuing started")
-            return True
-        self.warn(f"reject: ETRN {domain[:100]}... from {self.namaddr}")
-        self.reply(f"459 <{domain}>: service unavailable")
-        return False
-
-    async def help_cmd(self, cmd: Command) -> bool:
-        self.reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY ETRN QUIT")
-        return True
-
-    async def starttls_cmd(self, cmd: Command) -> bool:
-        self.reply("502 5.5.1 Error: command not implemented")
-        return False
-
-    async def auth_cmd(self, cmd: Command) -> bool:
-        self.reply("503 5.5.1 Error: authentication not enabled")
-        return False

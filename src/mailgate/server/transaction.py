@@ -19,7 +19,7 @@ from mailgate.queue.store import Envelope, Incoming, QueueStore, Recipient
 from mailgate.server.commands import ForbiddenCommands, parse_mail_params, parse_rcpt_params
 from mailgate.server.headers import add_missing_headers, logged_message_id, received_header
 from mailgate.server.stats import CommandStats
-from mailgate.smtp.protocol import Chunk, Command, Message, ServerConnection
+from mailgate.smtp.protocol import Command, Message, ServerConnection
 from mailgate.smtp.tokens import TokType, extract_addr
 
 
@@ -31,12 +31,19 @@ class Transaction:
     recipients: list[Recipient] = field(default_factory=list)
     incoming: Incoming | None = None
     rcpt_overshoot: int = 0
-    bdat: bytearray | None = None
+    bdat: bytearray | None = None  # the chunks so far, once a first BDAT was accepted
     bdat_too_big: bool = False
+    bdat_failed: bool = False  # a BDAT failed: later chunks are discarded up to BDAT LAST
+    smtputf8: bool = False  # MAIL FROM ... SMTPUTF8 (with smtputf8_enable)
     stale_id: str | None = None  # after an END-OF-MESSAGE reject Postfix logs the old id
     stale_rcpts: int = 0  # ... and still counts its recipients against the limit
     instance: str = ""  # smtpd's state->instance (policy requests)
     size: int = 0  # MAIL SIZE=, then the size received (policy requests)
+
+    @property
+    def in_bdat(self) -> bool:
+        """smtpd's bdat_state is not NONE: MAIL, RCPT and DATA are out of order."""
+        return self.bdat is not None or self.bdat_failed
 
     @property
     def queue_id(self) -> str:
@@ -95,8 +102,6 @@ class TransactionCommands:
     proto: str
     error_count: int
     junk_count: int
-    bdat_error: str
-    bdat_size: int
     st: CheckState
     seqno: int
 
@@ -130,8 +135,12 @@ class TransactionCommands:
         if self.s.helo_required and not self.helo:
             self.reply("503 5.5.1 Error: send HELO/EHLO first")
             return False
+        self.tx.smtputf8 = False  # smtpd.c clears the MAIL flags first, even when nested
         if self.tx.sender is not None:
             self.reply("503 5.5.1 Error: nested MAIL command")
+            return False
+        if self.tx.in_bdat:
+            self.reply("503 5.5.1 Error: MAIL after BDAT")
             return False
         args = cmd.tokens
         if len(args) < 3 or args[1].value.lower() != "from:":
@@ -141,12 +150,14 @@ class TransactionCommands:
             self.reply("501 5.1.7 Bad sender address syntax")
             return False
         extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
-        if extracted.illegal or self.svc.engine.bad_address(extracted.address):
+        offered = self.s.smtputf8_enable and "SMTPUTF8" not in self.s.discard_ehlo_keywords
+        smtputf8 = offered and any(t.value.upper() == "SMTPUTF8" for t in args[3:])
+        if extracted.illegal or self.bad_address(extracted.address, smtputf8):
             self.warn(f"Illegal address syntax from {self.namaddr} in MAIL command: "
                       f"{args[2].value}")
             self.reply("501 5.1.7 Bad sender address syntax")
             return False
-        params = parse_mail_params([t.value for t in args[3:]])
+        params = parse_mail_params([t.value for t in args[3:]], offered)
         if params.error:
             self.reply(params.error)
             return False
@@ -168,7 +179,8 @@ class TransactionCommands:
                 self.reply(err)
                 return False
         now = self.svc.clock()
-        self.tx = Transaction(sender=extracted.address, size=params.size,
+        self.tx = Transaction(sender=extracted.address, size=params.size, smtputf8=smtputf8,
+                              stale_rcpts=self.tx.stale_rcpts,
                               instance=f"{os.getpid():x}.{int(now):x}."
                                        f"{int(now % 1 * 1e6):x}.{self.seqno:x}")
         self.seqno += 1
@@ -179,6 +191,9 @@ class TransactionCommands:
     async def rcpt_cmd(self, cmd: Command) -> bool:
         if self.tx.sender is None:
             self.reply("503 5.5.1 Error: need MAIL command")
+            return False
+        if self.tx.in_bdat:
+            self.reply("503 5.5.1 Error: RCPT after BDAT")
             return False
         args = cmd.tokens
         if len(args) < 3 or args[1].value.lower() != "to:":
@@ -193,7 +208,7 @@ class TransactionCommands:
             return False
         extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
         if extracted.illegal or not extracted.address or \
-                self.svc.engine.bad_address(extracted.address):
+                self.bad_address(extracted.address, self.tx.smtputf8):
             self.warn(f"Illegal address syntax from {self.namaddr} in RCPT command: "
                       f"{args[2].value}")
             self.reply("501 5.1.3 Bad recipient address syntax")
@@ -211,8 +226,15 @@ class TransactionCommands:
             self.tx.incoming = self.svc.store.create()
             self.log(f"{self.tx.queue_id}: client={self.namaddr}")
         self.tx.recipients.append(Recipient(recipient, params.orcpt, params.notify))
+        if self.st.recipient is None:  # smtpd's state->recipient: the first one accepted,
+            self.st.recipient = recipient  # logged as to=<> by later checks (HELO, ...)
         self.reply("250 2.1.5 Ok")
         return True
+
+    def bad_address(self, address: str, smtputf8: bool) -> bool:
+        """smtpd_check_addr(): the resolver finds the domain malformed; a non-ASCII domain
+        needs SMTPUTF8 (and is then checked in its IDNA form)."""
+        return self.svc.engine.bad_address(address, smtputf8)
 
     async def check_recipient(self, recipient: str) -> bool:
         """Run the RCPT restrictions (the engine logs a reject); reply to a reject."""
@@ -228,10 +250,17 @@ class TransactionCommands:
         return self.tx.recipients[0].address if len(self.tx.recipients) == 1 else None
 
     # DATA / BDAT ------------------------------------------------------------------------
+    def no_recipients(self) -> str:
+        """DATA's and the first BDAT's reply when no RCPT was accepted."""
+        return "503 5.5.1 Error: need RCPT command" if self.tx.sender is None \
+            else "554 5.5.1 Error: no valid recipients"
+
     async def data_cmd(self, cmd: Command) -> bool | None:
+        if self.tx.in_bdat:
+            self.reply("503 5.5.1 Error: DATA after BDAT")
+            return False
         if not self.tx.recipients:
-            self.reply("503 5.5.1 Error: need RCPT command" if self.tx.sender is None
-                       else "554 5.5.1 Error: no valid recipients")
+            self.reply(self.no_recipients())
             return False
         if len(cmd.tokens) != 1:
             self.reply("501 5.5.4 Syntax: DATA")
@@ -239,9 +268,6 @@ class TransactionCommands:
         err = await self.svc.engine.check_data(self.check_state(), self.only_recipient())
         if err:
             self.reply(err)
-            return False
-        if self.tx.bdat is not None:
-            self.reply("503 5.5.1 Error: DATA after BDAT")
             return False
         self.reply("354 End data with <CR><LF>.<CR><LF>")
         self.conn.start_data()
@@ -279,6 +305,7 @@ class TransactionCommands:
         tx.recipients = []
         tx.bdat = None
         tx.bdat_too_big = False
+        tx.bdat_failed = verb == "bdat"  # RCPT, DATA: "after BDAT" (another BDAT: see 0029)
         return True
 
     def message_too_big(self, verb: str, warn: bool = True) -> None:
@@ -295,52 +322,6 @@ class TransactionCommands:
         self.stats.count(verb, ok)
         if not ok:
             self.error_count += 1
-
-    async def bdat_cmd(self, cmd: Command) -> bool | None:
-        args = cmd.tokens
-        size_ok = len(args) >= 2 and args[1].value.isdigit() and len(args[1].value) < 19
-        last = len(args) == 3 and args[2].value.upper() == "LAST"
-        if not size_ok or len(args) > 3 or (len(args) == 3 and not last):
-            self.warn(f"{self.tx.queue_id}: malformed BDAT command syntax from "
-                      f"{self.namaddr}: {cmd.line[:100]}")
-            self.reply("521 5.5.4 Syntax: BDAT count [LAST]")
-            return False
-        size = int(args[1].value)
-        if not self.tx.recipients:
-            self.conn.start_chunk(size, last, discard=True)
-            self.bdat_error = "503 5.5.1 Error: need RCPT command"
-            return None
-        self.bdat_error = ""
-        if self.tx.bdat is None:
-            self.tx.bdat = bytearray()
-        limit = self.s.message_size_limit
-        too_big = self.tx.bdat_too_big or (limit and len(self.tx.bdat) + size > limit)
-        self.tx.bdat_too_big = bool(too_big)
-        self.conn.start_chunk(size, last, discard=bool(too_big))
-        self.bdat_size = size
-        return None
-
-    async def bdat_chunk(self, chunk: Chunk) -> None:
-        if self.bdat_error:
-            self.reply(self.bdat_error)
-            self.bdat_error = ""
-            self.count_result("bdat", False)
-            return
-        assert self.tx.bdat is not None
-        self.tx.bdat += chunk.data
-        if not chunk.last:
-            self.reply(f"250 2.0.0 Ok: {self.bdat_size} bytes")
-            self.count_result("bdat", True)
-            return
-        self.where = "END-OF-MESSAGE"
-        if self.tx.bdat_too_big:
-            self.message_too_big("bdat")
-            return
-        self.tx.size = len(self.tx.bdat)
-        if await self.end_of_data_rejected("bdat"):
-            return
-        content = bytes(self.tx.bdat).replace(b"\r\n", b"\n")
-        await self.queue_message(content, "bdat", len(content) + content.count(b"\n"))
 
     async def queue_message(self, content: bytes, verb: str, octets: int = 0) -> None:
         """Add headers, write and fsync the queue file, then say `250 ... queued as`."""
@@ -385,12 +366,12 @@ class TransactionCommands:
         tx.incoming = None
         if message_id and not marks.discard:
             self.svc.log.log("cleanup", f"{queue_id}: message-id={message_id}")
+        self.error_count = 0  # forgiven before the reply, which is therefore never delayed
+        self.junk_count = 0
         if verb == "bdat":  # Postfix reports the size of the client's text in CRLF form
             self.reply(f"250 2.0.0 Ok: {octets} bytes queued as {queue_id}")
         else:
             self.reply(f"250 2.0.0 Ok: queued as {queue_id}")
-        self.error_count = 0
-        self.junk_count = 0
         self.tx = Transaction()
         self.st.reset_transaction()
         self.stats.count(verb, True)

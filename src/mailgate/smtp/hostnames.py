@@ -61,3 +61,14 @@ def valid_domain(domain: str) -> bool:
     if domain.startswith("[") and domain.endswith("]"):
         return valid_mailhost_literal(domain[1:-1])
     return valid_hostname(domain)
+
+
+@functools.lru_cache(maxsize=1024)
+def valid_utf8_hostname(name: str) -> bool:
+    """valid_utf8_hostname(): a non-ASCII name is valid when its IDNA (A-label) form is."""
+    if name.isascii():
+        return valid_hostname(name)
+    try:
+        return valid_hostname(name.encode("idna").decode("ascii"))
+    except UnicodeError:
+        return False

@@ -1,0 +1,150 @@
+"""BDAT (RFC 3030 CHUNKING) as Postfix 3.7 smtpd answers it: chunk states, refusals, queueing.
+
+Postfix keeps a BDAT state per transaction (NONE, chunks accepted, ERROR). The first chunk
+gets DATA's checks (recipients, smtpd_data_restrictions, logged as `reject: BDAT`); after any
+refused chunk the following chunks are read and discarded with `551 ... after earlier error`
+until BDAT LAST, which ends the transaction. Verified against a live Postfix 3.7.11.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailgate.config.settings import SmtpdSettings
+from mailgate.engine.context import CheckState
+from mailgate.server.transaction import Services, Transaction
+from mailgate.smtp.protocol import Chunk, Command, ServerConnection
+
+# RFC 3030 chunk sizes are decimal; Postfix takes them as off_t (at most 18 digits here).
+_MAX_SIZE_DIGITS = 18
+
+
+def crlf_octets(content: bytes) -> int:
+    """The size Postfix reports after BDAT LAST: each line (LF-terminated, or the unterminated
+    last one) counted with a CRLF ending."""
+    if not content:
+        return 0
+    return len(content) + content.count(b"\n") + (0 if content.endswith(b"\n") else 2)
+
+
+class BdatCommands:
+    """The BDAT handler and chunk completion; the attributes below are the Session's."""
+
+    s: SmtpdSettings
+    svc: Services
+    conn: ServerConnection
+    tx: Transaction
+    where: str
+    chunk_refusal: str  # the reply for the chunk being discarded ("" when it is accepted)
+    st: CheckState
+    bdat_size: int
+
+    if TYPE_CHECKING:  # provided by Session and the other mixins
+        @property
+        def namaddr(self) -> str:
+            raise NotImplementedError
+
+        def reply(self, text: str) -> None:
+            raise NotImplementedError
+
+        def warn(self, text: str) -> None:
+            raise NotImplementedError
+
+        def check_state(self) -> CheckState:
+            raise NotImplementedError
+
+        def only_recipient(self) -> str | None:
+            raise NotImplementedError
+
+        def no_recipients(self) -> str:
+            raise NotImplementedError
+
+        def count_result(self, verb: str, ok: bool) -> None:
+            raise NotImplementedError
+
+        def reset_transaction(self) -> None:
+            raise NotImplementedError
+
+        def message_too_big(self, verb: str, warn: bool = True) -> None:
+            raise NotImplementedError
+
+        async def end_of_data_rejected(self, verb: str) -> bool:
+            raise NotImplementedError
+
+        async def queue_message(self, content: bytes, verb: str, octets: int = 0) -> None:
+            raise NotImplementedError
+
+    async def bdat_cmd(self, cmd: Command) -> bool | None:
+        """`BDAT size [LAST]`: a malformed command ends the session (521); otherwise the
+        chunk is read next, kept or discarded (see `bdat_chunk`)."""
+        if "CHUNKING" in self.s.discard_ehlo_keywords:  # not announced: not accepted
+            self.reply("521 5.5.1 Error: command not implemented")
+            return False
+        args = cmd.tokens
+        digits = args[1].value if len(args) >= 2 else ""
+        last = len(args) == 3 and args[2].value.upper() == "LAST"
+        if not (digits.isdigit() and digits.isascii() and len(digits) <= _MAX_SIZE_DIGITS) \
+                or len(args) > 3 or (len(args) == 3 and not last):
+            self.warn(f"{self.tx.queue_id}: malformed BDAT command syntax from "
+                      f"{self.namaddr}: {cmd.line[:100]}")
+            self.reply("521 5.5.4 Syntax: BDAT count [LAST]")
+            return False
+        size = int(digits)
+        self.chunk_refusal = await self._refusal(size, last)
+        if self.chunk_refusal:
+            self.conn.start_chunk(size, last, discard=True)
+            return None
+        tx = self.tx
+        if tx.bdat is None:
+            tx.bdat = bytearray()
+        limit = self.s.message_size_limit
+        tx.bdat_too_big = tx.bdat_too_big or bool(limit and len(tx.bdat) + size > limit)
+        self.conn.start_chunk(size, last, discard=tx.bdat_too_big)
+        self.bdat_size = size
+        return None
+
+    async def _refusal(self, size: int, last: bool) -> str:
+        """Why this chunk is refused ("" if it is not), in Postfix's order of checks."""
+        tx = self.tx
+        if size == 0 and not last:
+            self.warn(f"{tx.queue_id}: null BDAT request from {self.namaddr}")
+            return "551 5.7.1 Null BDAT request"
+        if tx.bdat_failed:
+            return f"551 5.0.0 Discarded {size} bytes after earlier error"
+        if tx.bdat is None:  # the first chunk gets DATA's checks
+            if not tx.recipients:
+                return self.no_recipients()
+            return await self.svc.engine.check_data(self.check_state(),
+                                                    self.only_recipient()) or ""
+        return ""
+
+    async def bdat_chunk(self, chunk: Chunk) -> None:
+        """The chunk's octets have arrived: answer, and after BDAT LAST queue the message."""
+        if self.chunk_refusal:
+            self.reply(self.chunk_refusal)
+            self.chunk_refusal = ""
+            self.count_result("bdat", False)
+            if chunk.last:  # smtpd's mail_reset() without rcpt_reset(): the recipient
+                tx = self.tx  # count (smtpd_recipient_limit) and the logged to=<> stay
+                stale, first = len(tx.recipients) + tx.stale_rcpts, self.st.recipient
+                self.reset_transaction()
+                self.tx.stale_rcpts, self.st.recipient = stale, first
+            else:
+                self.tx.bdat_failed = True
+            return
+        tx = self.tx
+        assert tx.bdat is not None
+        tx.bdat += chunk.data
+        if not chunk.last:
+            self.reply(f"250 2.0.0 Ok: {self.bdat_size} bytes")
+            self.count_result("bdat", True)
+            return
+        self.where = "END-OF-MESSAGE"
+        if tx.bdat_too_big:
+            self.message_too_big("bdat")
+            return
+        tx.size = len(tx.bdat)
+        if await self.end_of_data_rejected("bdat"):
+            return
+        content = bytes(tx.bdat).replace(b"\r\n", b"\n")
+        await self.queue_message(content, "bdat", crlf_octets(content))
