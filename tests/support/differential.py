@@ -41,6 +41,12 @@ GENERIC = ("permit", "reject", "defer", "defer_if_permit", "defer_if_reject",
            "reject_unauth_pipelining", "permit_mynetworks", "permit_inet_interfaces")
 
 
+# A pattern table that shows the key smtpd looked up (the resolved address, case-folded as a
+# whole) for keys that are not plain lower-case ASCII, and gives an empty result (a
+# configuration error) for nobody@.
+ECHO_TABLE = ("pcre:{{/^(.*[^a-z0-9@.+%_-].*)$$/ REJECT key=$$1}, {/^(x)?nobody@/ $$1}}")
+
+
 def _table(rng: random.Random, keys: tuple[str, ...]) -> str:
     pairs = [f"{{{key}={rng.choice(ACTIONS)}}}" for key in rng.sample(keys, rng.randint(1, 4))]
     return "inline:{" + ", ".join(pairs) + "}"
@@ -88,12 +94,14 @@ def configuration(rng: random.Random) -> dict[str, str]:
             "check_helo_access"),
         "smtpd_sender_restrictions": _stage(rng, (
             "reject_non_fqdn_sender", "reject_unlisted_sender",
-            "check_sender_access regexp:{{/^a@/ REJECT regexp a}, {/example\\.test$$/ OK}}"),
+            "check_sender_access regexp:{{/^a@/ REJECT regexp a}, {/example\\.test$$/ OK}}",
+            f"check_sender_access {ECHO_TABLE}"),
             mail_keys, "check_sender_access"),
         "smtpd_relay_restrictions": rng.choice(("permit_mynetworks, ", "")) + relay,
         "smtpd_recipient_restrictions": _stage(rng, (
             "reject_non_fqdn_recipient", "reject_unlisted_recipient", "permit_auth_destination",
-            "reject_multi_recipient_bounce"), mail_keys, "check_recipient_access"),
+            "reject_multi_recipient_bounce", f"check_recipient_access {ECHO_TABLE}"),
+            mail_keys, "check_recipient_access"),
         "smtpd_data_restrictions": rng.choice((
             "", "reject_unauth_pipelining", "reject_multi_recipient_bounce", "defer_if_permit",
             "warn_if_reject reject", f"check_sender_access {_table(rng, mail_keys)}",

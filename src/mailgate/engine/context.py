@@ -69,6 +69,7 @@ class CheckState:
     protocol: str = "SMTP"
     queue_id: str | None = None
     ill_pipelining: bool = False
+    smtputf8: bool = False  # MAIL FROM ... SMTPUTF8: non-ASCII domains are then allowed
     ccert_fingerprint: str | None = None  # a verified TLS client certificate (none yet)
     # what a policy request tells besides the above (smtpd's state->instance etc.)
     instance: str = ""  # set when MAIL is accepted

@@ -5,7 +5,13 @@ from __future__ import annotations
 from mailgate.engine.context import NAME_OK, NAME_PERM
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.reply import Status
-from mailgate.smtp.hostnames import truncate_dot, valid_hostaddr, valid_hostname, valid_mailhost_literal
+from mailgate.smtp.hostnames import (
+    truncate_dot,
+    valid_hostaddr,
+    valid_hostname,
+    valid_mailhost_literal,
+    valid_utf8_hostname,
+)
 
 
 def invalid_hostaddr(ev: Evaluation, addr: str, frame: Frame) -> Status:
@@ -14,6 +20,15 @@ def invalid_hostaddr(ev: Evaluation, addr: str, frame: Frame) -> Status:
         return Status.DUNNO
     return ev.reject(ev.settings.code("invalid_hostname_reject_code"), "5.5.2",
                      f"<{frame.name}>: {frame.cls} rejected: invalid ip address")
+
+
+def valid_name(ev: Evaluation, name: str) -> bool:
+    """valid_utf8_hostname(SMTPUTF8 requested, name): non-ASCII only with SMTPUTF8, converted
+    by smtpd's midna cache (its warning logged)."""
+    if name.isascii():
+        return valid_hostname(name)
+    return ev.st.smtputf8 and valid_utf8_hostname(
+        name, lambda n: ev.tables.idna.to_ascii(n, ev.warn))
 
 
 @restriction("reject_invalid_helo_hostname", "reject_invalid_hostname")
@@ -38,7 +53,7 @@ def reject_non_fqdn_helo_hostname(ev: Evaluation, frame: Frame, args: Args) -> S
     if helo.startswith("["):
         return invalid_hostaddr(ev, helo, Frame(helo, "Helo command", frame.acl))
     name = truncate_dot(helo)
-    if valid_hostname(name) and "." in name:
+    if valid_name(ev, name) and "." in name:
         return Status.DUNNO
     return ev.reject(ev.settings.code("non_fqdn_reject_code"), "5.5.2",
                      f"<{helo}>: Helo command rejected: need fully-qualified hostname")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from mailgate.addressing import AddressClass, Resolved, find_address, smtpd_resolve
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
+from mailgate.engine.hosts import valid_name
 from mailgate.engine.reply import RECIPIENT, SENDER, Status, dsn_fix, dsn_split
 from mailgate.errors import MapConfigError, MapError
 from mailgate.maps.base import Map
-from mailgate.smtp.hostnames import truncate_dot, valid_hostname
+from mailgate.smtp.hostnames import truncate_dot
 
 
 def _resolve(ev: Evaluation, addr: str) -> Resolved:
@@ -81,7 +82,7 @@ def _non_fqdn(ev: Evaluation, addr: str, cls: str) -> Status:
     if domain.startswith("[") and domain.endswith("]"):
         return Status.DUNNO
     name = truncate_dot(domain)
-    if name and valid_hostname(name) and "." in name:
+    if name and valid_name(ev, name) and "." in name:
         return Status.DUNNO
     return ev.reject(ev.settings.code("non_fqdn_reject_code"), "4.5.2",
                      f"<{addr}>: {cls} rejected: need fully-qualified address")

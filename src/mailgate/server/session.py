@@ -135,6 +135,7 @@ class Session(SessionCommands, BdatCommands, TransactionCommands, xclient.Xclien
         st.protocol = self.proto
         st.queue_id = self.tx.incoming.queue_id if self.tx.incoming else self.tx.stale_id
         st.ill_pipelining = self.pipelining_flagged
+        st.smtputf8 = self.tx.smtputf8
         st.rcpt_count = len(self.tx.recipients) + self.tx.stale_rcpts
         st.instance = self.tx.instance
         st.size = self.tx.size
