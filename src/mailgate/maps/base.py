@@ -82,17 +82,11 @@ def _no_warning(text: str) -> None:
     return None
 
 
-class Utf8Map:
-    """Postfix's dict_utf8 wrapper around every table when smtputf8_enable is on: a key that is
-    not valid UTF-8 is "not found" with a warning; a value that is not valid UTF-8 is a
-    configuration error with a warning. (Folding is the table's own, see casefold.fold.)"""
+class _Wrapper:
+    """A table around another table (`self.table`): it answers for the inner one's spec,
+    fixed-key nature and folding."""
 
-    __slots__ = ("name", "table", "warn")
-
-    def __init__(self, table: Map, name: str, warn: Callable[[str], None]) -> None:
-        self.table = table
-        self.name = name
-        self.warn = warn
+    table: Map
 
     @property
     def spec(self) -> str:
@@ -105,6 +99,19 @@ class Utf8Map:
     @property
     def fold_case(self) -> bool:
         return self.table.fold_case
+
+
+class Utf8Map(_Wrapper):
+    """Postfix's dict_utf8 wrapper around every table when smtputf8_enable is on: a key that is
+    not valid UTF-8 is "not found" with a warning; a value that is not valid UTF-8 is a
+    configuration error with a warning. (Folding is the table's own, see casefold.fold.)"""
+
+    __slots__ = ("name", "table", "warn")
+
+    def __init__(self, table: Map, name: str, warn: Callable[[str], None]) -> None:
+        self.table = table
+        self.name = name
+        self.warn = warn
 
     def __getattr__(self, attr: str) -> object:  # warnings, entries, items() of the table
         return getattr(self.table, attr)
@@ -127,7 +134,7 @@ WATCHED = {"texthash": "", "cidr": "", "regexp": "", "pcre": "", "hash": ".db", 
            "lmdb": ".lmdb"}
 
 
-class ReloadingMap:
+class ReloadingMap(_Wrapper):
     """A file-backed table that re-opens itself when its file changed (checked once a second).
 
     So a rebuilt `postmap` table or an edited texthash/cidr/regexp/pcre file is in use within
@@ -149,18 +156,6 @@ class ReloadingMap:
         except OSError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    @property
-    def spec(self) -> str:
-        return self.table.spec
-
-    @property
-    def fixed(self) -> bool:
-        return self.table.fixed
-
-    @property
-    def fold_case(self) -> bool:
-        return self.table.fold_case
 
     def lookup(self, key: str) -> str | None:
         now = self.clock()

@@ -199,10 +199,6 @@ class TransactionCommands:
         if len(args) < 3 or args[1].value.lower() != "to:":
             self.reply("501 5.5.4 Syntax: RCPT TO:<address>")
             return False
-        if len(self.tx.recipients) + self.tx.stale_rcpts >= self.s.recipient_limit:
-            self.reply("452 4.5.3 Error: too many recipients")
-            self.tx.rcpt_overshoot += 1
-            return self.tx.rcpt_overshoot <= self.s.recipient_overshoot_limit
         if args[2].type is TokType.ERROR:
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
@@ -219,6 +215,11 @@ class TransactionCommands:
         if params.error:
             self.reply(params.error)
             return False
+        # smtpd.c rcpt_cmd(): the address and its parameters are judged before the limit
+        if len(self.tx.recipients) + self.tx.stale_rcpts >= self.s.recipient_limit:
+            self.reply("452 4.5.3 Error: too many recipients")
+            self.tx.rcpt_overshoot += 1
+            return self.tx.rcpt_overshoot <= self.s.recipient_overshoot_limit
         recipient = extracted.address
         if not await self.check_recipient(recipient):
             return False

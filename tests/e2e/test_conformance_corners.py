@@ -1,6 +1,6 @@
-"""Issue 16: what smtpd's checks see of an address (the resolved form, case-folded as a whole),
-empty table results, and long replies. Each expectation was first observed on a live Postfix
-3.7.11 (docs/decisions/0026-smtpd-resolve-case-folding.md, 0030-lookup-corners-and-reply-length.md);
+"""Issue 16 corners over a real socket: what smtpd's checks see of an address (the resolved form,
+case-folded as a whole), empty table results, long replies, the order of RCPT's checks. Each
+expectation was first observed on a live Postfix 3.7.11 (decisions 0026 and 0030);
 tests/interop/test_differential.py compares the same dimensions with a live Postfix at random."""
 
 from __future__ import annotations
@@ -96,3 +96,21 @@ def test_long_reply_is_whole_and_its_log_text_is_cut_at_2000_bytes(
     (line,) = server.wait_log("NOQUEUE: reject: RCPT")
     assert len(line[len("smtpd: "):].encode()) == 2000
     assert "; from=<" not in line
+
+
+def test_rcpt_syntax_and_parameters_come_before_the_recipient_limit(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(smtpd_recipient_limit="1").start()
+    client = Client(server.port)
+    client.reply()
+    client.cmd("EHLO client.example")
+    client.cmd("MAIL FROM:<s@sender.example>")
+    assert client.cmd("RCPT TO:<alice@example.test>") == "250 2.1.5 Ok"
+    assert [client.cmd(x) for x in (
+        "RCPT TO:<bob@exämple.test>", "RCPT TO:<bob@example.test> NOTIFY=BOGUS",
+        "RCPT TO:<bob@example.test> FOO=bar", "RCPT TO:<<bad>", "RCPT TO:<bob@example.test>",
+    )] == ["501 5.1.3 Bad recipient address syntax",
+           "501 5.5.4 Error: Bad NOTIFY parameter syntax",
+           "555 5.5.4 Unsupported option: FOO=bar",
+           "501 5.1.3 Bad recipient address syntax",
+           "452 4.5.3 Error: too many recipients"]
+    client.close()
