@@ -10,7 +10,7 @@ from mailgate.maps.addr_find import DEFAULT, find, split_extension
 from mailgate.maps.base import Map
 from mailgate.maps.casefold import fold
 from mailgate.maps.matchlist import DomainList
-from mailgate.smtp.hostnames import valid_domain
+from mailgate.smtp.hostnames import truncate_dot, valid_domain
 
 
 class AddressClass(enum.Enum):
@@ -75,7 +75,7 @@ class AddressResolver:
         localpart, at, domain = address.rpartition("@")
         if not at:
             localpart, domain = address, (self.myorigin if self.append_at_myorigin else "")
-        domain = domain.rstrip(".").lower()
+        domain = truncate_dot(domain).lower()  # one dot, not from `..` (then malformed)
         for _ in range(20):
             cls = self.domain_class(domain) if domain else AddressClass.LOCAL
             if cls is not AddressClass.LOCAL:
@@ -88,7 +88,7 @@ class AddressResolver:
                 domain, _, localpart = localpart.partition("!")
             else:
                 break
-            domain = domain.rstrip(".").lower()
+            domain = truncate_dot(domain).lower()
         else:
             cls = AddressClass.DEFAULT
         full = f"{localpart}@{domain}" if domain else localpart

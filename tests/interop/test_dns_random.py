@@ -1,9 +1,10 @@
 """Randomized DNS differential suite: random restriction lists over every DNS-using smtpd
 restriction (unknown client/HELO/sender/recipient names, DNS block/allow lists with filters
 and reply templates, MX/NS/A access, permit_mx_backup) and random sessions (HELO names with
-trailing dots, mixed case, address literals, non-ASCII; domains with NXDOMAIN, null MX, no
-address, SERVFAIL; clients 127.0.0.30-38 with varied PTR and forward data) are played to a
-live Postfix 3.7 and to mailgate; replies and smtpd log lines must be identical.
+trailing dots, mixed case, address literals, non-ASCII ones that ICU's UTS 46 refuses, with
+smtpd's midna warnings; domains with NXDOMAIN, null MX, no address, SERVFAIL; clients
+127.0.0.30-38 with varied PTR and forward data) are played to a live Postfix 3.7 and to
+mailgate; replies and smtpd log lines must be identical.
 
 The DNS data is tests/data/dns/random/random.zone, served on 127.0.0.154:53 (the reference
 runs with a resolv.conf naming it). CI plays a few seeds; MAILGATE_DNS_RANDOM_SEEDS="1 2 ..."
@@ -118,6 +119,12 @@ HOSTS = ["mx-ok.dom.test", "a-only.dom.test", "aaaa-only.dom.test", "mx-only.dom
 ODD_HELOS = ["[127.0.0.1]", "[IPv6:::1]", "127.0.0.1", "[1.2.3]", "localhost", "-bad.dom.test",
              "mx-ok..dom.test", "bücher.dom.test", "mx-ok.dom.test..", ".", "1.2.3.4.5",
              "[127.0.0.1].", "x_y.dom.test.", "MX-OK.DOM.TEST."]
+# Non-ASCII names that ICU's UTS 46 ToASCII refuses (or whose A-label form valid_hostname()
+# refuses): smtpd warns once per process per name (midna_domain_to_ascii's cache).
+ODD_UTF8 = ["bü-.dom.test", "-bü.dom.test", "-bü-.dom.test", "ab--cd.bü.dom.test",
+            "xn--zz.bü.dom.test", "bü..dom.test", "ü" * 64 + ".dom.test", "ü.a-.dom.test",
+            "ｆｕｌｌ.bü.dom.test", "\u0301a.bü.dom.test", "bü_x.dom.test", "-ü.123",
+            "ü'.dom.test", "ÜBER.DOM.TEST", "a\u200db.bü.dom.test", "bü.dom.test.."]
 # Non-ASCII domains: Postfix checks (and looks up) the case-folded, IDNA form; `straße`
 # folds to the ASCII `strasse` and needs no SMTPUTF8, `bücher` does.
 DOMAINS = [*HOSTS, "mx-backup.dom.test", "mx-self.dom.test", "mx-dead.dom.test", "example.test",
@@ -181,14 +188,18 @@ def script(seed: int, directory: Path) -> tuple[dict[str, str], dns_support.Sess
 def session(rng: random.Random) -> tuple[str, list[str]]:
     lines = []
     if rng.random() < 0.9:
-        helo = rng.choice(ODD_HELOS) if rng.random() < 0.3 else _vary(rng, rng.choice(HOSTS))
+        roll = rng.random()
+        helo = rng.choice(ODD_HELOS) if roll < 0.3 else \
+            _vary(rng, rng.choice(ODD_UTF8)) if roll < 0.4 else _vary(rng, rng.choice(HOSTS))
         lines.append(f"{rng.choice(['EHLO', 'HELO'])} {helo}")
     for _ in range(rng.randint(1, 2)):
-        sender = "" if rng.random() < 0.1 else f"{rng.choice(LOCALS)}@{_vary(rng, rng.choice(DOMAINS))}"
+        pool = ODD_UTF8 if rng.random() < 0.1 else DOMAINS
+        sender = "" if rng.random() < 0.1 else f"{rng.choice(LOCALS)}@{_vary(rng, rng.choice(pool))}"
         utf8 = " SMTPUTF8" if rng.random() < 0.7 and lines and lines[0][0] == "E" else ""
         lines.append(f"MAIL FROM:<{sender}>{utf8}")
         for i in range(rng.randint(1, 3)):
-            domain = "example.test" if rng.random() < 0.2 else rng.choice(DOMAINS)
+            domain = "example.test" if rng.random() < 0.2 else \
+                rng.choice(ODD_UTF8 if rng.random() < 0.1 else DOMAINS)
             lines.append(f"RCPT TO:<{'alice' if i == 0 else f'u{i}'}@{_vary(rng, domain)}>")
         lines.append("RSET")
     return rng.choice(SOURCES), [*lines, "QUIT"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +18,52 @@ EAI_AGAIN = "Temporary failure in name resolution"
 EAI_NODATA = "No address associated with hostname"
 
 
-def domain_to_ascii(domain: str) -> str | None:
-    """midna_domain_to_ascii(): a non-ASCII domain in its A-label (xn--) form, lower case;
-    None when it cannot be converted."""
-    try:
-        return domain.encode("idna").decode("ascii").lower()
-    except UnicodeError:
+_HNOK_LABEL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _pton_labels(name: str) -> list[str] | None:
+    """ns_name_pton(): the labels of a presentation-form name (`\\X` and `\\DDD` escapes);
+    None when a label is empty or over 63 octets, or the name empty or over 255."""
+    if name == ".":
+        return []  # the root
+    labels, label, i, n = [], [], 0, len(name)
+    while i < n:
+        ch = name[i]
+        if ch == "\\":
+            if name[i + 1:i + 4].isdigit() and len(name[i + 1:i + 4]) == 3:
+                label.append(chr(int(name[i + 1:i + 4]) & 0xFF))
+                i += 4
+                continue
+            if i + 1 >= n:
+                return None
+            label.append(name[i + 1])
+            i += 2
+            continue
+        if ch == ".":
+            if not label:
+                return None
+            labels.append("".join(label))
+            label = []
+        else:
+            label.append(ch)
+        i += 1
+    if label:
+        labels.append("".join(label))
+    if not labels or any(len(x) > 63 for x in labels) or sum(len(x) + 1 for x in labels) >= 255:
         return None
+    return labels
+
+
+def res_hnok(name: str) -> bool:
+    """glibc res_hnok(), which getaddrinfo() applies before it asks the DNS: printable ASCII
+    without spaces, labels of letters, digits, `-` and `_`, the first not starting with `-`
+    (so a non-ASCII name is never looked up: EAI_NONAME)."""
+    if not all("!" <= ch <= "~" for ch in name):
+        return False
+    labels = _pton_labels(name)
+    if labels is None or (labels and labels[0].startswith("-")):
+        return False
+    return all(_HNOK_LABEL.fullmatch(label) for label in labels)
 
 
 @dataclass(frozen=True)
@@ -82,14 +122,13 @@ class NameService:
         families = families or self.families
         if valid_hostaddr(name):
             return Lookup((name,))
-        labels = (name[:-1] if name.endswith(".") else name).split(".")
-        if any(not label or len(label) > 63 for label in labels):
-            return Lookup(error=EAI_NONAME)  # the resolver cannot even ask (res_mkquery)
         known = self.hosts.names.get(name.lower().rstrip("."))
         if known:
             found = tuple(a for a in known if family(a) in families)
             if found:
                 return Lookup(found)
+        if not res_hnok(name):
+            return Lookup(error=EAI_NONAME)  # nss_dns does not even ask
         answers = await asyncio.gather(*(self.resolver.query(name, t) for t in families))
         values = tuple(r.data for answer in answers if answer.status == OK
                        for r in answer.records)

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 from mailgate.config.maincf import expand
-from mailgate.dns.names import domain_to_ascii
 from mailgate.dns.rbl import (
     SOFT,
     Paged,
@@ -232,10 +231,10 @@ async def reject_rbl_addr(ev: Evaluation, spec: str, addr: str, cls: str) -> Sta
     return reply(ev, spec, listed.domain, addr, cls, found.txt)
 
 
-def rhs_domain(what: str) -> str | None:
+def rhs_domain(ev: Evaluation, what: str) -> str | None:
     """find_dnsxl_domain(): the domain an RHS list is asked about (a non-ASCII one in ASCII
-    form); None for address literals, numeric last labels and names that are not valid host
-    names (a trailing dot included)."""
+    form, converted by smtpd's midna cache); None for address literals, numeric last labels
+    and names that are not valid host names (a trailing dot included)."""
     at = what.rfind("@")
     domain = what[at + 1:] if at >= 0 else what
     if not domain or (at >= 0 and domain.startswith("[")):
@@ -244,13 +243,13 @@ def rhs_domain(what: str) -> str | None:
     if last.isascii() and last.isdigit():
         return None
     if not domain.isascii():
-        domain = domain_to_ascii(domain) or domain
+        domain = ev.tables.idna.to_ascii(domain, ev.warn) or domain
     return domain if valid_hostname(domain) else None
 
 
 async def reject_rbl_domain(ev: Evaluation, spec: str, what: str, cls: str) -> Status:
     listed = site(ev, spec)
-    domain = rhs_domain(what)
+    domain = rhs_domain(ev, what)
     if listed is None or domain is None:
         return Status.DUNNO
     found = await lookup(ev, listed, domain)
@@ -332,7 +331,7 @@ async def permit_rhswl_client(ev: Evaluation, frame: Frame, args: Args) -> Statu
     name = subject(ev.st, "client")
     if name is None:
         return Status.DUNNO
-    return await _allow(ev, "permit_rhswl_client", spec, rhs_domain(name), name)
+    return await _allow(ev, "permit_rhswl_client", spec, rhs_domain(ev, name), name)
 
 
 # --- beyond Postfix: weighted scoring across lists --------------------------------------------

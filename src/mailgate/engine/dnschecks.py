@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from mailgate.addressing import AddressClass, smtpd_resolve
 from mailgate.dns.lookup import STOP_INVAL, STOP_MX_POLICY, STOP_NULLMX, STOP_OK, DnsLookup
-from mailgate.dns.names import domain_to_ascii
 from mailgate.dns.resolver import NOTFOUND, NULLMX, OK, POLICY, RETRY, Record
 from mailgate.engine.access import forbid_ok, found_result, table_argument
 from mailgate.engine.context import CheckState
@@ -70,7 +69,7 @@ async def unknown_mailhost(ev: Evaluation, domain: str, frame: Frame) -> Status:
     """reject_unknown_mailhost(): MX, then A/AAAA (a non-ASCII domain in ASCII form); a null
     MX rejects permanently."""
     if not domain.isascii():
-        domain = domain_to_ascii(domain) or domain
+        domain = ev.tables.idna.to_ascii(domain, ev.warn) or domain
     flags = STOP_OK | STOP_INVAL | STOP_NULLMX | STOP_MX_POLICY
     result = await dns(ev).lookup_l(domain, ("MX", *ADDR_TYPES), flags)
     status = result.status
@@ -173,7 +172,7 @@ async def check_server_access(ev: Evaluation, spec: str, table: Map, name: str, 
         bare = bare[5:] if bare.lower().startswith("ipv6:") else bare
         return (await found_result(ev, spec, table, address_keys(bare), bare, frame))[0]
     if not domain.isascii():
-        domain = domain_to_ascii(domain) or domain
+        domain = ev.tables.idna.to_ascii(domain, ev.warn) or domain
     servers = await _servers(ev, domain, name, rdtype)
     if servers is None:
         return Status.DUNNO
@@ -293,7 +292,7 @@ async def permit_mx_backup(ev: Evaluation, frame: Frame, args: Args) -> Status:
     if domain.startswith("[") and domain.endswith("]"):
         return Status.DUNNO
     if not domain.isascii():
-        domain = domain_to_ascii(domain) or domain
+        domain = ev.tables.idna.to_ascii(domain, ev.warn) or domain
     result = await dns(ev).lookup(domain, "MX")
     if result.status != OK:
         if result.status in (RETRY, POLICY):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mailgate.dns.idna import domain_to_ascii
 from mailgate.engine import (  # noqa: F401  (registration)
     access,
     dnsbl,
@@ -77,7 +78,7 @@ class Engine:
         except MapError:
             return False
         if found.error and (found.domain.isascii() or not utf8
-                            or not valid_utf8_hostname(found.domain)):
+                            or not valid_utf8_hostname(found.domain, domain_to_ascii)):
             return True
         return not smtputf8 and not fold(found.domain, utf8).isascii()
 
@@ -192,7 +193,8 @@ class Engine:
         names = self._lists(stage)
         if not names:
             return None
-        saved, st.recipient = st.recipient, recipient if st.rcpt_count == 1 else None
+        saved = st.recipient  # kept (with the count) even after a refused BDAT transaction
+        st.recipient = (saved if recipient is None else recipient) if st.rcpt_count == 1 else None
         try:
             st.dip = None
             ev = Evaluation(self, st, "end_of_data" if stage == "eod" else stage)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailgate.addressing import AddressResolver
+from mailgate.dns.idna import IdnaCache
 from mailgate.dns.lookup import DnsLookup
 from mailgate.dns.names import NameService
 from mailgate.maps.base import Map, Registry
@@ -56,5 +57,6 @@ class EngineTables:
     rbl_reply_maps: Map | None = None
     list_errors: dict[str, int] = field(default_factory=dict)  # DNS list domain -> count
     warned: set[str] = field(default_factory=set)  # once-per-process warnings given
+    idna: IdnaCache = field(default_factory=IdnaCache)  # smtpd's midna_domain_to_ascii cache
     policy: dict[str, PolicyClient] = field(default_factory=dict)  # check_policy_service
     metrics: Metrics = NO_METRICS

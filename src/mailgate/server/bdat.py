@@ -112,10 +112,13 @@ class BdatCommands:
         if tx.bdat_failed:
             return f"551 5.0.0 Discarded {size} bytes after earlier error"
         if tx.bdat is None:  # the first chunk gets DATA's checks
-            if not tx.recipients:
+            stale = tx.sender is None and tx.stale_rcpts > 0  # as in data_cmd
+            if not tx.recipients and not stale:
                 return self.no_recipients()
-            return await self.svc.engine.check_data(self.check_state(),
-                                                    self.only_recipient()) or ""
+            refused = await self.svc.engine.check_data(self.check_state(), self.only_recipient())
+            if refused or not stale:
+                return refused or ""
+            return self.no_recipients()  # where Postfix 3.7.11 would crash (decision 0029)
         return ""
 
     async def bdat_chunk(self, chunk: Chunk) -> None:

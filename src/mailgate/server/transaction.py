@@ -173,6 +173,7 @@ class TransactionCommands:
         if not self.s.delay_reject:
             st = self.check_state()
             st.size = params.size
+            st.smtputf8 = smtputf8  # smtpd sets the flag before smtpd_check_mail()
             err = await self.svc.engine.check_mail(st, extracted.address)
             if err:
                 self.st.reset_transaction()  # access-map side effects go with the reject
@@ -260,7 +261,10 @@ class TransactionCommands:
         if self.tx.in_bdat:
             self.reply("503 5.5.1 Error: DATA after BDAT")
             return False
-        if not self.tx.recipients:
+        # After a refused BDAT chunk and BDAT LAST, Postfix keeps the recipient count without
+        # a transaction: DATA then passes its "need RCPT" test and runs the data restrictions.
+        stale = self.tx.sender is None and self.tx.stale_rcpts > 0
+        if not self.tx.recipients and not stale:
             self.reply(self.no_recipients())
             return False
         if len(cmd.tokens) != 1:
@@ -269,6 +273,9 @@ class TransactionCommands:
         err = await self.svc.engine.check_data(self.check_state(), self.only_recipient())
         if err:
             self.reply(err)
+            return False
+        if stale:  # Postfix 3.7.11's smtpd dies here (signal 11); decision 0029
+            self.reply(self.no_recipients())
             return False
         self.reply("354 End data with <CR><LF>.<CR><LF>")
         self.conn.start_data()

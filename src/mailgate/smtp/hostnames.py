@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Callable
 
 
 def truncate_dot(name: str) -> str:
@@ -63,12 +64,12 @@ def valid_domain(domain: str) -> bool:
     return valid_hostname(domain)
 
 
-@functools.lru_cache(maxsize=1024)
-def valid_utf8_hostname(name: str) -> bool:
-    """valid_utf8_hostname(): a non-ASCII name is valid when its IDNA (A-label) form is."""
+def valid_utf8_hostname(name: str, to_ascii: Callable[[str], str | None]) -> bool:
+    """valid_utf8_hostname() with EAI on: an ASCII name passes valid_hostname(); a non-ASCII
+    one is valid when `to_ascii` (midna_domain_to_ascii(), which applies valid_hostname() to
+    its result) converts it."""
+    if not name:
+        return False
     if name.isascii():
         return valid_hostname(name)
-    try:
-        return valid_hostname(name.encode("idna").decode("ascii"))
-    except UnicodeError:
-        return False
+    return to_ascii(name) is not None
