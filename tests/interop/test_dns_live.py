@@ -150,12 +150,7 @@ def script(seed: int) -> tuple[dict[str, str], list[tuple[str, list[str]]]]:
 
 @pytest.fixture(scope="module")
 def dns53() -> Iterator[str]:
-    try:
-        server = dns_support.start(address=ADDRESS, port=53)
-    except RuntimeError as exc:
-        pytest.skip(f"cannot serve DNS on {ADDRESS}:53 ({exc})")
-    yield server.address
-    server.stop()
+    yield from dns_support.serve_on_53(ADDRESS)
 
 
 @pytest.fixture(scope="module")
@@ -165,12 +160,8 @@ def postfix(tmp_path_factory: pytest.TempPathFactory, dns53: str
     require("unshare")
     if not REFERENCE.exists():
         pytest.skip("shared/postfix/reference-postfix.sh not present")
-    work = tmp_path_factory.mktemp("dnslive")
-    resolv = work / "resolv.conf"
-    resolv.write_text(f"nameserver {ADDRESS}\noptions timeout:1 attempts:1\n")
-    instance = reference.Instance(REFERENCE, work / "ref", free_port(), resolv_conf=resolv)
-    yield instance
-    instance.stop()
+    yield from dns_support.reference_resolving_at(REFERENCE, tmp_path_factory.mktemp("dnslive"),
+                                                  ADDRESS, free_port())
 
 
 def compare(server_factory, postfix: reference.Instance, dns53: str,  # type: ignore[no-untyped-def]

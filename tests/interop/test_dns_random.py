@@ -219,12 +219,7 @@ SEEDS = seeds(os.environ.get("MAILGATE_DNS_RANDOM_SEEDS", "1 2 3 4"))
 
 @pytest.fixture(scope="module")
 def dns154() -> Iterator[str]:
-    try:
-        server = dns_support.start(zones=ZONES, address=ADDRESS, port=53)
-    except RuntimeError as exc:
-        pytest.skip(f"cannot serve DNS on {ADDRESS}:53 ({exc})")
-    yield server.address
-    server.stop()
+    yield from dns_support.serve_on_53(ADDRESS, ZONES)
 
 
 @pytest.fixture(scope="module")
@@ -234,12 +229,8 @@ def postfix(tmp_path_factory: pytest.TempPathFactory, dns154: str
     require("unshare")
     if not REFERENCE.exists():
         pytest.skip("shared/postfix/reference-postfix.sh not present")
-    work = tmp_path_factory.mktemp("dnsrandom")
-    resolv = work / "resolv.conf"
-    resolv.write_text(f"nameserver {ADDRESS}\noptions timeout:1 attempts:1\n")
-    instance = reference.Instance(REFERENCE, work / "ref", free_port(), resolv_conf=resolv)
-    yield instance
-    instance.stop()
+    yield from dns_support.reference_resolving_at(REFERENCE, tmp_path_factory.mktemp("dnsrandom"),
+                                                  ADDRESS, free_port())
 
 
 @pytest.mark.interop

@@ -9,8 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 ZONES = ROOT / "tests" / "data" / "dns"
@@ -116,3 +118,32 @@ def differences(want: tuple[list[str], list[str]], got: tuple[list[str], list[st
             problems.append(f"{name}:\n" + "\n".join(
                 difflib.unified_diff(a, b, "postfix", "mailgate", lineterm="")))
     return problems
+
+
+def serve_on_53(address: str, zones: Path = ZONES) -> Iterator[str]:
+    """A test DNS server on ADDRESS:53 for a test module (the reference Postfix's resolv.conf
+    cannot name a port); the module is skipped when the address cannot be served."""
+    import pytest
+
+    try:
+        server = start(zones=zones, address=address, port=53)
+    except RuntimeError as exc:
+        pytest.skip(f"cannot serve DNS on {address}:53 ({exc})")
+    try:
+        yield server.address
+    finally:
+        server.stop()
+
+
+def reference_resolving_at(script: Path, work: Path, address: str, port: int) -> Iterator[Any]:
+    """A reference Postfix whose resolv.conf names the test DNS server at ADDRESS (the
+    reference script's private mount namespace); stopped at the end of the module."""
+    from support import reference
+
+    resolv = work / "resolv.conf"
+    resolv.write_text(f"nameserver {address}\noptions timeout:1 attempts:1\n")
+    instance = reference.Instance(script, work / "ref", port, resolv_conf=resolv)
+    try:
+        yield instance
+    finally:
+        instance.stop()
