@@ -21,6 +21,7 @@ from mailgate.delivery.maildir import MaildirAgent
 from mailgate.delivery.router import Router, Transports
 from mailgate.delivery.smtp import SmtpAgent
 from mailgate.delivery.smtpclient import Timeouts
+from mailgate.dns.idna import IdnaCache
 from mailgate.dns.lookup import DnsLookup
 from mailgate.dns.names import HostsFile, NameService
 from mailgate.dns.resolver import Resolver
@@ -262,6 +263,7 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         sender_canonical_maps=table("sender_canonical_maps"),
         recipient_canonical_maps=table("recipient_canonical_maps"),
         inet_interfaces=local, policy=policy,
+        idna=IdnaCache(transitional=cfg.get_bool("enable_idna2003_compatibility")),
         log_permit=string_matcher(cfg.get_list("smtpd_log_access_permit_actions"), registry),
         metrics=metrics)
     return Engine(settings, tables, log), vmaps

@@ -65,6 +65,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("resolve_numeric_domain", _B, "no"),
     Param("strict_rfc821_envelopes", _B, "no"),
     Param("smtputf8_enable", _B, "${{$compatibility_level} <level {1} ? {no} : {yes}}"),
+    Param("enable_idna2003_compatibility", _B, "no"),
     Param("soft_bounce", _B, "no"),
     Param("stress", _S, ""),
     # --- mailgate's own paths and listeners (extensions)
