@@ -253,19 +253,13 @@ def _warnings(stderr: str) -> list[str]:
 @pytest.mark.parametrize("kind", sorted(CASES))
 @pytest.mark.parametrize("seed", SEEDS)
 def test_postmap_query_matches_postfix(tmp_path: Path, kind: str, seed: int) -> None:
-    postmap = require("postmap")
     rng = random.Random(f"{kind}-{seed}")
     make_table, make_keys = CASES[kind]
     table = make_table(rng)
     path = tmp_path / f"table.{kind}"
     path.write_text(table)
     keys = "\n".join(make_keys(rng, table)) + "\n"
-    spec = f"{kind}:{path}"
-    ours = subprocess.run([sys.executable, "-m", "mailgate.cli", "postmap", "-q", "-", spec],
-                          input=keys, capture_output=True, text=True, timeout=120)
-    _main_cf(tmp_path)  # postmap reads a main.cf; -c points at an empty one
-    theirs = subprocess.run([postmap, "-c", str(tmp_path), "-q", "-", spec], input=keys,
-                            capture_output=True, text=True, timeout=120)
+    ours, theirs = _postmap_both(tmp_path, f"{kind}:{path}", ["-q", "-"], keys)
     assert ours.returncode == theirs.returncode, (ours.stderr, theirs.stderr)
     assert ours.stdout.splitlines() == theirs.stdout.splitlines()
     assert len(ours.stdout.splitlines()) > 10  # the generated keys do hit the table

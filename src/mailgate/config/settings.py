@@ -85,6 +85,12 @@ class SmtpdSettings:
     soft_bounce: bool
     ipv6: bool
 
+    @property
+    def smtputf8_offered(self) -> bool:
+        """SMTPUTF8 is announced, so MAIL's and VRFY's SMTPUTF8 parameter is honoured:
+        smtputf8_enable, and not in smtpd_discard_ehlo_keywords."""
+        return self.smtputf8_enable and "SMTPUTF8" not in self.discard_ehlo_keywords
+
     @classmethod
     def from_config(cls, cfg: Config) -> SmtpdSettings:
         bare = cfg.get_str("smtpd_forbid_bare_newline").lower()

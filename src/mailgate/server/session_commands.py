@@ -146,8 +146,8 @@ class SessionCommands:
             self.reply("502 5.5.1 VRFY command is disabled")
             return False
         words = [t.value for t in cmd.tokens[1:]]
-        offered = self.s.smtputf8_enable and "SMTPUTF8" not in self.s.discard_ehlo_keywords
-        smtputf8 = offered and len(words) > 1 and words[-1].upper() == "SMTPUTF8"
+        smtputf8 = (self.s.smtputf8_offered and len(words) > 1
+                    and words[-1].upper() == "SMTPUTF8")
         if smtputf8:
             words.pop()
         if not words:

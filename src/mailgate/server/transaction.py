@@ -150,14 +150,14 @@ class TransactionCommands:
             self.reply("501 5.1.7 Bad sender address syntax")
             return False
         extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
-        offered = self.s.smtputf8_enable and "SMTPUTF8" not in self.s.discard_ehlo_keywords
-        smtputf8 = offered and any(t.value.upper() == "SMTPUTF8" for t in args[3:])
+        smtputf8 = self.s.smtputf8_offered and any(t.value.upper() == "SMTPUTF8"
+                                                   for t in args[3:])
         if extracted.illegal or self.bad_address(extracted.address, smtputf8):
             self.warn(f"Illegal address syntax from {self.namaddr} in MAIL command: "
                       f"{args[2].value}")
             self.reply("501 5.1.7 Bad sender address syntax")
             return False
-        params = parse_mail_params([t.value for t in args[3:]], offered)
+        params = parse_mail_params([t.value for t in args[3:]], self.s.smtputf8_offered)
         if params.error:
             self.reply(params.error)
             return False
