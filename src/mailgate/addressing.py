@@ -72,6 +72,10 @@ class AddressResolver:
 
     def resolve(self, address: str) -> Resolved:
         """Canonicalize and classify `address` (internal form); raises MapError on table failure."""
+        if address.startswith("@"):  # trivial-rewrite strips a source route: @a,@b:user@dom
+            colon = address.find(":")
+            if 0 < colon < len(address) - 1:
+                address = address[colon + 1:]
         localpart, at, domain = address.rpartition("@")
         if not at:
             localpart, domain = address, (self.myorigin if self.append_at_myorigin else "")

@@ -38,6 +38,7 @@ from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.client import clients as policy_clients
 from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.manager import QueueManager
+from mailgate.queue.space import minfree_warning
 from mailgate.queue.store import Envelope, Incoming, QueueStore
 from mailgate.server.commands import ForbiddenCommands
 from mailgate.server.listener import SmtpServer
@@ -136,6 +137,8 @@ class App:
         log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"),
                       utf8=smtpd.smtputf8_enable)
         registry.warn = lambda text: log.log("smtpd", f"warning: {text}")
+        if (minfree := minfree_warning(smtpd.queue_minfree, smtpd.message_size_limit)):
+            log.log("smtpd", f"warning: {minfree}")  # as each Postfix smtpd at start-up
         local = interface_addresses(cfg, [a.host for a in smtpd.listen])
         smtpd_log = functools.partial(log.log, "smtpd")
         resolver = build_resolver(cfg, registry, local, smtpd_log)
@@ -157,8 +160,11 @@ class App:
                                      dns.resolver if dns else None, engine.tables.names,
                                      Timeouts(*delivery.smtp_timeouts),
                                      delivery.destination_concurrency, delivery.smtp_tls,
-                                     recipient_limit=delivery.destination_recipients)
-        qmgr = QueueManager(store, delivery, router, agents, log, metrics=metrics)
+                                     recipient_limit=delivery.destination_recipients,
+                                     line_length_limit=delivery.lmtp_line_length_limit
+                                     if name == "lmtp" else delivery.smtp_line_length_limit)
+        qmgr = QueueManager(store, delivery, router, agents, log, metrics=metrics,
+                            deaths=connections.deaths)
         services = Services(
             engine=engine, store=store, log=log,
             forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
@@ -276,15 +282,16 @@ def committer(store: QueueStore, renamer: DurableRenamer,
 
     async def commit(incoming: Incoming, envelope: Envelope, text: bytes, queue: str) -> None:
         store.write(incoming, envelope, text)
+        fd, incoming.fd = incoming.fd, -1  # the renamer's now: it closes it, whatever happens
         try:
-            await renamer.commit(incoming.fd, str(incoming.path),
+            await renamer.commit(fd, str(incoming.path),
                                  str(store.path(queue, incoming.queue_id)), fsync)
         except OSError as exc:
-            incoming.fd = -1  # closed by the renamer
             store.abort(incoming)
             raise QueueError(f"{incoming.queue_id}: cannot store message: "
                              f"{exc.strerror}") from exc
-        incoming.fd = -1
+        if queue != "active":  # held: no queue manager owns it until `mailgate queue release`
+            store.release(incoming.queue_id)
 
     return commit
 

@@ -14,6 +14,7 @@ from mailgate.maps.casefold import printable
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TEXT_LIMIT = 2000  # bytes of one log record's text (msg_logger)
+_LEVELS = ("warning: ", "error: ", "fatal: ", "panic: ")  # msg(3) adds these after the cut
 
 
 class MailLog:
@@ -95,8 +96,9 @@ class MailLog:
         """Write one line `text` for `program` (smtpd, cleanup, qmgr, virtual, local, ...)."""
         text = printable(text, self.utf8)
         if len(text) > _TEXT_LIMIT:  # Postfix's logger keeps the first 2000 bytes of a record
-            text = text.encode("utf-8", "surrogateescape")[:_TEXT_LIMIT].decode(
-                "utf-8", "surrogateescape")
+            level = text[:text.find(": ") + 2] if text.startswith(_LEVELS) else ""
+            text = level + text[len(level):].encode("utf-8", "surrogateescape")[
+                :_TEXT_LIMIT].decode("utf-8", "surrogateescape")  # the level is not counted
         line = f"{self._timestamp()} {self.host} {self.syslog_name}/{program}[{self.pid}]: {text}\n"
         if self._fd is not None:
             with self._lock:

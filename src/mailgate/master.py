@@ -40,7 +40,17 @@ class ConnectionTable:
     def __init__(self) -> None:
         self._mem = mmap.mmap(-1, _SLOT.size * (_BUCKETS + 1))
         self._rates = mmap.mmap(-1, _RATE.size * _BUCKETS)
+        self._deaths = mmap.mmap(-1, _SLOT.size)
         self._lock = multiprocessing.Lock()
+
+    def worker_died(self) -> None:
+        """The master counts each worker that died (only the master writes this slot)."""
+        _SLOT.pack_into(self._deaths, 0, self.deaths() + 1)
+
+    def deaths(self) -> int:
+        """Workers died so far: a change tells the queue-running worker to claim their mail."""
+        value: int = _SLOT.unpack_from(self._deaths, 0)[0]
+        return value
 
     def _index(self, addr: str) -> int:
         return (zlib.crc32(addr.encode()) % _BUCKETS) * _SLOT.size
@@ -140,10 +150,13 @@ def _spawn(index: int, worker: Callable[[int], None], master_pid: int) -> int:
 
 def run_workers(count: int, worker: Callable[[int], None],
                 log: Callable[[str], None], on_reopen: Callable[[], None],
-                name: str = "smtpd", on_exit: Callable[[int], None] = lambda pid: None) -> int:
+                name: str = "smtpd", on_exit: Callable[[int], None] = lambda pid: None,
+                throttle_max: float = 60.0) -> int:
     """Fork `count` workers running `worker(index)`; restart ones that die; stop on SIGTERM.
-    `on_exit(pid)` is told of every worker that ended. 0 after SIGTERM, 1 when workers kept
-    dying (more than 10 restarts in a minute) and the master gave up."""
+    `on_exit(pid)` is told of every worker that ended. Like Postfix's master, it never gives
+    up: when workers keep dying (more than 10 restarts in a minute) it throttles, waiting
+    1 s, then twice as long each time, up to `throttle_max`, before the next restart.
+    Returns 0 after SIGTERM."""
     children: dict[int, int] = {}
     stopping = False
     master_pid = os.getpid()
@@ -174,10 +187,16 @@ def run_workers(count: int, worker: Callable[[int], None],
                 os.kill(pid, signum)
 
     signal.signal(signal.SIGUSR2, forward)
+
+    def throttle(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+
     for index in range(count):
         start(index)
     restarts: list[float] = []
-    failed = False
+    delay = 1.0
     while children:
         try:
             pid, status = os.wait()
@@ -190,13 +209,18 @@ def run_workers(count: int, worker: Callable[[int], None],
             on_exit(pid)
         if stopping or index < 0:
             continue
-        log(f"warning: process {name} pid {pid} exit status {os.waitstatus_to_exitcode(status)}")
+        log(f"warning: process {name} pid {pid} killed by signal {os.WTERMSIG(status)}"
+            if os.WIFSIGNALED(status) else
+            f"warning: process {name} pid {pid} exit status {os.waitstatus_to_exitcode(status)}")
         now = time.monotonic()
         restarts = [t for t in restarts if now - t < 60] + [now]
         if len(restarts) > 10:
-            log("fatal: workers keep dying -- giving up")
-            stop(signal.SIGTERM, None)
-            failed = True
-            continue
+            log(f"warning: {name}: workers keep dying -- throttling for {delay:g}s")
+            throttle(delay)
+            delay = min(delay * 2, throttle_max)
+            if stopping:
+                continue
+        elif len(restarts) == 1:
+            delay = 1.0
         start(index)
-    return 1 if failed else 0
+    return 0

@@ -99,8 +99,12 @@ def run(cfg: Config) -> int:
 
     count, work, on_exit = exporter.processes(
         cfg.get_int("smtpd_processes") or os.cpu_count() or 1, worker, http, store.root)
+    def exited(pid: int) -> None:
+        connections.worker_died()
+        on_exit(pid)
+
     code = run_workers(count, work, lambda text: log.log("master", text), log.reopen,
-                       on_exit=on_exit)
+                       on_exit=exited)
     if not code:
         log.log("master", "terminating on signal")
     log.close()

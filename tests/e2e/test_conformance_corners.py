@@ -114,3 +114,21 @@ def test_rcpt_syntax_and_parameters_come_before_the_recipient_limit(server_facto
            "501 5.1.3 Bad recipient address syntax",
            "452 4.5.3 Error: too many recipients"]
     client.close()
+
+
+def test_input_before_the_greeting_after_xclient_is_improper_pipelining(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """A successful XCLIENT starts over with a new 220 greeting: what the client sent before
+    that greeting is flagged as at CONNECT (Postfix 3.7.6+), even in an ESMTP session; the
+    line names the client as XCLIENT made it (checked against Postfix 3.7.11)."""
+    server = server_factory(smtpd_authorized_xclient_hosts="127.0.0.0/8").start()
+    client = Client(server.port)
+    client.reply()
+    client.cmd("EHLO client.example")
+    client.send(b"XCLIENT ADDR=1.2.3.4\r\nNOOP\r\n")
+    assert client.reply().startswith("220 ")
+    assert client.reply() == "250 2.0.0 Ok"
+    client.cmd("QUIT")
+    client.close()
+    line = server.wait_log(r"^smtpd: improper command pipelining")[0]
+    assert line == ("smtpd: improper command pipelining after XCLIENT from "
+                    "localhost[1.2.3.4]: NOOP\\r\\n")

@@ -336,15 +336,20 @@ class HangsAfterData:
         self.sock.listen(5)
         self.port = self.sock.getsockname()[1]
         self.got_message = threading.Event()
+        self.messages = 0
         self.conns: list[socket.socket] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        self.conns.append(conn)
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
         conn.sendall(b"220 hang.test ESMTP\r\n")
         data = b""
         while not data.endswith(b"\r\n.\r\n"):
@@ -358,6 +363,7 @@ class HangsAfterData:
                     conn.sendall(b"250 ok\r\n")
                 elif verb == b"DATA":
                     conn.sendall(b"354 go ahead\r\n")
+        self.messages += 1
         self.got_message.set()
 
     def close(self) -> None:
@@ -382,6 +388,38 @@ def test_kill9_during_delivery_loses_nothing(server_factory, sinks) -> None:  # 
     server.wait_log(r"^smtp: .* to=<important@relay.test>, .* status=sent ")
     wait_until(lambda: len(sink.messages()) == 1)
     assert b"Subject: relay test" in sink.messages()[0]
+
+
+def _flock_holder(path: Path) -> int:
+    """The pid holding an flock on `path` (/proc/locks: `N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE ...`)."""
+    inode = path.stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "FLOCK" and int(fields[5].rsplit(":", 1)[1]) == inode:
+            return int(fields[4])
+    raise AssertionError(f"nobody holds a lock on {path}")
+
+
+def test_a_dead_workers_mail_is_claimed_at_once(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """The worker delivering a message owns its queue file (an flock); killed with -9, its
+    lock is gone and the queue-running worker claims the file at once (told by the master),
+    not after a restart or a long sweep: the next hop sees the message a second time."""
+    hang = HangsAfterData()
+    try:
+        server = relay_server(server_factory, hang.port, smtpd_processes="2")
+        send(server, [f"orphan@{RELAY}"])
+        wait_until(lambda: hang.messages == 1)
+        active = server.root / "data" / "queue" / "active"
+        (queue_file,) = list(active.iterdir())
+        owner = _flock_holder(queue_file)
+        assert owner != server.proc.pid  # a worker, not the master
+        os.kill(owner, signal.SIGKILL)
+        wait_until(lambda: hang.messages == 2)  # redelivered by another (or the new) worker
+        picked = server.wait_log(rf"^qmgr: {queue_file.name}: from=<alice@example.test>", 2)
+        assert len(picked) == 2
+        assert _flock_holder(queue_file) not in (owner, server.proc.pid)
+    finally:
+        hang.close()
 
 
 def test_mx_lookup_and_null_mx(server_factory, sinks) -> None:  # type: ignore[no-untyped-def]

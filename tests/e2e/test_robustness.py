@@ -213,8 +213,8 @@ def test_greeting_when_environment_has_home(tmp_path: Path) -> None:
     assert result.stdout.strip() == f"mailgate_home = {tmp_path / 'home'}"
 
 
-def test_forbid_bare_newline_yes_rejects_and_disconnects(server_factory) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory(smtpd_forbid_bare_newline="yes", mynetworks="10.0.0.0/8").start()
+def test_forbid_bare_newline_reject_rejects_and_disconnects(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(smtpd_forbid_bare_newline="reject", mynetworks="10.0.0.0/8").start()
     from conftest import Client
 
     client = Client(server.port)
@@ -282,7 +282,7 @@ def test_postconf_command_line(tmp_path: Path) -> None:
 
 def test_forbid_bare_newline_spares_the_exclusions(server_factory) -> None:  # type: ignore[no-untyped-def]
     # smtpd_forbid_bare_newline_exclusions defaults to $mynetworks (127.0.0.0/8 here)
-    server = server_factory(smtpd_forbid_bare_newline="yes").start()
+    server = server_factory(smtpd_forbid_bare_newline="reject").start()
     from conftest import Client
 
     client = Client(server.port)

@@ -48,7 +48,20 @@ class DnsServer:
 
 def start(delay: float = 0.0, zones: Path = ZONES, address: str = "127.0.0.1",
           port: int = 0) -> DnsServer:
-    """Start the server; returns once it printed its readiness line (`ready PORT`)."""
+    """Start the server; returns once it printed its readiness line (`ready PORT`).
+
+    With port 0 the server takes a free UDP port and then binds TCP on the same number, which
+    another socket may hold: then it is started again (at most five times)."""
+    for attempt in range(5):
+        try:
+            return _start(delay, zones, address, port)
+        except RuntimeError as exc:
+            if port or "address already in use" not in str(exc) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start(delay: float, zones: Path, address: str, port: int) -> DnsServer:
     args = [sys.executable, "-m", "tests.support.dnsserver", "--zones", str(zones),
             "--address", address, "--port", str(port)]
     for name in TIMEOUT:

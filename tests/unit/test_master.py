@@ -1,13 +1,14 @@
-"""The master's worker supervision: a worker that keeps dying makes it give up with status 1."""
+"""The master's worker supervision: workers that keep dying are throttled, never given up on."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 from mailgate.master import run_workers
 
 
-def test_master_gives_up_on_workers_that_keep_dying() -> None:
+def test_master_throttles_workers_that_keep_dying() -> None:
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
                                              signal.SIGUSR2)}
     logged: list[str] = []
@@ -16,12 +17,21 @@ def test_master_gives_up_on_workers_that_keep_dying() -> None:
     def worker(index: int) -> None:
         raise RuntimeError("cannot start")
 
+    def log(text: str) -> None:
+        logged.append(text)
+        if sum("throttling" in x for x in logged) == 2:  # still restarting: stop it now
+            os.kill(os.getpid(), signal.SIGTERM)
+
     try:
-        code = run_workers(2, worker, logged.append, lambda: None, on_exit=exited.append)
+        code = run_workers(2, worker, log, lambda: None, on_exit=exited.append,
+                           throttle_max=0.2)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-    assert code == 1
-    assert logged[-1] == "fatal: workers keep dying -- giving up"
-    assert sum(x.startswith("warning: process smtpd pid ") for x in logged) == 11
+    assert code == 0
+    throttled = [x for x in logged if "throttling" in x]
+    assert throttled[:2] == ["warning: smtpd: workers keep dying -- throttling for 1s",
+                             "warning: smtpd: workers keep dying -- throttling for 0.2s"]
+    assert sum(x.startswith("warning: process smtpd pid ") and x.endswith("exit status 1")
+               for x in logged) >= 11
     assert len(exited) >= 11

@@ -151,6 +151,8 @@ class Config:
             raise self._error(name, "bad time configuration")
         unit = m.group(2) or (param.unit if param else "s")
         seconds = float(m.group(1)) * _TIME_UNITS[unit]
+        if seconds == float("inf"):  # more digits than a float holds: out of any bound
+            raise self._error(name, "bad time configuration")
         self._bounded(name, int(seconds))
         return seconds
 
@@ -182,11 +184,10 @@ class Config:
         """Convert every known parameter once, so a bad value stops start-up with its origin."""
         getters = {Kind.INT: self.get_int, Kind.BOOL: self.get_bool, Kind.TIME: self.get_time,
                    Kind.SIZE: self.get_size, Kind.STR: self.get_str, Kind.LIST: self.get_list}
+        for name in self.explicit:  # first, so that a bad `$` expression is reported at its
+            self.expanded(name)  # own file:line, not at a default value that refers to it
         for param in PARAMETERS:
             getters[param.kind](param.name)
-        for name in self.explicit:
-            if name not in BY_NAME:
-                self.expanded(name)  # expansion errors in user-defined parameters too
 
     def unused_parameters(self) -> list[str]:
         """Warnings for explicitly set names that no parameter table entry or reference uses.

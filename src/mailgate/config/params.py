@@ -107,9 +107,14 @@ PARAMETERS: tuple[Param, ...] = (
     Param("smtpd_banner", _S, "$myhostname ESMTP $mail_name"),
     Param("line_length_limit", _I, "2048", min=1),
     Param("message_size_limit", _Z, "10240000", min=0),
+    Param("header_size_limit", _I, "102400", min=1),
     Param("smtpd_recipient_limit", _I, "1000", min=1),
     Param("smtpd_recipient_overshoot_limit", _I, "1000", min=0),
     Param("smtpd_timeout", _T, "${stress?{10}:{300}}s", min=1),
+    Param("smtpd_per_request_deadline", _B, "${smtpd_per_record_deadline?"
+          "{$smtpd_per_record_deadline}:{${stress?{yes}:{no}}}}"),
+    Param("smtpd_min_data_rate", _I, "500", min=1),
+    Param("smtpd_session_deadline", _T, "3600s", min=0, extension=True),
     Param("smtpd_client_connection_count_limit", _I, "50", min=0),
     Param("smtpd_client_connection_rate_limit", _I, "0", min=0),
     Param("smtpd_client_message_rate_limit", _I, "0", min=0),
@@ -248,6 +253,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("smtp_data_init_timeout", _T, "120s", min=1),
     Param("smtp_data_xfer_timeout", _T, "180s", min=1),
     Param("smtp_data_done_timeout", _T, "600s", min=1),
+    Param("smtp_line_length_limit", _I, "998", min=0),
+    Param("lmtp_line_length_limit", _I, "998", min=0),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMETERS}

@@ -44,6 +44,12 @@ def parse_listen(items: tuple[str, ...], origin: str,
     return tuple(out)
 
 
+# smtpd_forbid_bare_newline (Postfix 3.7.11, case-insensitive): `yes` is its compatibility
+# alias of `normalize`; `no` ends DATA at <CR><LF>.<CR><LF> only, as `normalize` does
+# (docs/decisions/0002-bare-newline-and-smuggling.md).
+_BARE_NEWLINE = {"no": "no", "normalize": "normalize", "yes": "normalize", "reject": "reject"}
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpdSettings:
     """What the SMTP server needs, in Postfix's parameter names."""
@@ -55,9 +61,14 @@ class SmtpdSettings:
     listen: tuple[ListenAddress, ...]
     line_length_limit: int
     message_size_limit: int
+    header_size_limit: int
+    queue_minfree: int
     recipient_limit: int
     recipient_overshoot_limit: int
     timeout: float
+    per_request_deadline: bool
+    min_data_rate: int
+    session_deadline: float
     connection_count_limit: int
     connection_rate_limit: int
     rate_time_unit: float
@@ -72,7 +83,7 @@ class SmtpdSettings:
     disable_vrfy: bool
     noop_commands: frozenset[str]
     forbidden_commands: tuple[str, ...]
-    forbid_bare_newline: str
+    forbid_bare_newline: str  # no, normalize or reject (`yes` is read as normalize)
     bare_newline_reject_code: int
     forbid_unauth_pipelining: bool
     discard_ehlo_keywords: frozenset[str]
@@ -93,10 +104,11 @@ class SmtpdSettings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> SmtpdSettings:
-        bare = cfg.get_str("smtpd_forbid_bare_newline").lower()
-        if bare not in ("no", "yes", "normalize"):
-            raise ConfigError(f"{cfg.origin('smtpd_forbid_bare_newline')}: bad "
-                              f"smtpd_forbid_bare_newline value: {bare} (no, normalize or yes)")
+        raw = cfg.get_str("smtpd_forbid_bare_newline")
+        bare = _BARE_NEWLINE.get(raw.lower())
+        if bare is None:  # Postfix 3.7.11: fatal: bad parameter value: 'NAME = VALUE'
+            raise ConfigError(f"{cfg.origin('smtpd_forbid_bare_newline')}: bad parameter "
+                              f"value: 'smtpd_forbid_bare_newline = {raw}'")
         return cls(
             myhostname=cfg.get_str("myhostname"),
             mail_name=cfg.get_str("mail_name"),
@@ -105,9 +117,14 @@ class SmtpdSettings:
             listen=parse_listen(cfg.get_list("smtpd_listen"), cfg.origin("smtpd_listen")),
             line_length_limit=cfg.get_int("line_length_limit"),
             message_size_limit=cfg.get_size("message_size_limit"),
+            header_size_limit=cfg.get_int("header_size_limit"),
+            queue_minfree=cfg.get_size("queue_minfree"),
             recipient_limit=cfg.get_int("smtpd_recipient_limit"),
             recipient_overshoot_limit=cfg.get_int("smtpd_recipient_overshoot_limit"),
             timeout=cfg.get_time("smtpd_timeout"),
+            per_request_deadline=cfg.get_bool("smtpd_per_request_deadline"),
+            min_data_rate=cfg.get_int("smtpd_min_data_rate"),
+            session_deadline=cfg.get_time("smtpd_session_deadline"),
             connection_count_limit=cfg.get_int("smtpd_client_connection_count_limit"),
             connection_rate_limit=cfg.get_int("smtpd_client_connection_rate_limit"),
             rate_time_unit=cfg.get_time("anvil_rate_time_unit"),
@@ -165,6 +182,8 @@ class DeliverySettings:
     destination_recipients: int = 50
     smtp_tls: bool = True  # smtp_tls_security_level = may
     smtp_timeouts: tuple[float, ...] = (30.0, 300.0, 300.0, 300.0, 120.0, 180.0, 600.0)
+    smtp_line_length_limit: int = 998  # longer lines are folded when relayed (0: never)
+    lmtp_line_length_limit: int = 998
 
     @classmethod
     def from_config(cls, cfg: Config) -> DeliverySettings:
@@ -197,4 +216,6 @@ class DeliverySettings:
             smtp_tls=cfg.get_str("smtp_tls_security_level") not in ("", "none"),
             smtp_timeouts=tuple(cfg.get_time(f"smtp_{name}_timeout") for name in (
                 "connect", "helo", "mail", "rcpt", "data_init", "data_xfer", "data_done")),
+            smtp_line_length_limit=cfg.get_int("smtp_line_length_limit"),
+            lmtp_line_length_limit=cfg.get_int("lmtp_line_length_limit"),
         )

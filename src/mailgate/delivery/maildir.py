@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -18,6 +19,21 @@ def maildir_name(request: DeliveryRequest, hostname: str) -> str:
     """
     host = hostname.replace("/", "\\057").replace(":", "\\072")
     return f"{int(request.arrival)}.Q{request.queue_id}R{request.index}.{host}"
+
+
+_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def maildir_dsn(err: int | None, default: str) -> str:
+    """Postfix's mbox_dsn() (global/mbox_open.c), except that a full mailbox (EDQUOT, EFBIG:
+    Postfix 5.2.2) is 4.2.2 here: every Maildir failure defers (decision 0038)."""
+    if err in (errno.EAGAIN, errno.ESTALE):
+        return "4.2.0"
+    if err == errno.ENOSPC:
+        return "4.3.0"
+    if err in (errno.EDQUOT, errno.EFBIG):
+        return "4.2.2"
+    return default
 
 
 def _already_delivered(maildir: Path, name: str) -> bool:
@@ -62,21 +78,32 @@ class MaildirAgent:
         lines.append(f"Delivered-To: {request.recipient}\n")
         return "".join(lines).encode("utf-8", "surrogateescape")
 
-    def _failed(self, maildir: Path, exc: OSError) -> DeliveryResult:
-        return DeliveryResult(Status.DEFERRED, "4.2.0", f"maildir delivery failed: create "
-                              f"maildir file {maildir}: {exc.strerror}", self.name)
+    def _failed(self, dsn: str, text: str) -> DeliveryResult:
+        """virtual(8)'s texts; always a deferral (the Maildir is the administrator's: a full,
+        read-only or failing file system is retried, never bounced at once)."""
+        return DeliveryResult(Status.DEFERRED, dsn, f"maildir delivery failed: {text}",
+                              self.name)
+
+    def _create_failed(self, path: Path, exc: OSError) -> DeliveryResult:
+        return self._failed(maildir_dsn(exc.errno, "4.2.0"),
+                            f"create maildir file {path}: {exc.strerror}")
+
+    def _write_failed(self, exc: OSError) -> DeliveryResult:
+        """mail_copy()'s write or fsync error (Postfix: 5.3.0 unless mbox_dsn() says 4.x)."""
+        return self._failed(maildir_dsn(exc.errno, "4.3.0"),
+                            f"error writing message: {exc.strerror}")
 
     async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
         maildir = Path(request.nexthop)
         name = maildir_name(request, self.hostname)
+        tmp = maildir / "tmp" / name
         try:
             _make_maildir(maildir, request.uid, request.gid)
             if request.recovered and _already_delivered(maildir, name):
                 return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
-            tmp = maildir / "tmp" / name
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         except OSError as exc:
-            return self._failed(maildir, exc)
+            return self._create_failed(tmp, exc)
         try:
             if request.uid >= 0 or request.gid >= 0:
                 os.fchown(fd, request.uid, request.gid)
@@ -85,9 +112,23 @@ class MaildirAgent:
                 view = view[os.write(fd, view):]
         except OSError as exc:
             os.close(fd)
-            return self._failed(maildir, exc)
+            _remove(tmp)  # as virtual(8): the partial copy goes, it never reaches new/
+            return self._write_failed(exc)
+        new = maildir / "new" / name
         try:
-            await self.renamer.commit(fd, str(tmp), str(maildir / "new" / name), self.fsync)
+            await self.renamer.commit(fd, str(tmp), str(new), self.fsync)
         except OSError as exc:
-            return self._failed(maildir, exc)
+            # The fsync, rename and directory fsync run together in the batch thread; a
+            # file written to new/ before its directory fsync failed is found by the retry.
+            _remove(tmp)
+            if exc.errno in _WRITE_ERRORS:
+                return self._write_failed(exc)
+            return self._create_failed(new, exc)
         return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only file system: nothing was written there either

@@ -44,7 +44,7 @@ class SmtpAgent:
     def __init__(self, name: str, myhostname: str, resolver: Resolver | None,
                  names: NameService | None, timeouts: Timeouts, concurrency: int,
                  tls: bool = True, clock: Callable[[], float] = time.monotonic,
-                 recipient_limit: int = 50) -> None:
+                 recipient_limit: int = 50, line_length_limit: int = 998) -> None:
         self.name = name
         self.lmtp = name == "lmtp"
         self.myhostname = myhostname
@@ -52,6 +52,7 @@ class SmtpAgent:
         self.timeouts = timeouts
         self.concurrency = max(concurrency, 1)
         self.recipient_limit = max(recipient_limit, 1)
+        self.line_length_limit = line_length_limit  # smtp_line_length_limit (lmtp_...)
         self.tls = tls_context() if tls and not self.lmtp else None
         self.clock = clock
         self.cache: dict[Target, list[Connection]] = {}
@@ -215,7 +216,7 @@ class SmtpAgent:
                     results[i] = self._failed(fail, conn)
                 await self._reset(target, conn)
                 return [r for r in results if r is not None]
-            await conn.send_body(first.content)
+            await conn.send_body(first.content, self.line_length_limit)
             replies = len(accepted) if self.lmtp else 1
             for n in range(replies):
                 reply = await conn.reply(t.data_done, "sending end of data -- message may "

@@ -4,6 +4,7 @@ texts Postfix's smtp(8) puts into `status=` lines (`host X[A] said: … (in repl
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import ssl
@@ -127,14 +128,10 @@ class Connection:
             raise Failure(f"Cannot start TLS: handshake failure with {self.peer}: {exc}",
                           "4.7.5") from None
 
-    async def send_body(self, content: bytes) -> None:
-        """The message, dot-stuffed, CRLF line ends, then `.`."""
-        text = content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        if not text.endswith(b"\r\n"):
-            text += b"\r\n"
-        text = re.sub(rb"(?m)^\.", b"..", text)
+    async def send_body(self, content: bytes, line_length_limit: int = 998) -> None:
+        """The message as `data_text()` puts it, then `.`."""
         try:
-            self.writer.write(text + b".\r\n")
+            self.writer.write(data_text(content, line_length_limit) + b".\r\n")
             await asyncio.wait_for(self.writer.drain(), self.timeouts.data_xfer)
         except TimeoutError:
             raise Failure(f"conversation with {self.peer} timed out while sending message "
@@ -153,6 +150,41 @@ class Connection:
         except (TimeoutError, ConnectionError, OSError):
             pass
         self.close()
+
+
+def data_text(content: bytes, line_length_limit: int = 998) -> bytes:
+    """Queued text as Postfix 3.7.11's smtp(8) sends it after DATA (smtp_text_out()): CRLF
+    line ends, dot-stuffed (RFC 5321 4.5.2), lines longer than smtp_line_length_limit folded
+    into continuation lines that start with a space (a stuffed dot is not counted). A CR that
+    is not part of a line end is sent as a space, so no bare CR or LF ever leaves (0035)."""
+    text = content.replace(b"\r\n", b"\n")
+    if b"\r" in text:
+        text = text.replace(b"\r", b" ")
+    if text and not text.endswith(b"\n"):
+        text += b"\n"
+    if line_length_limit > 0 and _long_line(line_length_limit).search(text):
+        text = b"".join(_fold(line, line_length_limit) for line in text.split(b"\n")[:-1])
+    elif text.startswith(b".") or b"\n." in text:
+        text = _STUFF.sub(b"..", text)
+    return text.replace(b"\n", b"\r\n")
+
+
+_STUFF = re.compile(rb"(?m)^\.")
+
+
+@functools.cache
+def _long_line(limit: int) -> re.Pattern[bytes]:
+    return re.compile(rb"[^\n]{%d}" % (limit + 1))
+
+
+def _fold(line: bytes, limit: int) -> bytes:
+    """One line, dot-stuffed and cut every `limit` octets; each piece ends in LF."""
+    pieces = [(b"." if line.startswith(b".") else b"") + line[:limit]]
+    rest = line[limit:]
+    while rest:
+        pieces.append(b" " + rest[: limit - 1])
+        rest = rest[limit - 1 :]
+    return b"\n".join(pieces) + b"\n"
 
 
 def said(conn: Connection, reply: Reply, command: str, next_host: bool = False) -> Failure:

@@ -135,8 +135,6 @@ def check_rcpt_maps(ev: Evaluation, addr: str, cls: str) -> Status:
     it, else it must be in the recipient table of its address class ("User unknown")."""
     tables, settings = ev.tables, ev.settings
     resolved = _resolve(ev, addr)
-    if addr.startswith("@"):
-        return Status.DUNNO
     if (_match(ev, tables.recipient_canonical_maps, resolved, addr)
             or (cls == SENDER and _match(ev, tables.sender_canonical_maps, resolved, addr))
             or _match(ev, tables.canonical_maps, resolved, addr)

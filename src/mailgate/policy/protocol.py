@@ -48,10 +48,12 @@ class PolicyReader:
         while True:
             end = self._buf.find(b"\n")
             if end < 0:
-                if len(self._buf) > MAX_LINE and not self._error:
+                if len(self._buf) > MAX_LINE + 1 and not self._error:  # +1: a CR to drop
                     self._error = f"line longer than {MAX_LINE} bytes"
-                if self._error:
-                    del self._buf[:]  # drop the rest of an over-long line
+                if self._error and len(self._buf) > 1:
+                    # a line that is skipped anyway: keep one byte of it, so that its LF
+                    # is not taken for the empty line that ends the request
+                    self._buf[:] = b"x"
                 return out
             line = bytes(self._buf[:end]).removesuffix(b"\r")
             del self._buf[:end + 1]
@@ -81,41 +83,39 @@ class PolicyReader:
             del buf[:start]
 
     def _line(self, line: bytes) -> None:
-        if self._error:
-            return
-        if len(line) > MAX_LINE:
-            self._error = f"line longer than {MAX_LINE} bytes"
-            return
-        name, eq, value = line.partition(b"=")
-        if not eq or not name:
-            self._error = f"malformed attribute line: {line[:80]!r}"
-            return
-        if len(self._attrs) >= MAX_ATTRIBUTES:
-            self._error = f"more than {MAX_ATTRIBUTES} attributes"
-            return
-        self._attrs[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        if not self._error:
+            self._error = _attribute(self._attrs, line)
+
+
+def _attribute(attrs: dict[str, str], line: bytes) -> str:
+    """Add one `name=value` line (without its LF and CR) to `attrs`; the error, or ""."""
+    if len(line) > MAX_LINE:
+        return f"line longer than {MAX_LINE} bytes"
+    name, eq, value = line.partition(b"=")
+    if not eq or not name:
+        return f"malformed attribute line: {line[:80]!r}"
+    if len(attrs) >= MAX_ATTRIBUTES and name.decode("utf-8", "replace") not in attrs:
+        return f"more than {MAX_ATTRIBUTES} attributes"
+    attrs[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return ""
 
 
 def _block(block: bytes) -> Request | ProtocolError:
-    """The lines of one request (without its empty line)."""
+    """The lines of one request (without its empty line): the same result as the line path
+    (`_attribute` for each line), only faster for the usual request."""
     lines = block.decode("utf-8", "replace").split("\n")
     try:
         attrs = dict(line.split("=", 1) for line in lines)
     except ValueError:  # a line without "="
         attrs = {}
     if (len(attrs) == len(lines) and "" not in attrs and len(lines) <= MAX_ATTRIBUTES
-            and max(map(len, lines)) <= MAX_LINE):
+            and (len(block) <= MAX_LINE or max(map(len, block.split(b"\n"))) <= MAX_LINE)):
         return Request(attrs)
-    if len(lines) > MAX_ATTRIBUTES:
-        return ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
     attrs = {}
-    for line in lines:
-        name, eq, value = line.partition("=")
-        if not eq or not name:
-            return ProtocolError(f"malformed attribute line: {line[:80].encode()!r}")
-        if len(line) > MAX_LINE:
-            return ProtocolError(f"line longer than {MAX_LINE} bytes")
-        attrs[name] = value
+    for line in block.split(b"\n"):
+        why = _attribute(attrs, line)
+        if why:
+            return ProtocolError(why)
     return Request(attrs)
 
 
@@ -123,7 +123,7 @@ def encode(attrs: dict[str, str]) -> bytes:
     """A request or reply: one `name=value` line each, then the empty line. Newlines in a
     value would end the request early; they become spaces."""
     return "".join(f"{k}={v.replace(chr(10), ' ').replace(chr(13), ' ')}\n"
-                   for k, v in attrs.items()).encode() + b"\n"
+                   for k, v in attrs.items()).encode("utf-8", "surrogateescape") + b"\n"
 
 
 def reply(action: str) -> bytes:

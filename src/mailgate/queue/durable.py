@@ -9,6 +9,7 @@ group commit, with one thread hop per batch instead of several per message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -73,7 +74,9 @@ class DurableRenamer:
                 except OSError as exc:
                     op.error = exc
                     if op.fd >= 0:
-                        os.close(op.fd)
+                        with contextlib.suppress(OSError):
+                            os.close(op.fd)
+                        op.fd = -1
             for directory, ops in dirs.items():
                 try:
                     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -84,7 +87,8 @@ class DurableRenamer:
                 except OSError as exc:
                     for op in ops:
                         op.error = exc
-            self.loop.call_soon_threadsafe(_resolve, batch)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                self.loop.call_soon_threadsafe(_resolve, batch)
 
 
 def _resolve(batch: list[_Op]) -> None:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from mailgate.config.settings import DeliverySettings
 from mailgate.delivery.agent import Agent, DeliveryRequest, DeliveryResult, Status
 from mailgate.delivery.router import Route, Router
+from mailgate.errors import QueueError
 from mailgate.maillog import MailLog
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.queue.bounce import Failed, notification
-from mailgate.queue.store import Envelope, QueueStore, Recipient
+from mailgate.queue.runs import Job, QueueRuns
+from mailgate.queue.store import CorruptQueueFile, Envelope, QueueStore, Recipient
 
 _PROGRAMS = {"relay": "relay/smtp", "none": "error", "retry": "error"}
 
@@ -46,20 +46,13 @@ def format_delay(seconds: float) -> str:
     return f"{seconds:.2f}".rstrip("0").rstrip(".")
 
 
-@dataclass
-class _Job:
-    queue_id: str
-    recovered: bool
-    picked: float  # when the queue manager took it (end of delay a)
-    loaded: tuple[Envelope, bytes] | None = None  # handed over by smtpd: no re-read
-
-
-class QueueManager:
+class QueueManager(QueueRuns):
     """Delivers from active/; a temporary failure moves the message to deferred/ for a retry."""
 
     def __init__(self, store: QueueStore, settings: DeliverySettings, router: Router,
                  agents: dict[str, Agent], log: MailLog,
-                 clock: Callable[[], float] = time.time, metrics: Metrics = NO_METRICS) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics = NO_METRICS,
+                 deaths: Callable[[], int] = lambda: 0) -> None:
         self.store = store
         self.metrics = metrics
         self.settings = settings
@@ -67,7 +60,8 @@ class QueueManager:
         self.agents = agents
         self.log = log
         self.clock = clock
-        self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        self.deaths = deaths  # the master's count of dead workers (their mail is orphaned)
+        self._jobs: asyncio.Queue[Job] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self._flushes: set[asyncio.Task[int]] = set()
@@ -77,11 +71,14 @@ class QueueManager:
     async def start(self, recovered: list[str], retries: bool) -> None:
         """Deliver `recovered` (active/ files found at start-up) and what smtpd hands over.
 
-        With `retries`, this queue manager also runs the deferred queue and picks up stale
-        active/ files (left by a worker that died); one worker per server does that.
+        With `retries`, this queue manager also runs the deferred queue and claims the
+        active/ files that no live worker owns (left by a worker that died, or by the last
+        run); one worker per server does that. A file is only delivered by the worker that
+        holds its lock (QueueStore.claim), so nothing is picked up twice.
         """
         for queue_id in recovered:
-            self._jobs.put_nowait(_Job(queue_id, True, self.clock()))
+            if self.store.claim("active", queue_id):
+                self._jobs.put_nowait(Job(queue_id, True, self.clock()))
         self._update_idle()
         for _ in range(self.settings.concurrency):
             self._tasks.append(asyncio.create_task(self._worker()))
@@ -98,7 +95,7 @@ class QueueManager:
                 content: bytes | None = None) -> None:
         """Called by smtpd after a message was committed to active/."""
         loaded = (envelope, content) if envelope is not None and content is not None else None
-        self._jobs.put_nowait(_Job(queue_id, False, self.clock(), loaded))
+        self._jobs.put_nowait(Job(queue_id, False, self.clock(), loaded))
         self.idle.clear()
 
     def _update_idle(self) -> None:
@@ -116,15 +113,26 @@ class QueueManager:
             except Exception as exc:  # never lose the message: it stays in active/
                 self.log.log("qmgr", f"warning: {job.queue_id}: delivery failed: {exc}")
             finally:
+                self.store.release(job.queue_id)  # delivered, deferred, or left to a sweep
                 self._busy -= 1
                 self._update_idle()
 
-    async def _deliver(self, job: _Job) -> None:
+    async def _load(self, job: Job) -> tuple[Envelope, bytes] | None:
+        """The job's message; None when its file is corrupt (then moved to corrupt/)."""
         if job.loaded is not None:
-            envelope, content = job.loaded
-            job.loaded = None
-        else:
-            envelope, content = await asyncio.to_thread(self.store.read, "active", job.queue_id)
+            loaded, job.loaded = job.loaded, None
+            return loaded
+        try:
+            return await asyncio.to_thread(self.store.read, "active", job.queue_id)
+        except CorruptQueueFile as exc:
+            await self._save_corrupt("active", job.queue_id, str(exc))
+            return None
+
+    async def _deliver(self, job: Job) -> None:
+        loaded = await self._load(job)
+        if loaded is None:
+            return
+        envelope, content = loaded
         qid = envelope.queue_id
         self.log.log("qmgr", f"{qid}: from=<{envelope.sender}>, size={envelope.size}, "
                              f"nrcpt={len(envelope.recipients)} (queue active)")
@@ -142,7 +150,7 @@ class QueueManager:
         failed = [item for outcome in outcomes for item in outcome]
         failed += self._expire(envelope)
         if failed:
-            await self._bounce(envelope, content, failed)
+            await self._bounce_or_defer(envelope, content, failed)
         if any(not rcpt.done for rcpt in envelope.recipients):
             await self._defer(envelope, content)
         else:
@@ -150,7 +158,7 @@ class QueueManager:
             self.log.log("qmgr", f"{qid}: removed")
 
     async def _deliver_group(self, envelope: Envelope, content: bytes,
-                             members: list[tuple[int, Recipient, Route]], job: _Job
+                             members: list[tuple[int, Recipient, Route]], job: Job
                              ) -> list[Failed]:
         """The recipients of one message with the same transport and next hop; returns the
         ones that failed for good (to be bounced)."""
@@ -212,6 +220,21 @@ class QueueManager:
             self.metrics.delivery("none", "expired")
         return [Failed(r.address, r.orcpt, r.dsn or "4.4.7",
                        r.reason or "message delivery timed out") for r in pending]
+
+    async def _bounce_or_defer(self, envelope: Envelope, content: bytes,
+                               failed: list[Failed]) -> None:
+        """The notification, or (it cannot be queued: a full disk) the failed recipients stay
+        pending, as Postfix defers a recipient whose bounce service failed."""
+        try:
+            await self._bounce(envelope, content, failed)
+        except (OSError, QueueError) as exc:
+            self.log.log("qmgr", f"warning: {envelope.queue_id}: cannot queue the "
+                                 f"non-delivery notification: {exc}")
+            addresses = {f.recipient for f in failed}
+            for rcpt in envelope.recipients:
+                if rcpt.address in addresses:
+                    rcpt.done = False
+                    rcpt.dsn, rcpt.reason = "4.3.0", "bounce or trace service failure"
 
     async def _bounce(self, envelope: Envelope, content: bytes, failed: list[Failed]) -> None:
         """A non-delivery notification to the sender; a bounce that bounces goes to the
@@ -276,58 +299,24 @@ class QueueManager:
         self.enqueue(qid, notice, text)
 
     async def _defer(self, envelope: Envelope, content: bytes) -> None:
-        await self._warn_delay(envelope, content)
+        """Record the recipients' status and the next attempt, move the file to deferred/.
+
+        On a full (or failing) queue file system the status cannot be rewritten: the file
+        goes to deferred/ as it was, due at the next queue run, and recipients already
+        delivered are tried again (a Maildir finds its earlier copy). Never left in active/.
+        """
+        qid = envelope.queue_id
+        try:
+            await self._warn_delay(envelope, content)
+        except (OSError, QueueError) as exc:
+            envelope.extra.pop("warned", None)
+            self.log.log("qmgr", f"warning: {qid}: cannot queue the delay notification: {exc}")
         envelope.attempts += 1
         backoff = min(self.settings.minimal_backoff_time * (2 ** (envelope.attempts - 1)),
                       self.settings.maximal_backoff_time)
         envelope.next_attempt = self.clock() + backoff
-        await asyncio.to_thread(self.store.rewrite, "active", envelope, content)
-        await asyncio.to_thread(self.store.move, envelope.queue_id, "active", "deferred")
-
-    async def _retry_loop(self) -> None:
-        while True:
-            await self.flush(only_due=True)
-            await asyncio.to_thread(self._sweep_stale)
-            await asyncio.sleep(self.settings.queue_run_delay)
-
-    def _sweep_stale(self, age: float = 600.0) -> None:
-        """Requeue active/ files untouched for `age` seconds: their worker died mid-delivery.
-
-        Redelivery is safe: recovered messages check the Maildir for their earlier copy.
-        """
-        now = time.time()
-        for queue_id in self.store.list_queue("active"):
-            try:
-                mtime = self.store.path("active", queue_id).stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if now - mtime > age:
-                os.utime(self.store.path("active", queue_id))
-                self.loop.call_soon_threadsafe(
-                    self._jobs.put_nowait, _Job(queue_id, True, self.clock()))
-
-    def flush_soon(self) -> None:
-        """ETRN or `mailgate queue flush`: the deferred queue, all of it, now."""
-        task = self.loop.create_task(self.flush())
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def flush(self, only_due: bool = False) -> int:
-        """Move deferred messages (due ones, or all) back to active/ and deliver them."""
-        moved = 0
-        now = self.clock()
-        for queue_id in await asyncio.to_thread(self.store.list_queue, "deferred"):
-            try:
-                envelope, _ = await asyncio.to_thread(self.store.read, "deferred", queue_id)
-            except (OSError, ValueError):
-                continue
-            if only_due and envelope.next_attempt > now:
-                continue
-            try:
-                await asyncio.to_thread(self.store.move, queue_id, "deferred", "active")
-            except OSError:
-                continue  # another worker (or `mailgate queue`) took it
-            self._jobs.put_nowait(_Job(queue_id, True, now))
-            moved += 1
-        self._update_idle()
-        return moved
+        try:
+            await asyncio.to_thread(self.store.rewrite, "active", envelope, content)
+        except OSError as exc:
+            self.log.log("qmgr", f"warning: {qid}: cannot update queue file: {exc.strerror}")
+        await asyncio.to_thread(self.store.move, qid, "active", "deferred")

@@ -1,13 +1,16 @@
 """The on-disk queue: one file per message, fsync'd (file and directory) before it counts.
 
 Layout under `queue_directory`: `incoming/` (a transaction in progress, never acknowledged),
-`active/` (accepted, waiting for or in delivery), `deferred/` (to retry), `hold/`.
-A file is `MGQ1 <envelope length>\\n<envelope JSON>\\n<message text>`. Queue ids are Postfix's
-short form: five hex digits of microseconds, then a hex sequence number.
+`active/` (accepted, waiting for or in delivery), `deferred/` (to retry), `hold/`, `corrupt/`
+(files the queue manager could not read, moved aside as Postfix does).
+A file is `MGQ1 <envelope length> <text length>\\n<envelope JSON>\\n<message text>` (files
+of earlier versions lack the text length). Queue ids are Postfix's short form: five hex
+digits of microseconds, then a hex sequence number.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -18,7 +21,11 @@ from pathlib import Path
 from mailgate.errors import QueueError
 
 MAGIC = b"MGQ1 "
-QUEUES = ("incoming", "active", "deferred", "hold")
+QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
+
+
+class CorruptQueueFile(QueueError):
+    """A queue file that cannot be read back: zero length, truncated, garbage, wrong magic."""
 
 
 @dataclass
@@ -70,6 +77,43 @@ class Incoming:
     fd: int
 
 
+def _header(envelope: Envelope, content: bytes) -> bytes:
+    header = envelope.to_json()
+    return b"%s%d %d\n%s\n" % (MAGIC, len(header), len(content), header)
+
+
+def parse(data: bytes) -> tuple[Envelope, bytes]:
+    """Split a queue file into envelope and text; raises CorruptQueueFile."""
+    if not data.startswith(MAGIC):
+        raise CorruptQueueFile("missing end record" if MAGIC.startswith(data)
+                               else "bad queue file magic")
+    nl = data.find(b"\n", 0, 64)
+    fields = data[len(MAGIC) : nl].split() if nl > 0 else []
+    if not fields or len(fields) > 2 or not all(f.isdigit() for f in fields):
+        raise CorruptQueueFile("missing end record" if nl < 0 else "bad queue file header")
+    length = int(fields[0])
+    start = nl + 1 + length
+    if data[start : start + 1] != b"\n" or (len(fields) == 2
+                                            and len(data) - start - 1 != int(fields[1])):
+        raise CorruptQueueFile("missing end record")  # Postfix's words for a short file
+    try:
+        envelope = Envelope.from_json(data[nl + 1 : start])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptQueueFile(f"bad envelope record: {exc}") from exc
+    if not _well_typed(envelope):
+        raise CorruptQueueFile("bad envelope record")
+    return envelope, data[start + 1 :]
+
+
+def _well_typed(envelope: Envelope) -> bool:
+    """The fields the queue manager computes with have their types (JSON could say anything)."""
+    numbers = (envelope.arrival, envelope.next_attempt, envelope.attempts, envelope.size)
+    return (isinstance(envelope.sender, str) and isinstance(envelope.extra, dict)
+            and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers)
+            and all(isinstance(r.address, str) and isinstance(r.done, bool)
+                    for r in envelope.recipients))
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -87,6 +131,7 @@ class QueueStore:
         self.clock = clock
         self.fsync = fsync
         self._seq = int.from_bytes(os.urandom(3), "big")
+        self._locks: dict[str, int] = {}  # queue id -> descriptor holding its flock
         for name in QUEUES:
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
@@ -111,6 +156,7 @@ class QueueStore:
                 continue
             except OSError as exc:
                 raise QueueError(f"create file {path}: {exc.strerror}") from exc
+            self._take(queue_id, path)
             return Incoming(queue_id, path, fd)
         raise QueueError("cannot create a unique queue file")
 
@@ -118,9 +164,8 @@ class QueueStore:
         """Write envelope and text into the open incoming file (not yet durable: the server
         then hands the descriptor to queue.durable.DurableRenamer, which fsyncs it, renames it
         into active/ and fsyncs the directory before `250` is sent)."""
-        header = envelope.to_json()
         try:
-            data = b"".join((MAGIC, str(len(header)).encode(), b"\n", header, b"\n", content))
+            data = _header(envelope, content) + content
             view = memoryview(data)
             while view:
                 view = view[os.write(incoming.fd, view):]
@@ -129,50 +174,70 @@ class QueueStore:
             raise QueueError(f"{incoming.queue_id}: cannot store message: {exc.strerror}") from exc
 
     def submit(self, envelope: Envelope, content: bytes) -> str:
-        """A message made here (a bounce): written, fsync'd and in active/; its queue id."""
+        """A message made here (a bounce): written, fsync'd and in active/; its queue id.
+
+        Raises QueueError (nothing is left behind then).
+        """
         incoming = self.create()
         envelope.queue_id = incoming.queue_id
         self.write(incoming, envelope, content)
-        if self.fsync:
-            os.fsync(incoming.fd)
-        os.close(incoming.fd)
-        incoming.fd = -1
-        os.rename(incoming.path, self.path("active", incoming.queue_id))
-        if self.fsync:
-            _fsync_dir(self.root / "active")
+        try:
+            if self.fsync:
+                os.fsync(incoming.fd)
+            os.close(incoming.fd)
+            incoming.fd = -1
+            os.rename(incoming.path, self.path("active", incoming.queue_id))
+            if self.fsync:
+                _fsync_dir(self.root / "active")
+        except OSError as exc:
+            self.abort(incoming, "active")
+            raise QueueError(f"{incoming.queue_id}: cannot store message: {exc.strerror}") \
+                from exc
         return incoming.queue_id
 
-    def abort(self, incoming: Incoming) -> None:
-        """Drop a transaction that was never acknowledged."""
+    def abort(self, incoming: Incoming, queue: str | None = None) -> None:
+        """Drop a transaction that was never acknowledged; with `queue`, also a copy already
+        renamed there whose directory fsync failed (it must not be delivered either)."""
         if incoming.fd >= 0:
             os.close(incoming.fd)
             incoming.fd = -1
-        try:
-            os.unlink(incoming.path)
-        except FileNotFoundError:
-            pass
+        self.release(incoming.queue_id)
+        paths = [incoming.path] if queue is None else \
+            [incoming.path, self.path(queue, incoming.queue_id)]
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def read(self, queue: str, queue_id: str) -> tuple[Envelope, bytes]:
-        data = self.path(queue, queue_id).read_bytes()
-        if not data.startswith(MAGIC):
-            raise QueueError(f"{queue}/{queue_id}: not a mailgate queue file")
-        nl = data.index(b"\n")
-        length = int(data[len(MAGIC) : nl])
-        envelope = Envelope.from_json(data[nl + 1 : nl + 1 + length])
-        return envelope, data[nl + 2 + length :]
+        """The envelope and text of a queue file.
+
+        Raises OSError (e.g. the file is gone) or CorruptQueueFile, whose text is the reason
+        in Postfix's words where it has some.
+        """
+        return parse(self.path(queue, queue_id).read_bytes())
 
     def rewrite(self, queue: str, envelope: Envelope, content: bytes) -> None:
         """Atomically replace a queue file's envelope (recipient status, retry time)."""
         final = self.path(queue, envelope.queue_id)
         tmp = final.with_name(final.name + ".tmp")
-        header = envelope.to_json()
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + str(len(header)).encode() + b"\n" + header + b"\n")
-            f.write(content)
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(_header(envelope, content))
+                f.write(content)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+        except OSError:  # ENOSPC, EIO: the old file stays as it was
+            tmp.unlink(missing_ok=True)
+            raise
+        owned = self._locks.pop(envelope.queue_id, -1)
+        if owned >= 0:  # the lock goes with the new file, taken before it is in place
+            self._take(envelope.queue_id, tmp)
         os.rename(tmp, final)
+        if owned >= 0:
+            os.close(owned)
         if self.fsync:
             _fsync_dir(final.parent)
 
@@ -181,14 +246,69 @@ class QueueStore:
         if self.fsync:
             _fsync_dir(self.root / dst)
 
+    def save_corrupt(self, queue: str, queue_id: str) -> None:
+        """Move an unreadable file aside to corrupt/ (Postfix's qmgr_active_corrupt())."""
+        self.move(queue_id, queue, "corrupt")
+
     def remove(self, queue: str, queue_id: str) -> None:
         """Remove a delivered message. Not fsync'd: a removal lost in a crash only makes the
         message come back, and redelivery finds the earlier Maildir copy (maildir_name)."""
         os.unlink(self.path(queue, queue_id))
+        self.release(queue_id)
 
     def list_queue(self, queue: str) -> list[str]:
         return sorted(p.name for p in (self.root / queue).iterdir()
                       if not p.name.endswith(".tmp"))
+
+    # Ownership. A queue file in active/ belongs to the worker holding an flock on it (a
+    # descriptor of its own, so the lock survives the renames and the close of the write
+    # descriptor). The kernel drops the locks of a worker that dies, however it dies, so its
+    # messages become claimable at once by another worker; a live worker's never are.
+
+    def _take(self, queue_id: str, path: Path) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._locks[queue_id] = fd
+        return True
+
+    def claim(self, queue: str, queue_id: str) -> bool:
+        """Take a queue file that no live worker owns (False: owned, or gone)."""
+        if queue_id in self._locks:
+            return False
+        return self._take(queue_id, self.path(queue, queue_id))
+
+    def owns(self, queue_id: str) -> bool:
+        return queue_id in self._locks
+
+    def release(self, queue_id: str) -> None:
+        """Give up a queue file (delivered, deferred, held, aborted, or left for a retry)."""
+        fd = self._locks.pop(queue_id, -1)
+        if fd >= 0:
+            os.close(fd)
+
+    def drop_orphaned_incoming(self, age: float = 60.0) -> int:
+        """Remove incoming/ files nobody holds that are older than `age` seconds: a worker
+        killed mid-transaction never answered `250` for them (the age keeps a file that was
+        just created, before its lock, safe)."""
+        dropped = 0
+        now = time.time()
+        for path in (self.root / "incoming").iterdir():
+            try:
+                old = now - path.stat().st_mtime > age
+            except FileNotFoundError:
+                continue
+            if old and self.claim("incoming", path.name):
+                path.unlink(missing_ok=True)
+                self.release(path.name)
+                dropped += 1
+        return dropped
 
     def recover(self) -> list[str]:
         """At start: drop unacknowledged incoming files; return the active ids to deliver."""

@@ -13,18 +13,24 @@ from typing import TYPE_CHECKING
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState
 from mailgate.server.transaction import Services, Transaction
-from mailgate.smtp.protocol import Chunk, Command, ServerConnection
+from mailgate.smtp.protocol import Chunk, Command, ServerConnection, store_form
 
 # RFC 3030 chunk sizes are decimal; Postfix takes them as off_t (at most 18 digits here).
 _MAX_SIZE_DIGITS = 18
 
 
-def crlf_octets(content: bytes) -> int:
-    """The size Postfix reports after BDAT LAST: each line (LF-terminated, or the unterminated
-    last one) counted with a CRLF ending."""
+def crlf_octets(content: bytes, line_limit: int = 2048) -> int:
+    """The size Postfix reports after BDAT LAST: the text as smtpd stores it, in records of
+    at most `line_limit` octets, each counted with a CRLF ending. A line ending in LF gives
+    len // limit + 1 records (a line of exactly the limit adds an empty one); an unterminated
+    last line gives ceil(len / limit). Observed against Postfix 3.7.11."""
     if not content:
         return 0
-    return len(content) + content.count(b"\n") + (0 if content.endswith(b"\n") else 2)
+    lines = content.split(b"\n")
+    tail = lines.pop()  # after the last LF: b"" when the text ends with a line end
+    records = sum(len(line) // line_limit + 1 for line in lines)
+    records += -(-len(tail) // line_limit)
+    return len(content) - len(lines) + 2 * records
 
 
 class BdatCommands:
@@ -60,6 +66,9 @@ class BdatCommands:
             raise NotImplementedError
 
         def count_result(self, verb: str, ok: bool) -> None:
+            raise NotImplementedError
+
+        def bare_newline(self, message: bool = False, where: str = "") -> bool:
             raise NotImplementedError
 
         def reset_transaction(self) -> None:
@@ -112,7 +121,7 @@ class BdatCommands:
         if tx.bdat_failed:
             return f"551 5.0.0 Discarded {size} bytes after earlier error"
         if tx.bdat is None:  # the first chunk gets DATA's checks
-            stale = tx.sender is None and tx.stale_rcpts > 0  # as in data_cmd
+            stale = not tx.recipients and tx.stale_rcpts > 0  # as in data_cmd
             if not tx.recipients and not stale:
                 return self.no_recipients()
             refused = await self.svc.engine.check_data(self.check_state(), self.only_recipient())
@@ -120,6 +129,18 @@ class BdatCommands:
                 return refused or ""
             return self.no_recipients()  # where Postfix 3.7.11 would crash (decision 0029)
         return ""
+
+    def bare_newline_chunk(self, chunk: Chunk) -> bool:
+        """smtpd_forbid_bare_newline = reject: a chunk with a bare <LF> is refused at once
+        (`reject: BDAT content`, later chunks discarded); the last one at END-OF-MESSAGE.
+        Either way the transaction ends, the session goes on (Postfix 3.7.11)."""
+        if chunk.last:
+            self.where = "END-OF-MESSAGE"
+        if not self.bare_newline(message=True, where="" if chunk.last else "BDAT content"):
+            return False
+        self.count_result("bdat", False)
+        self.tx.bdat_failed = not chunk.last
+        return True
 
     async def bdat_chunk(self, chunk: Chunk) -> None:
         """The chunk's octets have arrived: answer, and after BDAT LAST queue the message."""
@@ -137,6 +158,8 @@ class BdatCommands:
             return
         tx = self.tx
         assert tx.bdat is not None
+        if chunk.data.count(b"\n") != chunk.data.count(b"\r\n") and self.bare_newline_chunk(chunk):
+            return
         tx.bdat += chunk.data
         if not chunk.last:
             self.reply(f"250 2.0.0 Ok: {self.bdat_size} bytes")
@@ -149,5 +172,6 @@ class BdatCommands:
         tx.size = len(tx.bdat)
         if await self.end_of_data_rejected("bdat"):
             return
-        content = bytes(tx.bdat).replace(b"\r\n", b"\n")
-        await self.queue_message(content, "bdat", crlf_octets(content))
+        content = store_form(bytes(tx.bdat))
+        await self.queue_message(content, "bdat",
+                                 crlf_octets(content, self.s.line_length_limit))

@@ -39,8 +39,9 @@ class CommandTable:
 
 
 def is_header_name(word: str) -> bool:
-    """`Subject:` and the like: a mail header sent as a command (Postfix is_header())."""
-    return bool(re.fullmatch(r"[!-9;-~]+:", word))
+    """`Subject:` and the like: a mail header sent as a command (Postfix is_header(): a
+    header name and its colon begin the word; what follows the colon does not matter)."""
+    return bool(re.match(r"[!-9;-~]+[ \t]*:", word))
 
 
 @dataclass
@@ -71,41 +72,60 @@ class ForbiddenCommands:
 @dataclass
 class MailParams:
     error: str = ""
-    size: int = 0
+    size: int | None = None  # the last SIZE= seen (-1: too big for off_t), even on error
     body: str = ""
     ret: str = ""
     envid: str = ""
     smtputf8: bool = False
+    sasl_sender: str | None = None  # AUTH=, logged as `sasl_sender=` (not `<>`)
 
 
-def parse_mail_params(words: list[str], smtputf8_enable: bool = True) -> MailParams:
-    """MAIL FROM parameters (RFC 1652, 1870, 3461, 6531) with Postfix's replies; SMTPUTF8
-    is an unsupported option unless `smtputf8_enable`."""
-    p = MailParams()
+_DSN_OFF = "501 5.7.1 DSN support is disabled"
+
+
+def parse_mail_params(words: list[str], smtputf8_enable: bool = True,
+                      dsn: bool = True, sasl_sender: str | None = None) -> MailParams:
+    """MAIL FROM parameters (RFC 1652, 1870, 3461, 4954, 6531) with Postfix 3.7's replies;
+    SMTPUTF8 is an unsupported option unless `smtputf8_enable`, RET and ENVID are refused
+    when DSN is in smtpd_discard_ehlo_keywords (`dsn` false). `sasl_sender` is an AUTH= left
+    by an earlier refused MAIL (smtpd keeps it until mail_reset())."""
+    p = MailParams(sasl_sender=sasl_sender)
     for word in words:
         upper = word.upper()
         if upper in ("BODY=8BITMIME", "BODY=7BIT"):
             p.body = upper[5:]
         elif upper.startswith("SIZE="):
             digits = word[5:]
-            if not digits.isdigit():
+            if not (digits.isdigit() and digits.isascii()):
                 p.error = "501 5.5.4 Bad message size syntax"
                 return p
             p.size = int(digits)
             if p.size > _OFF_T_MAX:
+                p.size = -1
                 p.error = "552 5.3.4 Message size exceeds file system imposed limit"
                 return p
-        elif upper.startswith("AUTH="):
-            continue
+        elif upper.startswith("AUTH="):  # smtpd_sasl_mail_opt(), even without SASL
+            if p.sasl_sender is not None:
+                p.error = "503 5.5.4 Error: multiple AUTH= options"
+                return p
+            if word[5:] != "<>":
+                p.sasl_sender = word[5:]
         elif upper == "SMTPUTF8" and smtputf8_enable:
             p.smtputf8 = True
         elif upper.startswith("RET="):
+            if not dsn:
+                p.error = _DSN_OFF
+                return p
             if p.ret or upper[4:] not in ("FULL", "HDRS"):
                 p.error = "501 5.5.4 Bad RET parameter syntax"
                 return p
             p.ret = upper[4:]
         elif upper.startswith("ENVID="):
-            if p.envid or not _xtext_ok(word[6:]):
+            if not dsn:
+                p.error = _DSN_OFF
+                return p
+            value = xtext_unquote(word[6:])
+            if p.envid or value is None or not _allprint(value):
                 p.error = "501 5.5.4 Bad ENVID parameter syntax"
                 return p
             p.envid = word[6:]
@@ -123,23 +143,36 @@ class RcptParams:
     orcpt: str = ""
 
 
-def parse_rcpt_params(words: list[str]) -> RcptParams:
-    """RCPT TO parameters (RFC 3461 NOTIFY and ORCPT) with Postfix's replies."""
+_NOTIFY = ("NEVER", "SUCCESS", "FAILURE", "DELAY")
+
+
+def parse_rcpt_params(words: list[str], dsn: bool = True) -> RcptParams:
+    """RCPT TO parameters (RFC 3461 NOTIFY and ORCPT) with Postfix 3.7's replies."""
     p = RcptParams()
     for word in words:
         upper = word.upper()
+        if upper.startswith(("NOTIFY=", "ORCPT=")) and not dsn:
+            p.error = _DSN_OFF
+            return p
         if upper.startswith("NOTIFY="):
-            values = upper[7:].split(",")
-            bad = [v for v in values if v not in ("NEVER", "SUCCESS", "FAILURE", "DELAY")]
-            if bad:
-                p.warning = f'unknown DSN NOTIFY command value "{bad[0]}" in "{word[7:]}"'
-            if p.notify or bad or ("NEVER" in values and len(values) > 1):
+            if p.notify:  # checked before the value: no warning for a bad repeated one
                 p.error = "501 5.5.4 Error: Bad NOTIFY parameter syntax"
                 return p
-            p.notify = ",".join(values)
+            # dsn_notify_mask(): name_mask() skips empty list elements, warns about the
+            # first unknown name; NEVER may not be combined with another name
+            names = [v for v in re.split(r"[, \t\r\n]+", word[7:]) if v]
+            values = [v.upper() for v in names]
+            bad = [n for n, v in zip(names, values, strict=True) if v not in _NOTIFY]
+            if bad:
+                p.warning = f'unknown DSN NOTIFY command value "{bad[0]}" in "{word[7:]}"'
+            if not values or bad or ("NEVER" in values and set(values) != {"NEVER"}):
+                p.error = "501 5.5.4 Error: Bad NOTIFY parameter syntax"
+                return p
+            p.notify = ",".join(dict.fromkeys(values))
         elif upper.startswith("ORCPT="):
             addr_type, semi, value = word[6:].partition(";")
-            if p.orcpt or not semi or not addr_type or not value or not _xtext_ok(value):
+            unquote = uxtext_unquote if addr_type.lower() == "utf-8" else xtext_unquote
+            if p.orcpt or not semi or not addr_type or unquote(value) is None:
                 p.error = "501 5.5.4 Error: Bad ORCPT parameter syntax"
                 return p
             p.orcpt = word[6:]
@@ -149,8 +182,45 @@ def parse_rcpt_params(words: list[str]) -> RcptParams:
     return p
 
 
-def _xtext_ok(text: str) -> bool:
-    """RFC 3461 xtext: printable ASCII except `+` and `=`, or `+XX` hex escapes."""
-    if not text:
-        return False
-    return re.fullmatch(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+", text) is not None
+def _allprint(text: str) -> bool:
+    """Postfix allprint(): not empty, printable ASCII (space included) only."""
+    return bool(text) and all(" " <= c <= "~" for c in text)
+
+
+def xtext_unquote(text: str) -> str | None:
+    """RFC 3461 xtext decoding as Postfix's xtext_unquote(): `+XX` (either case of hex) is a
+    byte, any other character stands for itself; None for a bad `+` escape. The decoded
+    text ends at a NUL (a C string)."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "+":
+            pair = text[i + 1:i + 3]
+            if len(pair) != 2 or not all(x in "0123456789abcdefABCDEF" for x in pair):
+                return None
+            c = chr(int(pair, 16))
+            i += 2
+        out.append(c)
+        i += 1
+    return "".join(out).split("\0", 1)[0]
+
+
+def uxtext_unquote(text: str) -> str | None:
+    """RFC 6533 utf-8-addr-xtext as Postfix's uxtext_unquote(): `\\x{HEX}` escapes (at most
+    U+10FFFF), any other character stands for itself; None for a bad escape."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("\\x{", i):
+            end = text.find("}", i + 3)
+            digits = text[i + 3:end] if end >= 0 else "-"
+            if not all(x in "0123456789abcdefABCDEF" for x in digits) or \
+                    (digits and int(digits, 16) > 0x10FFFF):
+                return None
+            out.append(chr(int(digits or "0", 16)))
+            i = end + 1
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)

@@ -62,6 +62,40 @@ def scan_headers(content: bytes) -> tuple[int, bool, dict[bytes, bytes]]:
     return n, False, seen
 
 
+def cut_long_headers(content: bytes, limit: int, record: int) -> bytes:
+    """header_size_limit as Postfix's cleanup applies it: a header (with its continuation
+    lines, joined by newlines) keeps the records that fit in `limit` bytes, the rest of it is
+    discarded. A record is a physical line, or a `record`-byte piece (line_length_limit) of
+    a longer one. Checked against Postfix 3.7.11: a 150,000-byte header keeps 50 records of
+    2048 bytes; a folded one keeps its whole lines up to 102,400 bytes with the newlines."""
+    end, _, _ = scan_headers(content)
+    if end <= limit or limit <= 0 or record <= 0:
+        return content  # no header can be longer than the whole header block
+    out: list[bytes] = []
+    size = 0
+    dropping = False
+    for line in content[:end].split(b"\n"):
+        if line[:1] not in (b" ", b"\t"):  # a new header
+            size, dropping = 0, False
+            add = 0
+        else:
+            add = 1  # the newline that joins a continuation line
+        if dropping:
+            continue
+        kept = 0
+        for start in range(0, max(len(line), 1), record):
+            piece = len(line[start:start + record])
+            if size + add + piece > limit:
+                dropping = True
+                break
+            size += add + piece
+            add = 0
+            kept = start + piece
+        if kept or not dropping:
+            out.append(line[:kept])
+    return b"\n".join(out) + content[end:] if out else content[end:]
+
+
 def add_missing_headers(content: bytes, queue_id: str, sender: str, hostname: str,
                         now: float) -> tuple[bytes, str]:
     """Add Message-Id, Date and From when missing (cleanup for local clients).

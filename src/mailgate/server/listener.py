@@ -11,8 +11,9 @@ from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import Client
 from mailgate.maps.matchlist import HostAddrList
 from mailgate.master import ConnectionTable
+from mailgate.server.deadline import Deadlines
 from mailgate.server.session import Services, Session
-from mailgate.smtp.protocol import NEED_DATA, Closed, ServerConnection
+from mailgate.smtp.protocol import NEED_DATA, Closed, Mode, ServerConnection
 
 _READ = 65536
 
@@ -88,6 +89,9 @@ class SmtpServer:
             await self._run(reader, writer, addr, int(peer[1]), count, total)
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except RuntimeError:  # uvloop: a write to a transport the peer already closed
+            if not writer.transport.is_closing():
+                raise
         finally:
             metrics.connection(-1)
             self.connections.disconnect(addr)
@@ -129,6 +133,7 @@ class SmtpServer:
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                    addr: str, port: int, count: int, total: int) -> None:
         s = self.settings
+        deadlines = Deadlines(s, time.monotonic)  # the session deadline runs from accept
         conn = ServerConnection(s.line_length_limit, s.message_size_limit)
         client = await self.services.engine.connect(addr, port, s.peername_lookup)
         local = writer.get_extra_info("sockname")
@@ -141,7 +146,7 @@ class SmtpServer:
             session.log(f"connect from {session.namaddr}")
             session.warn(warning)
             writer.write(refusal.encode() + b"\r\n")
-            await writer.drain()
+            await self._drain(writer, deadlines)
             session.log(f"disconnect from {session.namaddr} commands=0/0")
             return
         # The transport may already have read early input into the stream's buffer.
@@ -149,13 +154,15 @@ class SmtpServer:
             _peek(writer.get_extra_info("socket"))
         await session.start(early)
         try:
-            await self._loop(reader, writer, session, conn)
+            await self._loop(reader, writer, session, conn, deadlines)
         finally:
             session.finish()
 
-    async def _flush(self, writer: asyncio.StreamWriter, session: Session) -> None:
+    async def _flush(self, writer: asyncio.StreamWriter, session: Session,
+                     deadlines: Deadlines) -> bool:
         """Write the queued replies as smtpd's output buffer does: held while commands are
-        pending, sent after each tarpit sleep together with the delayed reply."""
+        pending, sent after each tarpit sleep together with the delayed reply. False when
+        the client did not take the output in time (smtpd_timeout, smtpd_session_deadline)."""
         out = session.out
         held = bytearray()
         while out:
@@ -169,34 +176,62 @@ class SmtpServer:
                     metrics.tarpit(-1)
                 writer.write(bytes(held) + data)
                 held.clear()
-                await writer.drain()
+                if not await self._drain(writer, deadlines):
+                    return False
             else:
                 held += data
         if held:
             writer.write(bytes(held))
-        await writer.drain()
+        return await self._drain(writer, deadlines)
+
+    @staticmethod
+    async def _drain(writer: asyncio.StreamWriter, deadlines: Deadlines) -> bool:
+        budget = deadlines.write_budget()
+        try:
+            async with asyncio.timeout(max(budget, 0.0)):
+                await writer.drain()
+        except TimeoutError:
+            writer.transport.abort()  # close() would wait for a client that does not read
+            return False
+        return True
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader, conn: ServerConnection,
+                    deadlines: Deadlines) -> bytes | None:
+        """The next input (b"" at the end), or None when the time is up."""
+        budget = deadlines.read_budget()
+        if budget <= 0:
+            return None
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(budget):
+                data = await reader.read(_READ)
+        except TimeoutError:
+            return None
+        except ConnectionError:
+            data = b""
+        deadlines.charge_read(time.monotonic() - started, len(data),
+                              conn.mode is Mode.DATA or conn.mode is Mode.BDAT)
+        return data
 
     async def _loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    session: Session, conn: ServerConnection) -> None:
-        timeout = self.settings.timeout
+                    session: Session, conn: ServerConnection, deadlines: Deadlines) -> None:
         while not session.closing:
-            if conn.mode.value == "command" and session.over_hard_limit():
+            if conn.mode is Mode.COMMAND and session.over_hard_limit():
                 break
             event = conn.next_event()
             if event is NEED_DATA:
-                await self._flush(writer, session)
-                try:
-                    async with asyncio.timeout(timeout):
-                        data = await reader.read(_READ)
-                except TimeoutError:
+                data = await self._read(reader, conn, deadlines) \
+                    if await self._flush(writer, session, deadlines) else None
+                if data is None:
                     session.timed_out()
                     break
-                except ConnectionError:
-                    data = b""
                 conn.receive_data(data)
                 continue
             if isinstance(event, Closed):
                 session.lost(event)
                 return
             await session.handle(event)
-        await self._flush(writer, session)
+            deadlines.new_request()
+        if not writer.transport.is_closing():
+            await self._flush(writer, session, deadlines)

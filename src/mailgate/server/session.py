@@ -7,17 +7,21 @@ postfix/src/smtpd/smtpd.c (reply codes and texts verified against a live Postfix
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client
+from mailgate.maps.casefold import printable
 from mailgate.policy.client import release
 from mailgate.server import xclient
 from mailgate.server.bdat import BdatCommands
 from mailgate.server.commands import CommandTable, is_header_name
+from mailgate.server.data import DataCommands
 from mailgate.server.session_commands import SessionCommands
 from mailgate.server.stats import CommandStats
-from mailgate.server.transaction import Services, Transaction, TransactionCommands
+from mailgate.server.transaction import Services, Transaction
 from mailgate.smtp.protocol import Chunk, Closed, Command, Message, ServerConnection
-from mailgate.smtp.tokens import log_form
+from mailgate.smtp.tokens import log_form, smtpd_token
 
 __all__ = ["Services", "Session"]
 
@@ -38,6 +42,14 @@ def escape(data: bytes) -> str:
                    for b in data)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes are kept as surrogates
+        return False
+    return True
+
+
 def tarpit_delay(s: SmtpdSettings, errors: int) -> float:
     """The tarpit: every reply waits `smtpd_error_sleep_time` once the error count reached
     the soft limit (Postfix 2.1+: constant). Opt-in beyond Postfix: `smtpd_error_sleep_growth`
@@ -51,7 +63,7 @@ def tarpit_delay(s: SmtpdSettings, errors: int) -> float:
     return base
 
 
-class Session(SessionCommands, BdatCommands, TransactionCommands, xclient.XclientCommands):
+class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientCommands):
     """Postfix smtpd semantics for one connection; `handle()` an event, read `out`."""
 
     def __init__(self, settings: SmtpdSettings, services: Services, client: Client,
@@ -215,21 +227,37 @@ class Session(SessionCommands, BdatCommands, TransactionCommands, xclient.Xclien
         else:
             await self.command(event)
 
-    def bare_newline(self) -> bool:
-        """`smtpd_forbid_bare_newline = yes`: reply and disconnect (Postfix 3.7.10+)."""
-        if self.s.forbid_bare_newline != "yes" or self.svc.bare_newline_exempt(self.client):
+    def bare_newline(self, message: bool = False, where: str = "") -> bool:
+        """`smtpd_forbid_bare_newline = reject` (Postfix 3.7.11) for a command or message text
+        with a bare <LF>: `550 5.5.2 HOST Error: bare <LF> received` and a `reject:` line
+        (logged at the command before it, END-OF-MESSAGE or `where`). A command ends the
+        session; message text ends the transaction only. Clients that match
+        smtpd_forbid_bare_newline_exclusions (re-checked after XCLIENT) are not rejected;
+        other values accept bare <LF> as a line end (decision 0002)."""
+        if self.s.forbid_bare_newline != "reject" or self.svc.bare_newline_exempt(self.client):
             return False
+        logged, self.where = self.where, where or self.where
+        self.log_reject("reject", "bare <LF> received", self.st.recipient)
+        self.where = logged
         self.reply(f"{self.s.bare_newline_reject_code} 5.5.2 {self.s.myhostname} Error: "
                    "bare <LF> received")
-        self.closing = True
+        if message:
+            self.reset_transaction()
+        else:
+            self.closing = True
         return True
 
     async def command(self, cmd: Command) -> None:
         if cmd.bare_newline and self.bare_newline():
             return
-        if cmd.too_long:
+        if cmd.too_long:  # the warning's printable() rewrites smtpd's buffer in place
+            line = printable(cmd.line, self.s.smtputf8_enable)
             self.warn(f"{self.namaddr}: request longer than {self.s.line_length_limit}: "
-                      f"{cmd.line[:30]}...")
+                      f"{line[:30]}...")
+            tokens = tuple(smtpd_token(line))
+            cmd = replace(cmd, line=line, tokens=tokens,
+                          verb=tokens[0].value.upper() if tokens else "",
+                          bad_utf8=not _utf8(line))
         if cmd.bad_utf8 and self.s.smtputf8_enable:
             self.reply("500 5.5.2 Error: bad UTF-8 syntax")
             self.error_count += 1
@@ -249,7 +277,8 @@ class Session(SessionCommands, BdatCommands, TransactionCommands, xclient.Xclien
             self.where = "UNKNOWN"
             self.stats.count("unknown", False)
             if is_header_name(cmd.tokens[0].value) or self.svc.forbidden.match(cmd.tokens[0].value):
-                self.warn(f"non-SMTP command from {self.namaddr}: {cmd.line[:100]}")
+                shown = escape(cmd.line.encode("utf-8", "surrogateescape"))[:100]
+                self.warn(f"non-SMTP command from {self.namaddr}: {shown}")
                 self.reply("221 2.7.0 Error: I can break rules, too. Goodbye.")
                 self.closing = True
                 return

@@ -206,9 +206,15 @@ class SessionCommands:
         return True
 
     async def starttls_cmd(self, cmd: Command) -> bool:
+        if len(cmd.tokens) != 1:
+            self.reply("501 5.5.4 Syntax: STARTTLS")
+            return False
         self.reply("502 5.5.1 Error: command not implemented")
         return False
 
     async def auth_cmd(self, cmd: Command) -> bool:
+        if self.s.helo_required and not self.helo:  # smtpd_sasl_auth_cmd() asks first
+            self.reply("503 5.5.1 Error: send HELO/EHLO first")
+            return False
         self.reply("503 5.5.1 Error: authentication not enabled")
         return False

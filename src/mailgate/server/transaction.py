@@ -1,6 +1,7 @@
-"""The MAIL transaction: MAIL, RCPT, DATA and BDAT as Postfix smtpd answers them, and queueing.
+"""The MAIL transaction: its state, and MAIL and RCPT as Postfix smtpd answers them.
 
-`TransactionCommands` is mixed into `Session`; it uses the session's reply and log methods.
+`TransactionCommands` is mixed into `Session` (through server/data.py's `DataCommands`); it
+uses the session's reply and log methods.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from dataclasses import dataclass, field
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client, Marks
 from mailgate.engine.engine import Engine
+from mailgate.errors import QueueError
 from mailgate.maillog import MailLog
+from mailgate.maps.casefold import printable
 from mailgate.metrics import NO_METRICS, Metrics
+from mailgate.queue.space import INSUFFICIENT_STORAGE, check_queue
 from mailgate.queue.store import Envelope, Incoming, QueueStore, Recipient
 from mailgate.server.commands import ForbiddenCommands, parse_mail_params, parse_rcpt_params
-from mailgate.server.headers import add_missing_headers, logged_message_id, received_header
 from mailgate.server.stats import CommandStats
-from mailgate.smtp.protocol import Command, Message, ServerConnection
+from mailgate.smtp.protocol import Command, ServerConnection
 from mailgate.smtp.tokens import TokType, extract_addr
+
+WRITE_ERROR = "451 4.3.0 Error: queue file write error"  # cleanup's CLEANUP_STAT_WRITE
 
 
 @dataclass
@@ -39,6 +44,7 @@ class Transaction:
     stale_rcpts: int = 0  # ... and still counts its recipients against the limit
     instance: str = ""  # smtpd's state->instance (policy requests)
     size: int = 0  # MAIL SIZE=, then the size received (policy requests)
+    sasl_sender: str | None = None  # MAIL AUTH= (logged with the client= line)
 
     @property
     def in_bdat(self) -> bool:
@@ -127,7 +133,7 @@ class TransactionCommands:
     def check_state(self) -> CheckState:
         raise NotImplementedError
 
-    def bare_newline(self) -> bool:
+    def bare_newline(self, message: bool = False, where: str = "") -> bool:
         raise NotImplementedError
 
     # MAIL -------------------------------------------------------------------------------
@@ -157,12 +163,18 @@ class TransactionCommands:
                       f"{args[2].value}")
             self.reply("501 5.1.7 Bad sender address syntax")
             return False
-        params = parse_mail_params([t.value for t in args[3:]], self.s.smtputf8_offered)
+        params = parse_mail_params([t.value for t in args[3:]], self.s.smtputf8_offered,
+                                   "DSN" not in self.s.discard_ehlo_keywords,
+                                   self.tx.sasl_sender)
+        # smtpd's msg_size and sasl_sender outlive a refused MAIL (until mail_reset())
+        self.tx.sasl_sender = params.sasl_sender
+        if params.size is not None:
+            self.tx.size = params.size
         if params.error:
             self.reply(params.error)
             return False
         limit = self.s.message_size_limit
-        if limit and params.size > limit:
+        if limit and self.tx.size > limit:
             self.tx.sender = extracted.address
             reply = "552 5.3.4 Message size exceeds fixed limit"
             self.log_reject("reject", reply)
@@ -172,21 +184,36 @@ class TransactionCommands:
         self.svc.engine.started_mail(extracted.address)
         if not self.s.delay_reject:
             st = self.check_state()
-            st.size = params.size
             st.smtputf8 = smtputf8  # smtpd sets the flag before smtpd_check_mail()
             err = await self.svc.engine.check_mail(st, extracted.address)
             if err:
                 self.st.reset_transaction()  # access-map side effects go with the reject
+                self.tx.size, self.tx.sasl_sender = 0, None  # ... as mail_reset() does
                 self.reply(err)
                 return False
+        if not self.queue_has_room():
+            return False
         now = self.svc.clock()
-        self.tx = Transaction(sender=extracted.address, size=params.size, smtputf8=smtputf8,
-                              stale_rcpts=self.tx.stale_rcpts,
+        self.tx = Transaction(sender=extracted.address, size=self.tx.size, smtputf8=smtputf8,
+                              stale_rcpts=self.tx.stale_rcpts, sasl_sender=self.tx.sasl_sender,
                               instance=f"{os.getpid():x}.{int(now):x}."
                                        f"{int(now % 1 * 1e6):x}.{self.seqno:x}")
         self.seqno += 1
         self.reply("250 2.1.0 Ok")
         return True
+
+    def queue_has_room(self) -> bool:
+        """queue_minfree (Postfix's smtpd_check_queue(), after the size and sender checks):
+        `452 4.3.1`, logged without from=<> as Postfix does, then the warning."""
+        warning = check_queue(str(self.svc.store.root), self.s.queue_minfree,
+                              self.s.message_size_limit)
+        if warning is None:
+            return True
+        self.st.reset_transaction()
+        self.log_reject("reject", INSUFFICIENT_STORAGE)
+        self.warn(warning)
+        self.reply(INSUFFICIENT_STORAGE)
+        return False
 
     # RCPT -------------------------------------------------------------------------------
     async def rcpt_cmd(self, cmd: Command) -> bool:
@@ -210,7 +237,8 @@ class TransactionCommands:
                       f"{args[2].value}")
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
-        params = parse_rcpt_params([t.value for t in args[3:]])
+        params = parse_rcpt_params([t.value for t in args[3:]],
+                                   "DSN" not in self.s.discard_ehlo_keywords)
         if params.warning:
             self.warn(params.warning)
         if params.error:
@@ -225,8 +253,16 @@ class TransactionCommands:
         if not await self.check_recipient(recipient):
             return False
         if self.tx.incoming is None:
-            self.tx.incoming = self.svc.store.create()
-            self.log(f"{self.tx.queue_id}: client={self.namaddr}")
+            try:
+                self.tx.incoming = self.svc.store.create()
+            except QueueError as exc:  # no inode, read-only queue: cleanup's write error
+                self.warn(str(exc))
+                self.reply(WRITE_ERROR)
+                return False
+            sasl = self.tx.sasl_sender
+            self.log(f"{self.tx.queue_id}: client={self.namaddr}" + (
+                "" if sasl is None else
+                f", sasl_sender={printable(sasl, self.s.smtputf8_enable)}"))
         self.tx.recipients.append(Recipient(recipient, params.orcpt, params.notify))
         if self.st.recipient is None:  # smtpd's state->recipient: the first one accepted,
             self.st.recipient = recipient  # logged as to=<> by later checks (HELO, ...)
@@ -250,140 +286,3 @@ class TransactionCommands:
 
     def only_recipient(self) -> str | None:
         return self.tx.recipients[0].address if len(self.tx.recipients) == 1 else None
-
-    # DATA / BDAT ------------------------------------------------------------------------
-    def no_recipients(self) -> str:
-        """DATA's and the first BDAT's reply when no RCPT was accepted."""
-        return "503 5.5.1 Error: need RCPT command" if self.tx.sender is None \
-            else "554 5.5.1 Error: no valid recipients"
-
-    async def data_cmd(self, cmd: Command) -> bool | None:
-        if self.tx.in_bdat:
-            self.reply("503 5.5.1 Error: DATA after BDAT")
-            return False
-        # After a refused BDAT chunk and BDAT LAST, Postfix keeps the recipient count without
-        # a transaction: DATA then passes its "need RCPT" test and runs the data restrictions.
-        stale = self.tx.sender is None and self.tx.stale_rcpts > 0
-        if not self.tx.recipients and not stale:
-            self.reply(self.no_recipients())
-            return False
-        if len(cmd.tokens) != 1:
-            self.reply("501 5.5.4 Syntax: DATA")
-            return False
-        err = await self.svc.engine.check_data(self.check_state(), self.only_recipient())
-        if err:
-            self.reply(err)
-            return False
-        if stale:  # Postfix 3.7.11's smtpd dies here (signal 11); decision 0029
-            self.reply(self.no_recipients())
-            return False
-        self.reply("354 End data with <CR><LF>.<CR><LF>")
-        self.conn.start_data()
-        return None
-
-    async def end_of_data(self, message: Message) -> None:
-        self.where = "END-OF-MESSAGE"
-        if message.bare_newline and self.bare_newline():
-            self.stats.count("data", False)
-            self.reset_transaction()
-            return
-        if message.too_big:
-            self.message_too_big("data")
-            return
-        self.tx.size = message.size
-        if await self.end_of_data_rejected("data"):
-            return
-        await self.queue_message(message.content, "data")
-
-    async def end_of_data_rejected(self, verb: str) -> bool:
-        """smtpd_end_of_data_restrictions: a reject drops the message."""
-        err = await self.svc.engine.check_eod(self.check_state(), self.only_recipient())
-        if not err:
-            return False
-        self.reply(err)
-        self.count_result(verb, False)
-        # As Postfix 3.7: the message is dropped but the MAIL transaction stays open (MAIL
-        # gets "nested MAIL command" until RSET) and its queue id stays in the log lines.
-        tx = self.tx
-        if tx.incoming is not None:
-            tx.stale_id = tx.incoming.queue_id
-            self.svc.store.abort(tx.incoming)
-            tx.incoming = None
-        tx.stale_rcpts += len(tx.recipients)
-        tx.recipients = []
-        tx.bdat = None
-        tx.bdat_too_big = False
-        tx.bdat_failed = verb == "bdat"  # RCPT, DATA: "after BDAT" (another BDAT: see 0029)
-        return True
-
-    def message_too_big(self, verb: str, warn: bool = True) -> None:
-        """552 for a message over message_size_limit. smtpd warns when the text it read was
-        too big; a queue file pushed over the limit by the added headers is cleanup's call
-        and gets the same reply without that warning (as in Postfix)."""
-        if warn:
-            self.warn(f"{self.tx.queue_id}: queue file size limit exceeded")
-        self.reply("552 5.3.4 Error: message file too big")
-        self.count_result(verb, False)
-        self.reset_transaction()
-
-    def count_result(self, verb: str, ok: bool) -> None:
-        self.stats.count(verb, ok)
-        if not ok:
-            self.error_count += 1
-
-    async def queue_message(self, content: bytes, verb: str, octets: int = 0) -> None:
-        """Add headers, write and fsync the queue file, then say `250 ... queued as`."""
-        tx = self.tx
-        assert tx.incoming is not None and tx.sender is not None
-        now = self.svc.clock()
-        queue_id = tx.incoming.queue_id
-        rcpts = [r.address for r in tx.recipients]
-        header = received_header(self.helo, self.client.name, self.client.addr,
-                                 self.s.myhostname, self.s.mail_name, self.proto, queue_id,
-                                 rcpts, now)
-        if self.client.addr in self.svc.local_addresses:
-            content, message_id = add_missing_headers(content, queue_id, tx.sender,
-                                                      self.s.myhostname, now)
-        else:
-            message_id = logged_message_id(content)
-        marks = self.st.marks
-        prepend = "".join(f"{line}\n" for line in marks.prepend).encode("utf-8", "replace")
-        text = prepend + header + content
-        size = len(text) + text.count(b"\n")  # Postfix counts message size with CRLF
-        if self.s.message_size_limit and size > self.s.message_size_limit:
-            self.message_too_big(verb, warn=False)  # the limit applies to the queue file
-            return
-        envelope = Envelope(queue_id, tx.sender, routed_recipients(tx.recipients, marks), now,
-                            self.client.name, self.client.addr, self.helo, self.proto, size,
-                            message_id)
-        if marks.filter:
-            envelope.extra["filter"] = marks.filter
-        queue = "hold" if marks.hold else "active"
-        try:
-            if marks.discard:  # accepted and dropped; smtpd logged the discard
-                self.svc.store.abort(tx.incoming)
-            else:
-                await self.svc.commit(tx.incoming, envelope, text, queue)
-        except Exception as exc:  # a queue failure must never look like acceptance
-            self.warn(f"{queue_id}: {exc}")
-            self.reply("451 4.3.0 Error: queue file write error")
-            self.tx.incoming = None
-            self.reset_transaction()
-            self.count_result(verb, False)
-            return
-        tx.incoming = None
-        if message_id and not marks.discard:
-            self.svc.log.log("cleanup", f"{queue_id}: message-id={message_id}")
-        self.error_count = 0  # forgiven before the reply, which is therefore never delayed
-        self.junk_count = 0
-        if verb == "bdat":  # Postfix reports the size of the client's text in CRLF form
-            self.reply(f"250 2.0.0 Ok: {octets} bytes queued as {queue_id}")
-        else:
-            self.reply(f"250 2.0.0 Ok: queued as {queue_id}")
-        self.tx = Transaction()
-        self.st.reset_transaction()
-        self.stats.count(verb, True)
-        self.svc.metrics.message("discarded" if marks.discard else "held" if marks.hold
-                                 else "filtered" if marks.filter else "accepted")
-        if queue == "active" and not marks.discard:
-            self.svc.on_queued(queue_id, envelope, text)

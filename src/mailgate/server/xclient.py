@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from mailgate.engine.context import NAME_OK, NAME_PERM, NAME_TEMP, Client
 from mailgate.smtp.hostnames import valid_hostname
-from mailgate.smtp.protocol import Command
+from mailgate.smtp.protocol import Command, ServerConnection
 
 if TYPE_CHECKING:
     from mailgate.config.settings import SmtpdSettings
@@ -152,13 +152,20 @@ class XclientCommands:
     xclient_allowed: bool
     reply: Callable[[str], None]
     reset_transaction: Callable[[], None]
+    conn: ServerConnection
 
     async def greet(self) -> None:
+        raise NotImplementedError
+
+    def flag_pipelining(self, where: str, pending: bytes) -> None:
         raise NotImplementedError
 
     async def xforward_cmd(self, cmd: Command) -> bool:
         if self.tx.sender is not None:
             self.reply("503 5.5.1 Error: MAIL transaction in progress")
+            return False
+        if len(cmd.tokens) < 2:  # smtpd.c checks the syntax before the authorization
+            self.reply("501 5.5.4 Syntax: XFORWARD attribute=value...")
             return False
         self.reply("550 5.7.0 Error: insufficient authorization")
         return False
@@ -185,5 +192,8 @@ class XclientCommands:
         self.xclient_allowed = self.svc.xclient_hosts(self.client)
         self.reset_transaction()
         self.stats.count("xclient", False)
+        pending = self.conn.buffered()
+        if pending:  # sent before the new greeting (Postfix 3.7.6+, as at CONNECT)
+            self.flag_pipelining("XCLIENT", pending)
         await self.greet()
         return None

@@ -72,8 +72,26 @@ class ProtocolError(Exception):
     """Local misuse of the state machine (a bug in the caller, never the client's fault)."""
 
 
-_UNSTUFF = re.compile(rb"(^|\n)\.(?=[^\n])")
+_LONE_DOT = re.compile(rb"(?m)^\.\n")
+_UNSTUFF = re.compile(rb"(?m)^\.")
 _END_OF_DATA = b"\r\n.\r\n"
+
+
+def store_form(text: bytes) -> bytes:
+    """Message text as Postfix 3.7.11 (`smtpd_forbid_bare_newline = normalize`) queues it:
+    lines end in LF, one CR before each LF is dropped and every other CR becomes a space, so
+    no bare CR is stored or relayed (decision 0035). BDAT content takes this alone."""
+    text = text.replace(b"\r\n", b"\n")
+    return text.replace(b"\r", b" ") if b"\r" in text else text
+
+
+def unstuff(text: bytes) -> bytes:
+    """DATA text (LF line ends) without its dot-stuffing (RFC 5321 4.5.2): a leading dot is
+    removed; a lone-dot line that did not end the data (it touches a bare LF) is dropped, as
+    Postfix 3.7.11 does with `normalize`."""
+    if text.startswith(b".") or b"\n." in text:
+        text = _UNSTUFF.sub(b"", _LONE_DOT.sub(b"", text))
+    return text
 
 
 class ServerConnection:
@@ -148,17 +166,17 @@ class ServerConnection:
         if self._long_head is not None:
             raw, self._long_head, too_long = self._long_head, None, True
         raw = raw.rstrip(b"\r")
-        if len(raw) > self._line_limit:
+        if len(raw) >= self._line_limit:  # Postfix: a full buffer is "longer than" the limit
             raw, too_long = raw[: self._line_limit], True
+        try:  # smtpd checks UTF-8 over the whole line, a NUL and what follows it included
+            raw.decode("utf-8")
+            bad = False
+        except UnicodeDecodeError:
+            bad = True
         nul = raw.find(b"\0")
         if nul >= 0:
             raw = raw[:nul]
-        try:
-            line = raw.decode("utf-8")
-            bad = False
-        except UnicodeDecodeError:
-            line = raw.decode("utf-8", "surrogateescape")
-            bad = True
+        line = raw.decode("utf-8", "surrogateescape")
         tokens = tuple(smtpd_token(line))
         verb = tokens[0].value.upper() if tokens else ""
         return Command(verb, line, tokens, too_long, bad, bare)
@@ -193,11 +211,10 @@ class ServerConnection:
         return self._finish_message(body, received)
 
     def _finish_message(self, body: bytes, received: int) -> Message:
-        crlf = body.count(b"\r\n")
-        bare = body.count(b"\n") != crlf
-        text = body.replace(b"\r\n", b"\n") if crlf else body
-        if text.startswith(b".") or b"\n." in text:
-            text = _UNSTUFF.sub(rb"\1", text)
+        bare = body.count(b"\n") != body.count(b"\r\n")
+        text = unstuff(body.replace(b"\r\n", b"\n"))
+        if b"\r" in text:  # as store_form(): each CR left is a space (decision 0035)
+            text = text.replace(b"\r", b" ")
         size = received - 3  # the terminating ".<CRLF>" is not message text
         too_big = self._too_big or (self._limit > 0 and size > self._limit)
         self._reset_data()

@@ -2,7 +2,8 @@
 
 `smtpd_token()` follows postfix/src/smtpd/smtpd_token.c (the vectors in
 shared/postfix/tests/smtpd/smtpd_token.*); `extract_addr()` follows smtpd.c's extract_addr():
-strip `<>`, drop a source route, parse with RFC 822 rules, refuse more than one address.
+strip `<>`, drop a source route, parse with tok822 (smtp/tok822.py), refuse more than one
+address.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+
+from mailgate.smtp import tok822
 
 
 class TokType(enum.Enum):
@@ -89,73 +92,9 @@ def smtpd_token(line: str) -> list[Token]:
     return tokens
 
 
-# --- RFC 822 address parsing (enough of Postfix's tok822 for envelope addresses) -----------
+# --- envelope addresses ---------------------------------------------------------------------
 
 _SPECIALS = '()<>@,;:\\".[]'
-
-
-def _lex822(text: str) -> list[tuple[str, str]] | None:
-    """Lex into (kind, text): 'atom', 'quoted', 'literal', 'comment', or a special char.
-
-    Returns None when a quote, comment or literal is not closed.
-    """
-    out: list[tuple[str, str]] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c in " \t\r\n":
-            i += 1
-        elif c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            if j >= n:
-                return None
-            out.append(("quoted", text[i : j + 1]))
-            i = j + 1
-        elif c == "(":
-            depth, j = 1, i + 1
-            while j < n and depth:
-                if text[j] == "\\":
-                    j += 1
-                elif text[j] == "(":
-                    depth += 1
-                elif text[j] == ")":
-                    depth -= 1
-                j += 1
-            if depth:
-                return None
-            out.append(("comment", text[i:j]))
-            i = j
-        elif c == "[":
-            j = text.find("]", i)
-            if j < 0:
-                return None
-            out.append(("literal", text[i : j + 1]))
-            i = j + 1
-        elif c in _SPECIALS:
-            out.append((c, c))
-            i += 1
-        else:
-            j = i
-            while j < n and text[j] not in _SPECIALS and text[j] not in " \t\r\n":
-                j += 1
-            out.append(("atom", text[i:j]))
-            i = j
-    return out
-
-
-def _unquote(word: str) -> str:
-    body = word[1:-1]
-    if "\\" not in body:
-        return body
-    out, i = [], 0
-    while i < len(body):
-        if body[i] == "\\" and i + 1 < len(body):
-            i += 1
-        out.append(body[i])
-        i += 1
-    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,46 +106,28 @@ class Extracted:
 
 
 def extract_addr(token: str, strict_rfc821: bool = False) -> Extracted:
-    """Extract the envelope address from a MAIL FROM/RCPT TO argument (smtpd.c extract_addr)."""
+    """Extract the envelope address from a MAIL FROM/RCPT TO/VRFY argument (smtpd.c
+    extract_addr): strip one pair of enclosing `<>`, drop a leading source route, parse with
+    tok822_parse() and take the last address node. Illegal: more than one address node, or
+    with strict_rfc821_envelopes anything but brackets beside it, no leading `<`, or an
+    address that starts with `@`. The empty address and smtpd_check_addr() are the caller's.
+    """
     text = token
     if len(text) >= 2 and text[0] == "<" and text[-1] == ">":
         text = text[1:-1]
-    if text.startswith("@") and ":" in text:
+    if text.startswith("@") and ":" in text:  # the deprecated route address form
         text = text[text.index(":") + 1 :]
-    lexed = _lex822(text)
-    if lexed is None:
-        return Extracted("", True)
-    # A `phrase <addr>` form: the part inside the last angle brackets is the address.
-    if "<" in (k for k, _ in lexed):
-        first = next(i for i, (k, _) in enumerate(lexed) if k == "<")
-        close = next((i for i in range(len(lexed) - 1, first, -1) if lexed[i][0] == ">"), None)
-        if close is None:
-            return Extracted("", True)
-        inner = lexed[first + 1 : close]
-        if inner and inner[0][0] == "@":  # route inside the brackets
-            colon = next((i for i, (k, _) in enumerate(inner) if k == ":"), None)
-            inner = inner[colon + 1 :] if colon is not None else inner
-        lexed = inner
-    naddr, non_addr = 1 if lexed else 0, 0
-    parts: list[str] = []
-    prev_word = False
-    for kind, value in lexed:
-        if kind == "comment":
+    naddr = non_addr = 0
+    addr: tok822.Tok | None = None
+    for tp in tok822.to_list(tok822.parse(text)):
+        if tp.type == tok822.ADDR:
+            addr, naddr = tp, naddr + 1
+        elif tp.type not in (ord("<"), ord(">")):
             non_addr += 1
-            continue
-        is_word = kind in ("atom", "quoted", "literal")
-        if is_word and prev_word:
-            naddr += 1  # two words without '.' or '@' between them: another address
-        if kind in (",", ";", ":", "<", ">"):
-            non_addr += 1
-            if kind == ",":
-                naddr += 1
-            prev_word = False
-            continue
-        parts.append(_unquote(value) if kind == "quoted" else value)
-        prev_word = is_word
-    illegal = naddr > 1 or (strict_rfc821 and (non_addr > 0 or not token.startswith("<")))
-    return Extracted("".join(parts), illegal)
+    address = tok822.internalize(addr.head) if addr is not None else ""
+    illegal = naddr > 1 or (strict_rfc821 and (
+        non_addr > 0 or not token.startswith("<") or address.startswith("@")))
+    return Extracted(address, illegal)
 
 
 def quote_local_part(address: str) -> str:
@@ -215,7 +136,7 @@ def quote_local_part(address: str) -> str:
     if not at:
         local, domain = address, ""
     if not local or _needs_quoting(local):
-        escaped = local.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = local.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "\\\r")
         local = f'"{escaped}"'
     return f"{local}@{domain}" if at else local
 
@@ -233,4 +154,6 @@ def _needs_quoting(local: str) -> bool:
         return False
     if local.startswith(".") or local.endswith(".") or ".." in local:
         return True
-    return any(c in _SPECIALS[:-4] or c in ' \t"\\' or ord(c) < 32 for c in local.replace(".", ""))
+    # quote_822_local.c: specials (brackets too), space and ISCNTRL() (DEL too) need quotes
+    return any(c in _SPECIALS[:-4] or c in ' \t"\\[]' or ord(c) < 32 or c == "\x7f"
+               for c in local.replace(".", ""))

@@ -1,0 +1,1 @@
+"""Property-based and stateful fuzz tests of the parsers that read outside input."""
