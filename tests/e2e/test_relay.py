@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Server, free_port, port_accepts, require, wait_until
+from support.loopback import LoopbackServer
 
 RELAY = "relay.test"
 
@@ -68,30 +69,8 @@ class Sink:
         shutil.rmtree(self.dump, ignore_errors=True)
 
 
-class Silent:
+class Silent(LoopbackServer):
     """Accepts connections and never says a word (a hung receiver)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(10)
-        self.port = self.sock.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.conns:
-            conn.close()
 
 
 @pytest.fixture
@@ -327,29 +306,15 @@ def test_lmtp_delivery_to_dovecot(server_factory, dovecot_lmtp) -> None:  # type
         assert message["Subject"] == "relay test"
 
 
-class HangsAfterData:
+class HangsAfterData(LoopbackServer):
     """Takes a whole message, then never answers the final dot (the receiver dies with it)."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(5)
-        self.port = self.sock.getsockname()[1]
         self.got_message = threading.Event()
         self.messages = 0
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn: socket.socket) -> None:
+    def session(self, conn: socket.socket) -> None:
         conn.sendall(b"220 hang.test ESMTP\r\n")
         data = b""
         while not data.endswith(b"\r\n.\r\n"):
@@ -365,11 +330,6 @@ class HangsAfterData:
                     conn.sendall(b"354 go ahead\r\n")
         self.messages += 1
         self.got_message.set()
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.conns:
-            conn.close()
 
 
 def test_kill9_during_delivery_loses_nothing(server_factory, sinks) -> None:  # type: ignore[no-untyped-def]

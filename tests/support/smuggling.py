@@ -16,7 +16,9 @@ import argparse
 import re
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from support.loopback import LoopbackServer
 
 # name -> the bytes put between two lines of the body
 VARIANTS: dict[str, bytes] = {
@@ -195,29 +197,14 @@ class Captured:
     raw: bytes
 
 
-@dataclass
-class CaptureServer:
+class CaptureServer(LoopbackServer):
     """A threaded SMTP receiver on 127.0.0.1 that records raw DATA bytes (see the module)."""
 
-    port: int = 0
-    messages: list[Captured] = field(default_factory=list)
-    hostname: str = "capture.test"
-
-    def __post_init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(20)
-        self.port = int(self.sock.getsockname()[1])
+    def __init__(self, port: int = 0, hostname: str = "capture.test") -> None:
+        self.messages: list[Captured] = []
+        self.hostname = hostname
         self.arrived = threading.Condition()
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self._conns:
-            conn.close()
+        super().__init__(port)
 
     def wait(self, count: int, timeout: float = 20.0) -> list[Captured]:
         """Block until `count` messages have arrived; returns them all."""
@@ -226,16 +213,7 @@ class CaptureServer:
                 raise TimeoutError(f"{len(self.messages)} of {count} messages captured")
             return list(self.messages)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def session(self, conn: socket.socket) -> None:
         buf = bytearray()
         sender, rcpts = "", []
 

@@ -168,15 +168,16 @@ class ServerConnection:
         raw = raw.rstrip(b"\r")
         if len(raw) >= self._line_limit:  # Postfix: a full buffer is "longer than" the limit
             raw, too_long = raw[: self._line_limit], True
+        line: str | None
         try:  # smtpd checks UTF-8 over the whole line, a NUL and what follows it included
-            raw.decode("utf-8")
-            bad = False
+            line, bad = raw.decode("utf-8"), False
         except UnicodeDecodeError:
-            bad = True
+            line, bad = None, True
         nul = raw.find(b"\0")
         if nul >= 0:
-            raw = raw[:nul]
-        line = raw.decode("utf-8", "surrogateescape")
+            line = raw[:nul].decode("utf-8", "surrogateescape")
+        elif line is None:
+            line = raw.decode("utf-8", "surrogateescape")
         tokens = tuple(smtpd_token(line))
         verb = tokens[0].value.upper() if tokens else ""
         return Command(verb, line, tokens, too_long, bad, bare)
