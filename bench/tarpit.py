@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from throughput import REFERENCE, descendants, main_cf, serve, server_cpu  # noqa: E402
+from throughput import REFERENCE, descendants, main_cf, proc_rss_kb, serve, server_cpu  # noqa: E402
 
 SETTINGS = {"smtpd_soft_error_limit": "3", "smtpd_hard_error_limit": "6",
             "smtpd_error_sleep_time": "1s", "smtpd_client_connection_count_limit": "0"}
@@ -144,18 +144,11 @@ def run_mailgate(args: argparse.Namespace, work: Path) -> dict[str, float]:
         result = measure("mailgate", port, work / "maillog", args)
         cpu = server_cpu(proc.pid)
         print(f"mailgate  server CPU {cpu:.1f} s, RSS of its processes "
-              f"{sum(_rss(p) for p in [proc.pid, *descendants(proc.pid)]) // 1024} MB")
+              f"{sum(proc_rss_kb(p) for p in [proc.pid, *descendants(proc.pid)]) // 1024} MB")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     return result
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def run_postfix(args: argparse.Namespace, work: Path) -> dict[str, float] | None:

@@ -13,8 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from support.reference import Instance
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.exists():  # CI: shared/ sits beside the clone
@@ -303,3 +307,23 @@ def require(tool: str) -> str:
             pytest.fail(f"{tool} is not installed: run scripts/test-setup")
         pytest.skip(f"{tool} is not installed (scripts/test-setup installs it)")
     return path
+
+
+REFERENCE_SCRIPT = SHARED / "postfix" / "reference-postfix.sh"
+
+
+def reference_postfix(tmp_path_factory: pytest.TempPathFactory, name: str, port: int = 0
+                      ) -> Iterator[Instance]:
+    """For a module-scoped fixture: one reference Postfix (support.reference.Instance) on a
+    free loopback port (or `port`), stopped at the end; skips without ../shared or Postfix."""
+    from support.reference import Instance
+
+    require("postfix")
+    if not REFERENCE_SCRIPT.exists():
+        pytest.skip("shared/postfix/reference-postfix.sh not present")
+    instance = Instance(REFERENCE_SCRIPT, tmp_path_factory.mktemp(name) / "ref",
+                        port or free_port())
+    try:
+        yield instance
+    finally:
+        instance.stop()

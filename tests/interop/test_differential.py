@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, free_port, require, wait_until
+from conftest import reference_postfix, wait_until
 from support import differential, reference
 from support.dialogue import _Reader
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
-REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 SEEDS = [int(x) for x in os.environ.get("MAILGATE_DIFF_SEEDS", " ".join(map(str, range(1, 11)))).split()]
 SESSIONS = int(os.environ.get("MAILGATE_DIFF_SESSIONS", "3"))
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
@@ -154,20 +153,14 @@ def run(port: int, sessions: list[list[differential.Item]], log: Path, skip: int
         replies += settle(play(port, lines, sleep))
         replies.append("---")
         wait_until(lambda n=done: sum("disconnect from" in x
-                                      for x in smtpd_lines(log, skip)) >= n)  # type: ignore[misc]
+                                      for x in smtpd_lines(log, skip)) >= n)
     return replies, smtpd_lines(log, skip)
 
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reference.Instance]:
     """One reference instance, reconfigured for each seed (postconf -e and a reload)."""
-    require("postfix")
-    if not REFERENCE.exists():
-        pytest.skip("shared/postfix/reference-postfix.sh not present")
-    instance = reference.Instance(REFERENCE, tmp_path_factory.mktemp("differential") / "ref",
-                                  free_port())
-    yield instance
-    instance.stop()
+    yield from reference_postfix(tmp_path_factory, "differential")
 
 
 @pytest.mark.interop

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, free_port, require, wait_until
+from conftest import reference_postfix, require, wait_until
 from interop.test_differential import run
 from support import reference
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "dialogues"
-REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 MODES = ("normal", "more", "aggressive")
 SETTINGS = {
     "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
@@ -62,13 +61,7 @@ def matches(log: Path, filter_name: str, mode: str, config: Path | None = None) 
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reference.Instance]:
-    require("postfix")
-    if not REFERENCE.exists():
-        pytest.skip("shared/postfix/reference-postfix.sh not present")
-    instance = reference.Instance(REFERENCE, tmp_path_factory.mktemp("f2b") / "ref",
-                                  free_port())
-    yield instance
-    instance.stop()
+    yield from reference_postfix(tmp_path_factory, "f2b")
 
 
 @pytest.mark.interop

@@ -10,26 +10,21 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import SHARED, Client, free_port, require, wait_until
+from conftest import REFERENCE_SCRIPT, Client, reference_postfix, wait_until
 from support import reference
 
-REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 SETTINGS = {"smtpd_timeout": "2s", "smtpd_per_request_deadline": "yes",
             "smtpd_recipient_limit": "5", "smtpd_recipient_overshoot_limit": "3",
             "smtpd_error_sleep_time": "0", "message_size_limit": "10000"}
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
 
 pytestmark = [pytest.mark.interop,
-              pytest.mark.skipif(not REFERENCE.exists(), reason="shared/ not present")]
+              pytest.mark.skipif(not REFERENCE_SCRIPT.exists(), reason="shared/ not present")]
 
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reference.Instance]:
-    require("postfix")
-    instance = reference.Instance(REFERENCE, tmp_path_factory.mktemp("floods") / "ref",
-                                  free_port())
-    yield instance
-    instance.stop()
+    yield from reference_postfix(tmp_path_factory, "floods")
 
 
 def trickle(port: int) -> list[str]:

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, free_port, require, wait_until
+from conftest import SHARED, reference_postfix, wait_until
 from support import observed, reference
 
 OBSERVED = SHARED / "postfix" / "tests" / "observed-3.7.11"
-REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 TESTS = [t for path in sorted(OBSERVED.glob("sessions-*.txt")) for t in observed.parse(path)] \
     if OBSERVED.exists() else []
 # C15 needs a client that talks before the greeting, C16 a server that does not start,
@@ -54,17 +53,13 @@ def play_all(port: int, test: observed.ObservedTest, log: Path, tables: Path, sk
     for done, steps in enumerate(test.sessions, 1):
         replies.append([_QUEUE_ID.sub("QUEUEID", x) for x in observed.play(port, steps)])
         wait_until(lambda n=done: sum("disconnect from" in x for x in smtpd_lines(
-            log, tables, skip)) >= n)  # type: ignore[misc]
+            log, tables, skip)) >= n)
     return replies, smtpd_lines(log, tables, skip)
 
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reference.Instance]:
-    require("postfix")
-    instance = reference.Instance(REFERENCE, tmp_path_factory.mktemp("observed") / "ref",
-                                  free_port())
-    yield instance
-    instance.stop()
+    yield from reference_postfix(tmp_path_factory, "observed")
 
 
 @pytest.mark.interop

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, base_main_cf, free_port, require, wait_until
+from conftest import base_main_cf, reference_postfix, wait_until
 from interop.test_differential import run
 from mailgate.config.maincf import split_list
 from support import differential, reference
 from support.policy import Policyd, Scripted
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
-REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 SEEDS = [int(x) for x in os.environ.get("MAILGATE_POLICY_SEEDS",
                                         " ".join(map(str, range(1, 9)))).split()]
 FAILURES = ("@sleep 3", "@close", "@garbage", "@noeq", "@partial")
@@ -90,13 +89,7 @@ def normalized(requests: list[dict]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reference.Instance]:
-    require("postfix")
-    if not REFERENCE.exists():
-        pytest.skip("shared/postfix/reference-postfix.sh not present")
-    instance = reference.Instance(REFERENCE, tmp_path_factory.mktemp("policy") / "ref",
-                                  free_port())
-    yield instance
-    instance.stop()
+    yield from reference_postfix(tmp_path_factory, "policy")
 
 
 @pytest.fixture

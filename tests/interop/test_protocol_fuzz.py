@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, free_port, require
+from conftest import reference_postfix
 from support import protofuzz, reference
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
-REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 # A crash of Postfix's smtpd during its first session makes master throttle the service for
 # service_throttle_time (60 s by default): shorter for the reference only.
 POSTFIX_ONLY = {"service_throttle_time": "1s"}
@@ -147,13 +146,8 @@ class Comparison:
 
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[reference.Instance]:
-    require("postfix")
-    if not REFERENCE.exists():
-        pytest.skip("shared/postfix/reference-postfix.sh not present")
-    port = int(os.environ.get("MAILGATE_PROTO_FUZZ_PORT", "0")) or free_port()
-    instance = reference.Instance(REFERENCE, tmp_path_factory.mktemp("protofuzz") / "ref", port)
-    yield instance
-    instance.stop()
+    port = int(os.environ.get("MAILGATE_PROTO_FUZZ_PORT", "0"))
+    yield from reference_postfix(tmp_path_factory, "protofuzz", port)
 
 
 def _report(seed: int, fragment: str, diff: str) -> None:

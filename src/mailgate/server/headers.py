@@ -68,9 +68,11 @@ def cut_long_headers(content: bytes, limit: int, record: int) -> bytes:
     discarded. A record is a physical line, or a `record`-byte piece (line_length_limit) of
     a longer one. Checked against Postfix 3.7.11: a 150,000-byte header keeps 50 records of
     2048 bytes; a folded one keeps its whole lines up to 102,400 bytes with the newlines."""
+    if len(content) <= limit or limit <= 0 or record <= 0:
+        return content  # the common case: no header can be longer than the whole message
     end, _, _ = scan_headers(content)
-    if end <= limit or limit <= 0 or record <= 0:
-        return content  # no header can be longer than the whole header block
+    if end <= limit:
+        return content  # ... or than the whole header block
     out: list[bytes] = []
     size = 0
     dropping = False
