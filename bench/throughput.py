@@ -4,7 +4,9 @@ Both servers fsync a message before `250` and deliver it to a Maildir. For each:
 accepted (the smtp-source run) and delivered (until the last Maildir file), CPU seconds of the
 whole server (all its processes), peak RSS (sum over its processes), and RSS samples over the
 run (memory must stay flat).
-Usage: bench/throughput [-m MESSAGES] [-s SESSIONS] [-l BYTES] [--no-postfix] [--metrics]
+Runs alternate (mailgate, Postfix, Postfix, mailgate, ...) and the medians are compared.
+Usage: bench/throughput [-m MESSAGES] [-s SESSIONS[,SESSIONS...]] [-l BYTES] [--runs N]
+                        [--no-postfix] [--metrics]
 """
 
 from __future__ import annotations
@@ -196,33 +198,67 @@ def show(name: str, result: dict[str, object], messages: int) -> None:
     assert isinstance(samples, list)
     quarters = [samples[int(len(samples) * q)][1] // 1024 for q in (0.25, 0.5, 0.75)
                 if samples] + ([samples[-1][1] // 1024] if samples else [])
+    cpu = float(result["cpu_s"])  # type: ignore[arg-type]
     print(f"{name:9s} accepted {messages / accept:8.1f} msg/s  delivered {messages / total:8.1f} "
-          f"msg/s  cpu {float(result['cpu_s']):7.1f} s  peak RSS "  # type: ignore[arg-type]
+          f"msg/s  cpu {cpu:7.1f} s = {1000 * cpu / messages:5.2f} ms/msg  peak RSS "
           f"{int(result['peak_kb']) // 1024:5d} MB  RSS at 25/50/75/100%: "  # type: ignore[call-overload]
-          f"{'/'.join(str(q) for q in quarters)} MB")
+          f"{'/'.join(str(q) for q in quarters)} MB", flush=True)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def compare(args: argparse.Namespace, sessions: int, tmp: Path) -> None:
+    """`args.runs` alternating runs of both servers at one session count; the medians."""
+    args.sessions = sessions
+    print(f"\n-- smtp-source -s {sessions} -m {args.messages} -l {args.size}, "
+          f"{args.runs} alternating run(s)", flush=True)
+    rates: dict[str, list[float]] = {"mailgate": [], "postfix": []}
+    cpus: dict[str, list[float]] = {"mailgate": [], "postfix": []}
+    for run in range(args.runs):
+        for name in ("mailgate", "postfix") if run % 2 == 0 else ("postfix", "mailgate"):
+            work = tmp / f"{name}-s{sessions}-{run}"
+            if name == "mailgate":
+                result: dict[str, object] | None = run_mailgate(args, work)
+            else:
+                result = None if args.no_postfix else run_postfix(args, work)
+            if result is None:
+                continue
+            show(f"{name}", result, args.messages)
+            rates[name].append(args.messages / float(result["accept_s"]))  # type: ignore[arg-type]
+            cpus[name].append(1000 * float(result["cpu_s"]) / args.messages)  # type: ignore[arg-type]
+    for name in rates:
+        if rates[name]:
+            print(f"median {name:9s} accepted {median(rates[name]):8.1f} msg/s  "
+                  f"cpu {median(cpus[name]):5.2f} ms/msg")
+    if rates["postfix"]:
+        ratio = median(rates["mailgate"]) / median(rates["postfix"])
+        cpu_ratio = median(cpus["mailgate"]) / median(cpus["postfix"])
+        print(f"ratio mailgate/postfix (medians): accepted {ratio:.2f}x (target >= 1.5x)  "
+              f"cpu per message {cpu_ratio:.2f}x (target <= 0.6x)", flush=True)
+    elif not args.no_postfix:
+        print("reference Postfix not installed: mailgate only")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-m", "--messages", type=int, default=20000)
-    parser.add_argument("-s", "--sessions", type=int, default=10)
+    parser.add_argument("-s", "--sessions", default="10",
+                        help="smtp-source -s; a comma list runs each (e.g. 10,1,50)")
     parser.add_argument("-l", "--size", type=int, default=2048)
+    parser.add_argument("--runs", type=int, default=3,
+                        help="alternating runs per session count (medians are compared)")
     parser.add_argument("--port", type=int, default=2798, help="reference Postfix port")
     parser.add_argument("--no-postfix", action="store_true")
     parser.add_argument("--metrics", action="store_true", help="mailgate with metrics_listen")
     args = parser.parse_args()
-    print(f"smtp-source -s {args.sessions} -m {args.messages} -l {args.size}, Maildir delivery, "
-          f"fsync before 250; {os.cpu_count()} cores")
+    print(f"Maildir delivery, fsync before 250; {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-") as tmp:
-        mg = run_mailgate(args, Path(tmp) / "mailgate")
-        show("mailgate", mg, args.messages)
-        pf = None if args.no_postfix else run_postfix(args, Path(tmp) / "postfix")
-        if pf is not None:
-            show("postfix", pf, args.messages)
-            ratio_accept = float(pf["accept_s"]) / float(mg["accept_s"])  # type: ignore[arg-type]
-            ratio_total = float(pf["total_s"]) / float(mg["total_s"])  # type: ignore[arg-type]
-            print(f"ratio mailgate/postfix: accepted {ratio_accept:.2f}x  delivered "
-                  f"{ratio_total:.2f}x")
+        for sessions in (int(x) for x in str(args.sessions).split(",")):
+            compare(args, sessions, Path(tmp))
     return 0
 
 

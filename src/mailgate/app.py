@@ -27,7 +27,7 @@ from mailgate.dns.names import HostsFile, NameService
 from mailgate.dns.resolver import Resolver
 from mailgate.engine.context import Client
 from mailgate.engine.engine import Engine
-from mailgate.engine.settings import EngineSettings
+from mailgate.engine.settings import LIST_PARAMS, EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import ConfigError, MapError, QueueError
 from mailgate.maillog import MailLog
@@ -218,6 +218,14 @@ def build_resolver(cfg: Config, registry: Registry, local: frozenset[str],
         append_at_myorigin=cfg.get_bool("append_at_myorigin"))
 
 
+def restriction_lists(cfg: Config, policyd: bool = False) -> dict[str, tuple[str, ...]]:
+    """Every restriction list by the parameter that sets it: the stage lists (`policyd`:
+    policyd_restrictions) and the restriction classes (the policy clients name it in errors)."""
+    params = ("policyd_restrictions",) if policyd else tuple(LIST_PARAMS.values())
+    return {name: cfg.get_list(name)
+            for name in (*params, *cfg.get_list("smtpd_restriction_classes"))}
+
+
 def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
                  log: Callable[[str], None], local: frozenset[str] = frozenset(),
                  policyd: bool = False, metrics: Metrics = NO_METRICS
@@ -236,7 +244,7 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
     vmaps = table("virtual_mailbox_maps")
     access = AccessTables(registry)
     every_list = (*settings.lists.values(), *settings.classes.values())
-    policy = policy_clients(cfg, every_list)
+    policy = policy_clients(cfg, restriction_lists(cfg, policyd))
     for names in every_list:
         for name in names:  # open every access table at start-up, as Postfix does
             if ":" in name and name not in policy:
@@ -282,10 +290,9 @@ def committer(store: QueueStore, renamer: DurableRenamer,
 
     async def commit(incoming: Incoming, envelope: Envelope, text: bytes, queue: str) -> None:
         store.write(incoming, envelope, text)
-        fd, incoming.fd = incoming.fd, -1  # the renamer's now: it closes it, whatever happens
-        try:
-            await renamer.commit(fd, str(incoming.path),
-                                 str(store.path(queue, incoming.queue_id)), fsync)
+        try:  # the descriptor stays the store's: it holds the queue file's lock
+            await renamer.commit(incoming.fd, incoming.path,
+                                 store.file(queue, incoming.queue_id), fsync, close=False)
         except OSError as exc:
             store.abort(incoming)
             raise QueueError(f"{incoming.queue_id}: cannot store message: "

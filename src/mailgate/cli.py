@@ -24,7 +24,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_policyd(args: argparse.Namespace) -> int:
-    from mailgate.policy.daemon import run
+    from mailgate.policyd.daemon import run
 
     return run(_load(args, demo=False))
 

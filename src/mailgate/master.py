@@ -77,6 +77,13 @@ class ConnectionTable:
             _RATE.pack_into(self._rates, offset, start, count)
             return int(count)
 
+    def peek_rate(self, addr: str, now: float, unit: float) -> int:
+        """What rate() would return for one more connection, without counting it."""
+        offset = (zlib.crc32(addr.encode()) % _BUCKETS) * _RATE.size
+        with self._lock:
+            start, count = _RATE.unpack_from(self._rates, offset)
+        return 1 if not count or now - start >= unit else int(count) + 1
+
     def disconnect(self, addr: str) -> None:
         with self._lock:
             self._add(self._index(addr), -1)

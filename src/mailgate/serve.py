@@ -12,7 +12,7 @@ import socket
 from collections.abc import Coroutine
 from typing import Any
 
-from mailgate.app import App
+from mailgate.app import App, restriction_lists
 from mailgate.config.config import Config
 from mailgate.config.settings import DeliverySettings, SmtpdSettings
 from mailgate.dns.resolver import Resolver
@@ -24,7 +24,7 @@ from mailgate.metrics import create as create_metrics
 from mailgate.metrics import exporter
 from mailgate.policy.client import clients as policy_clients
 from mailgate.queue.commands import write_pid
-from mailgate.queue.store import QueueStore
+from mailgate.queue.store import QUEUES, QueueStore
 
 
 def raise_fd_limit() -> None:
@@ -69,7 +69,7 @@ def run(cfg: Config) -> int:
     smtpd = SmtpdSettings.from_config(cfg)
     delivery = DeliverySettings.from_config(cfg)
     engine = EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
-    policy_clients(cfg, (*engine.lists.values(), *engine.classes.values()))  # bad services
+    policy_clients(cfg, restriction_lists(cfg))  # bad services
     try:  # a malformed resolver_servers item: here, not in every worker
         Resolver(cfg.get_list("resolver_servers"))
     except ValueError as exc:
@@ -98,7 +98,8 @@ def run(cfg: Config) -> int:
                              retries=index == 0, metrics=http is not None))
 
     count, work, on_exit = exporter.processes(
-        cfg.get_int("smtpd_processes") or os.cpu_count() or 1, worker, http, store.root)
+        cfg.get_int("smtpd_processes") or os.cpu_count() or 1, worker, http,
+        [store.root / name for name in QUEUES])
     def exited(pid: int) -> None:
         connections.worker_died()
         on_exit(pid)

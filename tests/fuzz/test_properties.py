@@ -18,7 +18,7 @@ from mailgate.maps.compiled import CompiledMap, build
 from mailgate.maps.simple import parse_source
 from mailgate.policy.protocol import PolicyReader, Request, encode
 from mailgate.smtp.protocol import NEED_DATA, Closed, Command, Message, Mode, ServerConnection
-from mailgate.smtp.tokens import extract_addr, quote_local_part
+from mailgate.smtp.tokens import extract_addr, parse_addr, quote_local_part
 from support.fuzz_seeds import DNS_SEEDS
 from support.fuzz_tables import run_maincf
 from support.fuzz_targets import run_dns
@@ -73,6 +73,19 @@ def test_quoted_address_extracts_back(local: str, domain: str) -> None:
     address = f"{local}@{domain}"
     got = extract_addr(f"<{quote_local_part(address)}>")
     assert (got.address, got.illegal) == (address, False)
+
+
+ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+NEAR_SIMPLE = st.text(st.sampled_from(ATEXT + '.@<>"\\ ()[]:,;'), max_size=30)
+
+
+@given(token=st.one_of(
+    st.from_regex(r"<([a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-zA-Z0-9_~-]+)*"
+                  r"@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)?>", fullmatch=True),
+    NEAR_SIMPLE, NEAR_SIMPLE.map(lambda t: f"<{t}>")), strict=st.booleans())
+def test_extract_addr_fast_path_agrees_with_tok822(token: str, strict: bool) -> None:
+    """extract_addr()'s fast path for `<dot-atom@domain>` gives what tok822 gives."""
+    assert extract_addr(token, strict) == parse_addr(token, strict)
 
 
 @given(data=st.binary(max_size=400))

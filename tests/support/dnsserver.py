@@ -6,7 +6,9 @@
 Serves every `*.zone` master file in DIR (each with its `$ORIGIN`): answers, CNAMEs within
 a zone, wildcards, NODATA and NXDOMAIN with the SOA. Queries under a `--timeout` zone are
 never answered, under a `--servfail` zone answered SERVFAIL; names in no zone are REFUSED.
-`--delay` holds every answer that long (benchmarks). Prints `ready PORT` when it serves.
+`--delay` holds every answer that long after its query came (benchmarks). Prints
+`ready PORT` when it serves. The common query is answered by support/dnsanswers.py (tables
+built once, the same bytes as dnspython's), anything else by Authority through dnspython.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import signal
 import socket
 import sys
+from collections import deque
 from pathlib import Path
 
 import dns.exception
@@ -27,6 +30,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.zone
+
+from .dnsanswers import SLOW, Answers
 
 IN = dns.rdataclass.IN
 
@@ -125,70 +130,102 @@ class Authority:
             reply.authority.append(rrset)
 
 
+def _slow(authority: Authority, data: bytes, udp: bool) -> bytes | None:
+    """Authority's reply with dnspython, as a UDP or TCP message (None: no reply)."""
+    if udp:
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:
+            return None
+    else:
+        query = dns.message.from_wire(data)
+    reply = authority.answer(query)
+    if reply is None:
+        return None
+    if not udp:
+        return reply.to_wire(max_size=65535, want_shuffle=False)  # no EDNS size cap
+    try:
+        return reply.to_wire(max_size=512 if query.edns < 0 else max(query.payload, 512),
+                             want_shuffle=False)  # zone order: replies must not vary
+    except dns.exception.TooBig:  # the client must ask again over TCP
+        reply.answer, reply.authority, reply.additional = [], [], []
+        reply.flags |= dns.flags.TC
+        return reply.to_wire(want_shuffle=False)
+
+
 class Udp(asyncio.DatagramProtocol):
-    def __init__(self, authority: Authority, delay: float) -> None:
+    """Replies by query (but its ID) from a cache, else from Answers, else from Authority.
+    With a delay, replies wait in one queue (in arrival order) that one timer drains."""
+
+    def __init__(self, authority: Authority, delay: float, fast: Answers | None = None) -> None:
         self.authority = authority
+        self.fast = fast or Answers(authority)
         self.delay = delay
         self.transport: asyncio.DatagramTransport | None = None
-        self.answers: dict[bytes, bytes] = {}
+        self.answers: dict[bytes, bytes | None] = {}  # case kept: replies echo the question
+        self.held: deque[tuple[float, bytes, tuple[str, int]]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        key = data[2:]  # the query but its ID (case kept: answers echo the question's case)
-        cached = self.answers.get(key)
-        if cached is not None:
-            self._reply(data[:2] + cached, addr)
+        key = data[2:]
+        if key in self.answers:
+            cached = self.answers[key]
+            if cached is not None:  # None: never answered
+                self._reply(data[:2] + cached, addr)
             return
-        try:
-            query = dns.message.from_wire(data)
-        except Exception:
-            return
-        reply = self.authority.answer(query)
-        if reply is None:
-            return
-        try:
-            wire = reply.to_wire(max_size=512 if query.edns < 0 else max(query.payload, 512),
-                                 want_shuffle=False)  # zone order: replies must not vary
-        except dns.exception.TooBig:  # the client must ask again over TCP
-            reply.answer, reply.authority, reply.additional = [], [], []
-            reply.flags |= dns.flags.TC
-            wire = reply.to_wire(want_shuffle=False)
+        wire = self.fast.reply(data, True)
+        if wire is SLOW:
+            wire = _slow(self.authority, data, True)
+            if wire is None:
+                return
         if len(self.answers) < 100_000:
-            self.answers[key] = wire[2:]
-        self._reply(wire, addr)
+            self.answers[key] = wire[2:] if isinstance(wire, bytes) else None
+        if isinstance(wire, bytes):
+            self._reply(wire, addr)
 
     def _reply(self, wire: bytes, addr: tuple[str, int]) -> None:
-        if self.delay > 0:
-            asyncio.get_running_loop().call_later(self.delay, self._send, wire, addr)
-        else:
-            self._send(wire, addr)
+        if self.delay <= 0:
+            if self.transport is not None:
+                self.transport.sendto(wire, addr)
+            return
+        loop = asyncio.get_running_loop()
+        self.held.append((loop.time() + self.delay, wire, addr))
+        if self.timer is None:
+            self.timer = loop.call_at(self.held[0][0], self._flush)
 
-    def _send(self, wire: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(wire, addr)
+    def _flush(self) -> None:
+        """Send every held reply whose time has come; wait for the next one."""
+        loop = asyncio.get_running_loop()
+        now, held = loop.time(), self.held
+        while held and held[0][0] <= now:
+            _, wire, addr = held.popleft()
+            if self.transport is not None:
+                self.transport.sendto(wire, addr)
+        self.timer = loop.call_at(held[0][0], self._flush) if held else None
 
 
-async def _tcp(authority: Authority, delay: float, reader: asyncio.StreamReader,
+async def _tcp(authority: Authority, fast: Answers, delay: float, reader: asyncio.StreamReader,
                writer: asyncio.StreamWriter) -> None:
     try:
         while True:
             size = int.from_bytes(await reader.readexactly(2), "big")
-            query = dns.message.from_wire(await reader.readexactly(size))
-            reply = authority.answer(query)
-            if reply is None:
+            data = await reader.readexactly(size)
+            wire = fast.reply(data, False)
+            if wire is SLOW:
+                wire = _slow(authority, data, False)
+            if not isinstance(wire, bytes):
                 continue
             if delay > 0:
                 await asyncio.sleep(delay)
-            wire = reply.to_wire(max_size=65535, want_shuffle=False)  # no EDNS size cap
             writer.write(len(wire).to_bytes(2, "big") + wire)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, dns.exception.DNSException):
         pass
     finally:
         writer.close()
-
 
 def load_zones(directory: Path) -> list[dns.zone.Zone]:
     return [dns.zone.from_file(str(path), relativize=False, check_origin=False)
@@ -199,14 +236,15 @@ async def serve(args: argparse.Namespace) -> None:
     authority = Authority(load_zones(Path(args.zones)),
                           {dns.name.from_text(z) for z in args.timeout},
                           {dns.name.from_text(z) for z in args.servfail})
+    fast = Answers(authority)
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: Udp(authority, args.delay), local_addr=(args.address, args.port))
+        lambda: Udp(authority, args.delay, fast), local_addr=(args.address, args.port))
     sock = transport.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # bursts of thousands
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     port = transport.get_extra_info("sockname")[1]
-    server = await asyncio.start_server(lambda r, w: _tcp(authority, args.delay, r, w),
+    server = await asyncio.start_server(lambda r, w: _tcp(authority, fast, args.delay, r, w),
                                         args.address, port)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

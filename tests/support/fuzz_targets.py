@@ -70,12 +70,11 @@ def check_command(ev: Command) -> None:
 
 
 def reply_to(conn: ServerConnection, ev: Command) -> None:
-    """What a session does with a command: one reply, and the state change it asks for."""
+    """What a session does with a command: one reply (a 354 moves the core to DATA itself),
+    and the chunk a BDAT announces."""
     out = conn.send(250 if ev.verb != "DATA" else 354, ["first", "last"] if ev.verb == "EHLO" else "ok")
     check(out.endswith(b"\r\n") and out[:3].isdigit(), "reply format")
-    if ev.verb == "DATA":
-        conn.start_data()
-    elif ev.verb == "BDAT" and len(ev.tokens) > 1 and ev.tokens[1].value.isdigit():
+    if ev.verb == "BDAT" and len(ev.tokens) > 1 and ev.tokens[1].value.isdigit():
         size = int(ev.tokens[1].value)
         last = len(ev.tokens) > 2 and ev.tokens[2].value.upper() == "LAST"
         conn.start_chunk(min(size, 10**9), last, discard=size > BDAT_MAX)

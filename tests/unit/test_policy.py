@@ -19,8 +19,8 @@ from mailgate.maps import default_registry
 from mailgate.policy import service
 from mailgate.policy.client import PolicyClient, release
 from mailgate.policy.protocol import PolicyReader, Request
-from mailgate.policy.server import ClientErrors, PolicydSettings, PolicyService, check_state
 from mailgate.policy.service import service_names
+from mailgate.policyd.server import ClientErrors, PolicydSettings, PolicyService, check_state
 
 # What Postfix 3.7.11 (Debian) sent in a live session, in its order (no SASL/TLS values).
 POSTFIX_ATTRIBUTES = [
@@ -93,10 +93,9 @@ def test_service_names_are_found_in_lists() -> None:
 
 def test_request_has_postfix_attributes_in_order() -> None:
     st = CheckState(Client("host.example", "192.0.2.1", 4321, server_addr="127.0.0.1",
-                           server_port=25), helo="helo.example", sender="s@example.org",
-                    recipient="r@example.test", rcpt_count=1, where="DATA",
+                           server_port=25), rcpt_count=1, where="DATA",
                     protocol="ESMTP", queue_id="ABC123", instance="1.2.3.0", size=99)
-    attrs = request(st, "ctx")
+    attrs = request(st, "ctx", "helo.example", "s@example.org", "r@example.test")
     assert list(attrs) == POSTFIX_ATTRIBUTES
     assert (attrs["protocol_state"], attrs["recipient"], attrs["recipient_count"],
             attrs["client_port"], attrs["server_port"], attrs["policy_context"]) == \

@@ -156,5 +156,18 @@ def test_misuse_raises_local_error() -> None:
 
 
 def test_send_formats_single_and_multiline_replies() -> None:
-    assert ServerConnection.send(250, "Ok") == b"250 Ok\r\n"
-    assert ServerConnection.send(250, ["a", "b"]) == b"250-a\r\n250 b\r\n"
+    assert ServerConnection().send(250, "Ok") == b"250 Ok\r\n"
+    assert ServerConnection().send(250, ["a", "b"]) == b"250-a\r\n250 b\r\n"
+
+
+def test_sending_354_starts_the_message_text() -> None:
+    conn = ServerConnection()
+    conn.receive_data(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    assert isinstance(conn.next_event(), Command)
+    conn.send(354, "End data with <CR><LF>.<CR><LF>")
+    assert conn.mode is Mode.DATA
+    with pytest.raises(ProtocolError):  # a second 354 inside the text: the caller's bug
+        conn.send(354, "twice")
+    message = conn.next_event()
+    assert isinstance(message, Message) and message.content == b"Subject: x\n\nbody\n"
+    assert isinstance(conn.next_event(), Command) and conn.mode is Mode.COMMAND

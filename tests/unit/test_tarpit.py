@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailgate.config.config import Config
 from mailgate.config.settings import SmtpdSettings
-from mailgate.server.session import tarpit_delay
+from mailgate.engine.tarpit import tarpit_delay
 
 
 def _settings(**params: str) -> SmtpdSettings:

@@ -14,19 +14,20 @@ from mailgate.config.config import Config
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import NAME_OK, CheckState, Client
 from mailgate.engine.engine import Engine
+from mailgate.engine.reply import Verdict
 from mailgate.maps import MapOptions, default_registry
 
 
 async def _stage(engine: Engine, st: CheckState, where: str, out: TextIO, ok: str,
-                 run: Awaitable[str | None]) -> bool:
+                 run: Awaitable[Verdict]) -> bool:
     st.where = where
     st.trace = []
-    err = await run
-    out.write(f"{where}: {err or ok}\n")
+    err = (await run).reply
+    out.write(f"{where}: {ok if err is None else err.line}\n")
     for line in st.trace:
         out.write(f"    {line}\n")
     st.trace = None
-    return not err
+    return err is None
 
 
 async def transaction(cfg: Config, args: argparse.Namespace, out: TextIO) -> int:
@@ -64,7 +65,6 @@ async def transaction(cfg: Config, args: argparse.Namespace, out: TextIO) -> int
     st.sender = sender
     accepted = []
     for rcpt in args.recipient:
-        st.recipient_rcptmap_checked = False
         if await _stage(engine, st, "RCPT", out, "250 2.1.5 Ok", engine.check_rcpt(st, rcpt)):
             accepted.append(rcpt)
             st.rcpt_count = len(accepted)

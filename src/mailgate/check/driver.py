@@ -21,6 +21,7 @@ from mailgate.dns.resolver import Resolver
 from mailgate.engine.context import NAME_OK, NAME_TEMP, CheckState, Client
 from mailgate.engine.engine import Engine
 from mailgate.engine.evaluate import Evaluation
+from mailgate.engine.reply import Verdict
 from mailgate.engine.settings import EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import MapError
@@ -201,24 +202,23 @@ class Driver:
             st.where = "CONNECT"
             st.client = Client(args[0], args[1], 0, args[0], status, status)
             st.namaddr = st.client.namaddr
-            return await self.engine.check_client(st) or "OK"
+            return _shown(await self.engine.check_client(st))
         if cmd == "helo" and len(args) == 1:
             st.where = "HELO"
-            reply = await self.engine.check_helo(st, args[0])
+            verdict = await self.engine.check_helo(st, args[0])
             st.helo = args[0]
-            return reply or "OK"
+            return _shown(verdict)
         if cmd == "mail" and len(args) == 1:
             st.where = "MAIL"
             sender = args[0][1:-1] if args[0].startswith("<") and args[0].endswith(">") \
                 else args[0]
             st.sender = sender
-            return await self.engine.check_mail(st, sender) or "OK"
+            return _shown(await self.engine.check_mail(st, sender))
         if cmd == "rcpt" and len(args) == 1:
             st.where = "RCPT"
             rcpt = args[0][1:-1] if args[0].startswith("<") and args[0].endswith(">") \
                 else args[0]
-            st.recipient_rcptmap_checked = False
-            return await self.engine.check_rcpt(st, rcpt) or "OK"
+            return _shown(await self.engine.check_rcpt(st, rcpt))
         if cmd == "fingerprint" and len(args) == 1:
             st.ccert_fingerprint = args[0]
             return "OK"
@@ -241,7 +241,8 @@ class Driver:
 
     def rewrite(self) -> str:
         """local_header_rewrite_clients: a table failure is a temporary error."""
-        ev = Evaluation(self.engine, self.st)
+        st = self.st
+        ev = Evaluation(self.engine, st, "", st.helo, st.sender, st.recipient)
         for item in split_list(self.params.get("local_header_rewrite_clients", "")):
             if ":" not in item:
                 continue
@@ -252,8 +253,13 @@ class Driver:
             except MapError:
                 ev.warn(f'{item} lookup error for "{self.st.client.addr}"')
                 ev.reject(451, "4.3.0", "Temporary lookup error", hard=True)
-                return ev.reply
+                return str(ev.reply)
         return "OK"
+
+
+def _shown(verdict: Verdict) -> str:
+    """What the driver prints for a check: the reply, or OK."""
+    return "OK" if verdict.reply is None else verdict.reply.line
 
 
 @dataclass(frozen=True)

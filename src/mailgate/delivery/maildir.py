@@ -21,6 +21,7 @@ def maildir_name(request: DeliveryRequest, hostname: str) -> str:
     return f"{int(request.arrival)}.Q{request.queue_id}R{request.index}.{host}"
 
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 
@@ -84,7 +85,7 @@ class MaildirAgent:
         return DeliveryResult(Status.DEFERRED, dsn, f"maildir delivery failed: {text}",
                               self.name)
 
-    def _create_failed(self, path: Path, exc: OSError) -> DeliveryResult:
+    def _create_failed(self, path: str, exc: OSError) -> DeliveryResult:
         return self._failed(maildir_dsn(exc.errno, "4.2.0"),
                             f"create maildir file {path}: {exc.strerror}")
 
@@ -94,29 +95,36 @@ class MaildirAgent:
                             f"error writing message: {exc.strerror}")
 
     async def deliver(self, request: DeliveryRequest) -> DeliveryResult:
-        maildir = Path(request.nexthop)
+        maildir = request.nexthop
         name = maildir_name(request, self.hostname)
-        tmp = maildir / "tmp" / name
+        tmp = f"{maildir}/tmp/{name}"
         try:
-            _make_maildir(maildir, request.uid, request.gid)
-            if request.recovered and _already_delivered(maildir, name):
+            if request.recovered and _already_delivered(Path(maildir), name):
                 return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                fd = os.open(tmp, _CREATE, 0o600)
+            except FileNotFoundError:  # a new Maildir (the open is the existence check)
+                _make_maildir(Path(maildir), request.uid, request.gid)
+                fd = os.open(tmp, _CREATE, 0o600)
         except OSError as exc:
             return self._create_failed(tmp, exc)
         try:
             if request.uid >= 0 or request.gid >= 0:
                 os.fchown(fd, request.uid, request.gid)
-            view = memoryview(self._headers(request) + request.content)
-            while view:
-                view = view[os.write(fd, view):]
+            head = self._headers(request)
+            content = request.content
+            done = os.writev(fd, (head, content))  # one call, no joined copy
+            if done < len(head) + len(content):
+                view = memoryview(head + content)[done:]
+                while view:
+                    view = view[os.write(fd, view):]
         except OSError as exc:
             os.close(fd)
             _remove(tmp)  # as virtual(8): the partial copy goes, it never reaches new/
             return self._write_failed(exc)
-        new = maildir / "new" / name
+        new = f"{maildir}/new/{name}"
         try:
-            await self.renamer.commit(fd, str(tmp), str(new), self.fsync)
+            await self.renamer.commit(fd, tmp, new, self.fsync)
         except OSError as exc:
             # The fsync, rename and directory fsync run together in the batch thread; a
             # file written to new/ before its directory fsync failed is found by the retry.
@@ -127,8 +135,8 @@ class MaildirAgent:
         return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
 
 
-def _remove(path: Path) -> None:
+def _remove(path: str) -> None:
     try:
-        path.unlink(missing_ok=True)
-    except OSError:
+        os.unlink(path)
+    except OSError:  # gone already, or
         pass  # a read-only file system: nothing was written there either

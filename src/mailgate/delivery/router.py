@@ -4,6 +4,7 @@ local_transport, virtual_transport, relay_transport, default_transport and relay
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +109,7 @@ class Router:
         if not value.endswith("/"):
             return Route("virtual", "", f"mailbox {value}: only Maildir (a path ending in '/') "
                                         "is supported")
-        parts = Path(value).parts
-        if Path(value).is_absolute() or ".." in parts:
+        if value.startswith("/") or ".." in value.split("/"):
             return Route("virtual", "", f"mailbox {value}: not a relative path under "
                                         "virtual_mailbox_base")
         uid = self._id(self.uid_maps, address)
@@ -117,7 +117,8 @@ class Router:
         if uid is None or gid is None:
             return Route("virtual", "", f"recipient {address}: bad virtual_uid_maps or "
                                         "virtual_gid_maps result")
-        return Route("virtual", str(Path(self.virtual_mailbox_base) / value), uid=uid, gid=gid)
+        return Route("virtual", os.path.normpath(os.path.join(self.virtual_mailbox_base, value)),
+                     uid=uid, gid=gid)
 
     def _id(self, table: Map | None, address: str) -> int | None:
         if table is None:

@@ -5,7 +5,9 @@ servers from /etc/resolv.conf as dnspython reads it)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -81,6 +83,50 @@ def _servers(spec: Sequence[str]) -> list[Server]:
     return out or [Server("127.0.0.1")]
 
 
+class _Slots:
+    """At most `size` queries at the servers at once, the others waiting in turn (what
+    asyncio.Semaphore does, without its scan over the waiters at each release)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter  # release() hands its slot over
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed over, but this query is gone: pass it on
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
+def _pass_on(own: asyncio.Future[Answer], task: asyncio.Task[Answer]) -> None:
+    """A shared query's outcome to one of its waiters (a lighter asyncio.shield)."""
+    if task.cancelled():
+        own.cancel()
+        return
+    exc = task.exception()  # retrieved even when that waiter is gone
+    if own.done():  # that waiter was cancelled
+        return
+    if exc is not None:
+        own.set_exception(exc)
+    else:
+        own.set_result(task.result())
+
+
 def _negative_ttl(reply: Reply) -> int:
     for rr in reply.authority:
         if rr.type == wire.TYPES["SOA"]:
@@ -131,7 +177,7 @@ class Resolver:
         self._servers = _servers(servers)
         self._lifetime = timeout
         self._attempt = min(max(timeout / 3, 0.05), 1.0)  # retransmit after this long
-        self._limit = asyncio.Semaphore(max(concurrency, 1))
+        self._limit = _Slots(max(concurrency, 1))
         self._cache: dict[tuple[str, str], tuple[float, Answer]] = {}
         self._cache_size = cache_size
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
@@ -163,7 +209,12 @@ class Resolver:
         hit = self.cached(name, rdtype)
         if hit is not None:
             return hit
-        return await asyncio.shield(self._start(name, rdtype))
+        task = self._start(name, rdtype)
+        if task.done():
+            return task.result()
+        own: asyncio.Future[Answer] = task.get_loop().create_future()
+        task.add_done_callback(functools.partial(_pass_on, own))
+        return await own  # cancelled, it leaves the shared query running (asyncio.shield)
 
     def start(self, name: str, rdtype: str) -> asyncio.Future[Answer]:
         """The query's answer to await later (started now, or already cached)."""
@@ -207,13 +258,15 @@ class Resolver:
             return Answer(FAIL, error=NO_RECOVERY), NEGATIVE_TTL
         self.queries += 1
         started = time.monotonic()
+        await self._limit.acquire()
         try:
-            async with self._limit:
-                reply = await exchange(self._servers, q, self._lifetime, self._attempt)
+            reply = await exchange(self._servers, q, self._lifetime, self._attempt)
         except (Timeout, OSError):
             if self.observe is not None:
                 self.observe(rdtype, "timeout", time.monotonic() - started)
             return Answer(RETRY, error=TRY_AGAIN), 0
+        finally:
+            self._limit.release()
         answer = _answer(reply, name, rdtype)
         if self.observe is not None:
             self.observe(rdtype, _result(reply, answer[0]), time.monotonic() - started)

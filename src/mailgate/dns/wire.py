@@ -100,6 +100,41 @@ def _name(data: bytes, pos: int) -> tuple[str, int]:
     return ".".join(labels), (end if end >= 0 else pos)
 
 
+def _end(data: bytes, pos: int) -> int:
+    """Where the name at `pos` ends, without decoding it (the WireErrors of _name)."""
+    end = -1
+    jumps = 0
+    while True:
+        if pos >= len(data):
+            raise WireError("truncated name")
+        length = data[pos]
+        if length >= 0xC0:
+            if pos + 1 >= len(data) or jumps > 32:
+                raise WireError("bad compression pointer")
+            if end < 0:
+                end = pos + 2
+            pos = ((length & 0x3F) << 8) | data[pos + 1]
+            jumps += 1
+            continue
+        if length > 63:
+            raise WireError("bad label length")
+        pos += length + 1
+        if length == 0:
+            break
+    return end if end >= 0 else pos
+
+
+def _owner(data: bytes, pos: int, seen: dict[int, str]) -> tuple[str, int]:
+    """_name for a record's owner: a pointer (mostly to the question) is decoded once."""
+    if pos + 1 < len(data) and data[pos] >= 0xC0:
+        target = ((data[pos] & 0x3F) << 8) | data[pos + 1]
+        name = seen.get(target)
+        if name is None:
+            name = seen[target] = _name(data, pos)[0]
+        return name, pos + 2
+    return _name(data, pos)
+
+
 def _rdata(data: bytes, rtype: int, start: int, length: int) -> tuple[str, int, int]:
     """(text, preference, SOA minimum) of one record's data."""
     end = start + length
@@ -114,7 +149,7 @@ def _rdata(data: bytes, rtype: int, start: int, length: int) -> tuple[str, int, 
     if rtype == 16:
         return txt_text(data[start:end]), 0, 0
     if rtype == 6:
-        pos = _name(data, _name(data, start)[1])[1]
+        pos = _end(data, _end(data, start))  # MNAME and RNAME: not needed
         if pos + 20 > len(data):
             raise WireError("truncated SOA")
         return "", 0, int.from_bytes(data[pos + 16:pos + 20], "big")
@@ -132,10 +167,11 @@ def txt_text(rdata: bytes) -> str:
     return rdata[1:1 + rdata[0]].translate(_PRINTABLE).decode("ascii")
 
 
-def _records(data: bytes, pos: int, count: int) -> tuple[tuple[RR, ...], int]:
+def _records(data: bytes, pos: int, count: int, seen: dict[int, str]
+             ) -> tuple[tuple[RR, ...], int]:
     out = []
     for _ in range(count):
-        name, pos = _name(data, pos)
+        name, pos = _owner(data, pos, seen)
         if pos + 10 > len(data):
             raise WireError("truncated record")
         rtype, _, ttl, length = _RR.unpack_from(data, pos)
@@ -155,10 +191,11 @@ def parse(data: bytes) -> Reply:
     qid, flags, qdcount, ancount, nscount, _ = _HEADER.unpack_from(data, 0)
     pos = 12
     for _ in range(qdcount):
-        pos = _name(data, pos)[1] + 4
+        pos = _end(data, pos) + 4
     q = data[12:pos]
     if flags & TC:
         return Reply(qid, flags, flags & 0xF, q, (), ())
-    answer, pos = _records(data, pos, ancount)
-    authority, pos = _records(data, pos, nscount)
+    seen: dict[int, str] = {}
+    answer, pos = _records(data, pos, ancount, seen)
+    authority, pos = _records(data, pos, nscount, seen)
     return Reply(qid, flags, flags & 0xF, q, answer, authority)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from mailgate.addressing import smtpd_resolve
 from mailgate.config.maincf import split_list
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.reply import RECIPIENT, SENDER, Status, dsn_fix, dsn_split
@@ -35,9 +34,11 @@ def first_match(ev: Evaluation, table: Map, keys: Iterator[tuple[str, bool]]
             ev.warn(f"{table.spec} should return NO RESULT in case of NOT FOUND")
             return _CONFIG_ERROR, key
         if value is not None:
-            ev.note(f"{table.spec}: {key} -> {value}")
+            if ev.st.trace is not None:  # the note is made only for `mailgate check`
+                ev.note(f"{table.spec}: {key} -> {value}")
             return value, key
-    ev.note(f"{table.spec}: not found")
+    if ev.st.trace is not None:
+        ev.note(f"{table.spec}: not found")
     return None
 
 
@@ -103,7 +104,7 @@ def forbid_ok(ev: Evaluation, name: str, status: Status, target: str) -> Status:
 @restriction("check_helo_access")
 async def check_helo_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
     spec, table = table_argument(ev, args, "check_helo_access")
-    helo = ev.st.helo
+    helo = ev.helo
     if helo is None:
         return Status.DUNNO
     return await _host_access(ev, spec, table, helo, None, Frame(helo, "Helo command", frame.acl))
@@ -121,7 +122,7 @@ async def check_etrn_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
 @restriction("check_sender_access")
 async def check_sender_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
     spec, table = table_argument(ev, args, "check_sender_access")
-    sender = ev.st.sender
+    sender = ev.sender
     if sender is None:
         return Status.DUNNO
     where = Frame(sender, SENDER, frame.acl)
@@ -136,7 +137,7 @@ async def check_sender_access(ev: Evaluation, frame: Frame, args: Args) -> Statu
 @restriction("check_recipient_access")
 async def check_recipient_access(ev: Evaluation, frame: Frame, args: Args) -> Status:
     spec, table = table_argument(ev, args, "check_recipient_access")
-    recipient = ev.st.recipient
+    recipient = ev.recipient
     if recipient is None:
         return Status.DUNNO
     return await _mail_access(ev, spec, table, recipient, Frame(recipient, RECIPIENT, frame.acl))
@@ -145,10 +146,7 @@ async def check_recipient_access(ev: Evaluation, frame: Frame, args: Args) -> St
 async def _mail_access(ev: Evaluation, spec: str, table: Map, addr: str, frame: Frame) -> Status:
     """check_mail_access(): the resolved address by mail_addr_find's access strategy; an OK
     for a source-routed recipient is not trusted."""
-    try:
-        resolved = smtpd_resolve(ev.tables.resolver, addr, ev.settings.smtputf8_enable)
-    except MapError:
-        ev.dict_retry(addr)
+    resolved = ev.resolve(addr)
     settings = ev.settings
     strategy = frozenset({"full", "noext", "domain", "localpart_at",
                           "pdms" if settings.access_parent_matches else "pddms"})
@@ -224,7 +222,7 @@ def _not_in_client_helo(ev: Evaluation, table: str, action: str) -> bool:
     """Outside a MAIL transaction (client or HELO lists with smtpd_delay_reject = no, VRFY)
     there is no message to change: the action is skipped (smtpd_check.c not_in_client_helo,
     whose test is "no sender yet")."""
-    if ev.st.sender is None:
+    if ev.sender is None:
         ev.warn(f"access table {table}: with smtpd_delay_reject=no, action {action} is "
                 "always skipped in Client host or Helo command restrictions")
         return False

@@ -4,7 +4,6 @@ likewise the HELO name's and the sender domain's queries when HELO and MAIL arri
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ from mailgate.dns.rbl import reverse_query
 from mailgate.dns.resolver import Resolver
 from mailgate.engine.context import NAME_FORGED, NAME_OK, NAME_PERM, NAME_TEMP, Client
 from mailgate.engine.settings import EngineSettings
-from mailgate.smtp.hostnames import valid_hostaddr, valid_hostname
+from mailgate.smtp.hostnames import address_value, valid_hostaddr, valid_hostname
 
 _ADDRESS_LISTS = frozenset({"reject_rbl_client", "reject_rbl", "permit_dnswl_client"})
 _NAME_LISTS = frozenset({"reject_rhsbl_client", "permit_rhswl_client"})
@@ -113,12 +112,9 @@ async def lookup_client(names: NameService | None, addr: str, port: int, enabled
         warn(f"hostname {name} does not resolve to address {addr}: {forward.error}")
         return Client("unknown", addr, port, name,
                       NAME_TEMP if forward.temporary else NAME_FORGED, NAME_OK)
-    client = ipaddress.ip_address(addr)
+    client = address_value(addr)
     for value in forward.values:
-        try:
-            if ipaddress.ip_address(value) == client:
-                return Client(name, addr, port, name, NAME_OK, NAME_OK)
-        except ValueError:
-            continue
+        if address_value(value) == client:
+            return Client(name, addr, port, name, NAME_OK, NAME_OK)
     warn(f"hostname {name} does not resolve to address {addr}")
     return Client("unknown", addr, port, name, NAME_FORGED, NAME_OK)

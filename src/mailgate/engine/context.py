@@ -57,14 +57,19 @@ class Marks:
 
 @dataclass
 class CheckState:
-    """The session as the engine sees it; the session updates it before each check."""
+    """The session's state, kept here by the session itself (never copied in before a check):
+    the client, the HELO name, the transaction so far, and what restrictions left behind.
+
+    A check's candidate HELO name, sender or recipient is not written here: the engine gets
+    it as an argument and keeps it in its Evaluation. `recipient` is smtpd's
+    state->recipient, the first recipient accepted, which later checks log as `to=<>`."""
 
     client: Client
     namaddr: str = ""
     helo: str | None = None
     sender: str | None = None
     recipient: str | None = None
-    rcpt_count: int = 0
+    rcpt_count: int = 0  # recipients accepted (kept after a refused message, as smtpd)
     where: str = "CONNECT"
     protocol: str = "SMTP"
     queue_id: str | None = None
@@ -74,28 +79,38 @@ class CheckState:
     # what a policy request tells besides the above (smtpd's state->instance etc.)
     instance: str = ""  # set when MAIL is accepted
     size: int = 0  # MAIL SIZE=, then the message's size once it is received
-    etrn_domain: str | None = None
     policy_pinned: dict[str, Any] = field(default_factory=dict)  # see policy.client.request
-    sleep: float = 0.0  # seconds the `sleep` restriction added before the next reply
     trace: list[str] | None = None  # `mailgate check`: what each restriction decided
     marks: Marks = field(default_factory=Marks)
     # defer_if_permit carried from stage to stage (client → helo → sender → recipient)
-    dip: Pending | None = None
     dip_client: Pending | None = None
     dip_helo: Pending | None = None
     dip_sender: Pending | None = None
     sender_rcptmap_checked: bool = False
-    recipient_rcptmap_checked: bool = False
 
     def __post_init__(self) -> None:
         if not self.namaddr:
             self.namaddr = self.client.namaddr
 
-    def reset_transaction(self) -> None:
-        """What smtpd's mail_reset() clears."""
-        self.sender = None
-        self.recipient = None
-        self.rcpt_count = 0
+    def discard_marks(self) -> None:
+        """What restrictions left on the transaction goes with a refused MAIL."""
         self.marks = Marks()
         self.sender_rcptmap_checked = False
-        self.recipient_rcptmap_checked = False
+
+    def mail_reset(self) -> None:
+        """What smtpd's mail_reset() clears."""
+        self.sender = None
+        self.queue_id = None
+        self.smtputf8 = False
+        self.instance = ""
+        self.size = 0
+        self.discard_marks()
+
+    def rcpt_reset(self) -> None:
+        """What smtpd's rcpt_reset() clears."""
+        self.recipient = None
+        self.rcpt_count = 0
+
+    def reset_transaction(self) -> None:
+        self.mail_reset()
+        self.rcpt_reset()

@@ -131,10 +131,10 @@ def smtpd_macro(ev: Evaluation, name: str) -> str | None:
         return ev.tables.myhostname
     simple = {"client": st.namaddr, "client_port": str(st.client.port),
               "client_address": st.client.addr, "client_name": st.client.name,
-              "reverse_client_name": st.client.reverse_name, "helo_name": st.helo or ""}
+              "reverse_client_name": st.client.reverse_name, "helo_name": ev.helo or ""}
     if name in simple:
         return simple[name]
-    for prefix, addr in (("sender", st.sender), ("recipient", st.recipient)):
+    for prefix, addr in (("sender", ev.sender), ("recipient", ev.recipient)):
         if not name.startswith(prefix):
             continue
         if addr is None:
@@ -284,7 +284,7 @@ def _rhs(kind: str) -> None:
 
     async def check(ev: Evaluation, frame: Frame, args: Args) -> Status:
         spec = _argument(ev, args, name)
-        what = subject(ev.st, kind)
+        what = subject(ev, kind)
         if spec is None or what is None:
             return Status.DUNNO
         return await reject_rbl_domain(ev, spec, what, CLASSES[kind])
@@ -299,8 +299,8 @@ for _kind in CLASSES:
 async def _allow(ev: Evaluation, name: str, spec: str, key: str | None, addr: str) -> Status:
     """permit_dnswl_addr() / permit_rhswl_domain(): OK if listed, never for a recipient this
     server is not authorised to accept; a lookup failure defers a later reject."""
-    st = ev.st
-    if st.where == "RCPT" and st.recipient and not authorized_destination(ev, st.recipient):
+    recipient = ev.recipient
+    if ev.st.where == "RCPT" and recipient and not authorized_destination(ev, recipient):
         return Status.DUNNO
     listed = site(ev, spec)
     if listed is None or key is None:
@@ -310,7 +310,7 @@ async def _allow(ev: Evaluation, name: str, spec: str, key: str | None, addr: st
         return ev.defer_if_reject(450, "4.7.1",
                                   f"<{addr}>: Client host rejected: Service unavailable")
     if isinstance(found, Listing):
-        return ev.permit(name, Frame(st.namaddr, "Client host", None))
+        return ev.permit(name, Frame(ev.st.namaddr, "Client host", None))
     return Status.DUNNO
 
 
@@ -328,7 +328,7 @@ async def permit_rhswl_client(ev: Evaluation, frame: Frame, args: Args) -> Statu
     spec = _argument(ev, args, "permit_rhswl_client")
     if spec is None:
         return Status.DUNNO
-    name = subject(ev.st, "client")
+    name = subject(ev, "client")
     if name is None:
         return Status.DUNNO
     return await _allow(ev, "permit_rhswl_client", spec, rhs_domain(ev, name), name)

@@ -3,11 +3,10 @@ included), check_*_{mx,ns,a}_access, and permit_mx_backup (smtpd_check.c)."""
 
 from __future__ import annotations
 
-from mailgate.addressing import AddressClass, smtpd_resolve
+from mailgate.addressing import AddressClass
 from mailgate.dns.lookup import STOP_INVAL, STOP_MX_POLICY, STOP_NULLMX, STOP_OK, DnsLookup
 from mailgate.dns.resolver import NOTFOUND, NULLMX, OK, POLICY, RETRY, Record
 from mailgate.engine.access import forbid_ok, found_result, table_argument
-from mailgate.engine.context import CheckState
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.hosts import invalid_hostaddr
 from mailgate.engine.reply import RECIPIENT, SENDER, Status
@@ -55,7 +54,7 @@ async def unknown_hostname(ev: Evaluation, name: str, frame: Frame) -> Status:
 
 @restriction("reject_unknown_helo_hostname", "reject_unknown_hostname")
 async def reject_unknown_helo_hostname(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    helo = ev.st.helo
+    helo = ev.helo
     if helo is None:
         return Status.DUNNO
     if helo.startswith("["):
@@ -96,10 +95,7 @@ async def unknown_address(ev: Evaluation, addr: str, frame: Frame) -> Status:
     """reject_unknown_address(): skipped for our own (final) domains and address literals."""
     if not addr:
         return Status.DUNNO
-    try:
-        resolved = smtpd_resolve(ev.tables.resolver, addr, ev.settings.smtputf8_enable)
-    except MapError:
-        ev.dict_retry(addr)
+    resolved = ev.resolve(addr)
     at = resolved.address.rfind("@")
     if at < 0 or resolved.cls.final:
         return Status.DUNNO
@@ -111,7 +107,7 @@ async def unknown_address(ev: Evaluation, addr: str, frame: Frame) -> Status:
 
 @restriction("reject_unknown_sender_domain", "reject_unknown_address")
 async def reject_unknown_sender_domain(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    sender = ev.st.sender
+    sender = ev.sender
     if not sender:
         return Status.DUNNO
     return await unknown_address(ev, sender, Frame(sender, SENDER, frame.acl))
@@ -119,7 +115,7 @@ async def reject_unknown_sender_domain(ev: Evaluation, frame: Frame, args: Args)
 
 @restriction("reject_unknown_recipient_domain")
 async def reject_unknown_recipient_domain(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    recipient = ev.st.recipient
+    recipient = ev.recipient
     if not recipient:
         return Status.DUNNO
     return await unknown_address(ev, recipient, Frame(recipient, RECIPIENT, frame.acl))
@@ -209,15 +205,16 @@ CLASSES = {"client": "Client host", "reverse_client": "Unverified Client host",
            "helo": "Helo command", "sender": SENDER, "recipient": RECIPIENT}
 
 
-def subject(st: CheckState, kind: str) -> str | None:
+def subject(ev: Evaluation, kind: str) -> str | None:
     """The name a client/helo/sender/recipient restriction looks at; None when there is none
     (an `unknown` client name, no HELO yet, the null sender)."""
+    client = ev.st.client
     if kind == "client":
-        name = st.client.name
+        name = client.name
     elif kind == "reverse_client":
-        name = st.client.reverse_name
+        name = client.reverse_name
     else:
-        return {"helo": st.helo, "sender": st.sender, "recipient": st.recipient}[kind] or None
+        return {"helo": ev.helo, "sender": ev.sender, "recipient": ev.recipient}[kind] or None
     return None if name.lower() == "unknown" else name
 
 
@@ -227,7 +224,7 @@ def _server_restriction(kind: str, rdtype: str) -> None:
 
     async def check(ev: Evaluation, frame: Frame, args: Args) -> Status:
         spec, table = table_argument(ev, args, name)
-        target = subject(ev.st, kind)
+        target = subject(ev, kind)
         if target is None:
             return Status.DUNNO
         where = Frame(ev.st.namaddr if kind == "client" else target, CLASSES[kind], frame.acl)
@@ -273,14 +270,11 @@ async def _primary_permitted(ev: Evaluation, primaries: list[Record]) -> bool:
 
 @restriction("permit_mx_backup")
 async def permit_mx_backup(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    recipient = ev.st.recipient
+    recipient = ev.recipient
     if not recipient or ev.st.where != "RCPT":
         return Status.DUNNO
     frame = Frame(recipient, RECIPIENT, frame.acl)
-    try:
-        resolved = smtpd_resolve(ev.tables.resolver, recipient, ev.settings.smtputf8_enable)
-    except MapError:
-        ev.dict_retry(recipient)
+    resolved = ev.resolve(recipient)
     at = resolved.address.rfind("@")
     if at < 0:
         return ev.permit("permit_mx_backup", frame)

@@ -1,8 +1,9 @@
-"""Evaluates restriction lists as Postfix's smtpd_check.c does: one Evaluation per stage check.
+"""Evaluates restriction lists as Postfix's smtpd_check.c does: one Evaluation per command.
 
 An Evaluation carries what Postfix keeps in SMTPD_STATE during one check (recursion depth,
-`warn_if_reject`, the pending `defer_if_reject`) and turns results into reply texts and the
-`reject:` / `reject_warning:` log lines. Restrictions are looked up by name in REGISTRY.
+`warn_if_reject`, the pending `defer_if_reject` and `defer_if_permit`, the candidate
+sender/recipient) and turns results into Reply values and the `reject:` /
+`reject_warning:` log lines. Restrictions are looked up by name in REGISTRY.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
+from mailgate.addressing import Resolved
 from mailgate.engine.context import CheckState, Pending
-from mailgate.engine.reply import Status, dsn_valid, printable
+from mailgate.engine.reply import Reply, Status, dsn_valid, printable
+from mailgate.engine.resolve import Resolution, resolve
+from mailgate.errors import MapError
 from mailgate.smtp.tokens import log_form
 
 if TYPE_CHECKING:
@@ -70,9 +74,19 @@ class CheckAborted(Exception):
 
 
 class Evaluation:
-    """One stage check of one command."""
+    """The checks of one command: what Postfix keeps in SMTPD_STATE while it runs them.
 
-    def __init__(self, engine: Engine, st: CheckState, stage: str = "") -> None:
+    The candidate HELO name, sender and recipient of the command are kept here (the
+    session's state is not changed while a check runs); `begin()` starts each stage list."""
+
+    __slots__ = ("cur_index", "cur_lname", "cur_name", "cur_names", "dip", "dir", "engine",
+                 "etrn_domain", "helo", "policy_nesting", "rcptmap_checked", "recipient",
+                 "recursion", "reply", "resolved", "sender", "settings", "sleep", "st", "stage",
+                 "tables", "warn_if_reject")
+
+    def __init__(self, engine: Engine, st: CheckState, stage: str = "",
+                 helo: str | None = None, sender: str | None = None,
+                 recipient: str | None = None, etrn_domain: str | None = None) -> None:
         self.engine = engine
         self.stage = stage  # the list being run (client, helo, ...), for metrics
         # The restriction running (for metrics): its name, list entry and argument position.
@@ -82,11 +96,45 @@ class Evaluation:
         self.settings = engine.settings
         self.tables = engine.tables
         self.st = st
+        self.helo = helo
+        self.sender = sender
+        self.recipient = recipient
+        self.etrn_domain = etrn_domain
         self.recursion = 0
         self.warn_if_reject = 0
         self.dir: Pending | None = None  # pending defer_if_reject
-        self.reply = ""
+        self.dip: Pending | None = None  # pending defer_if_permit (carried stage to stage)
+        self.reply: Reply | None = None
+        self.sleep = 0.0  # seconds the `sleep` restriction asked for before the next reply
         self.policy_nesting = 0  # check_policy_service default actions being run
+        self.rcptmap_checked = False  # smtpd's recipient_rcptmap_checked (this RCPT)
+        self.resolved: dict[str, Resolution] | None = None  # this command's resolutions
+
+    def begin(self, stage: str, dip: Pending | None) -> None:
+        """A new stage list (smtpd_check_client, _helo, ...): no pending defer_if_reject;
+        the defer_if_permit carried from the stage before."""
+        self.stage = stage
+        self.dir = None
+        self.dip = dip
+
+    def resolution(self, addr: str) -> Resolution:
+        """The address resolved for this command's checks (once; smtpd_resolve_addr()'s
+        cache); raises MapError on a table failure."""
+        known = self.resolved
+        if known is None:
+            known = self.resolved = {}
+        found = known.get(addr)
+        if found is None:
+            found = known[addr] = resolve(self.tables.resolver, addr,
+                                          self.settings.smtputf8_enable)
+        return found
+
+    def resolve(self, addr: str) -> Resolved:
+        """smtpd_resolve_addr() for a restriction: a table failure ends the check (451)."""
+        try:
+            return self.resolution(addr).found
+        except MapError:
+            self.dict_retry(addr)
 
     # --- logging --------------------------------------------------------------------
     def info(self, text: str) -> None:
@@ -99,35 +147,39 @@ class Evaluation:
         """`QUEUEID: ACTION: WHERE from name[addr]: TEXT; from=<> to=<> proto=P helo=<h>`."""
         st = self.st
         line = f"{st.queue_id or 'NOQUEUE'}: {action}: {st.where} from {st.namaddr}: {text};"
-        if st.sender is not None:
-            line += f" from=<{log_form(st.sender)}>"
-        if st.recipient is not None:
-            line += f" to=<{log_form(st.recipient)}>"
+        if self.sender is not None:
+            line += f" from=<{log_form(self.sender)}>"
+        if self.recipient is not None:
+            line += f" to=<{log_form(self.recipient)}>"
         if st.protocol:
             line += f" proto={st.protocol}"
-        if st.helo is not None:
-            line += f" helo=<{st.helo}>"
+        if self.helo is not None:
+            line += f" helo=<{self.helo}>"
         self.info(line)
 
     # --- results --------------------------------------------------------------------
     def reject(self, code: int, dsn: str, text: str, hard: bool = False) -> Status:
-        """smtpd_check_reject(): the reply (or, under warn_if_reject, a warning)."""
+        """smtpd_check_reject(): the reply (or, under warn_if_reject, a warning), made once:
+        code and DSN checked, soft_bounce applied, then logged."""
         warn_only = bool(self.warn_if_reject) and not hard
-        reply = printable(f"{code} {dsn} {text}", self.settings.smtputf8_enable)
-        if not 400 <= code <= 599:
-            self.warn(f"SMTP reply code configuration error: {reply}")
-            reply = "450 4.7.1 Service unavailable"
-        elif not dsn_valid(reply[4:]):
-            self.warn(f"DSN detail code configuration error: {reply}")
-            reply = "450 4.7.1 Service unavailable"
-        if not warn_only and self.dir is not None and reply[0] == "5":
+        line = printable(f"{code} {dsn} {text}", self.settings.smtputf8_enable)
+        n = dsn_valid(line[4:]) if 400 <= code <= 599 else 0
+        if not n:
+            self.warn(f"{'SMTP reply' if not 400 <= code <= 599 else 'DSN detail'} code "
+                      f"configuration error: {line}")
+            code, dsn, text = 450, "4.7.1", "Service unavailable"
+        else:
+            dsn, text = line[4:4 + n], line[5 + n:]
+        if not warn_only and self.dir is not None and code >= 500:
             pending, self.dir, self.warn_if_reject = self.dir, None, 0
             return self.reject(pending.code, pending.dsn, pending.text, pending.hard)
-        if self.settings.soft_bounce and reply[0] == "5":
-            reply = "4" + reply[1:]
-        if reply[4] != reply[0]:
-            reply = reply[:4] + reply[0] + reply[5:]
-        self.log_whatsup("reject_warning" if warn_only else "reject", reply)
+        if self.settings.soft_bounce and code >= 500:
+            code -= 100
+        klass = str(code // 100)
+        if dsn[0] != klass:
+            dsn = klass + dsn[1:]
+        reply = Reply(code, dsn, text)
+        self.log_whatsup("reject_warning" if warn_only else "reject", reply.line)
         metrics = self.tables.metrics
         if metrics.enabled:
             metrics.reject(self.stage, *self.restriction(), warn_only)
@@ -151,8 +203,8 @@ class Evaluation:
         """Remember the first reason to defer mail that would otherwise be accepted."""
         if self.warn_if_reject or not explicit:
             return self.reject(code, dsn, text)
-        if self.st.dip is None:
-            self.st.dip = Pending(code, dsn, text)
+        if self.dip is None:
+            self.dip = Pending(code, dsn, text)
         return Status.DUNNO
 
     def defer_if_reject(self, code: int, dsn: str, text: str) -> Status:
@@ -173,7 +225,7 @@ class Evaluation:
 
     def permit(self, action: str, frame: Frame, extra: str = "") -> Status:
         """smtpd_acl_permit(): OK, logged when smtpd_log_access_permit_actions names it."""
-        if self.st.dip is None and self.tables.log_permit(action):  # not when it will defer
+        if self.dip is None and self.tables.log_permit(action):  # not when it will defer
             self.log_whatsup("permit", f"action={action} for {frame.cls}={frame.name} {extra}")
         return Status.OK
 
@@ -194,12 +246,13 @@ class Evaluation:
     async def _walk(self, names: tuple[str, ...], frame: Frame) -> Status:
         status = Status.DUNNO
         i = 0
+        args = Args(names, 0)  # one cursor for the list (a restriction takes its argument)
         while i < len(names):
             if self.st.marks.discard:
                 break
             name = names[i]
             lname = name.lower()
-            args = Args(names, i + 1)
+            args.index = i + 1
             if lname == "warn_if_reject":
                 if not self.warn_if_reject:
                     self.warn_if_reject = self.recursion
@@ -212,14 +265,14 @@ class Evaluation:
                               "check_sender_access, check_recipient_access, check_etrn_access) "
                               f'before {frame.cls} restriction "{name}"')
                     self.server_error()
-                lname, args = frame.acl, Args(names, i)
+                lname, args.index = frame.acl, i
             status = await self._one(lname, name, frame, args)
             i = args.index
             if self.warn_if_reject >= self.recursion:
                 self.warn_if_reject = 0
             if status is not Status.DUNNO:
                 break
-            if self.st.dip is not None and self.dir is not None:
+            if self.dip is not None and self.dir is not None:
                 break
         return status
 

@@ -33,7 +33,7 @@ def valid_name(ev: Evaluation, name: str) -> bool:
 
 @restriction("reject_invalid_helo_hostname", "reject_invalid_hostname")
 def reject_invalid_helo_hostname(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    helo = ev.st.helo
+    helo = ev.helo
     if helo is None:
         return Status.DUNNO
     if helo.startswith("["):
@@ -47,7 +47,7 @@ def reject_invalid_helo_hostname(ev: Evaluation, frame: Frame, args: Args) -> St
 
 @restriction("reject_non_fqdn_helo_hostname", "reject_non_fqdn_hostname")
 def reject_non_fqdn_helo_hostname(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    helo = ev.st.helo
+    helo = ev.helo
     if helo is None:
         return Status.DUNNO
     if helo.startswith("["):
@@ -86,7 +86,7 @@ def permit_naked_ip_address(ev: Evaluation, frame: Frame, args: Args) -> Status:
     """Deprecated (removed in 3.9): OK for a HELO that is a bare, valid IP address."""
     ev.warn("restriction permit_naked_ip_address is deprecated. "
             "Use permit_mynetworks or permit_sasl_authenticated instead")
-    helo = ev.st.helo
+    helo = ev.helo
     if helo is None or helo.strip("0123456789.:"):
         return Status.DUNNO
     if invalid_hostaddr(ev, helo, Frame(helo, "Helo command", frame.acl)) is Status.DUNNO:

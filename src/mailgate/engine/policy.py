@@ -14,8 +14,10 @@ from mailgate.policy.service import NAME
 DEFAULT_ACTION = "451 4.3.5 Server configuration problem"  # for a nested default action
 
 
-def request(st: CheckState, context: str) -> dict[str, str]:
-    """The attributes Postfix 3.7's smtpd sends, in its order (no SASL or TLS here)."""
+def request(st: CheckState, context: str, helo: str | None = None, sender: str | None = None,
+            recipient: str | None = None, etrn_domain: str | None = None) -> dict[str, str]:
+    """The attributes Postfix 3.7's smtpd sends, in its order (no SASL or TLS here); the
+    HELO name, sender, recipient and ETRN domain are the ones being checked."""
     client = st.client
     where = "DATA" if st.where == "BDAT" else st.where
     data_stage = where in ("DATA", "END-OF-MESSAGE")
@@ -29,14 +31,14 @@ def request(st: CheckState, context: str) -> dict[str, str]:
         "reverse_client_name": client.reverse_name,
         "server_address": client.server_addr,
         "server_port": str(client.server_port) if client.server_port else "",
-        "helo_name": st.helo or "",
-        "sender": st.sender or "",
-        "recipient": st.recipient or "",  # DATA, END-OF-MESSAGE: the only one, if one
+        "helo_name": helo or "",
+        "sender": sender or "",
+        "recipient": recipient or "",  # DATA, END-OF-MESSAGE: the only one, if one
         "recipient_count": str(st.rcpt_count if data_stage else 0),
         "queue_id": st.queue_id or "",
         "instance": st.instance,
         "size": str(st.size),
-        "etrn_domain": st.etrn_domain or "",
+        "etrn_domain": etrn_domain or "",
         "stress": "",
         "sasl_method": "",
         "sasl_username": "",
@@ -64,7 +66,8 @@ async def check_policy_service(ev: Evaluation, frame: Frame, args: Args) -> Stat
         ev.warn(f"no policy client for server {server}")
         ev.server_error()
     started = time.monotonic()
-    raw = await client.request(request(ev.st, client.s.policy_context), ev.warn,
+    raw = await client.request(request(ev.st, client.s.policy_context, ev.helo, ev.sender,
+                                       ev.recipient, ev.etrn_domain), ev.warn,
                                ev.st.policy_pinned)
     ev.tables.metrics.policy(server, "error" if raw is None else "ok",
                              time.monotonic() - started)

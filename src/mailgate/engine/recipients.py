@@ -3,7 +3,7 @@ addresses (smtpd_check.c permit_auth_destination, check_rcpt_maps, reject_non_fq
 
 from __future__ import annotations
 
-from mailgate.addressing import AddressClass, Resolved, find_address, smtpd_resolve
+from mailgate.addressing import AddressClass, Resolved, find_address
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
 from mailgate.engine.hosts import valid_name
 from mailgate.engine.reply import RECIPIENT, SENDER, Status, dsn_fix, dsn_split
@@ -12,17 +12,10 @@ from mailgate.maps.base import Map
 from mailgate.smtp.hostnames import truncate_dot
 
 
-def _resolve(ev: Evaluation, addr: str) -> Resolved:
-    try:
-        return smtpd_resolve(ev.tables.resolver, addr, ev.settings.smtputf8_enable)
-    except MapError:
-        ev.dict_retry(addr)
-
-
 def authorized_destination(ev: Evaluation, addr: str) -> bool:
     """Final destination or relay_domains, and no sender-specified routing (unless
     allow_untrusted_routing): the test behind permit_auth_destination."""
-    resolved = _resolve(ev, addr)
+    resolved = ev.resolve(addr)
     if "@" not in resolved.address:
         return True
     if not ev.settings.allow_untrusted_routing and resolved.routed:
@@ -32,14 +25,14 @@ def authorized_destination(ev: Evaluation, addr: str) -> bool:
 
 @restriction("permit_auth_destination")
 def permit_auth_destination(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    recipient = ev.st.recipient
+    recipient = ev.recipient
     if recipient is not None and authorized_destination(ev, recipient):
         return ev.permit("permit_auth_destination", frame)
     return Status.DUNNO
 
 
 def _unauth(ev: Evaluation, code: int, dsn: str) -> Status:
-    recipient = ev.st.recipient
+    recipient = ev.recipient
     if recipient is None or authorized_destination(ev, recipient):
         return Status.DUNNO
     return ev.reject(code, dsn, f"<{recipient}>: Relay access denied")
@@ -62,7 +55,7 @@ def check_relay_domains(ev: Evaluation, frame: Frame, args: Args) -> Status:
         ev.tables.warned.add("check_relay_domains")
         ev.warn('support for restriction "check_relay_domains" will be removed from Postfix; '
                 'use "reject_unauth_destination" instead')
-    recipient = ev.st.recipient
+    recipient = ev.recipient
     if recipient is None:
         return Status.DUNNO
     if authorized_destination(ev, recipient):
@@ -90,25 +83,25 @@ def _non_fqdn(ev: Evaluation, addr: str, cls: str) -> Status:
 
 @restriction("reject_non_fqdn_sender")
 def reject_non_fqdn_sender(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    sender = ev.st.sender
+    sender = ev.sender
     return _non_fqdn(ev, sender, SENDER) if sender else Status.DUNNO
 
 
 @restriction("reject_non_fqdn_recipient")
 def reject_non_fqdn_recipient(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    recipient = ev.st.recipient
+    recipient = ev.recipient
     return _non_fqdn(ev, recipient, RECIPIENT) if recipient else Status.DUNNO
 
 
 @restriction("reject_unlisted_recipient", "check_recipient_maps")
 def reject_unlisted_recipient(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    recipient = ev.st.recipient
+    recipient = ev.recipient
     return check_rcpt_maps(ev, recipient, RECIPIENT) if recipient else Status.DUNNO
 
 
 @restriction("reject_unlisted_sender")
 def reject_unlisted_sender(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    sender = ev.st.sender
+    sender = ev.sender
     return check_rcpt_maps(ev, sender, SENDER) if sender else Status.DUNNO
 
 
@@ -134,7 +127,7 @@ def check_rcpt_maps(ev: Evaluation, addr: str, cls: str) -> Status:
     """Would this address be deliverable here? Known if a canonical or virtual alias table has
     it, else it must be in the recipient table of its address class ("User unknown")."""
     tables, settings = ev.tables, ev.settings
-    resolved = _resolve(ev, addr)
+    resolved = ev.resolve(addr)
     if (_match(ev, tables.recipient_canonical_maps, resolved, addr)
             or (cls == SENDER and _match(ev, tables.sender_canonical_maps, resolved, addr))
             or _match(ev, tables.canonical_maps, resolved, addr)
@@ -173,5 +166,5 @@ def _checked(ev: Evaluation, cls: str) -> Status:
     if cls == SENDER:
         ev.st.sender_rcptmap_checked = True
     else:
-        ev.st.recipient_rcptmap_checked = True
+        ev.rcptmap_checked = True
     return Status.DUNNO

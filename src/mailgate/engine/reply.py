@@ -1,9 +1,11 @@
-"""Reply texts of restrictions: enhanced status codes (dsn_valid, dsn_split, smtpd_dsn_fix)."""
+"""The engine's replies: the Reply and Verdict values a check returns, and enhanced status
+codes (dsn_valid, dsn_split, smtpd_dsn_fix)."""
 
 from __future__ import annotations
 
 import enum
 import re
+from dataclasses import dataclass
 
 SENDER = "Sender address"
 RECIPIENT = "Recipient address"
@@ -22,6 +24,35 @@ class Status(enum.IntEnum):
     DUNNO = 0
     OK = 1
     REJECT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply as the engine made it: final (reply code checks, DSN class and
+    soft_bounce already applied), sent as it is. `line` is what the `reject:` log shows."""
+
+    code: int
+    dsn: str
+    text: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.code} {self.dsn} {self.text}"
+
+    def __str__(self) -> str:
+        return self.line
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a stage check decided: the reply refusing the command (None: go on) and the
+    seconds the `sleep` restriction asked to wait before the next reply."""
+
+    reply: Reply | None = None
+    delay: float = 0.0
+
+
+PASS = Verdict()  # nothing refused, no delay: the common answer, never allocated again
 
 
 def dsn_valid(text: str) -> int:

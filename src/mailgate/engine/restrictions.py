@@ -55,7 +55,7 @@ def sleep(ev: Evaluation, frame: Frame, args: Args) -> Status:
         ev.warn("restriction sleep must be followed by number")
         ev.server_error()
     args.take()
-    ev.st.sleep += int(value)
+    ev.sleep += int(value)
     return Status.DUNNO
 
 
@@ -116,7 +116,7 @@ def reject_plaintext_session(ev: Evaluation, frame: Frame, args: Args) -> Status
 @restriction("reject_multi_recipient_bounce")
 def reject_multi_recipient_bounce(ev: Evaluation, frame: Frame, args: Args) -> Status:
     st = ev.st
-    if st.sender == "" and st.rcpt_count > (0 if st.where == "RCPT" else 1):
+    if ev.sender == "" and st.rcpt_count > (0 if st.where == "RCPT" else 1):
         return ev.reject(ev.settings.code("multi_recipient_bounce_reject_code"), "5.5.3",
                          f"<{frame.name}>: {frame.cls} rejected: Multi-recipient bounce")
     return Status.DUNNO

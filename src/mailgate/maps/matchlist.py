@@ -9,7 +9,6 @@ pattern always matches subdomains.
 from __future__ import annotations
 
 import functools
-import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ from mailgate.errors import MapConfigError, MapError, MapTempError
 from mailgate.maps.base import FailedMap, Map, Registry
 from mailgate.maps.casefold import fold
 from mailgate.maps.cidr import PatternError, parse_network
+from mailgate.smtp.hostnames import address_value
 
 
 def _expand_files(patterns: Iterable[str]) -> list[str]:
@@ -219,22 +219,16 @@ def _match_addr(pattern: str, addr: str) -> bool:
     network = _network(pattern)
     if isinstance(network, str):
         raise ListError(network)
-    ip = _address(addr)
-    return ip is not None and ip.version == network.version and ip in network
+    ip = address_value(addr)
+    return ip is not None and ip[0] == network[0] and ip[1] & network[2] == network[1]
 
 
 @functools.lru_cache(maxsize=1024)
-def _network(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | str:
-    """A parsed pattern (or why it is bad); patterns come from the configuration."""
+def _network(pattern: str) -> tuple[int, int, int] | str:
+    """A parsed pattern as (version, network, mask) integers, or why it is bad; patterns come
+    from the configuration."""
     try:
-        return parse_network(pattern)
+        net = parse_network(pattern)
     except PatternError as why:
         return str(why)
-
-
-@functools.lru_cache(maxsize=4096)
-def _address(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(addr)
-    except ValueError:
-        return None
+    return net.version, int(net.network_address), int(net.netmask)

@@ -6,7 +6,7 @@ import os
 import shutil
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
@@ -15,7 +15,6 @@ from mailgate.config.config import Config
 from mailgate.config.settings import parse_listen
 from mailgate.errors import ConfigError
 from mailgate.master import listen_socket
-from mailgate.queue.store import QUEUES
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -47,15 +46,16 @@ def listen(cfg: Config, directory: Path) -> socket.socket | None:
 
 
 def processes(count: int, worker: Callable[[int], None], http: socket.socket | None,
-              queue_root: Path | None) -> tuple[int, Callable[[int], None], Callable[[int], None]]:
+              queues: Sequence[Path] | None) -> tuple[int, Callable[[int], None], Callable[[int], None]]:
     """run_workers() arguments for `count` workers plus, with an HTTP socket, the metrics
-    process (the last index): the process count, what each runs, the exit hook."""
+    process (the last index): the process count, what each runs, the exit hook. `queues`:
+    the queue directories to count (the queue's own list, handed in: metrics sits below it)."""
     if http is None:
         return count, worker, lambda pid: None
 
     def run(index: int) -> None:
         if index == count:
-            serve(http, queue_root)
+            serve(http, queues)
             return
         http.close()
         worker(index)
@@ -71,22 +71,23 @@ def worker_exited(pid: int) -> None:
 
 
 class QueueCollector:
-    """mailgate_queue_messages{queue}: files in each queue directory, counted per scrape."""
+    """mailgate_queue_messages{queue}: files in each queue directory (labelled with the
+    directory's name), counted per scrape."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, queues: Sequence[Path]) -> None:
+        self.queues = queues
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
         family = GaugeMetricFamily("mailgate_queue_messages", "Messages in the queue",
                                    labels=["queue"])
-        for queue in QUEUES:
+        for queue in self.queues:
             try:
-                count = sum(1 for e in os.scandir(self.root / queue) if e.is_file())
+                count = sum(1 for e in os.scandir(queue) if e.is_file())
             except OSError:
                 count = 0
-            family.add_metric([queue], count)
+            family.add_metric([queue.name], count)
         yield family
 
 
@@ -95,7 +96,7 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def serve(sock: socket.socket, queue_root: Path | None) -> None:
+def serve(sock: socket.socket, queues: Sequence[Path] | None) -> None:
     """Run the HTTP server on the master's socket until the process is stopped (queue sizes
     only with a queue: not for policyd)."""
     from prometheus_client import CollectorRegistry, make_wsgi_app, multiprocess
@@ -106,8 +107,8 @@ def serve(sock: socket.socket, queue_root: Path | None) -> None:
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=os.environ[ENV])  # type: ignore[no-untyped-call]
-    if queue_root is not None:
-        registry.register(QueueCollector(queue_root))
+    if queues is not None:
+        registry.register(QueueCollector(queues))
     httpd = ThreadingWSGIServer(sock.getsockname()[:2], _Quiet, bind_and_activate=False)
     httpd.socket.close()
     httpd.socket = sock

@@ -7,12 +7,11 @@ import asyncio
 import errno
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mailgate.config.config import Config
-from mailgate.engine.settings import LIST_PARAMS
 from mailgate.errors import ConfigError
 from mailgate.policy import service
 from mailgate.policy.protocol import encode
@@ -219,25 +218,18 @@ def release(pinned: dict[str, Any]) -> None:
     pinned.clear()
 
 
-def clients(cfg: Config, lists: Iterable[tuple[str, ...]]) -> dict[str, PolicyClient]:
-    """A client for every check_policy_service endpoint; a bad one stops start-up."""
+def clients(cfg: Config, lists: Mapping[str, tuple[str, ...]]) -> dict[str, PolicyClient]:
+    """A client for every check_policy_service endpoint in `lists`, the restriction lists by
+    the parameter that sets each (the caller knows which parameters those are); a bad
+    endpoint stops start-up with where that parameter is set (main.cf, line N)."""
     base = service.defaults(cfg)
     queue_directory = cfg.get_str("queue_directory")
     clients: dict[str, PolicyClient] = {}
-    for name in service_names(lists):
-        if name not in clients:
-            try:
-                clients[name] = PolicyClient(service.parse(name, base, queue_directory))
-            except ConfigError as exc:
-                raise ConfigError(f"{_list_origin(cfg, name)}: {exc}") from exc
+    for param, names in lists.items():
+        for name in service_names((names,)):
+            if name not in clients:
+                try:
+                    clients[name] = PolicyClient(service.parse(name, base, queue_directory))
+                except ConfigError as exc:
+                    raise ConfigError(f"{cfg.origin(param)}: {exc}") from exc
     return clients
-
-
-def _list_origin(cfg: Config, item: str) -> str:
-    """file:line of the restriction list (or class) that names `item`."""
-    params = (*LIST_PARAMS.values(), "policyd_restrictions",
-              *cfg.get_list("smtpd_restriction_classes"))
-    for param in params:
-        if item in cfg.get_list(param):
-            return cfg.origin(param)
-    return "main.cf"

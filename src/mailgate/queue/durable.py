@@ -21,6 +21,7 @@ class _Op:
     src: str
     dst: str
     fsync: bool
+    close: bool
     future: asyncio.Future[None]
     error: OSError | None = field(default=None)
 
@@ -36,14 +37,16 @@ class DurableRenamer:
         self._thread = threading.Thread(target=self._run, name="mailgate-fsync", daemon=True)
         self._thread.start()
 
-    async def commit(self, fd: int, src: str, dst: str, fsync: bool = True) -> None:
-        """fsync `fd` and close it, rename `src` to `dst`, fsync `dst`'s directory.
+    async def commit(self, fd: int, src: str, dst: str, fsync: bool = True,
+                     close: bool = True) -> None:
+        """fsync `fd` and close it (unless `close` is false: the caller keeps it), rename
+        `src` to `dst`, fsync `dst`'s directory.
 
         Raises OSError if any step failed (the caller then still owns the file at `src`).
         """
         future: asyncio.Future[None] = self.loop.create_future()
         with self._cond:
-            self._pending.append(_Op(fd, src, dst, fsync, future))
+            self._pending.append(_Op(fd, src, dst, fsync, close, future))
             self._cond.notify()
         await future
 
@@ -66,7 +69,8 @@ class DurableRenamer:
                 try:
                     if op.fsync:
                         os.fsync(op.fd)
-                    os.close(op.fd)
+                    if op.close:
+                        os.close(op.fd)
                     op.fd = -1
                     os.rename(op.src, op.dst)
                     if op.fsync:

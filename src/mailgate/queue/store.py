@@ -10,18 +10,40 @@ digits of microseconds, then a hex sequence number.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailgate.errors import QueueError
 
 MAGIC = b"MGQ1 "
 QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+SPARES = 64  # emptied queue files a process keeps for reuse (see QueueStore.remove)
+
+
+def _renameat2() -> Callable[[bytes, bytes], int] | None:
+    """renameat2(RENAME_NOREPLACE) from the C library (glibc 2.28+), or None."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                     ctypes.c_uint)
+
+    def rename_noreplace(src: bytes, dst: bytes) -> int:
+        """0, or the errno: the destination is never replaced."""
+        if func(-100, src, -100, dst, 1) == 0:  # AT_FDCWD, RENAME_NOREPLACE
+            return 0
+        return ctypes.get_errno() or errno.EIO
+    return rename_noreplace
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 class CorruptQueueFile(QueueError):
@@ -59,7 +81,9 @@ class Envelope:
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode("utf-8", "surrogateescape")
+        record = dict(self.__dict__)  # asdict() without its deep copy: this is per message
+        record["recipients"] = [dict(r.__dict__) for r in self.recipients]
+        return _ENCODER.encode(record).encode("utf-8", "surrogateescape")
 
     @classmethod
     def from_json(cls, data: bytes) -> Envelope:
@@ -73,8 +97,8 @@ class Incoming:
     """A queue file opened for a transaction (Postfix opens it at the first accepted RCPT)."""
 
     queue_id: str
-    path: Path
-    fd: int
+    path: str
+    fd: int  # open for writing; it also holds the file's flock (the store closes it)
 
 
 def _header(envelope: Envelope, content: bytes) -> bytes:
@@ -132,43 +156,71 @@ class QueueStore:
         self.fsync = fsync
         self._seq = int.from_bytes(os.urandom(3), "big")
         self._locks: dict[str, int] = {}  # queue id -> descriptor holding its flock
-        for name in QUEUES:
+        self._dirs = {name: os.path.join(str(self.root), name) for name in (*QUEUES, "spare")}
+        self._spares: list[str] = []  # this process's emptied queue files, for reuse
+        self._spare_seq = 0
+        self._noreplace = _renameat2()
+        for name in (*QUEUES, "spare"):
             (self.root / name).mkdir(parents=True, exist_ok=True)
 
     def path(self, queue: str, queue_id: str) -> Path:
         return self.root / queue / queue_id
+
+    def file(self, queue: str, queue_id: str) -> str:
+        """The path of a queue file as a string (the hot path: no pathlib objects)."""
+        return f"{self._dirs[queue]}/{queue_id}"
 
     def create(self) -> Incoming:
         """Open a new queue file in incoming/, named like a Postfix short queue id.
 
         Five hex digits of microseconds, then a per-process sequence number in hex (Postfix
         uses the inode number; a counter saves a rename). O_EXCL makes a clash impossible.
+        The descriptor both writes the file and holds its flock (one open per message).
         """
-        incoming = self.root / "incoming"
+        incoming = self._dirs["incoming"]
         for _ in range(1000):
             now = self.clock()
             self._seq = (self._seq + 1) & 0xFFFFFF
             queue_id = f"{int((now % 1) * 1_000_000):05X}{self._seq | 0x100000:X}"
-            path = incoming / queue_id
+            path = f"{incoming}/{queue_id}"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fd = self._reuse(path)
+                if fd < 0:
+                    fd = os.open(path, _CREATE, 0o600)
             except FileExistsError:
                 continue
             except OSError as exc:
                 raise QueueError(f"create file {path}: {exc.strerror}") from exc
-            self._take(queue_id, path)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: nobody else can hold it
+            self._locks[queue_id] = fd
             return Incoming(queue_id, path, fd)
         raise QueueError("cannot create a unique queue file")
+
+    def _reuse(self, path: str) -> int:
+        """A spare (emptied) queue file moved to `path` and opened, or -1 when there is
+        none. Reusing a file saves the inode allocation and the deletion that creating and
+        removing one costs (a quarter of a message's system time on ext4)."""
+        while self._spares and self._noreplace is not None:
+            spare = self._spares.pop()
+            err = self._noreplace(spare.encode(), path.encode())
+            if err == errno.EEXIST:
+                self._spares.append(spare)
+                raise FileExistsError(err, os.strerror(err), path)
+            if err == 0:
+                return os.open(path, os.O_RDWR | os.O_TRUNC | os.O_CLOEXEC)
+        return -1
 
     def write(self, incoming: Incoming, envelope: Envelope, content: bytes) -> None:
         """Write envelope and text into the open incoming file (not yet durable: the server
         then hands the descriptor to queue.durable.DurableRenamer, which fsyncs it, renames it
         into active/ and fsyncs the directory before `250` is sent)."""
         try:
-            data = _header(envelope, content) + content
-            view = memoryview(data)
-            while view:
-                view = view[os.write(incoming.fd, view):]
+            header = _header(envelope, content)
+            done = os.writev(incoming.fd, (header, content))  # one call, no joined copy
+            if done < len(header) + len(content):  # a short write (a signal, a full disk)
+                view = memoryview(header + content)[done:]
+                while view:
+                    view = view[os.write(incoming.fd, view):]
         except OSError as exc:
             self.abort(incoming)
             raise QueueError(f"{incoming.queue_id}: cannot store message: {exc.strerror}") from exc
@@ -184,26 +236,25 @@ class QueueStore:
         try:
             if self.fsync:
                 os.fsync(incoming.fd)
-            os.close(incoming.fd)
-            incoming.fd = -1
-            os.rename(incoming.path, self.path("active", incoming.queue_id))
+            os.rename(incoming.path, self.file("active", incoming.queue_id))
             if self.fsync:
                 _fsync_dir(self.root / "active")
         except OSError as exc:
             self.abort(incoming, "active")
             raise QueueError(f"{incoming.queue_id}: cannot store message: {exc.strerror}") \
                 from exc
+        incoming.fd = -1  # the descriptor stays open: it holds the file's lock
         return incoming.queue_id
 
     def abort(self, incoming: Incoming, queue: str | None = None) -> None:
         """Drop a transaction that was never acknowledged; with `queue`, also a copy already
         renamed there whose directory fsync failed (it must not be delivered either)."""
-        if incoming.fd >= 0:
+        if incoming.fd >= 0 and self._locks.get(incoming.queue_id) != incoming.fd:
             os.close(incoming.fd)
-            incoming.fd = -1
+        incoming.fd = -1
         self.release(incoming.queue_id)
         paths = [incoming.path] if queue is None else \
-            [incoming.path, self.path(queue, incoming.queue_id)]
+            [incoming.path, self.file(queue, incoming.queue_id)]
         for path in paths:
             try:
                 os.unlink(path)
@@ -253,7 +304,19 @@ class QueueStore:
     def remove(self, queue: str, queue_id: str) -> None:
         """Remove a delivered message. Not fsync'd: a removal lost in a crash only makes the
         message come back, and redelivery finds the earlier Maildir copy (maildir_name)."""
-        os.unlink(self.path(queue, queue_id))
+        path = self.file(queue, queue_id)
+        if len(self._spares) < SPARES and queue_id in self._locks and self._noreplace:
+            self._spare_seq += 1
+            spare = f"{self._dirs['spare']}/{os.getpid()}.{self._spare_seq}"
+            try:  # kept for the next create(), which truncates it
+                os.rename(path, spare)
+            except OSError:
+                pass
+            else:
+                self._spares.append(spare)
+                self.release(queue_id)
+                return
+        os.unlink(path)
         self.release(queue_id)
 
     def list_queue(self, queue: str) -> list[str]:
@@ -312,7 +375,7 @@ class QueueStore:
 
     def recover(self) -> list[str]:
         """At start: drop unacknowledged incoming files; return the active ids to deliver."""
-        for p in (self.root / "incoming").iterdir():
+        for p in (*(self.root / "incoming").iterdir(), *(self.root / "spare").iterdir()):
             p.unlink()
         for p in (self.root / "active").iterdir():
             if p.name.endswith(".tmp"):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState
+from mailgate.engine.reply import Reply
 from mailgate.server.transaction import Services, Transaction
 from mailgate.smtp.protocol import Chunk, Command, ServerConnection, store_form
 
@@ -40,23 +41,24 @@ class BdatCommands:
     svc: Services
     conn: ServerConnection
     tx: Transaction
-    where: str
-    chunk_refusal: str  # the reply for the chunk being discarded ("" when it is accepted)
+    chunk_refusal: Reply | str  # the reply for the chunk being discarded ("": accepted)
     st: CheckState
     bdat_size: int
+    sleep: float
 
     if TYPE_CHECKING:  # provided by Session and the other mixins
         @property
         def namaddr(self) -> str:
             raise NotImplementedError
 
-        def reply(self, text: str) -> None:
+        @property
+        def queue_id(self) -> str:
+            raise NotImplementedError
+
+        def reply(self, text: str | Reply) -> None:
             raise NotImplementedError
 
         def warn(self, text: str) -> None:
-            raise NotImplementedError
-
-        def check_state(self) -> CheckState:
             raise NotImplementedError
 
         def only_recipient(self) -> str | None:
@@ -94,7 +96,7 @@ class BdatCommands:
         last = len(args) == 3 and args[2].value.upper() == "LAST"
         if not (digits.isdigit() and digits.isascii() and len(digits) <= _MAX_SIZE_DIGITS) \
                 or len(args) > 3 or (len(args) == 3 and not last):
-            self.warn(f"{self.tx.queue_id}: malformed BDAT command syntax from "
+            self.warn(f"{self.queue_id}: malformed BDAT command syntax from "
                       f"{self.namaddr}: {cmd.line[:100]}")
             self.reply("521 5.5.4 Syntax: BDAT count [LAST]")
             return False
@@ -112,21 +114,24 @@ class BdatCommands:
         self.bdat_size = size
         return None
 
-    async def _refusal(self, size: int, last: bool) -> str:
+    async def _refusal(self, size: int, last: bool) -> Reply | str:
         """Why this chunk is refused ("" if it is not), in Postfix's order of checks."""
         tx = self.tx
         if size == 0 and not last:
-            self.warn(f"{tx.queue_id}: null BDAT request from {self.namaddr}")
+            self.warn(f"{self.queue_id}: null BDAT request from {self.namaddr}")
             return "551 5.7.1 Null BDAT request"
         if tx.bdat_failed:
             return f"551 5.0.0 Discarded {size} bytes after earlier error"
         if tx.bdat is None:  # the first chunk gets DATA's checks
-            stale = not tx.recipients and tx.stale_rcpts > 0  # as in data_cmd
+            stale = not tx.recipients and self.st.rcpt_count > 0  # as in data_cmd
             if not tx.recipients and not stale:
                 return self.no_recipients()
-            refused = await self.svc.engine.check_data(self.check_state(), self.only_recipient())
-            if refused or not stale:
-                return refused or ""
+            verdict = await self.svc.engine.check_data(self.st, self.only_recipient())
+            self.sleep += verdict.delay  # waited for before the chunk's reply
+            if verdict.reply is not None:
+                return verdict.reply
+            if not stale:
+                return ""
             return self.no_recipients()  # where Postfix 3.7.11 would crash (decision 0029)
         return ""
 
@@ -135,7 +140,7 @@ class BdatCommands:
         (`reject: BDAT content`, later chunks discarded); the last one at END-OF-MESSAGE.
         Either way the transaction ends, the session goes on (Postfix 3.7.11)."""
         if chunk.last:
-            self.where = "END-OF-MESSAGE"
+            self.st.where = "END-OF-MESSAGE"
         if not self.bare_newline(message=True, where="" if chunk.last else "BDAT content"):
             return False
         self.count_result("bdat", False)
@@ -149,10 +154,10 @@ class BdatCommands:
             self.chunk_refusal = ""
             self.count_result("bdat", False)
             if chunk.last:  # smtpd's mail_reset() without rcpt_reset(): the recipient
-                tx = self.tx  # count (smtpd_recipient_limit) and the logged to=<> stay
-                stale, first = len(tx.recipients) + tx.stale_rcpts, self.st.recipient
+                st = self.st  # count (smtpd_recipient_limit) and the logged to=<> stay
+                count, first = st.rcpt_count, st.recipient
                 self.reset_transaction()
-                self.tx.stale_rcpts, self.st.recipient = stale, first
+                st.rcpt_count, st.recipient = count, first
             else:
                 self.tx.bdat_failed = True
             return
@@ -165,11 +170,11 @@ class BdatCommands:
             self.reply(f"250 2.0.0 Ok: {self.bdat_size} bytes")
             self.count_result("bdat", True)
             return
-        self.where = "END-OF-MESSAGE"
+        self.st.where = "END-OF-MESSAGE"
         if tx.bdat_too_big:
             self.message_too_big("bdat")
             return
-        tx.size = len(tx.bdat)
+        self.st.size = len(tx.bdat)
         if await self.end_of_data_rejected("bdat"):
             return
         content = store_form(bytes(tx.bdat))

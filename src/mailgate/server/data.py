@@ -14,7 +14,6 @@ from mailgate.server.headers import (
 )
 from mailgate.server.transaction import (
     WRITE_ERROR,
-    Transaction,
     TransactionCommands,
     routed_recipients,
 )
@@ -27,7 +26,7 @@ class DataCommands(TransactionCommands):
     # DATA / BDAT ------------------------------------------------------------------------
     def no_recipients(self) -> str:
         """DATA's and the first BDAT's reply when no RCPT was accepted."""
-        return "503 5.5.1 Error: need RCPT command" if self.tx.sender is None \
+        return "503 5.5.1 Error: need RCPT command" if self.st.sender is None \
             else "554 5.5.1 Error: no valid recipients"
 
     async def data_cmd(self, cmd: Command) -> bool | None:
@@ -37,52 +36,52 @@ class DataCommands(TransactionCommands):
         # After a refused BDAT chunk and BDAT LAST, Postfix keeps the recipient count (even
         # into the next MAIL transaction): DATA then passes its "need RCPT" test and runs
         # the data restrictions.
-        stale = not self.tx.recipients and self.tx.stale_rcpts > 0
+        stale = not self.tx.recipients and self.st.rcpt_count > 0
         if not self.tx.recipients and not stale:
             self.reply(self.no_recipients())
             return False
         if len(cmd.tokens) != 1:
             self.reply("501 5.5.4 Syntax: DATA")
             return False
-        err = await self.svc.engine.check_data(self.check_state(), self.only_recipient())
-        if err:
-            self.reply(err)
+        verdict = await self.svc.engine.check_data(self.st, self.only_recipient())
+        self.sleep += verdict.delay
+        if verdict.reply is not None:
+            self.reply(verdict.reply)
             return False
         if stale:  # Postfix 3.7.11's smtpd dies here (signal 11); decision 0029
             self.reply(self.no_recipients())
             return False
-        self.reply("354 End data with <CR><LF>.<CR><LF>")
-        self.conn.start_data()
+        self.reply("354 End data with <CR><LF>.<CR><LF>")  # the core now reads the text
         return None
 
     async def end_of_data(self, message: Message) -> None:
-        self.where = "END-OF-MESSAGE"
+        self.st.where = "END-OF-MESSAGE"
         if message.bare_newline and self.bare_newline(message=True):
             self.count_result("data", False)
             return
         if message.too_big:
             self.message_too_big("data")
             return
-        self.tx.size = message.size
+        self.st.size = message.size
         if await self.end_of_data_rejected("data"):
             return
         await self.queue_message(message.content, "data")
 
     async def end_of_data_rejected(self, verb: str) -> bool:
         """smtpd_end_of_data_restrictions: a reject drops the message."""
-        err = await self.svc.engine.check_eod(self.check_state(), self.only_recipient())
-        if not err:
+        verdict = await self.svc.engine.check_eod(self.st, self.only_recipient())
+        self.sleep += verdict.delay
+        if verdict.reply is None:
             return False
-        self.reply(err)
+        self.reply(verdict.reply)
         self.count_result(verb, False)
         # As Postfix 3.7: the message is dropped but the MAIL transaction stays open (MAIL
-        # gets "nested MAIL command" until RSET) and its queue id stays in the log lines.
+        # gets "nested MAIL command" until RSET), its queue id stays in the log lines and
+        # its recipients count against the limit (both kept in the session's CheckState).
         tx = self.tx
         if tx.incoming is not None:
-            tx.stale_id = tx.incoming.queue_id
             self.svc.store.abort(tx.incoming)
             tx.incoming = None
-        tx.stale_rcpts += len(tx.recipients)
         tx.recipients = []
         tx.bdat = None
         tx.bdat_too_big = False
@@ -94,7 +93,7 @@ class DataCommands(TransactionCommands):
         too big; a queue file pushed over the limit by the added headers is cleanup's call
         and gets the same reply without that warning (as in Postfix)."""
         if warn:
-            self.warn(f"{self.tx.queue_id}: queue file size limit exceeded")
+            self.warn(f"{self.queue_id}: queue file size limit exceeded")
         self.reply("552 5.3.4 Error: message file too big")
         self.count_result(verb, False)
         self.reset_transaction()
@@ -117,29 +116,30 @@ class DataCommands(TransactionCommands):
 
     async def queue_message(self, content: bytes, verb: str, octets: int = 0) -> None:
         """Add headers, write and fsync the queue file, then say `250 ... queued as`."""
-        tx = self.tx
-        assert tx.incoming is not None and tx.sender is not None
+        tx, st = self.tx, self.st
+        assert tx.incoming is not None and st.sender is not None
         now = self.svc.clock()
         queue_id = tx.incoming.queue_id
         rcpts = [r.address for r in tx.recipients]
         content = cut_long_headers(content, self.s.header_size_limit, self.s.line_length_limit)
-        header = received_header(self.helo, self.client.name, self.client.addr,
-                                 self.s.myhostname, self.s.mail_name, self.proto, queue_id,
+        helo = st.helo or ""
+        header = received_header(helo, self.client.name, self.client.addr,
+                                 self.s.myhostname, self.s.mail_name, st.protocol, queue_id,
                                  rcpts, now)
         if self.client.addr in self.svc.local_addresses:
-            content, message_id = add_missing_headers(content, queue_id, tx.sender,
+            content, message_id = add_missing_headers(content, queue_id, st.sender,
                                                       self.s.myhostname, now)
         else:
             message_id = logged_message_id(content)
-        marks = self.st.marks
+        marks = st.marks
         prepend = "".join(f"{line}\n" for line in marks.prepend).encode("utf-8", "replace")
         text = prepend + header + content
         size = len(text) + text.count(b"\n")  # Postfix counts message size with CRLF
         if self.s.message_size_limit and size > self.s.message_size_limit:
             self.message_too_big(verb, warn=False)  # the limit applies to the queue file
             return
-        envelope = Envelope(queue_id, tx.sender, routed_recipients(tx.recipients, marks), now,
-                            self.client.name, self.client.addr, self.helo, self.proto, size,
+        envelope = Envelope(queue_id, st.sender, routed_recipients(tx.recipients, marks), now,
+                            self.client.name, self.client.addr, helo, st.protocol, size,
                             message_id)
         if marks.filter:
             envelope.extra["filter"] = marks.filter
@@ -164,8 +164,7 @@ class DataCommands(TransactionCommands):
             self.reply(f"250 2.0.0 Ok: {octets} bytes queued as {queue_id}")
         else:
             self.reply(f"250 2.0.0 Ok: queued as {queue_id}")
-        self.tx = Transaction()
-        self.st.reset_transaction()
+        self.reset_transaction()  # the message is queued: nothing left to abort
         self.stats.count(verb, True)
         self.svc.metrics.message("discarded" if marks.discard else "held" if marks.hold
                                  else "filtered" if marks.filter else "accepted")

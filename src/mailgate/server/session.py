@@ -11,6 +11,8 @@ from dataclasses import replace
 
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client
+from mailgate.engine.reply import Reply
+from mailgate.engine.tarpit import tarpit_delay
 from mailgate.maps.casefold import printable
 from mailgate.policy.client import release
 from mailgate.server import xclient
@@ -50,19 +52,6 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def tarpit_delay(s: SmtpdSettings, errors: int) -> float:
-    """The tarpit: every reply waits `smtpd_error_sleep_time` once the error count reached
-    the soft limit (Postfix 2.1+: constant). Opt-in beyond Postfix: `smtpd_error_sleep_growth`
-    more for each further error, at most `smtpd_error_sleep_max`."""
-    if errors < s.soft_error_limit:
-        return 0.0
-    base = s.error_sleep_time
-    if s.error_sleep_growth:
-        extra = s.error_sleep_growth * (errors - s.soft_error_limit)
-        return min(base + extra, max(s.error_sleep_max, base))
-    return base
-
-
 class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientCommands):
     """Postfix smtpd semantics for one connection; `handle()` an event, read `out`."""
 
@@ -76,16 +65,15 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
         self.closing = False
         self.error_count = 0
         self.junk_count = 0
-        self.where = "CONNECT"
-        self.helo = ""
-        self.proto = "SMTP"
+        # The session's state lives in the object the engine reads (where, HELO, protocol,
+        # sender, queue id, recipient count, ...): nothing is copied before a check.
+        self.st = CheckState(client, namaddr=self.client_namaddr())
+        self.sleep = 0.0  # what the engine's `sleep` restriction added to the next reply
         self.tx = Transaction()
         self.stats = CommandStats()
-        self.pipelining_flagged = False
-        self.chunk_refusal = ""
+        self.chunk_refusal: Reply | str = ""
         self.bdat_size = 0
         self.table = CommandTable(self)
-        self.st = CheckState(client)
         self.seqno = 0  # numbers the transactions' policy `instance`
         self.access_denied = ""
         self.xclient_allowed = services.xclient_hosts(client)
@@ -94,17 +82,21 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
     def delay(self) -> float:
         return tarpit_delay(self.s, self.error_count)
 
-    def reply(self, text: str, more: tuple[str, ...] = ()) -> None:
-        """Queue a reply `NNN text` (`more`: further lines of a multi-line reply) with the
-        tarpit delay; 421/521 end the session after it."""
-        if self.s.soft_bounce and text[0] == "5":  # smtpd_chat_reply's safety net
-            text = "4" + text[1:4] + ("4" if text[4:5] == "5" else text[4:5]) + text[5:]
-        code = int(text[:3])
+    def reply(self, text: str | Reply, more: tuple[str, ...] = ()) -> None:
+        """Queue a reply (`more`: further lines of a multi-line reply) with the tarpit delay
+        and the engine's `sleep`; 421/521 end the session after it. The engine's Reply is
+        final; the session's own `NNN text` gets smtpd_chat_reply's soft_bounce here."""
+        if isinstance(text, Reply):
+            code, line = text.code, f"{text.dsn} {text.text}"
+        else:
+            if self.s.soft_bounce and text[0] == "5":  # smtpd_chat_reply's safety net
+                text = "4" + text[1:4] + ("4" if text[4:5] == "5" else text[4:5]) + text[5:]
+            code, line = int(text[:3]), text[4:]
         self.svc.metrics.reply(code)
         delay = self.delay()
-        data = self.conn.send(code, (text[4:], *more))
-        self.out.append((delay + self.st.sleep, data))
-        self.st.sleep = 0.0
+        data = self.conn.send(code, (line, *more) if more else line)
+        self.out.append((delay + self.sleep, data))
+        self.sleep = 0.0
         if more and delay:  # smtpd.c sends EHLO one line at a time: the tarpit waits for each
             lines = data.split(b"\r\n")
             self.out[-1] = (self.out[-1][0], lines[0] + b"\r\n")
@@ -118,65 +110,64 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
     def warn(self, text: str) -> None:
         self.svc.log.log("smtpd", "warning: " + text)
 
-    @property
-    def namaddr(self) -> str:
+    def client_namaddr(self) -> str:
+        """`name[addr]`, with `:port` under smtpd_client_port_logging."""
         if self.s.client_port_logging:
             return f"{self.client.name}[{self.client.addr}]:{self.client.port}"
         return f"{self.client.name}[{self.client.addr}]"
 
-    def log_reject(self, action: str, reply: str, recipient: str | None = None) -> None:
-        """`QUEUEID: reject: CMD from name[addr]: REPLY; from=<s> to=<r> proto=P helo=<h>`."""
-        text = f"{self.tx.queue_id}: {action}: {self.where} from {self.namaddr}: {reply};"
-        if self.tx.sender is not None:
-            text += f" from=<{log_form(self.tx.sender)}>"
+    @property
+    def namaddr(self) -> str:
+        return self.st.namaddr
+
+    @property
+    def queue_id(self) -> str:
+        return self.st.queue_id or "NOQUEUE"
+
+    def log_reject(self, action: str, reply: str, recipient: str | None = None,
+                   sender: str | None = None) -> None:
+        """`QUEUEID: reject: CMD from name[addr]: REPLY; from=<s> to=<r> proto=P helo=<h>`
+        (`sender`: the one being refused, when there is none yet)."""
+        st = self.st
+        text = f"{self.queue_id}: {action}: {st.where} from {st.namaddr}: {reply};"
+        sender = st.sender if sender is None else sender
+        if sender is not None:
+            text += f" from=<{log_form(sender)}>"
         if recipient is not None:
             text += f" to=<{log_form(recipient)}>"
-        text += f" proto={self.proto}"
-        if self.helo:
-            text += f" helo=<{self.helo}>"
+        text += f" proto={st.protocol}"
+        if st.helo:
+            text += f" helo=<{st.helo}>"
         self.log(text)
 
-    def check_state(self) -> CheckState:
-        """The session as the restriction engine sees it, brought up to date."""
-        st = self.st
-        st.client = self.client
-        st.namaddr = self.namaddr
-        st.helo = self.helo or None
-        st.sender = self.tx.sender
-        st.where = self.where
-        st.protocol = self.proto
-        st.queue_id = self.tx.incoming.queue_id if self.tx.incoming else self.tx.stale_id
-        st.ill_pipelining = self.pipelining_flagged
-        st.smtputf8 = self.tx.smtputf8
-        st.rcpt_count = len(self.tx.recipients) + self.tx.stale_rcpts
-        st.instance = self.tx.instance
-        st.size = self.tx.size
-        return st
-
     # --- session events ---------------------------------------------------------------
-    async def start(self, early_input: bytes) -> None:
+    async def start(self, early_input: bytes, greeted: bool = False) -> None:
+        """The session begins; `greeted`: the listener already sent the 220 greeting (it
+        may, with smtpd_delay_reject = yes, while the client's name is looked up)."""
         self.log(f"connect from {self.namaddr}")
         if early_input:
             self.flag_pipelining("CONNECT", early_input)
-        await self.greet()
+        if not greeted:
+            await self.greet()
 
     async def greet(self) -> None:
         """The 220 greeting, or (smtpd_delay_reject = no) the client list's reject instead:
         then every later command but QUIT gets `503 5.7.0 Error: access denied`."""
         self.access_denied = ""
         if not self.s.delay_reject:
-            err = await self.svc.engine.check_client(self.check_state())
-            if err:
-                self.reply(err)
+            verdict = await self.svc.engine.check_client(self.st)
+            self.sleep += verdict.delay
+            if verdict.reply is not None:
+                self.reply(verdict.reply)
                 self.error_count += 1
-                self.access_denied = err
+                self.access_denied = verdict.reply.line
                 return
         self.reply(f"220 {self.s.banner}")
 
     def flag_pipelining(self, where: str, pending: bytes) -> None:
-        if self.pipelining_flagged:
+        if self.st.ill_pipelining:
             return
-        self.pipelining_flagged = True
+        self.st.ill_pipelining = True
         shown = escape(pending[:100])
         self.log(f"improper command pipelining after {where} from {self.namaddr}: {shown}")
 
@@ -185,25 +176,25 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
         if self.error_count < self.s.hard_error_limit:
             return False
         self.reply(f"421 4.7.0 {self.s.myhostname} Error: too many errors")
-        self.log(f"too many errors after {self.where} from {self.namaddr}")
+        self.log(f"too many errors after {self.st.where} from {self.namaddr}")
         self.closing = True
         return True
 
     def lost(self, event: Closed) -> None:
         if event.data_bytes is not None:
-            self.stats.count(self.where.lower(), False)
+            self.stats.count(self.st.where.lower(), False)
             received = event.data_bytes + len(self.tx.bdat or b"")  # BDAT: all chunks
-            self.log(f"lost connection after {self.where} ({received} bytes) "
+            self.log(f"lost connection after {self.st.where} ({received} bytes) "
                      f"from {self.namaddr}")
-        elif self.where not in ("END-OF-MESSAGE",):
-            self.log(f"lost connection after {self.where} from {self.namaddr}")
+        elif self.st.where not in ("END-OF-MESSAGE",):
+            self.log(f"lost connection after {self.st.where} from {self.namaddr}")
 
     def timed_out(self) -> None:
         self.reply(f"421 4.4.2 {self.s.myhostname} Error: timeout exceeded")
         received = self.conn.data_received()
-        where = self.where if received is None else f"{self.where} ({received} bytes)"
+        where = self.st.where if received is None else f"{self.st.where} ({received} bytes)"
         if received is not None:
-            self.stats.count(self.where.lower(), False)
+            self.stats.count(self.st.where.lower(), False)
         self.log(f"timeout after {where} from {self.namaddr}")
         self.closing = True
 
@@ -236,9 +227,9 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
         other values accept bare <LF> as a line end (decision 0002)."""
         if self.s.forbid_bare_newline != "reject" or self.svc.bare_newline_exempt(self.client):
             return False
-        logged, self.where = self.where, where or self.where
+        logged, self.st.where = self.st.where, where or self.st.where
         self.log_reject("reject", "bare <LF> received", self.st.recipient)
-        self.where = logged
+        self.st.where = logged
         self.reply(f"{self.s.bare_newline_reject_code} 5.5.2 {self.s.myhostname} Error: "
                    "bare <LF> received")
         if message:
@@ -274,7 +265,7 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
             return
         handler = self.table.get(verb)
         if handler is None:
-            self.where = "UNKNOWN"
+            self.st.where = "UNKNOWN"
             self.stats.count("unknown", False)
             if is_header_name(cmd.tokens[0].value) or self.svc.forbidden.match(cmd.tokens[0].value):
                 shown = escape(cmd.line.encode("utf-8", "surrogateescape"))[:100]
@@ -292,7 +283,7 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
             self.reply("500 5.5.2 Error: command not recognized")
             self.error_count += 1
             return
-        self.where = verb
+        self.st.where = verb
         self.check_pipelining(verb)
         if self.closing:
             return
@@ -313,9 +304,9 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
 
     def check_pipelining(self, verb: str) -> None:
         pending = self.conn.buffered()
-        if not pending or self.pipelining_flagged:
+        if not pending or self.st.ill_pipelining:
             return
-        if self.proto != "ESMTP" or verb not in _PIPELINE_OK:
+        if self.st.protocol != "ESMTP" or verb not in _PIPELINE_OK:
             self.flag_pipelining(verb, pending)
             if self.s.forbid_unauth_pipelining:
                 self.reply("554 5.5.0 Error: SMTP protocol synchronization")

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState
+from mailgate.engine.reply import Reply
+from mailgate.engine.resolve import Resolution
 from mailgate.maps.casefold import printable
 from mailgate.server import xclient
 from mailgate.server.transaction import Services, Transaction
@@ -41,8 +43,8 @@ class SessionCommands:
     s: SmtpdSettings
     svc: Services
     tx: Transaction
-    helo: str
-    proto: str
+    st: CheckState
+    sleep: float
     xclient_allowed: bool
 
     if TYPE_CHECKING:  # provided by Session and the other mixins
@@ -50,7 +52,7 @@ class SessionCommands:
         def namaddr(self) -> str:
             raise NotImplementedError
 
-        def reply(self, text: str, more: tuple[str, ...] = ()) -> None:
+        def reply(self, text: str | Reply, more: tuple[str, ...] = ()) -> None:
             raise NotImplementedError
 
         def log(self, text: str) -> None:
@@ -59,16 +61,10 @@ class SessionCommands:
         def warn(self, text: str) -> None:
             raise NotImplementedError
 
-        def check_state(self) -> CheckState:
-            raise NotImplementedError
-
         def reset_transaction(self) -> None:
             raise NotImplementedError
 
-        def bad_address(self, address: str, smtputf8: bool) -> bool:
-            raise NotImplementedError
-
-        async def check_recipient(self, recipient: str) -> bool:
+        async def check_recipient(self, recipient: str, resolution: Resolution | None) -> bool:
             raise NotImplementedError
 
     # HELO / EHLO ------------------------------------------------------------------------
@@ -85,16 +81,17 @@ class SessionCommands:
         name = " ".join(t.value for t in cmd.tokens[1:])
         self.svc.engine.started_helo(name)
         if not self.s.delay_reject:
-            err = await self.svc.engine.check_helo(self.check_state(), name)
-            if err:
-                self.reply(err)
+            verdict = await self.svc.engine.check_helo(self.st, name)
+            self.sleep += verdict.delay
+            if verdict.reply is not None:
+                self.reply(verdict.reply)
                 return False
         self.reset_transaction()
-        self.helo = neuter(printable(name, self.s.smtputf8_enable))
+        self.st.helo = neuter(printable(name, self.s.smtputf8_enable))
         if verb == "HELO":  # keeps ESMTP after EHLO: smtpd.c never downgrades the protocol
             self.reply(f"250 {self.s.myhostname}")
             return True
-        self.proto = "ESMTP"
+        self.st.protocol = "ESMTP"
         self.log_discarded_keywords()
         lines = [self.s.myhostname, *self.ehlo_keywords()]
         self.reply(f"250 {lines[0]}", tuple(lines[1:]))
@@ -156,21 +153,23 @@ class SessionCommands:
             return False
         arg = " ".join(words)
         extracted = extract_addr(arg, False)
+        engine = self.svc.engine
+        resolution = None if extracted.illegal else engine.address(extracted.address)
         if extracted.illegal or not extracted.address or \
-                self.bad_address(extracted.address, smtputf8):
+                engine.bad_address(resolution, smtputf8):
             self.warn(f"Illegal address syntax from {self.namaddr} in VRFY command: {arg}")
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
-        if not await self.check_recipient(extracted.address):
+        if not await self.check_recipient(extracted.address, resolution):
             return False
         self.reply(f"252 2.0.0 {arg}")
         return True
 
     async def etrn_cmd(self, cmd: Command) -> bool:
-        if self.s.helo_required and not self.helo:
+        if self.s.helo_required and not self.st.helo:
             self.reply("503 Error: send HELO/EHLO first")
             return False
-        if self.tx.sender is not None:
+        if self.st.sender is not None:
             self.reply("503 Error: MAIL transaction in progress")
             return False
         if len(cmd.tokens) != 2:
@@ -184,14 +183,10 @@ class SessionCommands:
                 and valid_mailhost_literal(domain[1:-1])):
             self.reply("501 Error: invalid parameter syntax")
             return False
-        st = self.check_state()
-        st.etrn_domain = domain
-        try:
-            err = await self.svc.engine.check_etrn(st, domain)
-        finally:
-            st.etrn_domain = None
-        if err:
-            self.reply(err)
+        verdict = await self.svc.engine.check_etrn(self.st, domain)
+        self.sleep += verdict.delay
+        if verdict.reply is not None:
+            self.reply(verdict.reply)
             return False
         if self.svc.flush_domains(domain):
             self.svc.flush_queue()
@@ -213,7 +208,7 @@ class SessionCommands:
         return False
 
     async def auth_cmd(self, cmd: Command) -> bool:
-        if self.s.helo_required and not self.helo:  # smtpd_sasl_auth_cmd() asks first
+        if self.s.helo_required and not self.st.helo:  # smtpd_sasl_auth_cmd() asks first
             self.reply("503 5.5.1 Error: send HELO/EHLO first")
             return False
         self.reply("503 5.5.1 Error: authentication not enabled")

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client, Marks
 from mailgate.engine.engine import Engine
+from mailgate.engine.reply import Reply
+from mailgate.engine.resolve import Resolution
 from mailgate.errors import QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps.casefold import printable
@@ -30,30 +32,22 @@ WRITE_ERROR = "451 4.3.0 Error: queue file write error"  # cleanup's CLEANUP_STA
 
 @dataclass
 class Transaction:
-    """The state of one MAIL transaction (Postfix mail_reset/rcpt_reset clear it)."""
+    """What only the server keeps of one MAIL transaction (Postfix mail_reset/rcpt_reset
+    clear it). The sender, queue id, recipient count, SMTPUTF8 flag, size and instance are
+    in the session's CheckState, where the engine reads them."""
 
-    sender: str | None = None
     recipients: list[Recipient] = field(default_factory=list)
     incoming: Incoming | None = None
     rcpt_overshoot: int = 0
     bdat: bytearray | None = None  # the chunks so far, once a first BDAT was accepted
     bdat_too_big: bool = False
     bdat_failed: bool = False  # a BDAT failed: later chunks are discarded up to BDAT LAST
-    smtputf8: bool = False  # MAIL FROM ... SMTPUTF8 (with smtputf8_enable)
-    stale_id: str | None = None  # after an END-OF-MESSAGE reject Postfix logs the old id
-    stale_rcpts: int = 0  # ... and still counts its recipients against the limit
-    instance: str = ""  # smtpd's state->instance (policy requests)
-    size: int = 0  # MAIL SIZE=, then the size received (policy requests)
     sasl_sender: str | None = None  # MAIL AUTH= (logged with the client= line)
 
     @property
     def in_bdat(self) -> bool:
         """smtpd's bdat_state is not NONE: MAIL, RCPT and DATA are out of order."""
         return self.bdat is not None or self.bdat_failed
-
-    @property
-    def queue_id(self) -> str:
-        return self.incoming.queue_id if self.incoming else (self.stale_id or "NOQUEUE")
 
 
 @dataclass
@@ -103,19 +97,21 @@ class TransactionCommands:
     conn: ServerConnection
     tx: Transaction
     stats: CommandStats
-    where: str
-    helo: str
-    proto: str
     error_count: int
     junk_count: int
     st: CheckState
     seqno: int
+    sleep: float
 
     @property
     def namaddr(self) -> str:
         raise NotImplementedError
 
-    def reply(self, text: str) -> None:
+    @property
+    def queue_id(self) -> str:
+        raise NotImplementedError
+
+    def reply(self, text: str | Reply) -> None:
         raise NotImplementedError
 
     def log(self, text: str) -> None:
@@ -124,13 +120,11 @@ class TransactionCommands:
     def warn(self, text: str) -> None:
         raise NotImplementedError
 
-    def log_reject(self, action: str, reply: str, recipient: str | None = None) -> None:
+    def log_reject(self, action: str, reply: str, recipient: str | None = None,
+                   sender: str | None = None) -> None:
         raise NotImplementedError
 
     def reset_transaction(self) -> None:
-        raise NotImplementedError
-
-    def check_state(self) -> CheckState:
         raise NotImplementedError
 
     def bare_newline(self, message: bool = False, where: str = "") -> bool:
@@ -138,11 +132,11 @@ class TransactionCommands:
 
     # MAIL -------------------------------------------------------------------------------
     async def mail_cmd(self, cmd: Command) -> bool:
-        if self.s.helo_required and not self.helo:
+        if self.s.helo_required and not self.st.helo:
             self.reply("503 5.5.1 Error: send HELO/EHLO first")
             return False
-        self.tx.smtputf8 = False  # smtpd.c clears the MAIL flags first, even when nested
-        if self.tx.sender is not None:
+        self.st.smtputf8 = False  # smtpd.c clears the MAIL flags first, even when nested
+        if self.st.sender is not None:
             self.reply("503 5.5.1 Error: nested MAIL command")
             return False
         if self.tx.in_bdat:
@@ -158,7 +152,9 @@ class TransactionCommands:
         extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
         smtputf8 = self.s.smtputf8_offered and any(t.value.upper() == "SMTPUTF8"
                                                    for t in args[3:])
-        if extracted.illegal or self.bad_address(extracted.address, smtputf8):
+        engine = self.svc.engine
+        resolution = None if extracted.illegal else engine.address(extracted.address)
+        if extracted.illegal or engine.bad_address(resolution, smtputf8):
             self.warn(f"Illegal address syntax from {self.namaddr} in MAIL command: "
                       f"{args[2].value}")
             self.reply("501 5.1.7 Bad sender address syntax")
@@ -169,35 +165,35 @@ class TransactionCommands:
         # smtpd's msg_size and sasl_sender outlive a refused MAIL (until mail_reset())
         self.tx.sasl_sender = params.sasl_sender
         if params.size is not None:
-            self.tx.size = params.size
+            self.st.size = params.size
         if params.error:
             self.reply(params.error)
             return False
         limit = self.s.message_size_limit
-        if limit and self.tx.size > limit:
-            self.tx.sender = extracted.address
+        if limit and self.st.size > limit:
             reply = "552 5.3.4 Message size exceeds fixed limit"
-            self.log_reject("reject", reply)
-            self.tx.sender = None
+            self.log_reject("reject", reply, sender=extracted.address)
             self.reply(reply)
             return False
-        self.svc.engine.started_mail(extracted.address)
+        engine.started_mail(extracted.address)
+        st = self.st
         if not self.s.delay_reject:
-            st = self.check_state()
             st.smtputf8 = smtputf8  # smtpd sets the flag before smtpd_check_mail()
-            err = await self.svc.engine.check_mail(st, extracted.address)
-            if err:
-                self.st.reset_transaction()  # access-map side effects go with the reject
-                self.tx.size, self.tx.sasl_sender = 0, None  # ... as mail_reset() does
-                self.reply(err)
+            verdict = await engine.check_mail(st, extracted.address, resolution)
+            self.sleep += verdict.delay
+            if verdict.reply is not None:
+                st.discard_marks()  # access-map side effects go with the reject,
+                st.recipient, st.smtputf8 = None, False
+                st.size, self.tx.sasl_sender = 0, None  # ... as mail_reset() does
+                self.reply(verdict.reply)
                 return False
         if not self.queue_has_room():
+            st.smtputf8 = False
             return False
         now = self.svc.clock()
-        self.tx = Transaction(sender=extracted.address, size=self.tx.size, smtputf8=smtputf8,
-                              stale_rcpts=self.tx.stale_rcpts, sasl_sender=self.tx.sasl_sender,
-                              instance=f"{os.getpid():x}.{int(now):x}."
-                                       f"{int(now % 1 * 1e6):x}.{self.seqno:x}")
+        self.tx = Transaction(sasl_sender=self.tx.sasl_sender)
+        st.sender, st.smtputf8 = extracted.address, smtputf8
+        st.instance = f"{os.getpid():x}.{int(now):x}.{int(now % 1 * 1e6):x}.{self.seqno:x}"
         self.seqno += 1
         self.reply("250 2.1.0 Ok")
         return True
@@ -209,7 +205,8 @@ class TransactionCommands:
                               self.s.message_size_limit)
         if warning is None:
             return True
-        self.st.reset_transaction()
+        self.st.discard_marks()
+        self.st.recipient = None
         self.log_reject("reject", INSUFFICIENT_STORAGE)
         self.warn(warning)
         self.reply(INSUFFICIENT_STORAGE)
@@ -217,7 +214,7 @@ class TransactionCommands:
 
     # RCPT -------------------------------------------------------------------------------
     async def rcpt_cmd(self, cmd: Command) -> bool:
-        if self.tx.sender is None:
+        if self.st.sender is None:
             self.reply("503 5.5.1 Error: need MAIL command")
             return False
         if self.tx.in_bdat:
@@ -231,8 +228,10 @@ class TransactionCommands:
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
         extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
+        engine = self.svc.engine
+        resolution = None if extracted.illegal else engine.address(extracted.address)
         if extracted.illegal or not extracted.address or \
-                self.bad_address(extracted.address, self.tx.smtputf8):
+                engine.bad_address(resolution, self.st.smtputf8):
             self.warn(f"Illegal address syntax from {self.namaddr} in RCPT command: "
                       f"{args[2].value}")
             self.reply("501 5.1.3 Bad recipient address syntax")
@@ -245,13 +244,14 @@ class TransactionCommands:
             self.reply(params.error)
             return False
         # smtpd.c rcpt_cmd(): the address and its parameters are judged before the limit
-        if len(self.tx.recipients) + self.tx.stale_rcpts >= self.s.recipient_limit:
+        if self.st.rcpt_count >= self.s.recipient_limit:
             self.reply("452 4.5.3 Error: too many recipients")
             self.tx.rcpt_overshoot += 1
             return self.tx.rcpt_overshoot <= self.s.recipient_overshoot_limit
         recipient = extracted.address
-        if not await self.check_recipient(recipient):
+        if not await self.check_recipient(recipient, resolution):
             return False
+        st = self.st
         if self.tx.incoming is None:
             try:
                 self.tx.incoming = self.svc.store.create()
@@ -259,28 +259,24 @@ class TransactionCommands:
                 self.warn(str(exc))
                 self.reply(WRITE_ERROR)
                 return False
+            st.queue_id = self.tx.incoming.queue_id
             sasl = self.tx.sasl_sender
-            self.log(f"{self.tx.queue_id}: client={self.namaddr}" + (
+            self.log(f"{self.queue_id}: client={self.namaddr}" + (
                 "" if sasl is None else
                 f", sasl_sender={printable(sasl, self.s.smtputf8_enable)}"))
         self.tx.recipients.append(Recipient(recipient, params.orcpt, params.notify))
-        if self.st.recipient is None:  # smtpd's state->recipient: the first one accepted,
-            self.st.recipient = recipient  # logged as to=<> by later checks (HELO, ...)
+        st.rcpt_count += 1
+        if st.recipient is None:  # smtpd's state->recipient: the first one accepted,
+            st.recipient = recipient  # logged as to=<> by later checks (HELO, ...)
         self.reply("250 2.1.5 Ok")
         return True
 
-    def bad_address(self, address: str, smtputf8: bool) -> bool:
-        """smtpd_check_addr(): the resolver finds the domain malformed; a non-ASCII domain
-        needs SMTPUTF8 (and is then checked in its IDNA form)."""
-        return self.svc.engine.bad_address(address, smtputf8)
-
-    async def check_recipient(self, recipient: str) -> bool:
+    async def check_recipient(self, recipient: str, resolution: Resolution | None) -> bool:
         """Run the RCPT restrictions (the engine logs a reject); reply to a reject."""
-        st = self.check_state()
-        st.recipient_rcptmap_checked = False
-        err = await self.svc.engine.check_rcpt(st, recipient)
-        if err:
-            self.reply(err)
+        verdict = await self.svc.engine.check_rcpt(self.st, recipient, resolution)
+        self.sleep += verdict.delay
+        if verdict.reply is not None:
+            self.reply(verdict.reply)
             return False
         return True
 

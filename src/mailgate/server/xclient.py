@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mailgate.engine.context import NAME_OK, NAME_PERM, NAME_TEMP, Client
+from mailgate.engine.context import NAME_OK, NAME_PERM, NAME_TEMP, CheckState, Client
 from mailgate.smtp.hostnames import valid_hostname
 from mailgate.smtp.protocol import Command, ServerConnection
 
@@ -146,11 +146,11 @@ class XclientCommands:
     svc: Services
     client: Client
     tx: Transaction
+    st: CheckState
     stats: CommandStats
-    helo: str
-    proto: str
     xclient_allowed: bool
     reply: Callable[[str], None]
+    client_namaddr: Callable[[], str]
     reset_transaction: Callable[[], None]
     conn: ServerConnection
 
@@ -161,7 +161,7 @@ class XclientCommands:
         raise NotImplementedError
 
     async def xforward_cmd(self, cmd: Command) -> bool:
-        if self.tx.sender is not None:
+        if self.st.sender is not None:
             self.reply("503 5.5.1 Error: MAIL transaction in progress")
             return False
         if len(cmd.tokens) < 2:  # smtpd.c checks the syntax before the authorization
@@ -174,7 +174,7 @@ class XclientCommands:
         """XCLIENT from an smtpd_authorized_xclient_hosts client: new client attributes, a
         new greeting (after the client list when smtpd_delay_reject = no). Postfix counts
         the command as failed in its statistics even when it succeeds."""
-        if self.tx.sender is not None:
+        if self.st.sender is not None:
             self.reply("503 5.5.1 Error: MAIL transaction in progress")
             return False
         if len(cmd.tokens) < 2:
@@ -185,10 +185,15 @@ class XclientCommands:
             return False
         state = XclientState(self.client, "", "SMTP")
         err = apply([t.value for t in cmd.tokens[1:]], state, self.s.ipv6)
+        st = self.st
+        st.namaddr = self.client_namaddr()  # changed in place, even by a failed XCLIENT
         if err:
             self.reply(err)
             return False
-        self.helo, self.proto = state.helo, state.proto
+        st.helo, st.protocol = state.helo or None, state.proto
+        self.svc.engine.started_client(self.client)  # its list queries, answered by RCPT
+        if st.helo:
+            self.svc.engine.started_helo(st.helo)
         self.xclient_allowed = self.svc.xclient_hosts(self.client)
         self.reset_transaction()
         self.stats.count("xclient", False)

@@ -73,3 +73,21 @@ def valid_utf8_hostname(name: str, to_ascii: Callable[[str], str | None]) -> boo
     if name.isascii():
         return valid_hostname(name)
     return to_ascii(name) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def address_value(addr: str) -> tuple[int, int] | None:
+    """(IP version, integer value) of an address as Python's ipaddress parses it, or None;
+    IPv4 without the ipaddress module (the hot path: every client address)."""
+    parts = addr.split(".")
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3
+                               and (len(p) == 1 or p[0] != "0") for p in parts):
+        a, b, c, d = (int(p) for p in parts)
+        if a < 256 and b < 256 and c < 256 and d < 256:
+            return 4, a << 24 | b << 16 | c << 8 | d
+        return None
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    return ip.version, int(ip)

@@ -2,7 +2,10 @@
 
 In the style of h11: `receive_data()` feeds bytes, `next_event()` returns the next `Command`,
 `Message`, `Chunk`, `Closed` or `NEED_DATA`; `send(reply)` returns the bytes to write and moves
-the state (a `354` reply to DATA switches to message reading). No I/O, no asyncio.
+the state itself (a `354` reply switches to message reading). A BDAT chunk is read after the
+server accepted the command's syntax (`start_chunk`): Postfix reads it inside its BDAT
+handler, so a BDAT refused before that (access denied, bad UTF-8) leaves its octets to be
+read as commands. No I/O, no asyncio.
 """
 
 from __future__ import annotations
@@ -247,9 +250,9 @@ class ServerConnection:
         self.mode = Mode.COMMAND
         return Chunk(data, self._bdat_last)
 
-    # --- state changes driven by the caller -------------------------------------------
+    # --- state changes -------------------------------------------------------------------
     def start_data(self) -> None:
-        """Switch to message reading (call after sending the 354 reply)."""
+        """Switch to message reading (what sending a 354 reply does)."""
         if self.mode is not Mode.COMMAND:
             raise ProtocolError(f"start_data in mode {self.mode}")
         self.mode = Mode.DATA
@@ -273,9 +276,12 @@ class ServerConnection:
         self.mode = Mode.CLOSED
 
     # --- output -----------------------------------------------------------------------
-    @staticmethod
-    def send(code: int, lines: list[str] | tuple[str, ...] | str) -> bytes:
-        """Format a reply: `code` and one or more text lines, CRLF-terminated (RFC 5321 4.2)."""
+    def send(self, code: int, lines: list[str] | tuple[str, ...] | str) -> bytes:
+        """Format a reply: `code` and one or more text lines, CRLF-terminated (RFC 5321 4.2).
+        A 354 (the answer to DATA, RFC 5321 4.1.1.4) switches to reading the message text;
+        raises ProtocolError when that is not expected (not in command mode)."""
+        if code == 354:
+            self.start_data()
         if isinstance(lines, str):
             return f"{code} {lines}\r\n".encode("utf-8", "surrogateescape")
         parts = [f"{code}-{text}\r\n" for text in lines[:-1]]

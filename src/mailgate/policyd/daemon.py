@@ -20,7 +20,7 @@ from mailgate.maillog import MailLog
 from mailgate.master import address, listen_socket
 from mailgate.metrics import create as create_metrics
 from mailgate.policy.protocol import PolicyReader, ProtocolError, Request, reply
-from mailgate.policy.server import ClientErrors, PolicydSettings, PolicyService
+from mailgate.policyd.server import ClientErrors, PolicydSettings, PolicyService
 
 PROGRAM = "policyd"
 
@@ -207,6 +207,7 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
 
 def run(cfg: Config) -> int:
     """Bind, print a readiness line, run `policyd_processes` workers until SIGTERM."""
+    from mailgate.app import restriction_lists
     from mailgate.engine.settings import EngineSettings
     from mailgate.master import run_workers
     from mailgate.metrics import exporter
@@ -214,8 +215,8 @@ def run(cfg: Config) -> int:
     from mailgate.serve import raise_fd_limit, run_loop
 
     settings = PolicydSettings.from_config(cfg)  # parameter errors before binding
-    engine = EngineSettings.from_config(cfg, policyd=True)
-    clients(cfg, (*engine.lists.values(), *engine.classes.values()))  # bad services
+    EngineSettings.from_config(cfg, policyd=True)
+    clients(cfg, restriction_lists(cfg, policyd=True))  # bad services
     raise_fd_limit()
     smtpd = SmtpdSettings.from_config(cfg)
     log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))

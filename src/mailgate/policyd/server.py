@@ -16,11 +16,11 @@ from mailgate.config.config import Config
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import NAME_FORGED, NAME_OK, NAME_PERM, CheckState, Client, Marks
 from mailgate.engine.engine import Engine
-from mailgate.engine.evaluate import Evaluation, Frame
-from mailgate.engine.reply import Status
+from mailgate.engine.reply import Reply, Status
+from mailgate.engine.stages import STAGES, Stage
+from mailgate.engine.tarpit import tarpit_delay
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.protocol import ProtocolError, Request
-from mailgate.server.session import tarpit_delay
 
 Log = Callable[[str], None]
 # "<name>: Client host rejected: " - Postfix adds its own for the stage that asked.
@@ -87,23 +87,16 @@ class ClientErrors:
             return int(count)
 
 
-def _frame(st: CheckState, state: str, req: Request) -> Frame | None:
-    """Where the request's stage runs, as smtpd_check_client/helo/mail/rcpt/etrn/data/eod."""
-    if state == "CONNECT":
-        return Frame(st.namaddr, "Client host", "check_client_access")
-    if state in ("HELO", "EHLO"):
-        return Frame(req.get("helo_name"), "Helo command", "check_helo_access")
-    if state == "MAIL":
-        return Frame(req.get("sender"), "Sender address", "check_sender_access")
-    if state in ("RCPT", "VRFY"):
-        return Frame(req.get("recipient"), "Recipient address", "check_recipient_access")
-    if state == "ETRN":
-        return Frame(req.get("etrn_domain"), "Etrn command", "check_etrn_access")
-    if state in ("DATA", "BDAT"):
-        return Frame("DATA", "Data command", None)
-    if state == "END-OF-MESSAGE":
-        return Frame("END-OF-MESSAGE", "End-of-data", None)
-    return None
+_REQUEST_NAMES = {"helo": "helo_name", "sender": "sender", "recipient": "recipient",
+                  "etrn": "etrn_domain"}
+
+
+def _named(st: CheckState, stage: Stage, req: Request) -> str:
+    """What the stage's replies name (smtpd_check_client/helo/mail/rcpt/etrn/data/eod)."""
+    if stage.subject == "client":
+        return st.namaddr
+    attribute = _REQUEST_NAMES.get(stage.subject)
+    return stage.subject if attribute is None else req.get(attribute)
 
 
 def check_state(req: Request) -> CheckState:
@@ -130,13 +123,13 @@ def check_state(req: Request) -> CheckState:
                       rcpt_count=rcpt_count, where=state,
                       protocol=req.get("protocol_name") or "SMTP",
                       queue_id=req.get("queue_id") or None,
-                      instance=req.get("instance"), size=int(size) if size.isdigit() else 0,
-                      etrn_domain=req.get("etrn_domain") or None)
+                      instance=req.get("instance"), size=int(size) if size.isdigit() else 0)
 
 
-def _detail(reply: str) -> str:
+def _detail(reply: Reply | None) -> str:
     """`CODE D.S.N text` without the stage prefix (the asking smtpd adds its own)."""
-    head, text = reply[:10], reply[10:]
+    line = "" if reply is None else reply.line
+    head, text = line[:10], line[10:]
     return head + _PREFIX.sub("", text, count=1)
 
 
@@ -194,29 +187,29 @@ class PolicyService:
 
     async def _decide(self, req: Request) -> tuple[str, float]:
         st = check_state(req)
-        frame = _frame(st, st.where, req)
-        if frame is None:
+        stage = STAGES.get(st.where)
+        if stage is None:
             self.log(f"warning: unknown protocol_state \"{st.where}\" in request for "
                      f"{st.client.addr}")
             return self.s.default_action, 0.0
         addr = st.client.addr
         errors = self.errors.get(addr)
         if errors >= self.smtpd.hard_error_limit:
-            ev = Evaluation(self.engine, st, "policyd")
-            ev.reject(421, "4.7.0", _TARPIT, hard=True)
-            return _detail(ev.reply), 0.0
-        action = await self._evaluate(st, frame)
+            return _detail(self.engine.refuse(st, 421, "4.7.0", _TARPIT)), 0.0
+        action = await self._evaluate(st, stage, req)
         if action[:1] in "45" and action[:3].isdigit() and st.where == "RCPT":
             self.errors.add(addr)
         return action, tarpit_delay(self.smtpd, errors)
 
-    async def _evaluate(self, st: CheckState, frame: Frame) -> str:
-        ev = Evaluation(self.engine, st, "policyd")
-        status = await ev.check(self.s.restrictions, frame) if self.s.restrictions \
-            else Status.DUNNO
+    async def _evaluate(self, st: CheckState, stage: Stage, req: Request) -> str:
+        outcome = await self.engine.run_stage(
+            st, stage, self.s.restrictions, _named(st, stage, req), helo=st.helo,
+            sender=st.sender, recipient=st.recipient,
+            etrn_domain=req.get("etrn_domain") or None)
+        status = outcome.status
         if status is Status.REJECT:
-            return _detail(ev.reply)
-        pending = st.dip
+            return _detail(outcome.reply)
+        pending = outcome.pending
         if pending is not None:
             detail = _PREFIX.sub("", pending.text, count=1)
             return f"DEFER_IF_PERMIT {pending.dsn} {detail}"
