@@ -41,7 +41,15 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 from dnsbench import DNS_ADDRESS, ZONE, pct  # noqa: E402
 from tarpit import raise_nofile  # noqa: E402
-from throughput import REFERENCE, count_files, main_cf, proc_cpu, serve, server_cpu  # noqa: E402
+from throughput import (  # noqa: E402
+    REFERENCE,
+    count_files,
+    free_port,
+    main_cf,
+    proc_cpu,
+    serve,
+    server_cpu,
+)
 
 from support import dns as dns_support  # noqa: E402
 
@@ -315,6 +323,42 @@ def main() -> int:
     return 0
 
 
+def floor(args: argparse.Namespace, block: int) -> None:
+    """The load generator's own floor: the same burst against Postfix's smtp-sink, a C
+    server that greets at once and checks nothing (no DNS, no queue)."""
+    sink = Path("/usr/sbin/smtp-sink")
+    if not sink.exists():
+        print("floor not measured: /usr/sbin/smtp-sink missing")
+        return
+    port = free_port()
+    proc = subprocess.Popen([str(sink), "-u", "postfix", "-c", f"127.0.0.1:{port}",
+                             str(max(args.sessions, 100))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        res = Result()
+        asyncio.run(burst(port, args.sessions, block, False, res, args.timeout))
+        print(f"floor    (this load generator against smtp-sink, which greets at once) "
+              f"greeting p50 {pct(res.greet, 0.5):6.1f} p99 {pct(res.greet, 0.99):6.1f} ms | "
+              f"RCPT p50 {pct(res.rcpt, 0.5):6.1f} p99 {pct(res.rcpt, 0.99):6.1f} ms",
+              flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def postfix_wanted(args: argparse.Namespace) -> bool:
     if args.no_postfix:
         print("reference Postfix not run: --no-postfix")
@@ -342,6 +386,7 @@ def run_all(args: argparse.Namespace, tmp: Path, modes: list[bool]) -> None:
           flush=True)
     block = 1
     try:
+        floor(args, 200)
         for xclient in modes:
             mg = None
             if not args.no_mailgate:

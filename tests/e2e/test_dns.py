@@ -187,3 +187,51 @@ def test_check_command_looks_the_client_up(tmp_path: Path) -> None:
     assert out.returncode == 1, out.stderr
     assert "client unknown[127.0.0.2]" in out.stdout
     assert "RCPT: " + RBL + "; listed at bl.mailgate.test" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def slow_names_server(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """PTR queries for 127.0.0.13 are never answered: its lookup lasts resolver_timeout."""
+    server = Server(tmp_path_factory.mktemp("slow-names"),
+                    extra={"resolver_timeout": "3s"}).start()
+    yield server
+    server.stop()
+
+
+def test_greeting_leaves_before_the_name_lookup_ends(slow_names_server: Server) -> None:
+    """Decision 0043: with smtpd_delay_reject = yes the 220 is written at accept; the session
+    logs `connect from` (and answers commands) once the name is known."""
+    server = slow_names_server
+    client = Client(server.port, source="127.0.0.13", timeout=60)
+    try:
+        assert client.reply().startswith("220 ")
+        assert not any("127.0.0.13" in line for line in server.log())  # still looking up
+        client.send("QUIT")
+        assert client.reply().startswith("221 ")
+    finally:
+        client.close()
+    logged = server.wait_log(r"smtpd: (connect|disconnect) from unknown\[127\.0\.0\.13\]",
+                             count=2, timeout=60)
+    assert "connect from" in logged[0] and "disconnect from" in logged[1]
+
+
+@pytest.fixture(scope="module")
+def slow_names_no_delay(tmp_path_factory: pytest.TempPathFactory) -> object:
+    server = Server(tmp_path_factory.mktemp("slow-names-nodelay"), extra={
+        "resolver_timeout": "2s", "smtpd_delay_reject": "no",
+        "smtpd_client_restrictions": "reject_unknown_client_hostname"}).start()
+    yield server
+    server.stop()
+
+
+def test_without_delay_reject_the_greeting_waits_for_the_name(
+        slow_names_no_delay: Server) -> None:
+    """smtpd_delay_reject = no: the client restrictions run before the greeting and may
+    replace it, so it waits for the name as in Postfix: here the lookup times out and the
+    reply that takes the greeting's place says so."""
+    client = Client(slow_names_no_delay.port, source="127.0.0.13", timeout=60)
+    try:
+        assert client.reply() == ("450 4.7.25 Client host rejected: cannot find your "
+                                  "hostname, [127.0.0.13]")
+    finally:
+        client.close()

@@ -76,6 +76,18 @@ class Reply:
 def _name(data: bytes, pos: int) -> tuple[str, int]:
     """Decode a possibly compressed name at `pos`; returns (name, position after it)."""
     labels: list[str] = []
+    after = _walk(data, pos, labels)
+    return ".".join(labels), after
+
+
+def _end(data: bytes, pos: int) -> int:
+    """Where the name at `pos` ends, without decoding it (the WireErrors of _name)."""
+    return _walk(data, pos, None)
+
+
+def _walk(data: bytes, pos: int, labels: list[str] | None) -> int:
+    """Follow the name at `pos` (its labels into `labels` unless None); the position after
+    it. Raises WireError for a truncated name, a bad label length or a pointer loop."""
     end = -1
     jumps = 0
     while True:
@@ -95,32 +107,9 @@ def _name(data: bytes, pos: int) -> tuple[str, int]:
         pos += 1
         if length == 0:
             break
-        labels.append(data[pos:pos + length].decode("ascii", "replace"))
+        if labels is not None:
+            labels.append(data[pos:pos + length].decode("ascii", "replace"))
         pos += length
-    return ".".join(labels), (end if end >= 0 else pos)
-
-
-def _end(data: bytes, pos: int) -> int:
-    """Where the name at `pos` ends, without decoding it (the WireErrors of _name)."""
-    end = -1
-    jumps = 0
-    while True:
-        if pos >= len(data):
-            raise WireError("truncated name")
-        length = data[pos]
-        if length >= 0xC0:
-            if pos + 1 >= len(data) or jumps > 32:
-                raise WireError("bad compression pointer")
-            if end < 0:
-                end = pos + 2
-            pos = ((length & 0x3F) << 8) | data[pos + 1]
-            jumps += 1
-            continue
-        if length > 63:
-            raise WireError("bad label length")
-        pos += length + 1
-        if length == 0:
-            break
     return end if end >= 0 else pos
 
 

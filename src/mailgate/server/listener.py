@@ -27,6 +27,23 @@ from mailgate.smtp.protocol import NEED_DATA, Closed, Mode, ServerConnection
 _PAUSE = 256 * 1024
 
 
+def _peek(sock: object) -> bytes:
+    """Input already in the kernel's buffer before the greeting (the 3.7.6+ pre-greeting
+    pipelining check, at accept time: before the transport's first read)."""
+    fileno = getattr(sock, "fileno", None)
+    if fileno is None:
+        return b""
+    # uvloop's transport sockets cannot recv(): peek through a second socket object on the
+    # same descriptor, detached afterwards so that it does not close the descriptor.
+    peek = socket.socket(fileno=fileno())
+    try:
+        return peek.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # BlockingIOError: nothing there (the usual case)
+        return b""
+    finally:
+        peek.detach()
+
+
 def _service(sockname: object) -> str:
     """The service name in anvil's warnings: Postfix's master.cf name, which is `smtp` for
     port 25 and `host:port` for a service on another port (as the reference instance)."""
@@ -223,7 +240,7 @@ class SmtpServer:
         greeted = self._greet_early(addr, count, total)
         early = b""
         if greeted:  # the greeting leaves now; the name lookup runs behind it
-            early = connection.conn.buffered(100)  # talking before the greeting
+            early = _peek(transport.get_extra_info("socket"))  # talking before the greeting
             self.services.metrics.reply(220)
             connection.write(connection.conn.send(220, (self.settings.banner,)))
         task = connection.loop.create_task(
