@@ -25,7 +25,7 @@ from mailgate.queue.store import Envelope, Incoming, QueueStore, Recipient
 from mailgate.server.commands import ForbiddenCommands, parse_mail_params, parse_rcpt_params
 from mailgate.server.stats import CommandStats
 from mailgate.smtp.protocol import Command, ServerConnection
-from mailgate.smtp.tokens import TokType, extract_addr
+from mailgate.smtp.tokens import Extracted, Token, TokType, extract_addr
 
 WRITE_ERROR = "451 4.3.0 Error: queue file write error"  # cleanup's CLEANUP_STAT_WRITE
 
@@ -143,22 +143,11 @@ class TransactionCommands:
             self.reply("503 5.5.1 Error: MAIL after BDAT")
             return False
         args = cmd.tokens
-        if len(args) < 3 or args[1].value.lower() != "from:":
-            self.reply("501 5.5.4 Syntax: MAIL FROM:<address>")
+        sender = self.mail_sender(args)
+        if sender is None:
             return False
-        if args[2].type is TokType.ERROR:
-            self.reply("501 5.1.7 Bad sender address syntax")
-            return False
-        extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
-        smtputf8 = self.s.smtputf8_offered and any(t.value.upper() == "SMTPUTF8"
-                                                   for t in args[3:])
+        extracted, smtputf8, resolution = sender
         engine = self.svc.engine
-        resolution = None if extracted.illegal else engine.address(extracted.address)
-        if extracted.illegal or engine.bad_address(resolution, smtputf8):
-            self.warn(f"Illegal address syntax from {self.namaddr} in MAIL command: "
-                      f"{args[2].value}")
-            self.reply("501 5.1.7 Bad sender address syntax")
-            return False
         params = parse_mail_params([t.value for t in args[3:]], self.s.smtputf8_offered,
                                    "DSN" not in self.s.discard_ehlo_keywords,
                                    self.tx.sasl_sender)
@@ -197,6 +186,28 @@ class TransactionCommands:
         self.seqno += 1
         self.reply("250 2.1.0 Ok")
         return True
+
+    def mail_sender(self, args: tuple[Token, ...]
+                    ) -> tuple[Extracted, bool, Resolution | None] | None:
+        """MAIL's `FROM:<address>`: the address, the SMTPUTF8 flag and the address's
+        resolution; None after replying to bad syntax."""
+        if len(args) < 3 or args[1].value.lower() != "from:":
+            self.reply("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return None
+        if args[2].type is TokType.ERROR:
+            self.reply("501 5.1.7 Bad sender address syntax")
+            return None
+        extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
+        smtputf8 = self.s.smtputf8_offered and any(t.value.upper() == "SMTPUTF8"
+                                                   for t in args[3:])
+        engine = self.svc.engine
+        resolution = None if extracted.illegal else engine.address(extracted.address)
+        if extracted.illegal or engine.bad_address(resolution, smtputf8):
+            self.warn(f"Illegal address syntax from {self.namaddr} in MAIL command: "
+                      f"{args[2].value}")
+            self.reply("501 5.1.7 Bad sender address syntax")
+            return None
+        return extracted, smtputf8, resolution
 
     def queue_has_room(self) -> bool:
         """queue_minfree (Postfix's smtpd_check_queue(), after the size and sender checks):
