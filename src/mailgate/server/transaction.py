@@ -143,10 +143,11 @@ class TransactionCommands:
             self.reply("503 5.5.1 Error: MAIL after BDAT")
             return False
         args = cmd.tokens
-        sender = self.mail_sender(args)
+        sender = self.envelope_address(args, "MAIL", None)
         if sender is None:
             return False
-        extracted, smtputf8, resolution = sender
+        extracted, resolution = sender
+        smtputf8 = self.mail_smtputf8(args)
         engine = self.svc.engine
         params = parse_mail_params([t.value for t in args[3:]], self.s.smtputf8_offered,
                                    "DSN" not in self.s.discard_ehlo_keywords,
@@ -187,27 +188,37 @@ class TransactionCommands:
         self.reply("250 2.1.0 Ok")
         return True
 
-    def mail_sender(self, args: tuple[Token, ...]
-                    ) -> tuple[Extracted, bool, Resolution | None] | None:
-        """MAIL's `FROM:<address>`: the address, the SMTPUTF8 flag and the address's
-        resolution; None after replying to bad syntax."""
-        if len(args) < 3 or args[1].value.lower() != "from:":
-            self.reply("501 5.5.4 Syntax: MAIL FROM:<address>")
+    def envelope_address(self, args: tuple[Token, ...], verb: str, smtputf8: bool | None
+                         ) -> tuple[Extracted, Resolution | None] | None:
+        """MAIL's `FROM:<address>` or RCPT's `TO:<address>` (smtpd.c's shared checks, each
+        with its own texts): the address and its resolution; None after replying to bad
+        syntax. `smtputf8`: the transaction's SMTPUTF8 flag (None: MAIL's own parameter)."""
+        mail = verb == "MAIL"
+        if len(args) < 3 or args[1].value.lower() != ("from:" if mail else "to:"):
+            self.reply("501 5.5.4 Syntax: MAIL FROM:<address>" if mail
+                       else "501 5.5.4 Syntax: RCPT TO:<address>")
             return None
+        bad = "501 5.1.7 Bad sender address syntax" if mail else \
+            "501 5.1.3 Bad recipient address syntax"
         if args[2].type is TokType.ERROR:
-            self.reply("501 5.1.7 Bad sender address syntax")
+            self.reply(bad)
             return None
         extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
-        smtputf8 = self.s.smtputf8_offered and any(t.value.upper() == "SMTPUTF8"
-                                                   for t in args[3:])
+        if smtputf8 is None:
+            smtputf8 = self.mail_smtputf8(args)
         engine = self.svc.engine
         resolution = None if extracted.illegal else engine.address(extracted.address)
-        if extracted.illegal or engine.bad_address(resolution, smtputf8):
-            self.warn(f"Illegal address syntax from {self.namaddr} in MAIL command: "
+        if extracted.illegal or (not mail and not extracted.address) or \
+                engine.bad_address(resolution, smtputf8):
+            self.warn(f"Illegal address syntax from {self.namaddr} in {verb} command: "
                       f"{args[2].value}")
-            self.reply("501 5.1.7 Bad sender address syntax")
+            self.reply(bad)
             return None
-        return extracted, smtputf8, resolution
+        return extracted, resolution
+
+    def mail_smtputf8(self, args: tuple[Token, ...]) -> bool:
+        """MAIL ... SMTPUTF8, when smtputf8_enable offers it."""
+        return self.s.smtputf8_offered and any(t.value.upper() == "SMTPUTF8" for t in args[3:])
 
     def queue_has_room(self) -> bool:
         """queue_minfree (Postfix's smtpd_check_queue(), after the size and sender checks):
@@ -232,21 +243,10 @@ class TransactionCommands:
             self.reply("503 5.5.1 Error: RCPT after BDAT")
             return False
         args = cmd.tokens
-        if len(args) < 3 or args[1].value.lower() != "to:":
-            self.reply("501 5.5.4 Syntax: RCPT TO:<address>")
+        found = self.envelope_address(args, "RCPT", self.st.smtputf8)
+        if found is None:
             return False
-        if args[2].type is TokType.ERROR:
-            self.reply("501 5.1.3 Bad recipient address syntax")
-            return False
-        extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
-        engine = self.svc.engine
-        resolution = None if extracted.illegal else engine.address(extracted.address)
-        if extracted.illegal or not extracted.address or \
-                engine.bad_address(resolution, self.st.smtputf8):
-            self.warn(f"Illegal address syntax from {self.namaddr} in RCPT command: "
-                      f"{args[2].value}")
-            self.reply("501 5.1.3 Bad recipient address syntax")
-            return False
+        extracted, resolution = found
         params = parse_rcpt_params([t.value for t in args[3:]],
                                    "DSN" not in self.s.discard_ehlo_keywords)
         if params.warning:
