@@ -52,6 +52,7 @@ from throughput import (  # noqa: E402
 )
 
 from support import dns as dns_support  # noqa: E402
+from support.loopback import wait_listening  # noqa: E402
 
 RESTRICTIONS = ("reject_unknown_sender_domain, reject_rbl_client bl1.bench.test, "
                 "reject_rbl_client bl2.bench.test, reject_rbl_client bl3.bench.test")
@@ -345,18 +346,6 @@ def floor(args: argparse.Namespace, block: int) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 def postfix_wanted(args: argparse.Namespace) -> bool:

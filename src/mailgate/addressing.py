@@ -113,7 +113,11 @@ def smtpd_resolve(resolver: AddressResolver, address: str, utf8: bool) -> Resolv
 
     Raises MapError on table failure.
     """
-    found = resolver.resolve(address)
+    return fold_resolved(resolver.resolve(address), utf8)
+
+
+def fold_resolved(found: Resolved, utf8: bool) -> Resolved:
+    """A resolved address case-folded as a whole, as smtpd_resolve_addr() returns it."""
     folded = fold(found.address, utf8)
     if folded == found.address:
         return found

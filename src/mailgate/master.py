@@ -65,24 +65,18 @@ class ConnectionTable:
         with self._lock:
             return (self._add(self._index(addr), 1), self._add(_BUCKETS * _SLOT.size, 1))
 
-    def rate(self, addr: str, now: float, unit: float) -> int:
+    def rate(self, addr: str, now: float, unit: float, count: bool = True) -> int:
         """Count a connection in the client's current `unit`-second window (anvil's rate:
-        the window starts with the first connection and restarts when it has passed)."""
+        the window starts with the first connection and restarts when it has passed);
+        with `count` false, what the count would be, without counting."""
         offset = (zlib.crc32(addr.encode()) % _BUCKETS) * _RATE.size
         with self._lock:
-            start, count = _RATE.unpack_from(self._rates, offset)
-            if not count or now - start >= unit:
-                start, count = int(now), 0
-            count += 1
-            _RATE.pack_into(self._rates, offset, start, count)
-            return int(count)
-
-    def peek_rate(self, addr: str, now: float, unit: float) -> int:
-        """What rate() would return for one more connection, without counting it."""
-        offset = (zlib.crc32(addr.encode()) % _BUCKETS) * _RATE.size
-        with self._lock:
-            start, count = _RATE.unpack_from(self._rates, offset)
-        return 1 if not count or now - start >= unit else int(count) + 1
+            start, seen = _RATE.unpack_from(self._rates, offset)
+            if not seen or now - start >= unit:
+                start, seen = int(now), 0
+            if count:
+                _RATE.pack_into(self._rates, offset, start, seen + 1)
+            return int(seen) + 1
 
     def disconnect(self, addr: str) -> None:
         with self._lock:

@@ -8,16 +8,15 @@ import pwd
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import DOMAIN, free_port, require
+from support.loopback import wait_listening
 
 
 @pytest.fixture
@@ -67,15 +66,7 @@ service imap-login {{
 """)
     subprocess.run([binary, "-c", str(conf)], check=True, timeout=30,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while True:  # readiness: the IMAP port accepts connections
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    wait_listening(port)  # readiness: the IMAP port accepts connections
     yield port, base, nobody.pw_uid
     pid = int((root / "run" / "master.pid").read_text().strip())
     os.kill(pid, signal.SIGTERM)

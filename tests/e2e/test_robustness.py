@@ -158,6 +158,26 @@ def test_timeout_says_421_and_logs(server_factory) -> None:  # type: ignore[no-u
     assert "timeout after EHLO from localhost[127.0.0.1]" in server.smtpd_log()
 
 
+def test_client_connection_rate_limit(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """anvil's rate: the third connection in the window gets the 421 instead of the greeting
+    (the early greeting only peeks at the rate; each connection is counted once)."""
+    server = server_factory(smtpd_client_connection_rate_limit="2",
+                            anvil_rate_time_unit="3600s", mynetworks="10.0.0.0/8").start()
+    from conftest import Client
+
+    for _ in range(2):
+        client = Client(server.port)
+        assert client.reply().startswith("220 ")
+        assert client.cmd("QUIT").startswith("221 ")
+        client.close()
+    third = Client(server.port)
+    assert third.reply() == "421 4.7.0 mx.example.test Error: too many connections from 127.0.0.1"
+    assert third.closed()
+    third.close()
+    server.wait_log(r"warning: Connection rate limit exceeded: 3 from localhost\[127\.0\.0\.1\] "
+                    r"for service ")
+
+
 def test_client_connection_count_limit(server_factory) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(smtpd_client_connection_count_limit="2",
                             mynetworks="10.0.0.0/8").start()

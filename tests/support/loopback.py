@@ -1,10 +1,26 @@
-"""A threaded TCP server on 127.0.0.1 for tests: each accepted connection gets a thread."""
+"""Loopback helpers for tests and benchmarks: a threaded TCP server on 127.0.0.1 (each
+accepted connection gets a thread), and waiting until another server's port accepts."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
+
+
+def wait_listening(port: int, timeout: float = 15.0) -> None:
+    """Readiness of a server started elsewhere: 127.0.0.1:`port` accepts a connection
+    (bounded in time; raises the last OSError when it never does)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class LoopbackServer:

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from mailgate.smtp.hostnames import address_value
+
 _DIGITS = re.compile(r"\d+")
 
 
@@ -128,17 +130,12 @@ def parse_site(spec: str, weighted: bool = False) -> Site:
 
 def reverse_query(addr: str) -> str | None:
     """`4.3.2.1` for 1.2.3.4, reversed nibbles for IPv6; None for anything else."""
-    parts = addr.split(".")
-    if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) < 256
-                               and (len(p) == 1 or p[0] != "0") for p in parts):
-        return f"{parts[3]}.{parts[2]}.{parts[1]}.{parts[0]}"  # IPv4 without ipaddress
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
+    value = address_value(addr)
+    if value is None:
         return None
-    if ip.version == 4:
+    if value[0] == 4:
         return ".".join(reversed(addr.split(".")))
-    return ".".join(reversed(ip.exploded.replace(":", "")))
+    return ".".join(reversed(f"{value[1]:032x}"))  # the nibbles of the exploded form
 
 
 _REFUSED = ipaddress.ip_network("127.255.255.0/24")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from mailgate.addressing import AddressResolver, Resolved
+from mailgate.addressing import AddressResolver, Resolved, fold_resolved
 from mailgate.dns.idna import domain_to_ascii
 from mailgate.maps.casefold import fold
 from mailgate.smtp.hostnames import valid_utf8_hostname
@@ -25,14 +25,7 @@ def resolve(resolver: AddressResolver, address: str, utf8: bool) -> Resolution:
     quoted parts too), with ICU case folding when smtputf8_enable is on (`Straße` →
     `strasse`), else A-Z only. Raises MapError on a table failure."""
     found = resolver.resolve(address)
-    folded = fold(found.address, utf8)
-    if folded == found.address:
-        return Resolution(found, found.domain)
-    localpart, at, domain = folded.rpartition("@")
-    if not at:
-        localpart, domain = folded, ""
-    return Resolution(replace(found, address=folded, localpart=localpart, domain=domain),
-                      found.domain)
+    return Resolution(fold_resolved(found, utf8), found.domain)
 
 
 def bad_address(resolution: Resolution, smtputf8: bool, utf8: bool) -> bool:

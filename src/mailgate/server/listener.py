@@ -301,8 +301,8 @@ class SmtpServer:
             return False
         if s.connection_count_limit and count > s.connection_count_limit:
             return False
-        return not s.connection_rate_limit or self.connections.peek_rate(
-            addr, time.time(), s.rate_time_unit) <= s.connection_rate_limit
+        return not s.connection_rate_limit or self.connections.rate(
+            addr, time.time(), s.rate_time_unit, count=False) <= s.connection_rate_limit
 
     async def _run(self, connection: Connection, addr: str, port: int, count: int,
                    total: int, greeted: bool, early: bytes) -> None:
