@@ -12,33 +12,33 @@ gets a new greeting. Both servers deliver to a Maildir and run with
 smtpd_client_connection_count_limit = 0 (the XCLIENT sessions all come from 127.0.0.1) and
 mynetworks = 127.0.0.1/32; the reference Postfix keeps its default process limit (100).
 Printed per server and mode: greeting latency (connect to 220) and RCPT latency (RCPT sent
-to its reply) p50/p99/max, when the last good session ended, failures, and the server's CPU seconds
+to its reply) p50/p99/max, measured by bench/burstclient.py from the connect() or send()
+call to the kernel's receive timestamp of the reply (so the load generator's own waiting for
+a CPU is not counted), when the last good session ended, failures, and the server's CPU seconds
 during the burst (all its processes), per session too; then the issue-18 targets.
 Usage: bench/burst [-n SESSIONS] [--mode plain|xclient|both] [--delay S] [--no-postfix]
-                   [--no-mailgate] [--py-spy OUT.svg|OUT.txt]
+                   [--no-mailgate] [--py-spy OUT.svg|OUT.txt] [--set NAME=VALUE ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
+import burstclient  # noqa: E402
+from burstclient import Result  # noqa: E402
 from dnsbench import DNS_ADDRESS, ZONE, pct  # noqa: E402
 from tarpit import raise_nofile  # noqa: E402
 from throughput import (  # noqa: E402
@@ -62,114 +62,24 @@ SETTINGS = {"mynetworks": "127.0.0.1/32", "smtpd_client_connection_count_limit":
 GREETING_TARGET, RCPT_TARGET = 100.0, 200.0  # ms, p99 (issue 18)
 
 
-class Failed(Exception):
-    """A session got an unexpected reply (or none)."""
-
-
-@dataclass
-class Result:
-    greet: list[float] = field(default_factory=list)
-    rcpt: list[float] = field(default_factory=list)
-    accepted: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    wall: float = 0.0  # until the last session that ended well
-    cpu: float | None = None  # server CPU seconds during the burst
-    client_cpu: float = 0.0
-    dns_cpu: float = 0.0
-
-
 def address(block: int, i: int) -> str:
     """The i-th client address of a block: 127.block.x.y, never .0 or .255."""
     return f"127.{block}.{i // 254}.{i % 254 + 1}"
 
 
-async def reply(reader: asyncio.StreamReader) -> bytes:
-    """The last line of a (possibly multi-line) reply."""
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise Failed("connection closed")
-        if line[3:4] != b"-":
-            return line
-
-
-async def command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, text: str,
-                  code: bytes) -> None:
-    writer.write(text.encode() + b"\r\n")
-    line = await reply(reader)
-    if not line.startswith(code):
-        raise Failed(f"{text.split()[0].split(':')[0]}: {line.decode(errors='replace').strip()}")
-
-
-async def session(sock: socket.socket, port: int, i: int, client: str, xclient: bool,
-                  res: Result) -> None:
-    """One session; the socket is already bound to its source address."""
-    start = time.monotonic()
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    try:
-        line = await reply(reader)
-        res.greet.append(time.monotonic() - start)
-        if not line.startswith(b"220"):
-            raise Failed(f"greeting: {line.decode(errors='replace').strip()}")
-        if xclient:
-            await command(reader, writer, f"XCLIENT ADDR={client} NAME=[UNAVAILABLE]", b"220")
-        await command(reader, writer, f"EHLO c{i}.client.bench.test", b"250")
-        domain = f"s{client.replace('.', '-')}.senders.bench.test"
-        await command(reader, writer, f"MAIL FROM:<u{i}@{domain}>", b"250")
-        sent = time.monotonic()
-        writer.write(b"RCPT TO:<bench@example.test>\r\n")
-        line = await reply(reader)
-        res.rcpt.append(time.monotonic() - sent)
-        if not line.startswith(b"250"):
-            raise Failed(f"RCPT: {line.decode(errors='replace').strip()}")
-        await command(reader, writer, "DATA", b"354")
-        await command(reader, writer, f"Subject: burst {i}\r\n\r\nbody\r\n.", b"250")
-        res.accepted += 1
-        await command(reader, writer, "QUIT", b"221")
-    finally:
-        writer.close()
-
-
-async def guarded(sock: socket.socket, port: int, i: int, client: str, xclient: bool,
-                  res: Result, timeout: float, start: float) -> None:
-    """A session that ends in `timeout` s; a connection that the server lost from a full
-    listen queue (SYN cookie, accept queue full) is established for the client only: it
-    waits for a greeting that never comes."""
-    try:
-        async with asyncio.timeout(timeout):
-            await session(sock, port, i, client, xclient, res)
-        res.wall = max(res.wall, time.monotonic() - start)
-    except Failed as exc:
-        res.failures[str(exc)[:120]] += 1
-    except TimeoutError:
-        res.failures[f"no answer within {timeout:.0f} s"] += 1
-    except (OSError, asyncio.IncompleteReadError) as exc:
-        res.failures[type(exc).__name__ + ": " + str(exc)[:80]] += 1
-    finally:
-        sock.close()
-
-
-async def burst(port: int, sessions: int, block: int, xclient: bool, res: Result,
-                timeout: float) -> None:
-    """Bind every socket first, then start all the connects in one loop iteration."""
-    socks = []
-    for i in range(sessions):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.bind(("127.0.0.1" if xclient else address(block, i), 0))
-        socks.append(sock)
-    start = time.monotonic()
-    await asyncio.gather(*(guarded(sock, port, i, address(block, i), xclient, res, timeout,
-                                   start) for i, sock in enumerate(socks)))
+def burst(port: int, sessions: int, block: int, xclient: bool, timeout: float) -> Result:
+    """All sessions at once: each from its own address, or (xclient) from 127.0.0.1 with
+    its address announced by XCLIENT."""
+    clients = [address(block, i) for i in range(sessions)]
+    bind = ["127.0.0.1"] * sessions if xclient else clients
+    return burstclient.run(port, clients, bind, xclient, timeout)
 
 
 def measure(port: int, args: argparse.Namespace, block: int, xclient: bool,
             cpu_of: Callable[[], float], dns_pid: int) -> Result:
-    res = Result()
     cpu0, dns0 = cpu_of(), proc_cpu(dns_pid)
     own0 = resource.getrusage(resource.RUSAGE_SELF)
-    asyncio.run(burst(port, args.sessions, block, xclient, res, args.timeout))
+    res = burst(port, args.sessions, block, xclient, args.timeout)
     own1 = resource.getrusage(resource.RUSAGE_SELF)
     res.cpu = cpu_of() - cpu0
     res.dns_cpu = proc_cpu(dns_pid) - dns0
@@ -216,7 +126,8 @@ def run_mailgate(args: argparse.Namespace, work: Path, dns: dns_support.DnsServe
                  block: int, xclient: bool) -> Result:
     proc, port = serve(main_cf(work, {**SETTINGS, "resolver_servers": dns.address,
                                       "resolver_hosts_file": "",
-                                      "smtpd_max_connections": "20000"}))
+                                      "smtpd_max_connections": "20000",
+                                      **dict(kv.split("=", 1) for kv in args.set)}))
     spy = None
     try:
         if args.py_spy:
@@ -306,6 +217,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="a session not done after this many seconds counts as failed")
     parser.add_argument("--port", type=int, default=2798, help="reference Postfix port")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a main.cf setting for mailgate (e.g. smtpd_processes=2)")
     parser.add_argument("--py-spy", metavar="OUT",
                         help="profile mailgate's processes during each burst with py-spy "
                              "(.svg: flame graph, else raw stacks; MODE in OUT is replaced)")
@@ -313,11 +226,6 @@ def main() -> int:
     if args.sessions > 254 * 256:
         parser.error("at most 65024 sessions (one address each in a 127.B/16 block)")
     raise_nofile()
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
     modes = [False, True] if args.mode == "both" else [args.mode == "xclient"]
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-burst-") as tmp:
         run_all(args, Path(tmp), modes)
@@ -337,8 +245,7 @@ def floor(args: argparse.Namespace, block: int) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port)
-        res = Result()
-        asyncio.run(burst(port, args.sessions, block, False, res, args.timeout))
+        res = burst(port, args.sessions, block, False, args.timeout)
         print(f"floor    (this load generator against smtp-sink, which greets at once) "
               f"greeting p50 {pct(res.greet, 0.5):6.1f} p99 {pct(res.greet, 0.99):6.1f} ms | "
               f"RCPT p50 {pct(res.rcpt, 0.5):6.1f} p99 {pct(res.rcpt, 0.99):6.1f} ms",

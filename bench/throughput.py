@@ -6,7 +6,7 @@ whole server (all its processes), peak RSS (sum over its processes), and RSS sam
 run (memory must stay flat).
 Runs alternate (mailgate, Postfix, Postfix, mailgate, ...) and the medians are compared.
 Usage: bench/throughput [-m MESSAGES] [-s SESSIONS[,SESSIONS...]] [-l BYTES] [--runs N]
-                        [--no-postfix] [--metrics]
+                        [--no-postfix] [--metrics] [--set NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def wait_delivered(mail: Path, messages: int, timeout: float = 3600) -> float:
 
 
 def run_mailgate(args: argparse.Namespace, work: Path) -> dict[str, object]:
-    settings = {"mynetworks": "127.0.0.0/8"}
+    settings = {"mynetworks": "127.0.0.0/8", **dict(kv.split("=", 1) for kv in args.set)}
     if args.metrics:
         settings["metrics_listen"] = "127.0.0.1:0"
     proc, port = serve(main_cf(work, settings))
@@ -254,6 +254,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=2798, help="reference Postfix port")
     parser.add_argument("--no-postfix", action="store_true")
     parser.add_argument("--metrics", action="store_true", help="mailgate with metrics_listen")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a main.cf setting for mailgate (e.g. smtpd_direct_delivery=no)")
     args = parser.parse_args()
     print(f"Maildir delivery, fsync before 250; {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-") as tmp:

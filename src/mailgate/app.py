@@ -129,7 +129,7 @@ class App:
 
     @classmethod
     def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True,
-              metrics: Metrics = NO_METRICS) -> App:
+              metrics: Metrics = NO_METRICS, worker: int = 0) -> App:
         """Build a worker's components; call inside its running event loop."""
         registry = default_registry(MapOptions.from_config(cfg))
         smtpd = SmtpdSettings.from_config(cfg)
@@ -143,7 +143,7 @@ class App:
         smtpd_log = functools.partial(log.log, "smtpd")
         resolver = build_resolver(cfg, registry, local, smtpd_log)
         engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics)
-        store = QueueStore(delivery.queue_directory, fsync=fsync)
+        store = QueueStore(delivery.queue_directory, fsync=fsync, slot=worker)
         router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
                         delivery.recipient_delimiter,
                         registry.open_list(cfg.get_list("virtual_uid_maps")),
@@ -170,6 +170,7 @@ class App:
             forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
             local_addresses=local, on_queued=qmgr.enqueue,
             commit=committer(store, renamer, fsync), clock=time.time,
+            deliver_first=qmgr.deliver_first if delivery.direct_delivery else None,
             bare_newline_exempt=client_matcher(
                 cfg.get_list("smtpd_forbid_bare_newline_exclusions"), registry),
             xclient_hosts=client_matcher(cfg.get_list("smtpd_authorized_xclient_hosts"),

@@ -36,11 +36,12 @@ def raise_fd_limit() -> None:
 
 
 async def worker_main(cfg: Config, sockets: list[socket.socket], connections: ConnectionTable,
-                      recovered: list[str], retries: bool, metrics: bool) -> None:
-    """One smtpd worker: sessions, queue manager and delivery in one event loop."""
+                      recovered: list[str], index: int, metrics: bool) -> None:
+    """One smtpd worker: sessions, queue manager and delivery in one event loop; worker 0
+    also runs the deferred queue and takes over dead workers' messages."""
     counted = create_metrics(metrics)
-    app = App.build(cfg, connections, metrics=counted)
-    await app.start(sockets, recovered, retries)
+    app = App.build(cfg, connections, metrics=counted, worker=index)
+    await app.start(sockets, recovered, retries=index == 0)
     counted.start(asyncio.get_running_loop())
     gc.freeze()  # tables, settings and imported modules live forever: out of collections
     stop = asyncio.Event()
@@ -95,7 +96,7 @@ def run(cfg: Config) -> int:
 
     def worker(index: int) -> None:
         run_loop(worker_main(cfg, sockets, connections, recovered if index == 0 else [],
-                             retries=index == 0, metrics=http is not None))
+                             index, metrics=http is not None))
 
     count, work, on_exit = exporter.processes(
         cfg.get_int("smtpd_processes") or os.cpu_count() or 1, worker, http,

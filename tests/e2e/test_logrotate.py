@@ -18,6 +18,7 @@ def test_postlog_reopen(server: Server) -> None:
 
     session(1)
     server.wait_log(r"^qmgr: .*: removed")
+    server.wait_log(r"^smtpd: disconnect from")  # either may come last
     rotated = server.log_path.with_name("maillog.1")
     server.log_path.rename(rotated)
     out = subprocess.run([sys.executable, "-m", "mailgate.cli", "postlog", "-c",
@@ -27,6 +28,7 @@ def test_postlog_reopen(server: Server) -> None:
     wait_until(server.log_path.exists)  # the workers reopened it
     session(2)
     server.wait_log(r"^qmgr: .*: removed")
+    server.wait_log(r"^smtpd: disconnect from")
     old, new = rotated.read_text(), server.log_path.read_text()
     assert old.count("status=sent") == 1 and new.count("status=sent") == 1
     assert old.count("disconnect from") == 1 and new.count("connect from") == 2  # dis+connect

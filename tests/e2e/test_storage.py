@@ -13,58 +13,17 @@ import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import DOMAIN, Client, Server, wait_until
+from conftest import DOMAIN, Client, wait_until
 from mailgate.queue.space import FsSpace, insufficient, minfree_warning
 from mailgate.queue.store import CorruptQueueFile, Envelope, QueueStore, Recipient, parse
+from support.storage import fill, flush, free_bytes, queue_files, remount, tmpfs
 
 NO_SPACE = "452 4.3.1 Insufficient system storage"
 WRITE_ERROR = "451 4.3.0 Error: queue file write error"
-
-
-@contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                           str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def remount(path: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], check=True)
-
-
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-def fill(mount: Path, leave: int) -> Path:
-    """A filler file that leaves `leave` bytes free (rounded to blocks)."""
-    filler = mount / "filler"
-    with open(filler, "ab") as f:
-        f.write(b"x" * max(free_bytes(mount) - leave, 0))
-    return filler
-
-
-def flush(server: Server) -> None:
-    subprocess.run([sys.executable, "-m", "mailgate.cli", "queue", "flush", "-c",
-                    str(server.root / "etc")], check=True, capture_output=True, timeout=30)
-
-
-def queue_files(queue_dir: Path, queue: str) -> list[str]:
-    directory = queue_dir / queue
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
 def send(port: int, rcpt: str, body_bytes: int) -> str:
@@ -158,8 +117,8 @@ def test_full_queue_gets_452_at_mail_then_recovers(server_factory, tmp_path: Pat
 def test_disk_full_during_data_gets_451_and_leaves_nothing(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     queue = tmp_path / "queue"
     with tmpfs(queue, "1m"):
-        server = server_factory(queue_directory=str(queue),
-                                message_size_limit="400000").start()
+        server = server_factory(queue_directory=str(queue), message_size_limit="400000",
+                                smtpd_direct_delivery="no").start()  # a queued message
         client = Client(server.port)
         client.reply()
         client.cmd("EHLO client.test")
@@ -191,7 +150,8 @@ def test_full_disk_defers_and_delivers_once_after_space_returns(server_factory, 
     with tmpfs(disk, "1m"):
         queue = disk / "queue"
         server = server_factory(queue_directory=str(queue), virtual_mailbox_base=str(disk / "mail"),
-                                message_size_limit="300000").start()
+                                message_size_limit="300000",
+                                smtpd_direct_delivery="no").start()  # the queue's own path
         filler = fill(disk, 500_000)
         qid = send(server.port, "alice@example.test", 270_000)
         hits = server.wait_log(rf"{qid}: to=<alice@example.test>.*status=deferred")

@@ -66,3 +66,21 @@ def test_a_file_not_owned_is_unlinked_not_kept(tmp_path: Path) -> None:
     store.release(queue_id)  # e.g. a held message released by another process
     store.remove("active", queue_id)
     assert os.listdir(tmp_path / "spare") == [] and os.listdir(tmp_path / "active") == []
+
+
+def test_workers_never_make_the_same_id(tmp_path: Path) -> None:
+    """The sequence's low five bits are the worker's slot: with one clock, two workers'
+    ids differ, and one worker's ids do not repeat for 2^19 messages."""
+    stores = [QueueStore(tmp_path, clock=lambda: 0.5, slot=slot) for slot in (0, 1)]
+    ids = [{store.new_id() for _ in range(4096)} for store in stores]
+    assert len(ids[0]) == len(ids[1]) == 4096 and not ids[0] & ids[1]
+    assert all(len(i) == 11 and i.startswith("7A120") for i in ids[0])  # 500000 µs
+
+
+def test_create_under_a_given_id_and_around_a_taken_one(tmp_path: Path) -> None:
+    store = QueueStore(tmp_path)
+    wanted = store.new_id()
+    incoming = store.create(wanted)
+    assert incoming.queue_id == wanted and os.path.exists(tmp_path / "incoming" / wanted)
+    other = store.create(wanted)  # still there (a message queued under it): another id
+    assert other.queue_id != wanted and os.path.exists(other.path)

@@ -243,6 +243,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("local_transport", _S, "local:$myhostname"),
     Param("virtual_transport", _S, "virtual"),
     Param("delivery_concurrency", _I, "16", min=1, extension=True),
+    Param("smtpd_direct_delivery", _B, "yes", extension=True),  # decision 0047
     Param("2bounce_notice_recipient", _S, "postmaster"),
     Param("smtp_tls_security_level", _S, ""),
     Param("smtp_helo_name", _S, "$myhostname"),

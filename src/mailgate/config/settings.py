@@ -184,6 +184,7 @@ class DeliverySettings:
     smtp_timeouts: tuple[float, ...] = (30.0, 300.0, 300.0, 300.0, 120.0, 180.0, 600.0)
     smtp_line_length_limit: int = 998  # longer lines are folded when relayed (0: never)
     lmtp_line_length_limit: int = 998
+    direct_delivery: bool = True  # smtpd_direct_delivery (decision 0047)
 
     @classmethod
     def from_config(cls, cfg: Config) -> DeliverySettings:
@@ -218,4 +219,5 @@ class DeliverySettings:
                 "connect", "helo", "mail", "rcpt", "data_init", "data_xfer", "data_done")),
             smtp_line_length_limit=cfg.get_int("smtp_line_length_limit"),
             lmtp_line_length_limit=cfg.get_int("lmtp_line_length_limit"),
+            direct_delivery=cfg.get_bool("smtpd_direct_delivery"),
         )

@@ -61,9 +61,11 @@ def _make_maildir(maildir: Path, uid: int, gid: int) -> None:
 class MaildirAgent:
     """The `virtual` or `local` transport writing to Maildirs; `nexthop` is the Maildir path.
 
-    The file is written from the event loop (page cache); fsync, the rename into new/ and the
-    directory fsync happen in the DurableRenamer's batch thread.
+    The file is created and written, fsync'd, renamed into new/ and its directory fsync'd in
+    the DurableRenamer's batch thread: the event loop never waits for the file system.
     """
+
+    direct = True  # fast and local: smtpd may deliver before `250` (decision 0047)
 
     def __init__(self, name: str, hostname: str, renamer: DurableRenamer,
                  fsync: bool = True) -> None:
@@ -101,13 +103,35 @@ class MaildirAgent:
         try:
             if request.recovered and _already_delivered(Path(maildir), name):
                 return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
+        except OSError as exc:
+            return self._create_failed(tmp, exc)
+        new = f"{maildir}/new/{name}"
+        try:  # create, write, fsync, rename into new/, fsync new/: all in the batch thread
+            await self.renamer.commit_new(lambda: self._write(request, tmp), tmp, new,
+                                          self.fsync)
+        except _CreateFailed as exc:
+            return self._create_failed(tmp, exc.cause)
+        except _WriteFailed as exc:
+            return self._write_failed(exc.cause)
+        except OSError as exc:
+            # The fsync, rename and directory fsync run together in the batch thread; a
+            # file written to new/ before its directory fsync failed is found by the retry.
+            _remove(tmp)
+            if exc.errno in _WRITE_ERRORS:
+                return self._write_failed(exc)
+            return self._create_failed(new, exc)
+        return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
+
+    def _write(self, request: DeliveryRequest, tmp: str) -> int:
+        """Create and write the file in tmp/ (run in the batch thread); its descriptor."""
+        try:
             try:
                 fd = os.open(tmp, _CREATE, 0o600)
             except FileNotFoundError:  # a new Maildir (the open is the existence check)
-                _make_maildir(Path(maildir), request.uid, request.gid)
+                _make_maildir(Path(request.nexthop), request.uid, request.gid)
                 fd = os.open(tmp, _CREATE, 0o600)
         except OSError as exc:
-            return self._create_failed(tmp, exc)
+            raise _CreateFailed(exc) from exc
         try:
             if request.uid >= 0 or request.gid >= 0:
                 os.fchown(fd, request.uid, request.gid)
@@ -121,18 +145,24 @@ class MaildirAgent:
         except OSError as exc:
             os.close(fd)
             _remove(tmp)  # as virtual(8): the partial copy goes, it never reaches new/
-            return self._write_failed(exc)
-        new = f"{maildir}/new/{name}"
-        try:
-            await self.renamer.commit(fd, tmp, new, self.fsync)
-        except OSError as exc:
-            # The fsync, rename and directory fsync run together in the batch thread; a
-            # file written to new/ before its directory fsync failed is found by the retry.
-            _remove(tmp)
-            if exc.errno in _WRITE_ERRORS:
-                return self._write_failed(exc)
-            return self._create_failed(new, exc)
-        return DeliveryResult(Status.SENT, "2.0.0", "delivered to maildir", self.name)
+            raise _WriteFailed(exc) from exc
+        return fd
+
+
+class _Failed(OSError):
+    """A step of _write() failed: `cause` is the error itself."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.cause = cause
+
+
+class _CreateFailed(_Failed):
+    pass
+
+
+class _WriteFailed(_Failed):
+    pass
 
 
 def _remove(path: str) -> None:

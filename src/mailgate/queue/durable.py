@@ -1,9 +1,11 @@
 """Durable renames in batches: fsync files, rename them into place, fsync their directories.
 
 The event loop writes a file (page cache, microseconds) and hands the open descriptor to
-`DurableRenamer.commit()`. One worker thread takes every pending commit at once, fsyncs each
-file, renames it, fsyncs each directory once, and wakes the loop once for the whole batch:
-group commit, with one thread hop per batch instead of several per message.
+`DurableRenamer.commit()`, or hands over a function that creates and writes it
+(`commit_new()`: creating a file allocates an inode, which can cost a millisecond of kernel
+time, off the event loop then). One worker thread takes every pending commit at once, fsyncs
+each file, renames it, fsyncs each directory once, and wakes the loop once for the whole
+batch: group commit, with one thread hop per batch instead of several per message.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -24,6 +27,7 @@ class _Op:
     close: bool
     future: asyncio.Future[None]
     error: OSError | None = field(default=None)
+    write: Callable[[], int] | None = None  # creates and writes `src`; returns its fd
 
 
 class DurableRenamer:
@@ -50,6 +54,17 @@ class DurableRenamer:
             self._cond.notify()
         await future
 
+    async def commit_new(self, write: Callable[[], int], src: str, dst: str,
+                         fsync: bool = True) -> None:
+        """As commit(), for a file that `write` creates at `src` and writes, in the batch
+        thread; `write` returns the open descriptor (closed here) or raises OSError, which
+        reaches the caller unchanged."""
+        future: asyncio.Future[None] = self.loop.create_future()
+        with self._cond:
+            self._pending.append(_Op(-1, src, dst, fsync, True, future, write=write))
+            self._cond.notify()
+        await future
+
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
@@ -67,6 +82,8 @@ class DurableRenamer:
             dirs: dict[str, list[_Op]] = {}
             for op in batch:
                 try:
+                    if op.write is not None:
+                        op.fd = op.write()
                     if op.fsync:
                         os.fsync(op.fd)
                     if op.close:

@@ -92,11 +92,59 @@ class QueueManager(QueueRuns):
         self._tasks.clear()
 
     def enqueue(self, queue_id: str, envelope: Envelope | None = None,
-                content: bytes | None = None) -> None:
+                content: bytes | None = None, announced: bool = False) -> None:
         """Called by smtpd after a message was committed to active/."""
         loaded = (envelope, content) if envelope is not None and content is not None else None
-        self._jobs.put_nowait(Job(queue_id, False, self.clock(), loaded))
+        self._jobs.put_nowait(Job(queue_id, False, self.clock(), loaded, announced))
         self.idle.clear()
+
+    async def deliver_first(self, envelope: Envelope, content: bytes) -> bool | None:
+        """The first delivery attempt, made by smtpd before `250` when every recipient goes
+        to a local Maildir (decision 0047): the Maildir files, fsync'd, are then the durable
+        copy and no queue file is needed.
+
+        None: not such a message (nothing done, nothing logged). True: every recipient was
+        delivered and the message is gone (its lines are logged, `removed` included). False:
+        some recipient was not; the ones delivered are marked done in `envelope`, and the
+        caller must queue it and `enqueue(..., announced=True)`: the rest is then delivered,
+        deferred or bounced as for any message, with one `from=` line in all.
+        """
+        if not self.settings.direct_delivery:
+            return None
+        routes = []
+        for rcpt in envelope.recipients:
+            route = self.router.route(rcpt.address)
+            agent = self.agents.get(route.transport)
+            if agent is None or route.error or not getattr(agent, "direct", False) \
+                    or route.transport in self.settings.defer_transports:
+                return None
+            routes.append((agent, route))
+        picked = self.clock()
+        results = await asyncio.gather(*(agent.deliver(DeliveryRequest(
+            envelope.queue_id, envelope.sender, rcpt.address,
+            rcpt.address if self.settings.enable_original_recipient else "", index,
+            envelope.arrival, content, route.nexthop, False, route.uid, route.gid))
+            for index, (rcpt, (agent, route)) in enumerate(
+                zip(envelope.recipients, routes, strict=True))))
+        qid = envelope.queue_id
+        sent = [result.status is Status.SENT for result in results]
+        if any(sent):
+            self._announce(envelope)
+        for rcpt, result, (_, route), ok in zip(envelope.recipients, results, routes, sent,
+                                                strict=True):
+            if ok:  # a failed one is tried again from the queue, logged there
+                rcpt.done = True
+                self._log_result(envelope, rcpt.address, result, picked, picked,
+                                 route.transport)
+        if not all(sent):
+            return False
+        self.log.log("qmgr", f"{qid}: removed")
+        return True
+
+    def _announce(self, envelope: Envelope) -> None:
+        self.log.log("qmgr", f"{envelope.queue_id}: from=<{envelope.sender}>, "
+                             f"size={envelope.size}, nrcpt={len(envelope.recipients)} "
+                             "(queue active)")
 
     def _update_idle(self) -> None:
         if self._busy == 0 and self._jobs.empty():
@@ -134,8 +182,8 @@ class QueueManager(QueueRuns):
             return
         envelope, content = loaded
         qid = envelope.queue_id
-        self.log.log("qmgr", f"{qid}: from=<{envelope.sender}>, size={envelope.size}, "
-                             f"nrcpt={len(envelope.recipients)} (queue active)")
+        if not job.announced:
+            self._announce(envelope)
         groups: dict[tuple[str, str], list[tuple[int, Recipient, Route]]] = {}
         content_filter = envelope.extra.get("filter", "")  # the FILTER access action
         for index, rcpt in enumerate(envelope.recipients):

@@ -23,6 +23,7 @@ class Job:
     recovered: bool
     picked: float  # when the queue manager took it (end of delay a)
     loaded: tuple[Envelope, bytes] | None = None  # handed over by smtpd: no re-read
+    announced: bool = False  # its `from=` line is logged (a first attempt in smtpd)
 
 
 class QueueRuns:

@@ -150,11 +150,12 @@ class QueueStore:
     """Creates, commits, reads, moves and removes queue files under one directory."""
 
     def __init__(self, directory: str | Path, clock: Callable[[], float] = time.time,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, slot: int = 0) -> None:
         self.root = Path(directory)
         self.clock = clock
         self.fsync = fsync
-        self._seq = int.from_bytes(os.urandom(3), "big")
+        # A random start, then steps of 32 from this worker's slot (its low five bits).
+        self._seq = (int.from_bytes(os.urandom(3), "big") & ~31) | (slot & 31)
         self._locks: dict[str, int] = {}  # queue id -> descriptor holding its flock
         self._dirs = {name: os.path.join(str(self.root), name) for name in (*QUEUES, "spare")}
         self._spares: list[str] = []  # this process's emptied queue files, for reuse
@@ -170,24 +171,31 @@ class QueueStore:
         """The path of a queue file as a string (the hot path: no pathlib objects)."""
         return f"{self._dirs[queue]}/{queue_id}"
 
-    def create(self) -> Incoming:
-        """Open a new queue file in incoming/, named like a Postfix short queue id.
+    def new_id(self) -> str:
+        """A queue id, named like a Postfix short queue id: five hex digits of microseconds,
+        then a sequence number in hex (Postfix uses the inode number). The sequence's low
+        bits are this worker's slot, so two workers never make the same id; one worker
+        repeats an id only after 2^19 more messages, in the same microsecond."""
+        self._seq = (self._seq + 32) & 0xFFFFFF
+        return f"{int((self.clock() % 1) * 1_000_000):05X}{self._seq:06X}"
 
-        Five hex digits of microseconds, then a per-process sequence number in hex (Postfix
-        uses the inode number; a counter saves a rename). O_EXCL makes a clash impossible.
-        The descriptor both writes the file and holds its flock (one open per message).
+    def create(self, queue_id: str = "") -> Incoming:
+        """Open a new queue file in incoming/ named `queue_id` (a new one when empty, or in
+        the very unlikely case that a queued message still has that id).
+
+        O_EXCL makes a clash impossible. The descriptor both writes the file and holds its
+        flock (one open per message).
         """
         incoming = self._dirs["incoming"]
         for _ in range(1000):
-            now = self.clock()
-            self._seq = (self._seq + 1) & 0xFFFFFF
-            queue_id = f"{int((now % 1) * 1_000_000):05X}{self._seq | 0x100000:X}"
+            queue_id = queue_id or self.new_id()
             path = f"{incoming}/{queue_id}"
             try:
                 fd = self._reuse(path)
                 if fd < 0:
                     fd = os.open(path, _CREATE, 0o600)
             except FileExistsError:
+                queue_id = ""
                 continue
             except OSError as exc:
                 raise QueueError(f"create file {path}: {exc.strerror}") from exc
@@ -305,19 +313,22 @@ class QueueStore:
         """Remove a delivered message. Not fsync'd: a removal lost in a crash only makes the
         message come back, and redelivery finds the earlier Maildir copy (maildir_name)."""
         path = self.file(queue, queue_id)
-        if len(self._spares) < SPARES and queue_id in self._locks and self._noreplace:
-            self._spare_seq += 1
-            spare = f"{self._dirs['spare']}/{os.getpid()}.{self._spare_seq}"
-            try:  # kept for the next create(), which truncates it
-                os.rename(path, spare)
-            except OSError:
-                pass
-            else:
-                self._spares.append(spare)
-                self.release(queue_id)
-                return
-        os.unlink(path)
+        if not self._keep_spare(queue_id, path):
+            os.unlink(path)
         self.release(queue_id)
+
+    def _keep_spare(self, queue_id: str, path: str) -> bool:
+        """Move an owned queue file to spare/ for the next create(), which truncates it."""
+        if len(self._spares) >= SPARES or queue_id not in self._locks or not self._noreplace:
+            return False
+        self._spare_seq += 1
+        spare = f"{self._dirs['spare']}/{os.getpid()}.{self._spare_seq}"
+        try:
+            os.rename(path, spare)
+        except OSError:
+            return False
+        self._spares.append(spare)
+        return True
 
     def list_queue(self, queue: str) -> list[str]:
         return sorted(p.name for p in (self.root / queue).iterdir()

@@ -79,9 +79,7 @@ class DataCommands(TransactionCommands):
         # gets "nested MAIL command" until RSET), its queue id stays in the log lines and
         # its recipients count against the limit (both kept in the session's CheckState).
         tx = self.tx
-        if tx.incoming is not None:
-            self.svc.store.abort(tx.incoming)
-            tx.incoming = None
+        tx.queue_id = ""  # a later RCPT starts another queue file (and logs client=)
         tx.recipients = []
         tx.bdat = None
         tx.bdat_too_big = False
@@ -98,16 +96,19 @@ class DataCommands(TransactionCommands):
         self.count_result(verb, False)
         self.reset_transaction()
 
-    def queue_write_failed(self, incoming: Incoming, queue: str, exc: Exception) -> None:
+    def queue_write_failed(self, queue_id: str, incoming: Incoming | None, queue: str,
+                           exc: Exception) -> None:
         """cleanup's `write queue file: <error>` warning (ENOSPC, EIO, a failed fsync); no
         trace of the file is left, not even one renamed before its directory fsync failed."""
         cause = exc if isinstance(exc, OSError) else exc.__cause__
         if isinstance(cause, OSError):
-            self.svc.log.log("cleanup", f"warning: {incoming.queue_id}: write queue file: "
+            self.svc.log.log("cleanup", f"warning: {queue_id}: write queue file: "
                                         f"{cause.strerror}")
         else:
-            self.warn(f"{incoming.queue_id}: {exc}")
-        self.svc.store.abort(incoming, queue)
+            self.warn(f"{queue_id}: {exc}")
+        if incoming is not None:
+            self.svc.store.abort(incoming, queue)
+            self.tx.incoming = None
 
     def count_result(self, verb: str, ok: bool) -> None:
         self.stats.count(verb, ok)
@@ -117,9 +118,9 @@ class DataCommands(TransactionCommands):
     async def queue_message(self, content: bytes, verb: str, octets: int = 0) -> None:
         """Add headers, write and fsync the queue file, then say `250 ... queued as`."""
         tx, st = self.tx, self.st
-        assert tx.incoming is not None and st.sender is not None
+        assert tx.queue_id and st.sender is not None
         now = self.svc.clock()
-        queue_id = tx.incoming.queue_id
+        queue_id = tx.queue_id
         rcpts = [r.address for r in tx.recipients]
         content = cut_long_headers(content, self.s.header_size_limit, self.s.line_length_limit)
         helo = st.helo or ""
@@ -146,13 +147,18 @@ class DataCommands(TransactionCommands):
         queue = "hold" if marks.hold else "active"
         if message_id and not marks.discard:  # cleanup logs it before the file is done
             self.svc.log.log("cleanup", f"{queue_id}: message-id={message_id}")
+        delivered: bool | None = None
         try:
-            if marks.discard:  # accepted and dropped; smtpd logged the discard
-                self.svc.store.abort(tx.incoming)
-            else:
+            if queue == "active" and not (marks.filter or marks.discard) \
+                    and self.svc.deliver_first:
+                delivered = await self.svc.deliver_first(envelope, text)  # decision 0047
+            if not (delivered or marks.discard):  # discard: accepted and dropped
+                tx.incoming = self.svc.store.create(queue_id)
+                if tx.incoming.queue_id != queue_id:  # the id is taken (once in 2^19)
+                    queue_id = envelope.queue_id = tx.incoming.queue_id
                 await self.svc.commit(tx.incoming, envelope, text, queue)
         except Exception as exc:  # a queue failure must never look like acceptance
-            self.queue_write_failed(tx.incoming, queue, exc)
+            self.queue_write_failed(queue_id, tx.incoming, queue, exc)
             self.reply(WRITE_ERROR)
             self.reset_transaction()
             self.count_result(verb, False)
@@ -168,5 +174,6 @@ class DataCommands(TransactionCommands):
         self.stats.count(verb, True)
         self.svc.metrics.message("discarded" if marks.discard else "held" if marks.hold
                                  else "filtered" if marks.filter else "accepted")
-        if queue == "active" and not marks.discard:
-            self.svc.on_queued(queue_id, envelope, text)
+        if queue == "active" and not marks.discard and not delivered:
+            self.svc.on_queued(queue_id, envelope, text,
+                               any(r.done for r in envelope.recipients))

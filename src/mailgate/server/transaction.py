@@ -16,7 +16,6 @@ from mailgate.engine.context import CheckState, Client, Marks
 from mailgate.engine.engine import Engine
 from mailgate.engine.reply import Reply
 from mailgate.engine.resolve import Resolution
-from mailgate.errors import QueueError
 from mailgate.maillog import MailLog
 from mailgate.maps.casefold import printable
 from mailgate.metrics import NO_METRICS, Metrics
@@ -37,7 +36,8 @@ class Transaction:
     in the session's CheckState, where the engine reads them."""
 
     recipients: list[Recipient] = field(default_factory=list)
-    incoming: Incoming | None = None
+    queue_id: str = ""  # from the first accepted RCPT (Postfix's cleanup stream)
+    incoming: Incoming | None = None  # the queue file, while it is written at the end
     rcpt_overshoot: int = 0
     bdat: bytearray | None = None  # the chunks so far, once a first BDAT was accepted
     bdat_too_big: bool = False
@@ -59,8 +59,9 @@ class Services:
     log: MailLog
     forbidden: ForbiddenCommands
     local_addresses: frozenset[str]
-    on_queued: Callable[[str, Envelope, bytes], None]
+    on_queued: Callable[[str, Envelope, bytes, bool], None]  # (..., announced)
     commit: Callable[[Incoming, Envelope, bytes, str], Awaitable[None]]
+    deliver_first: Callable[[Envelope, bytes], Awaitable[bool | None]] | None = None
     clock: Callable[[], float] = time.time
     bare_newline_exempt: Callable[[Client], bool] = lambda client: False
     xclient_hosts: Callable[[Client], bool] = lambda client: False
@@ -263,14 +264,9 @@ class TransactionCommands:
         if not await self.check_recipient(recipient, resolution):
             return False
         st = self.st
-        if self.tx.incoming is None:
-            try:
-                self.tx.incoming = self.svc.store.create()
-            except QueueError as exc:  # no inode, read-only queue: cleanup's write error
-                self.warn(str(exc))
-                self.reply(WRITE_ERROR)
-                return False
-            st.queue_id = self.tx.incoming.queue_id
+        if not self.tx.queue_id:  # Postfix opens its queue file here; ours is written at
+            # the end of the message, when needed (decision 0047), under this id
+            self.tx.queue_id = st.queue_id = self.svc.store.new_id()
             sasl = self.tx.sasl_sender
             self.log(f"{self.queue_id}: client={self.namaddr}" + (
                 "" if sasl is None else
