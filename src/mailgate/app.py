@@ -129,7 +129,7 @@ class App:
 
     @classmethod
     def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True,
-              metrics: Metrics = NO_METRICS, worker: int = 0) -> App:
+              metrics: Metrics = NO_METRICS, worker: int = 0, workers: int = 1) -> App:
         """Build a worker's components; call inside its running event loop."""
         registry = default_registry(MapOptions.from_config(cfg))
         smtpd = SmtpdSettings.from_config(cfg)
@@ -143,7 +143,8 @@ class App:
         smtpd_log = functools.partial(log.log, "smtpd")
         resolver = build_resolver(cfg, registry, local, smtpd_log)
         engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics)
-        store = QueueStore(delivery.queue_directory, fsync=fsync, slot=worker)
+        store = QueueStore(delivery.queue_directory, fsync=fsync, slot=worker,
+                           slots=workers)
         router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
                         delivery.recipient_delimiter,
                         registry.open_list(cfg.get_list("virtual_uid_maps")),

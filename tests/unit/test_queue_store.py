@@ -68,13 +68,18 @@ def test_a_file_not_owned_is_unlinked_not_kept(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "spare") == [] and os.listdir(tmp_path / "active") == []
 
 
-def test_workers_never_make_the_same_id(tmp_path: Path) -> None:
-    """The sequence's low five bits are the worker's slot: with one clock, two workers'
-    ids differ, and one worker's ids do not repeat for 2^19 messages."""
-    stores = [QueueStore(tmp_path, clock=lambda: 0.5, slot=slot) for slot in (0, 1)]
-    ids = [{store.new_id() for _ in range(4096)} for store in stores]
-    assert len(ids[0]) == len(ids[1]) == 4096 and not ids[0] & ids[1]
-    assert all(len(i) == 11 and i.startswith("7A120") for i in ids[0])  # 500000 µs
+@pytest.mark.parametrize("workers", [1, 2, 3, 12, 68])
+def test_workers_never_make_the_same_id(tmp_path: Path, workers: int) -> None:
+    """The sequence's low bits are the worker's slot: with one clock, the workers' ids never
+    meet, and one worker's ids do not repeat for 2^24 / workers (rounded up) messages."""
+    stores = [QueueStore(tmp_path, clock=lambda: 0.5, slot=slot, slots=workers)
+              for slot in range(workers)]
+    step = 1 << (workers - 1).bit_length()
+    count = 65536 if workers == 1 else 2048
+    ids = [{store.new_id() for _ in range(count)} for store in stores]
+    assert sum(len(i) for i in ids) == len(set().union(*ids))
+    assert len(ids[0]) == count and stores[0]._step == step
+    assert all(len(i) == 11 and i.startswith("7A120") for i in ids[-1])  # 500000 µs
 
 
 def test_create_under_a_given_id_and_around_a_taken_one(tmp_path: Path) -> None:

@@ -150,12 +150,13 @@ class QueueStore:
     """Creates, commits, reads, moves and removes queue files under one directory."""
 
     def __init__(self, directory: str | Path, clock: Callable[[], float] = time.time,
-                 fsync: bool = True, slot: int = 0) -> None:
+                 fsync: bool = True, slot: int = 0, slots: int = 1) -> None:
         self.root = Path(directory)
         self.clock = clock
         self.fsync = fsync
-        # A random start, then steps of 32 from this worker's slot (its low five bits).
-        self._seq = (int.from_bytes(os.urandom(3), "big") & ~31) | (slot & 31)
+        # A random start, then steps that keep the low bits at this worker's slot.
+        self._step = 1 << max(slots - 1, 0).bit_length()
+        self._seq = (int.from_bytes(os.urandom(3), "big") & -self._step) | slot % self._step
         self._locks: dict[str, int] = {}  # queue id -> descriptor holding its flock
         self._dirs = {name: os.path.join(str(self.root), name) for name in (*QUEUES, "spare")}
         self._spares: list[str] = []  # this process's emptied queue files, for reuse
@@ -173,10 +174,11 @@ class QueueStore:
 
     def new_id(self) -> str:
         """A queue id, named like a Postfix short queue id: five hex digits of microseconds,
-        then a sequence number in hex (Postfix uses the inode number). The sequence's low
-        bits are this worker's slot, so two workers never make the same id; one worker
-        repeats an id only after 2^19 more messages, in the same microsecond."""
-        self._seq = (self._seq + 32) & 0xFFFFFF
+        then a 24-bit sequence number in hex (Postfix uses the inode number). The sequence's
+        low bits are the worker's slot, so two workers never make the same id; one worker
+        repeats an id only after 2^24 / (workers rounded up to a power of two) messages
+        (2^22 with four), and only in the same microsecond."""
+        self._seq = (self._seq + self._step) & 0xFFFFFF
         return f"{int((self.clock() % 1) * 1_000_000):05X}{self._seq:06X}"
 
     def create(self, queue_id: str = "") -> Incoming:
