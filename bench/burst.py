@@ -45,6 +45,7 @@ from throughput import (  # noqa: E402
     REFERENCE,
     count_files,
     free_port,
+    fs_note,
     main_cf,
     proc_cpu,
     serve,
@@ -278,8 +279,8 @@ def run_all(args: argparse.Namespace, tmp: Path, modes: list[bool]) -> None:
         postfix = False
         dns = dns_support.start(delay=args.delay, zones=zones, address=DNS_ADDRESS)
     print(f"{args.sessions} sessions at once, DNS answers delayed {args.delay * 1000:.0f} ms; "
-          f"{RESTRICTIONS}; {os.cpu_count()} cores; mailgate from {mailgate_source()}",
-          flush=True)
+          f"{RESTRICTIONS}; {os.cpu_count()} cores; mailgate from {mailgate_source()}; "
+          f"{fs_note(tmp)}", flush=True)
     block = 1
     try:
         floor(args, 200)

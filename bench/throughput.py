@@ -205,6 +205,30 @@ def show(name: str, result: dict[str, object], messages: int) -> None:
           f"{'/'.join(str(q) for q in quarters)} MB", flush=True)
 
 
+def create_cost(directory: Path, files: int = 300) -> float:
+    """CPU µs to create one empty file in `directory` now. On a journal-less ext4 (this
+    machine's) an inode allocation scans past every inode freed in the last minute or more,
+    so a benchmark that starts right after a large deletion (another benchmark's clean-up)
+    pays up to a millisecond per file for a while: both servers do, but it swamps the
+    figures. Printed with the results so that such a run can be recognised."""
+    probe = directory / "create-probe"
+    probe.mkdir()
+    start = time.process_time()
+    for i in range(files):
+        os.close(os.open(probe / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    cost = (time.process_time() - start) / files * 1e6
+    for i in range(files):
+        os.unlink(probe / str(i))
+    probe.rmdir()
+    return cost
+
+
+def fs_note(directory: Path) -> str:
+    cost = create_cost(directory)
+    quiet = "quiet" if cost < 60 else "BUSY with recent deletions: figures will be low and noisy"
+    return f"file creation {cost:.0f} µs CPU per file ({quiet})"
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
@@ -259,6 +283,7 @@ def main() -> int:
     args = parser.parse_args()
     print(f"Maildir delivery, fsync before 250; {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-") as tmp:
+        print(fs_note(Path(tmp)), flush=True)
         for sessions in (int(x) for x in str(args.sessions).split(",")):
             compare(args, sessions, Path(tmp))
     return 0
