@@ -102,6 +102,8 @@ class Server:
 
     def write_config(self) -> None:
         text = base_main_cf(self.root)
+        if "smtpd_processes" not in self.extra:  # two workers test them; faster to start
+            text += "smtpd_processes = 2\n"
         text += "".join(f"{k} = {v}\n" for k, v in self.extra.items())
         (self.root / "etc" / "main.cf").write_text(text)
 

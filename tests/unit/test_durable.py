@@ -49,6 +49,9 @@ def test_a_writer_error_reaches_its_caller_and_only_it(tmp_path: Path) -> None:
     def refuse() -> int:
         raise Refused(28, "No space left on device")
 
+    def broken() -> int:
+        raise ValueError("a bug in a writer")
+
     def good() -> int:
         return os.open(tmp_path / "ok", os.O_WRONLY | os.O_CREAT, 0o600)
 
@@ -61,6 +64,8 @@ def test_a_writer_error_reaches_its_caller_and_only_it(tmp_path: Path) -> None:
                 return_exceptions=True)
             assert isinstance(results[0], Refused) and results[0].errno == 28
             assert results[1] is None
+            with pytest.raises(OSError, match="a bug in a writer"):  # the thread lives on
+                await renamer.commit_new(broken, str(tmp_path / "b"), str(tmp_path / "new" / "b"))
             with pytest.raises(FileNotFoundError):  # a failed rename: the caller hears it
                 await renamer.commit_new(lambda: os.open(tmp_path / "y", os.O_WRONLY
                                                          | os.O_CREAT, 0o600),

@@ -35,3 +35,10 @@ def test_master_throttles_workers_that_keep_dying() -> None:
     assert sum(x.startswith("warning: process smtpd pid ") and x.endswith("exit status 1")
                for x in logged) >= 11
     assert len(exited) >= 11
+
+
+def test_default_workers_are_cpus_plus_at_most_four() -> None:
+    """smtpd_processes = 0 (decision 0048): spare workers to accept during long passes."""
+    from mailgate.serve import default_workers
+
+    assert [default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [2, 4, 6, 8, 12, 68]

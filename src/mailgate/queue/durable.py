@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -92,8 +93,8 @@ class DurableRenamer:
                     os.rename(op.src, op.dst)
                     if op.fsync:
                         dirs.setdefault(os.path.dirname(op.dst), []).append(op)
-                except OSError as exc:
-                    op.error = exc
+                except Exception as exc:  # never lets the thread die: every op is answered
+                    op.error = exc if isinstance(exc, OSError) else OSError(errno.EIO, repr(exc))
                     if op.fd >= 0:
                         with contextlib.suppress(OSError):
                             os.close(op.fd)
