@@ -32,17 +32,19 @@ def test_in_the_maildir_at_250(server_factory) -> None:  # type: ignore[no-untyp
     qid = sendmail(server, ["alice@example.test", "bob@example.test"])
     # No waiting: the files were fsync'd into new/ before the reply.
     assert len(server.maildir_files("alice")) == 1 and len(server.maildir_files("bob")) == 1
-    text = server.maildir_files("alice")[0].read_text()
-    assert text.startswith("Return-Path: <sender@client.test>\nX-Original-To: "
-                           "alice@example.test\nDelivered-To: alice@example.test\n"
-                           "Received: "), text[:200]
-    assert f"queued as {qid})" not in text and f"id {qid}" in text
+    head = (b"Return-Path: <sender@client.test>\nX-Original-To: alice@example.test\n"
+            b"Delivered-To: alice@example.test\n")
+    data = server.maildir_files("alice")[0].read_bytes()
+    assert data.startswith(head + b"Received: ") and f"id {qid}".encode() in data, data[:300]
+    queued = data[len(head):]  # what a queue file would have held: Postfix's size counts CRLF
+    size = len(queued) + queued.count(b"\n")
     server.wait_log(rf"^qmgr: {qid}: removed")
     queue = server.root / "data" / "queue"
-    assert queue_files(queue, "active") == [] and queue_files(queue, "incoming") == []
+    for name in ("incoming", "active", "deferred", "spare"):  # no queue file was ever made
+        assert queue_files(queue, name) == [], name
     seen = [re.sub(r"delay=.*, dsn", "delay=D, dsn", line) for line in lines_of(server, qid)]
     assert seen[-4:] == [
-        f"qmgr: {qid}: from=<sender@client.test>, size={seen[-4].split('size=')[1].split(',')[0]}"
+        f"qmgr: {qid}: from=<sender@client.test>, size={size}"
         ", nrcpt=2 (queue active)",
         f"virtual: {qid}: to=<alice@example.test>, relay=virtual, delay=D, dsn=2.0.0, "
         "status=sent (delivered to maildir)",
@@ -52,11 +54,14 @@ def test_in_the_maildir_at_250(server_factory) -> None:  # type: ignore[no-untyp
 
 
 def test_switched_off_the_queue_delivers(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """smtpd_direct_delivery = no: the message goes through a queue file, which the queue
+    manager keeps as a spare once the message is delivered (decision 0044)."""
     server = server_factory(smtpd_direct_delivery="no").start()
     qid = sendmail(server, ["alice@example.test"])
     server.wait_log(rf"^qmgr: {qid}: removed")
     assert len(server.maildir_files("alice")) == 1
     assert len([x for x in lines_of(server, qid) if "from=<" in x]) == 1
+    assert len(queue_files(server.root / "data" / "queue", "spare")) == 1
 
 
 def test_a_failing_recipient_goes_through_the_queue(server_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]

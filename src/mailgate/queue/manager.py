@@ -120,10 +120,8 @@ class QueueManager(QueueRuns):
                 return None
             routes.append((agent, route))
         picked = self.clock()
-        results = await asyncio.gather(*(agent.deliver(DeliveryRequest(
-            envelope.queue_id, envelope.sender, rcpt.address,
-            rcpt.address if self.settings.enable_original_recipient else "", index,
-            envelope.arrival, content, route.nexthop, False, route.uid, route.gid))
+        results = await asyncio.gather(*(
+            agent.deliver(self._request(envelope, content, index, rcpt, route, False))
             for index, (rcpt, (agent, route)) in enumerate(
                 zip(envelope.recipients, routes, strict=True))))
         qid = envelope.queue_id
@@ -140,6 +138,14 @@ class QueueManager(QueueRuns):
             return False
         self.log.log("qmgr", f"{qid}: removed")
         return True
+
+    def _request(self, envelope: Envelope, content: bytes, index: int, rcpt: Recipient,
+                 route: Route, recovered: bool) -> DeliveryRequest:
+        """What an agent gets for one recipient (`index`: its place in the envelope)."""
+        return DeliveryRequest(
+            envelope.queue_id, envelope.sender, rcpt.address,
+            rcpt.address if self.settings.enable_original_recipient else "", index,
+            envelope.arrival, content, route.nexthop, recovered, route.uid, route.gid)
 
     def _announce(self, envelope: Envelope) -> None:
         self.log.log("qmgr", f"{envelope.queue_id}: from=<{envelope.sender}>, "
@@ -243,11 +249,8 @@ class QueueManager(QueueRuns):
         if route.error or agent is None:
             text = route.error or f"mail transport unavailable: {transport}"
             return [DeliveryResult(Status.DEFERRED, "4.3.0", text, "none") for _ in members]
-        requests = [DeliveryRequest(
-            envelope.queue_id, envelope.sender, rcpt.address,
-            rcpt.address if self.settings.enable_original_recipient else "", index,
-            envelope.arrival, content, r.nexthop, recovered, r.uid, r.gid)
-            for index, rcpt, r in members]
+        requests = [self._request(envelope, content, index, rcpt, r, recovered)
+                    for index, rcpt, r in members]
         many = getattr(agent, "deliver_many", None)
         if many is not None:
             results: list[DeliveryResult] = await many(requests)
