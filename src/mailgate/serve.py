@@ -12,6 +12,8 @@ import socket
 from collections.abc import Coroutine
 from typing import Any
 
+from mailgate import acceptor
+from mailgate.acceptor import Handoff
 from mailgate.app import App, restriction_lists
 from mailgate.config.config import Config
 from mailgate.config.settings import DeliverySettings, SmtpdSettings
@@ -36,12 +38,20 @@ def raise_fd_limit() -> None:
 
 
 async def worker_main(cfg: Config, sockets: list[socket.socket], connections: ConnectionTable,
-                      recovered: list[str], index: int, workers: int, metrics: bool) -> None:
+                      recovered: list[str], index: int, workers: int, metrics: bool,
+                      handoff: Handoff | None = None) -> None:
     """One smtpd worker: sessions, queue manager and delivery in one event loop; worker 0
-    also runs the deferred queue and takes over dead workers' messages."""
+    also runs the deferred queue and takes over dead workers' messages. With `handoff`,
+    its connections come from the accept process instead of the listening sockets."""
     counted = create_metrics(metrics)
     app = App.build(cfg, connections, metrics=counted, worker=index, workers=workers)
-    await app.start(sockets, recovered, retries=index == 0)
+    if handoff is not None:
+        for sock in sockets:
+            sock.close()
+        await app.start([], recovered, retries=index == 0)
+        await app.server.start_handed(handoff, index)
+    else:
+        await app.start(sockets, recovered, retries=index == 0)
     counted.start(asyncio.get_running_loop())
     gc.freeze()  # tables, settings and imported modules live forever: out of collections
     stop = asyncio.Event()
@@ -55,12 +65,13 @@ async def worker_main(cfg: Config, sockets: list[socket.socket], connections: Co
     counted.stop()
 
 
-def default_workers(cpus: int) -> int:
-    """smtpd_processes = 0: one worker per CPU and as many again, up to four more. A worker
-    accepts only between two passes of its event loop, and under a burst a pass can take a
-    hundred milliseconds; with more workers than CPUs the kernel time-slices them and one of
-    them is always back in epoll to greet (decision 0048)."""
-    return cpus + min(cpus, 4)
+def default_workers(cpus: int, accept_process: bool = True) -> int:
+    """smtpd_processes = 0: one worker per CPU behind the accept process, which greets
+    (decision 0049); without it (smtpd_accept_process = no) the workers accept, only between
+    two passes of their event loops, which take up to a hundred milliseconds under a burst,
+    so one worker per CPU and as many again, up to four more, for one of them to be back in
+    epoll to greet (decision 0048)."""
+    return cpus if accept_process else cpus + min(cpus, 4)
 
 
 def run_loop(coro: Coroutine[Any, Any, None]) -> None:
@@ -102,13 +113,20 @@ def run(cfg: Config) -> int:
     if http is not None:
         print(f"mailgate: metrics on http://{address(http)}/metrics", flush=True)
 
-    workers = cfg.get_int("smtpd_processes") or default_workers(os.cpu_count() or 1)
+    accept_process = cfg.get_bool("smtpd_accept_process")
+    workers = cfg.get_int("smtpd_processes") or default_workers(os.cpu_count() or 1,
+                                                                accept_process)
+    handoff = Handoff(workers) if accept_process else None
 
     def worker(index: int) -> None:
+        if index == workers:  # the accept process (decision 0049)
+            assert handoff is not None
+            acceptor.run(sockets, handoff, connections, acceptor.Greeter.from_settings(smtpd))
+            return
         run_loop(worker_main(cfg, sockets, connections, recovered if index == 0 else [],
-                             index, workers, metrics=http is not None))
+                             index, workers, metrics=http is not None, handoff=handoff))
 
-    count, work, on_exit = exporter.processes(workers, worker, http,
+    count, work, on_exit = exporter.processes(workers + (handoff is not None), worker, http,
                                               [store.root / name for name in QUEUES])
     def exited(pid: int) -> None:
         connections.worker_died()

@@ -29,6 +29,7 @@ def test_smtplib_message_is_delivered_with_postfix_headers(server: Server) -> No
         refused = smtp.send_message(_message(), to_addrs=["alice@example.test", "bob@example.test"])
         assert refused == {}
     server.wait_log(r"qmgr: [0-9A-F]+: removed")
+    server.wait_log(r"smtpd: disconnect from ")  # written after the 221: the client may be first
     (alice,) = server.maildir_files("alice")
     (bob,) = server.maildir_files("bob")
     text = alice.read_text()

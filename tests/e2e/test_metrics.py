@@ -160,7 +160,7 @@ def test_metrics_families(server_factory, tmp_path: Path) -> None:  # type: igno
         # Log rotation and queue flush signals reach every child: the metrics process
         # must ignore them (the default action of SIGUSR1/SIGUSR2 would kill it).
         children = server.workers()
-        assert len(children) == 3  # two smtpd workers and the metrics process
+        assert len(children) == 4  # two smtpd workers, the accept process, the metrics one
         server.log_path.rename(server.log_path.with_name("maillog.0"))
         mailgate("postlog", "-c", str(server.root / "etc"), "reopen")
         wait_until(server.log_path.exists)  # the workers reopened the log

@@ -37,8 +37,10 @@ def test_master_throttles_workers_that_keep_dying() -> None:
     assert len(exited) >= 11
 
 
-def test_default_workers_are_cpus_plus_at_most_four() -> None:
-    """smtpd_processes = 0 (decision 0048): spare workers to accept during long passes."""
+def test_default_workers_one_per_cpu_behind_the_accept_process() -> None:
+    """smtpd_processes = 0: one per CPU behind the accept process (decision 0049); without
+    it, spare workers to accept during long passes (decision 0048)."""
     from mailgate.serve import default_workers
 
-    assert [default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [2, 4, 6, 8, 12, 68]
+    assert [default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [1, 2, 3, 4, 8, 64]
+    assert [default_workers(n, False) for n in (1, 2, 3, 4, 8, 64)] == [2, 4, 6, 8, 12, 68]

@@ -77,6 +77,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("maillog_file", _S, ""),
     Param("smtpd_max_connections", _I, "2000", min=1, extension=True),
     Param("smtpd_processes", _I, "0", min=0, extension=True),  # 0: serve.default_workers
+    Param("smtpd_accept_process", _B, "yes", extension=True),  # decision 0049
     Param("smtpd_enable_help", _B, "no", extension=True),
     # --- local and virtual delivery
     Param("virtual_mailbox_domains", _L, "$virtual_mailbox_maps"),

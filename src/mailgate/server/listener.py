@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from mailgate.acceptor import Greeter, Handed, Handoff, client_address
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import Client
 from mailgate.maps.matchlist import HostAddrList
@@ -58,8 +59,9 @@ def _service(sockname: object) -> str:
 class Connection(asyncio.Protocol):
     """One client connection: input into the sans-IO core, waiting with deadlines, output."""
 
-    def __init__(self, server: SmtpServer) -> None:
+    def __init__(self, server: SmtpServer, adopted: bool = False) -> None:
         self.server = server
+        self.adopted = adopted  # handed over by the accept process: already counted
         self.loop = server.loop
         s = server.settings
         self.conn = ServerConnection(s.line_length_limit, s.message_size_limit)
@@ -79,7 +81,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self.server.spawn(self)
+        if not self.adopted:
+            self.server.spawn(self)
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
@@ -208,6 +211,10 @@ class SmtpServer:
         self.servers: list[asyncio.AbstractServer] = []
         self.loop: asyncio.AbstractEventLoop  # the worker's loop, set by start()
         self.sessions: set[asyncio.Task[None]] = set()
+        self.greeter = Greeter.from_settings(settings)
+        self.handoff: Handoff | None = None
+        self.worker = 0
+        self.channel: socket.socket | None = None
 
     async def start(self, sockets: list[socket.socket]) -> None:
         """Serve on listening sockets bound by the master (shared by every worker)."""
@@ -217,7 +224,43 @@ class SmtpServer:
                                               backlog=4096)  # asyncio would listen(100)
             self.servers.append(server)
 
+    async def start_handed(self, handoff: Handoff, worker: int) -> None:
+        """Serve the connections that the accept process hands to worker `worker`."""
+        loop = self.loop = asyncio.get_running_loop()
+        self.handoff, self.worker = handoff, worker
+        self.channel = handoff.channel(worker)
+        loop.add_reader(self.channel.fileno(), self._receive)
+
+    def _receive(self) -> None:
+        assert self.handoff is not None and self.channel is not None
+        for handed in self.handoff.receive(self.worker, self.channel):
+            task = self.loop.create_task(self._adopt(handed))
+            self.sessions.add(task)
+            task.add_done_callback(self.sessions.discard)
+
+    async def _adopt(self, handed: Handed) -> None:
+        """A connection counted and perhaps greeted by the accept process: its session."""
+        assert self.handoff is not None
+        try:
+            try:
+                _, protocol = await self.loop.connect_accepted_socket(
+                    lambda: Connection(self, adopted=True), handed.sock)
+            except (OSError, asyncio.CancelledError):
+                handed.sock.close()
+                self.connections.disconnect(handed.addr)
+                return
+            connection: Connection = protocol
+            self.services.metrics.connection(1)
+            if handed.greeted:
+                self.services.metrics.reply(220)
+            await self._accept(connection, handed.addr, handed.port, handed.count,
+                               handed.total, handed.greeted, handed.early)
+        finally:
+            self.handoff.finished(self.worker)
+
     async def stop(self) -> None:
+        if self.channel is not None:
+            self.loop.remove_reader(self.channel.fileno())
         for server in self.servers:
             server.close()
         for task in list(self.sessions):
@@ -231,20 +274,17 @@ class SmtpServer:
         nothing needs the client's name first, then its session runs as a task."""
         transport = connection.transport
         assert transport is not None
-        peer = transport.get_extra_info("peername") or ("unknown", 0)
-        addr = str(peer[0])
-        if addr.startswith("::ffff:") and "." in addr:
-            addr = addr[7:]
+        addr, port = client_address(transport.get_extra_info("peername"))
         count, total = self.connections.connect(addr)
         self.services.metrics.connection(1)
-        greeted = self._greet_early(addr, count, total)
+        greeted = self.greeter.early(self.connections, addr, count, total)
         early = b""
         if greeted:  # the greeting leaves now; the name lookup runs behind it
             early = _peek(transport.get_extra_info("socket"))  # talking before the greeting
             self.services.metrics.reply(220)
             connection.write(connection.conn.send(220, (self.settings.banner,)))
         task = connection.loop.create_task(
-            self._accept(connection, addr, int(peer[1]), count, total, greeted, early))
+            self._accept(connection, addr, port, count, total, greeted, early))
         self.sessions.add(task)
         task.add_done_callback(self.sessions.discard)
 
@@ -291,18 +331,6 @@ class SmtpServer:
                         f"Connection rate limit exceeded: {rate} from {namaddr} "
                         f"for service {service}")
         return "", ""
-
-    def _greet_early(self, addr: str, count: int, total: int) -> bool:
-        """Whether the greeting can go out before the client's name lookup ends: nothing
-        before it needs the name (smtpd_delay_reject = yes) and no connection limit can
-        refuse the client, whatever its name (a refusal replaces the greeting)."""
-        s = self.settings
-        if not s.delay_reject or total > s.max_connections:
-            return False
-        if s.connection_count_limit and count > s.connection_count_limit:
-            return False
-        return not s.connection_rate_limit or self.connections.rate(
-            addr, time.time(), s.rate_time_unit, count=False) <= s.connection_rate_limit
 
     async def _run(self, connection: Connection, addr: str, port: int, count: int,
                    total: int, greeted: bool, early: bytes) -> None:
