@@ -149,18 +149,19 @@ class Greeter:
     count_limit: int
     rate_limit: int
     rate_unit: float
+    wrapper: bool = False  # smtpd_tls_wrappermode: the greeting goes out over TLS
 
     @classmethod
     def from_settings(cls, s: SmtpdSettings) -> Greeter:
         return cls(f"220 {s.banner}\r\n".encode("utf-8", "surrogateescape"), s.delay_reject,
                    s.max_connections, s.connection_count_limit, s.connection_rate_limit,
-                   s.rate_time_unit)
+                   s.rate_time_unit, s.tls.wrappermode)
 
     def early(self, connections: ConnectionTable, addr: str, count: int, total: int) -> bool:
         """Whether the greeting can go out before the client's name lookup ends: nothing
         before it needs the name (smtpd_delay_reject = yes) and no connection limit can
         refuse the client, whatever its name (a refusal replaces the greeting)."""
-        if not self.delay_reject or total > self.max_connections:
+        if self.wrapper or not self.delay_reject or total > self.max_connections:
             return False
         if self.count_limit and count > self.count_limit:
             return False
@@ -226,7 +227,7 @@ def _hand(conn: socket.socket, peer: object, listener: int, handoff: Handoff,
     greeted = greeter.early(connections, addr, count, total)
     early = b""
     if greeted:
-        early = peek(conn)
+        early = peek(conn)  # (a wrapper-mode client's first bytes are its TLS hello)
         with contextlib.suppress(OSError):  # a client gone already: its worker finds out
             conn.send(greeter.greeting, socket.MSG_DONTWAIT)
     family = 6 if conn.family == socket.AF_INET6 else 4

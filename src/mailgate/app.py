@@ -43,6 +43,7 @@ from mailgate.queue.store import Envelope, Incoming, QueueStore
 from mailgate.server.commands import ForbiddenCommands
 from mailgate.server.listener import SmtpServer
 from mailgate.server.session import Services
+from mailgate.server.tls import server_context
 
 # The embedded main.cf of `mailgate serve` without -c: a working local demo.
 DEMO_MAIN_CF = """\
@@ -177,7 +178,8 @@ class App:
             xclient_hosts=client_matcher(cfg.get_list("smtpd_authorized_xclient_hosts"),
                                          registry),
             flush_domains=domain_matcher(cfg, "fast_flush_domains", registry),
-            flush_queue=lambda: qmgr.flush_soon(), metrics=metrics)
+            flush_queue=lambda: qmgr.flush_soon(), metrics=metrics,
+            tls_context=server_context(smtpd.tls))
         exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
         server = SmtpServer(smtpd, services, exceptions, connections)

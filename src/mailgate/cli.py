@@ -67,6 +67,8 @@ def cmd_postlog(args: argparse.Namespace) -> int:
 
 
 def cmd_postconf(args: argparse.Namespace) -> int:
+    if args.M or args.P:
+        return _postconf_master(args)
     cfg = _load(args, demo=False)
     mode = "n" if args.n else "d" if args.d else ""
     try:
@@ -76,6 +78,31 @@ def cmd_postconf(args: argparse.Namespace) -> int:
         return 1
     for line in lines:
         print(line)
+    return 0
+
+
+def _postconf_master(args: argparse.Namespace) -> int:
+    """`postconf -M` / `-P` (with `-f`): master.cf entries or their `-o` parameters."""
+    from mailgate.config.mastercf import load_master_cf, unused_overrides
+    from mailgate.config.postconf_master import show_entries, show_parameters
+
+    if args.config_dir is None:
+        print("mailgate/postconf: fatal: -M and -P need -c DIR", file=sys.stderr)
+        return 1
+    try:
+        cfg = _load(args, demo=False)
+        master = load_master_cf(args.config_dir)
+        if master is None:
+            raise ConfigError(f"open {args.config_dir}/master.cf: No such file or directory")
+        show = show_entries if args.M else show_parameters
+        lines, warnings = show(master, args.names, fold=args.f)
+    except ConfigError as exc:
+        print(f"mailgate/postconf: fatal: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    for warning in [*master.warnings, *warnings, *unused_overrides(master, cfg)]:
+        print(f"mailgate/postconf: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -152,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     group = postconf.add_mutually_exclusive_group()
     group.add_argument("-n", action="store_true", help="only parameters set in main.cf")
     group.add_argument("-d", action="store_true", help="built-in default values")
+    group.add_argument("-M", action="store_true", help="master.cf entries [service[/type]]")
+    group.add_argument("-P", action="store_true",
+                       help="master.cf -o parameters [service[/type[/parameter]]]")
+    postconf.add_argument("-f", action="store_true", help="fold long lines (with -M, -P)")
     postconf.add_argument("names", nargs="*")
     postconf.set_defaults(func=cmd_postconf)
 

@@ -16,6 +16,7 @@ from mailgate import acceptor
 from mailgate.acceptor import Handoff
 from mailgate.app import App, restriction_lists
 from mailgate.config.config import Config
+from mailgate.config.mastercf import load_master_cf, service_config, smtpd_services, unused_overrides
 from mailgate.config.settings import DeliverySettings, SmtpdSettings
 from mailgate.dns.resolver import Resolver
 from mailgate.engine.settings import EngineSettings
@@ -27,6 +28,7 @@ from mailgate.metrics import exporter
 from mailgate.policy.client import clients as policy_clients
 from mailgate.queue.commands import write_pid
 from mailgate.queue.store import QUEUES, QueueStore
+from mailgate.server.tls import server_context
 
 
 def raise_fd_limit() -> None:
@@ -74,6 +76,26 @@ def default_workers(cpus: int, accept_process: bool = True) -> int:
     return cpus if accept_process else cpus + min(cpus, 4)
 
 
+def master_cf_warnings(cfg: Config) -> list[str]:
+    """Read and check master.cf beside main.cf (a refused line or a bad `-o` stops start-up
+    with its file and line: ConfigError); its smtpd services are not run yet (docs/master-cf.md):
+    say so. Returns the warnings to log."""
+    master = load_master_cf(cfg.config_dir) if cfg.config_dir else None
+    if master is None:
+        return []
+    services = smtpd_services(master, cfg)
+    for service in services:  # each service's settings must load, as they will when served
+        service_cfg = service_config(cfg, service)
+        server_context(SmtpdSettings.from_config(service_cfg).tls)
+        EngineSettings.from_config(service_cfg)
+    warnings = [*master.warnings, *unused_overrides(master, cfg)]
+    if services:
+        names = ", ".join(f"{s.name}" for s in services)
+        warnings.append(f"{master.path}: smtpd services are not served yet ({names}): "
+                        "listening on smtpd_listen only")
+    return warnings
+
+
 def run_loop(coro: Coroutine[Any, Any, None]) -> None:
     """Run a coroutine on uvloop when it is installed, else on asyncio's loop."""
     try:
@@ -89,6 +111,8 @@ def run(cfg: Config) -> int:
     smtpd = SmtpdSettings.from_config(cfg)
     delivery = DeliverySettings.from_config(cfg)
     engine = EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
+    server_context(smtpd.tls)  # a certificate that does not load stops start-up here
+    master_warnings = master_cf_warnings(cfg)  # a refused master.cf line stops it too
     policy_clients(cfg, restriction_lists(cfg))  # bad services
     try:  # a malformed resolver_servers item: here, not in every worker
         Resolver(cfg.get_list("resolver_servers"))
@@ -109,11 +133,16 @@ def run(cfg: Config) -> int:
             f"configuration {cfg.config_dir or '(embedded)'}")
     for warning in engine.startup_warnings():  # smtpd's own start-up check, logged once
         log.warning("smtpd", warning)
+    for warning in master_warnings:
+        log.warning("master", warning)
     print("mailgate: listening on " + " ".join(address(s) for s in sockets), flush=True)
     if http is not None:
         print(f"mailgate: metrics on http://{address(http)}/metrics", flush=True)
 
     accept_process = cfg.get_bool("smtpd_accept_process")
+    if smtpd.tls.wrappermode and not accept_process:
+        raise ConfigError(f"{cfg.origin('smtpd_tls_wrappermode')}: smtpd_tls_wrappermode = "
+                          "yes needs smtpd_accept_process = yes (the default)")
     workers = cfg.get_int("smtpd_processes") or default_workers(os.cpu_count() or 1,
                                                                 accept_process)
     handoff = Handoff(workers) if accept_process else None

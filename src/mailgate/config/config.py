@@ -31,6 +31,14 @@ def system_hostname() -> str:
     return name.lower()
 
 
+def _follow_myhostname(defaults: dict[str, str], explicit: Mapping[str, Entry]) -> None:
+    """mydomain's default follows an explicit myhostname, as in Postfix."""
+    if "myhostname" in explicit:
+        host = expand(explicit["myhostname"].value, lookup_in(
+            {k: v.value for k, v in explicit.items()}, defaults)).lower()
+        defaults["mydomain"] = host.split(".", 1)[1] if "." in host else "localdomain"
+
+
 @dataclass(frozen=True)
 class Config:
     """Immutable parameter values: built-in defaults, then main.cf, then `-o` overrides.
@@ -78,12 +86,27 @@ class Config:
                 raise ConfigError(f'-o {item}: expected name=value')
             entries.append(Entry(name.strip(), value.strip(), "command line"))
         explicit = {e.name: e for e in entries}
-        if "myhostname" in explicit:  # mydomain follows myhostname, as in Postfix
-            host = expand(explicit["myhostname"].value, lookup_in(
-                {k: v.value for k, v in explicit.items()}, defaults)).lower()
-            defaults["mydomain"] = host.split(".", 1)[1] if "." in host else "localdomain"
+        _follow_myhostname(defaults, explicit)
         config = cls(MappingProxyType(defaults), MappingProxyType(explicit), config_dir,
                      tuple(warnings))
+        config.validate()
+        return config
+
+    def with_overrides(self, overrides: Iterable[tuple[str, str]], origin: str) -> Config:
+        """This configuration with master.cf `-o name=value` settings on top, as a Postfix
+        daemon applies its `-o` options (mail_conf_update) over main.cf.
+
+        `$name` in a value expands against main.cf and the other overrides; a name that no
+        parameter uses is reported by unused_parameters() at `origin`, as one in main.cf is.
+        Raises ConfigError naming `origin` for a bad value.
+        """
+        explicit = dict(self.explicit)
+        for name, value in overrides:
+            explicit[name] = Entry(name, value, origin)
+        defaults = dict(self.defaults)
+        _follow_myhostname(defaults, explicit)
+        config = Config(MappingProxyType(defaults), MappingProxyType(explicit),
+                        self.config_dir, self.warnings)
         config.validate()
         return config
 

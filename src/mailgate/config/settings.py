@@ -95,6 +95,7 @@ class SmtpdSettings:
     delay_reject: bool
     soft_bounce: bool
     ipv6: bool
+    tls: TlsSettings
 
     @property
     def smtputf8_offered(self) -> bool:
@@ -152,6 +153,85 @@ class SmtpdSettings:
             delay_reject=cfg.get_bool("smtpd_delay_reject"),
             soft_bounce=cfg.get_bool("soft_bounce"),
             ipv6=any(p.lower() in ("all", "ipv6") for p in cfg.get_list("inet_protocols")),
+            tls=TlsSettings.from_config(cfg),
+        )
+
+
+_TLS_LEVELS = ("none", "may", "encrypt")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """smtpd's TLS parameters (Postfix 3.7 names); `level` resolved as smtpd does."""
+
+    level: str  # none, may, encrypt
+    wrappermode: bool
+    cert_files: tuple[tuple[str, str, str], ...]  # (certificate, key, origin) in order
+    chain_files: tuple[str, ...]
+    ca_file: str
+    ca_path: str
+    protocols: str
+    ciphers: str  # the OpenSSL cipher list for the grade in force, exclusions applied
+    auth_only: bool
+    received_header: bool
+    loglevel: int
+    ask_ccert: bool
+    req_ccert: bool
+    fingerprint_digest: str
+    starttls_timeout: float
+    preempt_cipherlist: bool
+    origin: str  # where the level comes from (start-up errors name it)
+
+    @property
+    def enabled(self) -> bool:
+        """A TLS context is needed: STARTTLS offered, or wrapper mode."""
+        return self.level != "none" or self.wrappermode
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> TlsSettings:
+        level = cfg.get_str("smtpd_tls_security_level").lower()
+        origin = cfg.origin("smtpd_tls_security_level")
+        if not level:  # Postfix's backwards-compatible parameters
+            enforce = cfg.get_bool("smtpd_enforce_tls")
+            level = "encrypt" if enforce else "may" if cfg.get_bool("smtpd_use_tls") else "none"
+            origin = cfg.origin("smtpd_enforce_tls" if enforce else "smtpd_use_tls")
+        if level not in _TLS_LEVELS:
+            raise ConfigError(f"{origin}: invalid TLS security level: "
+                              f"\"smtpd_tls_security_level = {level}\" (use none, may or "
+                              "encrypt)")
+        mandatory = level == "encrypt"
+        grade = cfg.get_str("smtpd_tls_mandatory_ciphers" if mandatory else
+                            "smtpd_tls_ciphers").lower()
+        if grade not in ("high", "medium", "low", "null"):
+            name = "smtpd_tls_mandatory_ciphers" if mandatory else "smtpd_tls_ciphers"
+            raise ConfigError(f"{cfg.origin(name)}: invalid cipher grade: {grade}")
+        ciphers = cfg.get_str(f"tls_{grade}_cipherlist")
+        exclude = cfg.get_list("smtpd_tls_mandatory_exclude_ciphers" if mandatory else
+                               "smtpd_tls_exclude_ciphers")
+        ciphers += "".join(f":!{item}" for item in exclude)
+        certs = []
+        for cert, key in (("smtpd_tls_cert_file", "smtpd_tls_key_file"),
+                          ("smtpd_tls_eccert_file", "smtpd_tls_eckey_file"),
+                          ("smtpd_tls_dcert_file", "smtpd_tls_dkey_file")):
+            if cfg.get_str(cert):
+                certs.append((cfg.get_str(cert), cfg.get_str(key) or cfg.get_str(cert),
+                              cfg.origin(cert)))
+        return cls(
+            level=level, wrappermode=cfg.get_bool("smtpd_tls_wrappermode"),
+            cert_files=tuple(certs), chain_files=cfg.get_list("smtpd_tls_chain_files"),
+            ca_file=cfg.get_str("smtpd_tls_CAfile"), ca_path=cfg.get_str("smtpd_tls_CApath"),
+            protocols=cfg.get_str("smtpd_tls_mandatory_protocols" if mandatory else
+                                  "smtpd_tls_protocols"),
+            ciphers=ciphers,
+            auth_only=mandatory or cfg.get_bool("smtpd_tls_auth_only"),
+            received_header=cfg.get_bool("smtpd_tls_received_header"),
+            loglevel=cfg.get_int("smtpd_tls_loglevel"),
+            ask_ccert=cfg.get_bool("smtpd_tls_ask_ccert") or cfg.get_bool("smtpd_tls_req_ccert"),
+            req_ccert=cfg.get_bool("smtpd_tls_req_ccert"),
+            fingerprint_digest=cfg.get_str("smtpd_tls_fingerprint_digest").lower(),
+            starttls_timeout=cfg.get_time("smtpd_starttls_timeout"),
+            preempt_cipherlist=cfg.get_bool("tls_preempt_cipherlist"),
+            origin=origin,
         )
 
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mailgate.queue.store import Envelope, Incoming
 from mailgate.server.headers import (
     add_missing_headers,
@@ -22,6 +24,13 @@ from mailgate.smtp.protocol import Command, Message
 
 class DataCommands(TransactionCommands):
     """DATA, end-of-data checks and queueing; the attributes are the Session's."""
+
+    if TYPE_CHECKING:  # provided by TlsCommands
+        def received_protocol(self) -> str:
+            raise NotImplementedError
+
+        def received_tls(self) -> str:
+            raise NotImplementedError
 
     # DATA / BDAT ------------------------------------------------------------------------
     def no_recipients(self) -> str:
@@ -125,8 +134,9 @@ class DataCommands(TransactionCommands):
         content = cut_long_headers(content, self.s.header_size_limit, self.s.line_length_limit)
         helo = st.helo or ""
         header = received_header(helo, self.client.name, self.client.addr,
-                                 self.s.myhostname, self.s.mail_name, st.protocol, queue_id,
-                                 rcpts, now)
+                                 self.s.myhostname, self.s.mail_name,
+                                 self.received_protocol(), queue_id, rcpts, now,
+                                 self.received_tls())
         if self.client.addr in self.svc.local_addresses:
             content, message_id = add_missing_headers(content, queue_id, st.sender,
                                                       self.s.myhostname, now)

@@ -22,10 +22,12 @@ def rfc2822_date(now: float) -> str:
 
 
 def received_header(helo: str, name: str, addr: str, hostname: str, mail_name: str,
-                    protocol: str, queue_id: str, recipients: list[str], now: float) -> bytes:
-    """The `Received:` header smtpd prepends (smtpd.c: `for <rcpt>` only with one recipient)."""
+                    protocol: str, queue_id: str, recipients: list[str], now: float,
+                    tls: str = "") -> bytes:
+    """The `Received:` header smtpd prepends (smtpd.c: `for <rcpt>` only with one recipient;
+    `tls`: the `(using ...)` lines of smtpd_tls_received_header)."""
     rfc_addr = f"IPv6:{addr}" if ":" in addr else addr
-    text = (f"Received: from {helo or name} ({name} [{rfc_addr}])\n"
+    text = (f"Received: from {helo or name} ({name} [{rfc_addr}])\n{tls}"
             f"\tby {hostname} ({mail_name}) with {protocol} id {queue_id}")
     if len(recipients) == 1:
         text += f"\n\tfor <{recipients[0]}>; {rfc2822_date(now)}\n"

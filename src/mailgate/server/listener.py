@@ -1,6 +1,6 @@
-"""The asyncio SMTP listener: the only code that reads and writes client sockets.
+"""The asyncio SMTP listener: accepts or adopts connections and runs one session per client.
 
-One `asyncio.Protocol` per connection feeds the sans-IO core straight from `data_received`
+One `asyncio.Protocol` per connection (server/connection.py) feeds the sans-IO core straight from `data_received`
 (no StreamReader, no timeout object per read) and one coroutine per session runs the
 Session against it. Time limits use one timer per connection, re-armed only when it fires
 early; output is written once per batch of replies and drained only when the transport's
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable
 
@@ -19,13 +20,10 @@ from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import Client
 from mailgate.maps.matchlist import HostAddrList
 from mailgate.master import ConnectionTable
-from mailgate.server.deadline import Deadlines
+from mailgate.server.connection import Connection
 from mailgate.server.session import Services, Session
+from mailgate.server.tls import describe
 from mailgate.smtp.protocol import NEED_DATA, Closed, Mode, ServerConnection
-
-# Command input the session has not asked for yet that makes us stop reading (the client
-# pipelines far ahead while a check waits for DNS); message content is always read.
-_PAUSE = 256 * 1024
 
 
 def _peek(sock: object) -> bytes:
@@ -54,147 +52,6 @@ def _service(sockname: object) -> str:
     if port == 25:
         return "smtp"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class Connection(asyncio.Protocol):
-    """One client connection: input into the sans-IO core, waiting with deadlines, output."""
-
-    def __init__(self, server: SmtpServer, adopted: bool = False) -> None:
-        self.server = server
-        self.adopted = adopted  # handed over by the accept process: already counted
-        self.loop = server.loop
-        s = server.settings
-        self.conn = ServerConnection(s.line_length_limit, s.message_size_limit)
-        self.deadlines = Deadlines(s, time.monotonic)  # the session deadline runs from accept
-        self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.drainer: asyncio.Future[None] | None = None
-        self.deadline = 0.0  # loop time at which the current wait ends
-        self.timer: asyncio.TimerHandle | None = None
-        self.timed_out = False
-        self.unread = 0  # bytes received since the session last waited for input
-        self.received = 0  # bytes received during the current wait
-        self.reading_paused = False
-        self.writing_paused = False
-        self.gone = False
-
-    # --- asyncio.Protocol -------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        if not self.adopted:
-            self.server.spawn(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.conn.receive_data(data)
-        self.received += len(data)
-        if self.waiter is not None:
-            self._wake()
-            return
-        self.unread += len(data)
-        if self.unread > _PAUSE and self.conn.mode is Mode.COMMAND and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
-
-    def eof_received(self) -> bool:
-        self.conn.receive_data(b"")
-        self._wake()
-        return True  # keep the transport open: pending replies (221) still go out
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.gone = True
-        self.conn.receive_data(b"")
-        self._wake()
-        drainer, self.drainer = self.drainer, None
-        if drainer is not None and not drainer.done():
-            drainer.set_result(None)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        drainer, self.drainer = self.drainer, None
-        if drainer is not None and not drainer.done():
-            drainer.set_result(None)
-
-    # --- waiting with a deadline --------------------------------------------------------
-    def _wake(self) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _arm(self, budget: float) -> None:
-        """The current wait ends `budget` seconds from now. One timer per connection: it
-        is moved earlier when needed, and re-armed when it fires before the deadline."""
-        self.timed_out = False
-        self.deadline = self.loop.time() + budget
-        timer = self.timer
-        if timer is None or timer.when() > self.deadline:
-            if timer is not None:
-                timer.cancel()
-            self.timer = self.loop.call_at(self.deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        if self.waiter is None and self.drainer is None:
-            return  # nothing waits: the next wait arms it again
-        if self.loop.time() < self.deadline:
-            self.timer = self.loop.call_at(self.deadline, self._on_timer)
-            return
-        self.timed_out = True
-        self._wake()
-        drainer, self.drainer = self.drainer, None
-        if drainer is not None and not drainer.done():
-            drainer.set_result(None)
-
-    async def read(self) -> bool:
-        """Wait for more input (or its end); False when the time is up."""
-        deadlines = self.deadlines
-        budget = deadlines.read_budget()
-        if budget <= 0:
-            return False
-        if self.reading_paused:
-            self.reading_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
-        self.unread = self.received = 0
-        self._arm(budget)
-        started = time.monotonic()
-        self.waiter = self.loop.create_future()
-        await self.waiter
-        self.waiter = None
-        deadlines.charge_read(time.monotonic() - started, self.received,
-                              self.conn.mode is Mode.DATA or self.conn.mode is Mode.BDAT)
-        return not self.timed_out or self.received > 0
-
-    async def drain(self) -> bool:
-        """Wait until the client took our output; False when it did not in time."""
-        if not self.writing_paused or self.gone:
-            return True
-        budget = self.deadlines.write_budget()
-        if budget > 0:
-            self._arm(budget)
-            self.drainer = self.loop.create_future()
-            await self.drainer
-            self.drainer = None
-            if not self.writing_paused or self.gone:
-                return True
-        self.transport.abort()  # type: ignore[union-attr]  # close() would wait for it
-        return False
-
-    def write(self, data: bytes) -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
-
-    def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.transport is not None:
-            self.transport.close()
 
 
 class SmtpServer:
@@ -242,14 +99,27 @@ class SmtpServer:
         """A connection counted and perhaps greeted by the accept process: its session."""
         assert self.handoff is not None
         try:
-            try:
-                _, protocol = await self.loop.connect_accepted_socket(
-                    lambda: Connection(self, adopted=True), handed.sock)
-            except (OSError, asyncio.CancelledError):
+            wrapped = self.settings.tls.wrappermode
+            try:  # wrapper mode: the handshake first (uvloop reads before anything could
+                # pause the transport, so start_tls would miss the client's hello)
+                made: list[Connection] = []
+
+                def factory() -> Connection:
+                    made.append(Connection(self, adopted=True))
+                    return made[-1]
+
+                await self.loop.connect_accepted_socket(
+                    factory, handed.sock,
+                    ssl=self.services.tls_context if wrapped else None,
+                    ssl_handshake_timeout=self.settings.tls.starttls_timeout if wrapped
+                    else None)
+            except (TimeoutError, OSError, ssl.SSLError, asyncio.CancelledError) as exc:
                 handed.sock.close()
+                if wrapped and not isinstance(exc, asyncio.CancelledError):
+                    await self._wrapper_failed(handed, exc)
                 self.connections.disconnect(handed.addr)
                 return
-            connection: Connection = protocol
+            connection = made[0]  # (with ssl=, uvloop returns its SSL protocol instead)
             self.services.metrics.connection(1)
             if handed.greeted:
                 self.services.metrics.reply(220)
@@ -257,6 +127,18 @@ class SmtpServer:
                                handed.total, handed.greeted, handed.early)
         finally:
             self.handoff.finished(self.worker)
+
+    async def _wrapper_failed(self, handed: Handed, exc: BaseException) -> None:
+        """A wrapper-mode handshake that failed: Postfix's connect, SSL_accept error, lost
+        connection and disconnect lines."""
+        s = self.settings
+        client = await self.services.engine.connect(handed.addr, handed.port,
+                                                    s.peername_lookup)
+        session = Session(s, self.services, client,
+                          ServerConnection(s.line_length_limit, s.message_size_limit))
+        session.log(f"connect from {session.namaddr}")
+        session.tls_failed(exc, counted=False)
+        session.finish()
 
     async def stop(self) -> None:
         if self.channel is not None:
@@ -350,9 +232,11 @@ class SmtpServer:
             await connection.drain()
             session.log(f"disconnect from {session.namaddr} commands=0/0")
             return
-        if not greeted:  # input that arrived before the greeting (3.7.6+ pipelining check)
+        wrapped = s.tls.wrappermode
+        if not greeted and not wrapped:  # input before the greeting (3.7.6+ pipelining check)
             early = connection.conn.buffered(100)
-        await session.start(early, greeted)
+        handshake = (lambda: self._wrapped(connection, session)) if wrapped else None
+        await session.start(b"" if wrapped else early, greeted, handshake)
         try:
             await self._loop(connection, session)
         finally:
@@ -388,6 +272,51 @@ class SmtpServer:
             connection.write(bytes(held))
         return await connection.drain()
 
+    async def _starttls(self, connection: Connection, session: Session) -> bool:
+        """After `220 2.0.0 Ready to start TLS`: send it, drop plaintext the client
+        pipelined behind STARTTLS (CVE-2011-0411), then the handshake."""
+        if connection.gone or connection.transport is None:
+            session.tls_failed(ConnectionResetError(), counted=True)
+            return False
+        connection.transport.pause_reading()  # the client's hello is for start_tls to read
+        if not await self._flush(connection, session):
+            session.timed_out()
+            return False
+        connection.conn.discard_input()
+        return await self._handshake(connection, session, counted=True)
+
+    async def _handshake(self, connection: Connection, session: Session,
+                         counted: bool) -> bool:
+        """The server side of a TLS handshake on the connection (the session's other
+        coroutines wait; other sessions do not), bounded by smtpd_starttls_timeout."""
+        context = self.services.tls_context
+        assert context is not None and connection.transport is not None
+        try:
+            transport = await self.loop.start_tls(
+                connection.transport, connection, context, server_side=True,
+                ssl_handshake_timeout=self.settings.tls.starttls_timeout)
+        except Exception as exc:  # whatever the client did: logged, never a crash
+            session.tls_failed(exc, counted)
+            connection.transport.abort()
+            connection.gone = True
+            return False
+        if transport is None:  # the connection closed during the handshake
+            session.tls_failed(ConnectionResetError(), counted)
+            return False
+        connection.transport = transport
+        session.tls_started(describe(transport.get_extra_info("ssl_object")), counted)
+        return True
+
+    async def _wrapped(self, connection: Connection, session: Session) -> bool:
+        """Wrapper mode: the handshake was made when the connection was adopted."""
+        assert connection.transport is not None
+        ssl_object = connection.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            session.tls_failed(ConnectionResetError(), counted=False)
+            return False
+        session.tls_started(describe(ssl_object), counted=False)
+        return True
+
     async def _loop(self, connection: Connection, session: Session) -> None:
         conn = connection.conn
         deadlines = connection.deadlines
@@ -405,5 +334,7 @@ class SmtpServer:
                 return
             await session.handle(event)
             deadlines.new_request()
+            if session.starttls_pending and not await self._starttls(connection, session):
+                break
         if not connection.gone:
             await self._flush(connection, session)

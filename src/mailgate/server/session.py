@@ -7,6 +7,7 @@ postfix/src/smtpd/smtpd.c (reply codes and texts verified against a live Postfix
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from mailgate.config.settings import SmtpdSettings
@@ -20,7 +21,9 @@ from mailgate.server.bdat import BdatCommands
 from mailgate.server.commands import CommandTable, is_header_name
 from mailgate.server.data import DataCommands
 from mailgate.server.session_commands import SessionCommands
+from mailgate.server.starttls import TlsCommands
 from mailgate.server.stats import CommandStats
+from mailgate.server.tls import TlsInfo
 from mailgate.server.transaction import Services, Transaction
 from mailgate.smtp.protocol import Chunk, Closed, Command, Message, ServerConnection
 from mailgate.smtp.tokens import log_form, smtpd_token
@@ -52,7 +55,8 @@ def _utf8(text: str) -> bool:
     return True
 
 
-class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientCommands):
+class Session(SessionCommands, TlsCommands, BdatCommands, DataCommands,
+              xclient.XclientCommands):
     """Postfix smtpd semantics for one connection; `handle()` an event, read `out`."""
 
     def __init__(self, settings: SmtpdSettings, services: Services, client: Client,
@@ -77,6 +81,8 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
         self.seqno = 0  # numbers the transactions' policy `instance`
         self.access_denied = ""
         self.xclient_allowed = services.xclient_hosts(client)
+        self.tls: TlsInfo | None = None  # the TLS session, once established
+        self.starttls_pending = False  # the listener does the handshake after the 220
 
     # --- replies and logging ----------------------------------------------------------
     def delay(self) -> float:
@@ -141,10 +147,15 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
         self.log(text)
 
     # --- session events ---------------------------------------------------------------
-    async def start(self, early_input: bytes, greeted: bool = False) -> None:
+    async def start(self, early_input: bytes, greeted: bool = False,
+                    handshake: Callable[[], Awaitable[bool]] | None = None) -> None:
         """The session begins; `greeted`: the listener already sent the 220 greeting (it
-        may, with smtpd_delay_reject = yes, while the client's name is looked up)."""
+        may, with smtpd_delay_reject = yes, while the client's name is looked up);
+        `handshake`: smtpd_tls_wrappermode, TLS before the greeting (a failure ends the
+        session)."""
         self.log(f"connect from {self.namaddr}")
+        if handshake is not None and not await handshake():
+            return
         if early_input:
             self.flag_pipelining("CONNECT", early_input)
         if not greeted:
@@ -284,6 +295,8 @@ class Session(SessionCommands, BdatCommands, DataCommands, xclient.XclientComman
             self.error_count += 1
             return
         self.st.where = verb
+        if self.tls_required(verb):
+            return
         self.check_pipelining(verb)
         if self.closing:
             return

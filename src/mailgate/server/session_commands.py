@@ -49,6 +49,10 @@ class SessionCommands:
 
     if TYPE_CHECKING:  # provided by Session and the other mixins
         @property
+        def starttls_offered(self) -> bool:
+            raise NotImplementedError
+
+        @property
         def namaddr(self) -> str:
             raise NotImplementedError
 
@@ -113,6 +117,8 @@ class SessionCommands:
         if not self.s.disable_vrfy:
             words.append("VRFY")
         words.append("ETRN")
+        if self.starttls_offered:
+            words.append("STARTTLS")
         if self.xclient_allowed:
             words.append("XCLIENT " + xclient.ATTRIBUTES)
         words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
@@ -199,13 +205,6 @@ class SessionCommands:
     async def help_cmd(self, cmd: Command) -> bool:
         self.reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY ETRN QUIT")
         return True
-
-    async def starttls_cmd(self, cmd: Command) -> bool:
-        if len(cmd.tokens) != 1:
-            self.reply("501 5.5.4 Syntax: STARTTLS")
-            return False
-        self.reply("502 5.5.1 Error: command not implemented")
-        return False
 
     async def auth_cmd(self, cmd: Command) -> bool:
         if self.s.helo_required and not self.st.helo:  # smtpd_sasl_auth_cmd() asks first

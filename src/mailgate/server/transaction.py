@@ -7,6 +7,7 @@ uses the session's reply and log methods.
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class Services:
     flush_domains: Callable[[str], bool] = lambda domain: False  # fast_flush_domains
     flush_queue: Callable[[], None] = lambda: None  # ETRN: deliver the deferred queue now
     metrics: Metrics = NO_METRICS
+    tls_context: ssl.SSLContext | None = None  # STARTTLS and wrapper mode (server/tls.py)
 
 
 def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:

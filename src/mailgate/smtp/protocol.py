@@ -135,6 +135,16 @@ class ServerConnection:
             return len(self._buf)
         return None
 
+    def discard_input(self) -> int:
+        """Drop command input received but not yet consumed (what a client pipelined after
+        STARTTLS: plaintext that must not be read as if it came over TLS, CVE-2011-0411);
+        returns how many bytes were dropped."""
+        if self.mode is not Mode.COMMAND:
+            return 0
+        dropped = len(self._buf)
+        self._buf.clear()
+        return dropped
+
     def buffered(self, limit: int = 100) -> bytes:
         """Input already received but not yet consumed (for the pipelining check)."""
         return bytes(self._buf[:limit]) if self._buf else b""

@@ -1,0 +1,129 @@
+"""STARTTLS and the TLS state of a session, as Postfix 3.7 smtpd answers and logs them.
+
+`TlsCommands` is mixed into `Session`. The session only decides and logs; the listener does
+the handshake (it owns the transport) between two commands: after `starttls_cmd` has queued
+`220 2.0.0 Ready to start TLS` it sees `starttls_pending`, sends the reply, throws away any
+plaintext the client pipelined behind STARTTLS (CVE-2011-0411), and calls `tls_started()`
+or `tls_failed()`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING
+
+from mailgate.config.settings import SmtpdSettings
+from mailgate.engine.context import CheckState
+from mailgate.server.stats import CommandStats
+from mailgate.server.tls import TlsInfo, library_problem
+from mailgate.server.transaction import Services, Transaction
+from mailgate.smtp.protocol import Command
+
+# smtpd.c's SMTPD_CMD_FLAG_PRE_TLS: what smtpd_tls_security_level = encrypt allows before TLS.
+PRE_TLS = frozenset({"HELO", "EHLO", "XCLIENT", "XFORWARD", "STARTTLS", "NOOP", "QUIT"})
+
+
+class TlsCommands:
+    """STARTTLS, the `encrypt` gate, and what a TLS session changes; attributes are the
+    Session's."""
+
+    s: SmtpdSettings
+    svc: Services
+    st: CheckState
+    tx: Transaction
+    stats: CommandStats
+    closing: bool
+    error_count: int
+    tls: TlsInfo | None
+    starttls_pending: bool
+
+    if TYPE_CHECKING:  # provided by Session
+        @property
+        def namaddr(self) -> str:
+            raise NotImplementedError
+
+        def reply(self, text: str, more: tuple[str, ...] = ()) -> None:
+            raise NotImplementedError
+
+        def log(self, text: str) -> None:
+            raise NotImplementedError
+
+        def warn(self, text: str) -> None:
+            raise NotImplementedError
+
+        def reset_transaction(self) -> None:
+            raise NotImplementedError
+
+    @property
+    def starttls_offered(self) -> bool:
+        """STARTTLS in the EHLO reply: TLS may or must be used, it is not active yet, and
+        the keyword is not discarded."""
+        return (self.tls is None and self.svc.tls_context is not None
+                and self.s.tls.level != "none" and not self.s.tls.wrappermode
+                and "STARTTLS" not in self.s.discard_ehlo_keywords)
+
+    def tls_required(self, verb: str) -> bool:
+        """smtpd_tls_security_level = encrypt: `530 5.7.0 Must issue a STARTTLS command
+        first` to every command but the PRE_TLS ones until TLS is active."""
+        if self.tls is not None or self.s.tls.level != "encrypt" or verb in PRE_TLS:
+            return False
+        self.reply("530 5.7.0 Must issue a STARTTLS command first")
+        self.stats.count(verb.lower(), False)
+        self.error_count += 1
+        return True
+
+    async def starttls_cmd(self, cmd: Command) -> bool | None:
+        if len(cmd.tokens) != 1:
+            self.reply("501 5.5.4 Syntax: STARTTLS")
+            return False
+        if self.tls is not None:
+            self.reply("554 5.5.1 Error: TLS already active")
+            return False
+        if not self.starttls_offered:
+            self.reply("502 5.5.1 Error: command not implemented")
+            return False
+        self.reply("220 2.0.0 Ready to start TLS")
+        self.starttls_pending = True
+        return None  # counted when the handshake is over: `starttls=1` or `starttls=0/1`
+
+    def tls_started(self, info: TlsInfo, counted: bool = True) -> None:
+        """The handshake succeeded (after STARTTLS, or at connect in wrapper mode): the
+        client starts over (RFC 3207 4.2: forget its HELO and any transaction)."""
+        self.starttls_pending = False
+        self.tls = info
+        if counted:
+            self.stats.count("starttls", True)
+        if self.s.tls.loglevel >= 1:
+            self.log(f"Anonymous TLS connection established from {self.namaddr}: "
+                     f"{info.summary()}{info.details}")
+        self.reset_transaction()
+        self.st.helo = ""
+
+    def tls_failed(self, exc: BaseException, counted: bool = True) -> None:
+        """The handshake failed: Postfix's `SSL_accept error` lines; the session ends."""
+        self.starttls_pending = False
+        if counted:
+            self.stats.count("starttls", False)
+        if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+            self.log(f"SSL_accept error from {self.namaddr}: -1")
+            self.warn(library_problem(exc))
+        elif isinstance(exc, TimeoutError):
+            self.log(f"SSL_accept error from {self.namaddr}: Connection timed out")
+        else:
+            self.log(f"SSL_accept error from {self.namaddr}: lost connection")
+        self.log(f"lost connection after {self.st.where} from {self.namaddr}")
+        self.closing = True
+
+    def received_protocol(self) -> str:
+        """The `with` word of `Received:`: ESMTPS with TLS (RFC 3848), SMTP stays SMTP."""
+        protocol = self.st.protocol
+        return protocol + "S" if self.tls is not None and protocol == "ESMTP" else protocol
+
+    def received_tls(self) -> str:
+        """smtpd_tls_received_header = yes: the `(using ...)` lines of `Received:`."""
+        if self.tls is None or not self.s.tls.received_header:
+            return ""
+        info = self.tls
+        text = f"\t(using {info.summary()}"
+        text += f"\n\t {info.details.lstrip()})" if info.details else ")"
+        return text + "\n\t(No client certificate requested)\n"

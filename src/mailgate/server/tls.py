@@ -1,0 +1,228 @@
+"""smtpd's TLS: the server context from Postfix's parameters, and the facts Postfix logs of a session.
+
+Python's `ssl` gives the protocol and cipher; what Postfix also logs (the key exchange group,
+the server signature and its digest) comes from OpenSSL through `ctypes` on the SSL object
+the `ssl` module holds, checked against `ssl`'s own answer before it is trusted; when that
+is not possible the log line simply ends after the cipher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from mailgate.config.settings import TlsSettings
+from mailgate.errors import ConfigError
+
+_VERSIONS = {"SSLv2": None, "SSLv3": ssl.TLSVersion.SSLv3, "TLSv1": ssl.TLSVersion.TLSv1,
+             "TLSv1.1": ssl.TLSVersion.TLSv1_1, "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+             "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+_ORDER = list(_VERSIONS)
+
+
+def protocol_range(text: str) -> tuple[str, str]:
+    """Postfix's protocol list (`>=TLSv1`, `<=TLSv1.2`, `!SSLv3, !TLSv1`, `TLSv1.2 TLSv1.3`)
+    as the (lowest, highest) version allowed; Python's ssl has a range only, so an
+    exclusion inside the range is not applied (docs/tls.md). ValueError: a bad word."""
+    allowed = set(_ORDER)
+    included: set[str] = set()
+    for word in text.replace(",", " ").replace(":", " ").split():
+        for prefix in (">=", "<=", "!", ""):
+            if word.startswith(prefix):
+                name = word[len(prefix):]
+                break
+        if name not in _VERSIONS:
+            raise ValueError(f"unknown TLS protocol: {word}")
+        index = _ORDER.index(name)
+        if prefix == ">=":
+            allowed -= set(_ORDER[:index])
+        elif prefix == "<=":
+            allowed -= set(_ORDER[index + 1:])
+        elif prefix == "!":
+            allowed.discard(name)
+        else:
+            included.add(name)
+    if included:
+        allowed &= included
+    allowed.discard("SSLv2")
+    if not allowed:
+        raise ValueError("no TLS protocol left")
+    ordered = [v for v in _ORDER if v in allowed]
+    return ordered[0], ordered[-1]
+
+
+def server_context(tls: TlsSettings) -> ssl.SSLContext | None:
+    """The SSL context of smtpd's STARTTLS and wrapper mode, or None when TLS is off.
+    ConfigError (start-up stops) for a certificate, key, protocol or cipher list that does
+    not load: Postfix would only log a warning and offer no TLS, which for `encrypt` or a
+    wrapper-mode port means no mail at all."""
+    if not tls.enabled:
+        return None
+    if not tls.cert_files:
+        raise ConfigError(f"{tls.origin}: TLS is on, but smtpd_tls_cert_file (or "
+                          "smtpd_tls_eccert_file, smtpd_tls_chain_files) is not set")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for cert, key, origin in tls.cert_files:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{origin}: cannot load the certificate {cert} with the key "
+                              f"{key}: {exc}") from exc
+    for chain in tls.chain_files:
+        try:
+            ctx.load_cert_chain(chain)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"smtpd_tls_chain_files: cannot load {chain}: {exc}") from exc
+    try:
+        low, high = protocol_range(tls.protocols)
+        ctx.minimum_version = _VERSIONS[low] or ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.maximum_version = _VERSIONS[high] or ssl.TLSVersion.MAXIMUM_SUPPORTED
+    except ValueError as exc:
+        raise ConfigError(f"smtpd_tls_protocols: {exc}") from exc
+    try:
+        ctx.set_ciphers(tls.ciphers)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"smtpd_tls_ciphers: no cipher matches {tls.ciphers!r}") from exc
+    if not tls.preempt_cipherlist:  # tls_preempt_cipherlist = no: the client's order
+        ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    if tls.ca_file or tls.ca_path:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            ctx.load_verify_locations(tls.ca_file or None, tls.ca_path or None)
+    return ctx
+
+
+@dataclass(frozen=True)
+class TlsInfo:
+    """What Postfix logs and writes in `Received:` of an established TLS session."""
+
+    protocol: str
+    cipher: str
+    bits: int
+    details: str  # " key-exchange X25519 server-signature RSA-PSS (2048 bits) ...", or ""
+
+    def summary(self) -> str:
+        return f"{self.protocol} with cipher {self.cipher} ({self.bits}/{self.bits} bits)"
+
+
+def describe(ssl_object: Any) -> TlsInfo:
+    """The facts of an established session (an `ssl.SSLObject` or `ssl.SSLSocket`)."""
+    version = ssl_object.version() or "unknown"
+    name, _, bits = ssl_object.cipher() or ("unknown", "", 0)
+    details = ""
+    with contextlib.suppress(Exception):  # no OpenSSL access: the line ends at the cipher
+        details = _openssl().details(ssl_object, version)
+    return TlsInfo(version, name, int(bits or 0), details)
+
+
+_TLS_VERSION_CODES = {"TLSv1": 0x301, "TLSv1.1": 0x302, "TLSv1.2": 0x303, "TLSv1.3": 0x304}
+_SIGNATURES = {"RSASSA-PSS": "RSA-PSS", "rsaEncryption": "RSA", "id-ecPublicKey": "ECDSA",
+               "ED25519": "ED25519", "ED448": "ED448"}
+_X_GROUPS = {"X25519", "X448"}
+_SSL_CTRL_GET_SIGNATURE_NID = 132
+_SSL_CTRL_GET_NEGOTIATED_GROUP = 134
+
+
+class _OpenSsl:
+    """The few libssl/libcrypto calls that Postfix's summary needs."""
+
+    def __init__(self) -> None:
+        ssl_lib = ctypes.CDLL(ctypes.util.find_library("ssl") or "libssl.so.3")
+        crypto = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
+        self.ctrl = ssl_lib.SSL_ctrl
+        self.ctrl.restype = ctypes.c_long
+        self.ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+        self.version = ssl_lib.SSL_version
+        self.version.argtypes = [ctypes.c_void_p]
+        self.sig_type = ssl_lib.SSL_get_signature_type_nid
+        self.sig_type.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+        self.certificate = ssl_lib.SSL_get_certificate
+        self.certificate.restype = ctypes.c_void_p
+        self.certificate.argtypes = [ctypes.c_void_p]
+        self.pubkey = crypto.X509_get0_pubkey
+        self.pubkey.restype = ctypes.c_void_p
+        self.pubkey.argtypes = [ctypes.c_void_p]
+        bits = getattr(crypto, "EVP_PKEY_get_bits", None) or crypto.EVP_PKEY_bits
+        bits.argtypes = [ctypes.c_void_p]
+        self.key_bits = bits
+        self.nid2sn = crypto.OBJ_nid2sn
+        self.nid2sn.restype = ctypes.c_char_p
+        self.nid2sn.argtypes = [ctypes.c_int]
+        self.group_name = getattr(crypto, "EVP_PKEY_get_group_name", None)
+        if self.group_name is not None:
+            self.group_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                        ctypes.POINTER(ctypes.c_size_t)]
+
+    def _ssl_pointer(self, ssl_object: Any, version: str) -> int:
+        """The SSL* inside CPython's _ssl._SSLSocket (after PyObject_HEAD and one pointer),
+        trusted only if OpenSSL reports the same protocol version as `ssl` did."""
+        inner = getattr(ssl_object, "_sslobj", ssl_object)
+        pointer = ctypes.c_void_p.from_address(id(inner) + 3 * ctypes.sizeof(ctypes.c_void_p))
+        if not pointer.value or self.version(pointer.value) != _TLS_VERSION_CODES.get(version):
+            raise ValueError("not an SSL object")
+        return pointer.value
+
+    def _sn(self, nid: int) -> str:
+        name = self.nid2sn(nid)
+        return name.decode() if name else ""
+
+    def details(self, ssl_object: Any, version: str) -> str:
+        ptr = self._ssl_pointer(ssl_object, version)
+        out = ""
+        group = self._sn(self.ctrl(ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None))
+        if group:
+            out += f" key-exchange {group}" if group in _X_GROUPS else \
+                f" key-exchange ECDHE ({group})"
+        nid = ctypes.c_int(0)
+        if self.sig_type(ptr, ctypes.byref(nid)) and nid.value:
+            signature = _SIGNATURES.get(self._sn(nid.value), self._sn(nid.value))
+            out += f" server-signature {signature}"
+            key = self.pubkey(self.certificate(ptr) or 0) if self.certificate(ptr) else None
+            if key:
+                if signature == "ECDSA" and self.group_name is not None:
+                    buf = ctypes.create_string_buffer(80)
+                    size = ctypes.c_size_t(0)
+                    if self.group_name(key, buf, 80, ctypes.byref(size)):
+                        out += f" ({buf.value.decode()})"
+                elif signature not in ("ED25519", "ED448"):
+                    out += f" ({self.key_bits(key)} bits)"
+            digest = ctypes.c_int(0)
+            if self.ctrl(ptr, _SSL_CTRL_GET_SIGNATURE_NID, 0, ctypes.byref(digest)) and \
+                    digest.value:
+                out += f" server-digest {self._sn(digest.value)}"
+        return out
+
+
+_LOADED: list[_OpenSsl] = []
+
+
+def _openssl() -> _OpenSsl:
+    if not _LOADED:  # loaded once per process, on the first TLS session
+        _LOADED.append(_OpenSsl())
+    return _LOADED[0]
+
+
+# OpenSSL 3 packed error codes (ERR_PACK(ERR_LIB_SSL, reason)) of the handshake failures a
+# client causes, for Postfix's `TLS library problem` line (Python keeps only the names).
+_SSL_REASONS = {"WRONG_VERSION_NUMBER": 0x10B, "HTTP_REQUEST": 0x9C, "HTTPS_PROXY_REQUEST": 0x9B,
+                "UNSUPPORTED_PROTOCOL": 0x102, "NO_SHARED_CIPHER": 0xC1,
+                "NO_PROTOCOLS_AVAILABLE": 0xBF, "UNEXPECTED_MESSAGE": 0xF4,
+                "RECORD_LENGTH_MISMATCH": 0xD5, "PACKET_LENGTH_TOO_LONG": 0xC6,
+                "UNKNOWN_PROTOCOL": 0xFC, "VERSION_TOO_LOW": 0x18C,
+                "TLSV1_ALERT_PROTOCOL_VERSION": 0x46C, "SSLV3_ALERT_BAD_CERTIFICATE": 0x412,
+                "TLSV1_ALERT_UNKNOWN_CA": 0x418, "TLSV1_ALERT_DECODE_ERROR": 0x41A,
+                "SSLV3_ALERT_HANDSHAKE_FAILURE": 0x410}
+
+
+def library_problem(exc: ssl.SSLError) -> str:
+    """Postfix's `TLS library problem: error:0A00010B:SSL routines::wrong version number:`
+    (without OpenSSL's source file and line, which Python does not keep)."""
+    reason = getattr(exc, "reason", None) or ""
+    text = reason.lower().replace("_", " ")
+    code = _SSL_REASONS.get(reason)
+    if code is None:
+        return f"TLS library problem: {exc}"
+    return f"TLS library problem: error:{(20 << 23) | code:08X}:SSL routines::{text}:"
