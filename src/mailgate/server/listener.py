@@ -1,10 +1,10 @@
 """The asyncio SMTP listener: accepts or adopts connections and runs one session per client.
 
-One `asyncio.Protocol` per connection (server/connection.py) feeds the sans-IO core straight from `data_received`
-(no StreamReader, no timeout object per read) and one coroutine per session runs the
-Session against it. Time limits use one timer per connection, re-armed only when it fires
-early; output is written once per batch of replies and drained only when the transport's
-buffer is full.
+One `asyncio.Protocol` per connection (server/connection.py) feeds the sans-IO core
+straight from `data_received` (no StreamReader, no timeout object per read) and one
+coroutine per session runs the Session against it. Time limits use one timer per
+connection, re-armed only when it fires early; output is written once per batch of replies
+and drained only when the transport's buffer is full.
 """
 
 from __future__ import annotations
