@@ -208,3 +208,18 @@ def test_a_certificate_that_does_not_load_stops_startup(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert re.search(r"main\.cf, line \d+: cannot load the certificate .*missing\.pem", done.stderr), \
         done.stderr
+
+
+def test_after_starttls_the_helo_is_forgotten(server_factory, certs: Certs) -> None:  # type: ignore[no-untyped-def]
+    """RFC 3207 4.2: the HELO given before TLS no longer counts; HELO restrictions then see
+    none (they are skipped, as Postfix's helo_reset() leaves no name) until the next EHLO."""
+    server = server_factory(**tls_settings(
+        certs, smtpd_helo_restrictions="reject_invalid_helo_hostname",
+        smtpd_helo_required="yes")).start()
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+        ehlo_words(smtp)
+        smtp.starttls(context=client_context(certs))
+        assert smtp.docmd("MAIL FROM:<a@client.example>") == \
+            (503, b"5.5.1 Error: send HELO/EHLO first")
+        ehlo_words(smtp)
+        assert smtp.docmd("MAIL FROM:<a@client.example>")[0] == 250

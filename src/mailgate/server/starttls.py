@@ -97,7 +97,7 @@ class TlsCommands:
             self.log(f"Anonymous TLS connection established from {self.namaddr}: "
                      f"{info.summary()}{info.details}")
         self.reset_transaction()
-        self.st.helo = ""
+        self.st.helo = None  # helo_reset(): restrictions see no HELO until the next one
 
     def tls_failed(self, exc: BaseException, counted: bool = True) -> None:
         """The handshake failed: Postfix's `SSL_accept error` lines; the session ends."""
