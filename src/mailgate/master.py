@@ -121,6 +121,9 @@ def bind(listen: tuple[ListenAddress, ...]) -> list[socket.socket]:
     return sockets
 
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -139,6 +142,7 @@ def _spawn(index: int, worker: Callable[[int], None], master_pid: int) -> int:
             os._exit(1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # held by the master's fork
         worker(index)
     except BaseException as exc:  # a worker must never return into the master's code
         print(f"mailgate: worker {index}: {exc!r}", file=sys.stderr)
@@ -163,7 +167,13 @@ def run_workers(count: int, worker: Callable[[int], None],
     master_pid = os.getpid()
 
     def start(index: int) -> None:
-        children[_spawn(index, worker, master_pid)] = index
+        # SIGTERM held while forking: a child forked but not yet in `children` would never
+        # be told to stop, and the master would wait for it forever.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            children[_spawn(index, worker, master_pid)] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def stop(signum: int, frame: Any) -> None:
         nonlocal stopping
@@ -195,6 +205,8 @@ def run_workers(count: int, worker: Callable[[int], None],
             time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
 
     for index in range(count):
+        if stopping:  # SIGTERM while starting: the children not yet forked never start
+            break
         start(index)
     restarts: list[float] = []
     delay = 1.0
