@@ -37,21 +37,17 @@ def neuter(name: str) -> str:
 _NEUTER = str.maketrans({c: "?" for c in ' <>()\\";@'})
 
 
-class SessionCommands:
-    """Handlers of the session-level commands; the attributes below are the Session's."""
+class SessionParts:
+    """What the session-level mixins (these commands, STARTTLS) use of the Session: its
+    settings, services and state, and the methods below (declared for the type checker
+    only; at run time the class is empty)."""
 
     s: SmtpdSettings
     svc: Services
     tx: Transaction
     st: CheckState
-    sleep: float
-    xclient_allowed: bool
 
-    if TYPE_CHECKING:  # provided by Session and the other mixins
-        @property
-        def starttls_offered(self) -> bool:
-            raise NotImplementedError
-
+    if TYPE_CHECKING:  # provided by Session
         @property
         def namaddr(self) -> str:
             raise NotImplementedError
@@ -66,6 +62,18 @@ class SessionCommands:
             raise NotImplementedError
 
         def reset_transaction(self) -> None:
+            raise NotImplementedError
+
+
+class SessionCommands(SessionParts):
+    """Handlers of the session-level commands; the attributes below are the Session's."""
+
+    sleep: float
+    xclient_allowed: bool
+
+    if TYPE_CHECKING:  # provided by the other mixins
+        @property
+        def starttls_offered(self) -> bool:
             raise NotImplementedError
 
         async def check_recipient(self, recipient: str, resolution: Resolution | None) -> bool:

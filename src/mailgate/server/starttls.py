@@ -10,49 +10,25 @@ or `tls_failed()`.
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING
 
-from mailgate.config.settings import SmtpdSettings
-from mailgate.engine.context import CheckState
+from mailgate.server.session_commands import SessionParts
 from mailgate.server.stats import CommandStats
 from mailgate.server.tls import TlsInfo, library_problem
-from mailgate.server.transaction import Services, Transaction
 from mailgate.smtp.protocol import Command
 
 # smtpd.c's SMTPD_CMD_FLAG_PRE_TLS: what smtpd_tls_security_level = encrypt allows before TLS.
 PRE_TLS = frozenset({"HELO", "EHLO", "XCLIENT", "XFORWARD", "STARTTLS", "NOOP", "QUIT"})
 
 
-class TlsCommands:
+class TlsCommands(SessionParts):
     """STARTTLS, the `encrypt` gate, and what a TLS session changes; attributes are the
     Session's."""
 
-    s: SmtpdSettings
-    svc: Services
-    st: CheckState
-    tx: Transaction
     stats: CommandStats
     closing: bool
     error_count: int
     tls: TlsInfo | None
     starttls_pending: bool
-
-    if TYPE_CHECKING:  # provided by Session
-        @property
-        def namaddr(self) -> str:
-            raise NotImplementedError
-
-        def reply(self, text: str, more: tuple[str, ...] = ()) -> None:
-            raise NotImplementedError
-
-        def log(self, text: str) -> None:
-            raise NotImplementedError
-
-        def warn(self, text: str) -> None:
-            raise NotImplementedError
-
-        def reset_transaction(self) -> None:
-            raise NotImplementedError
 
     @property
     def starttls_offered(self) -> bool:

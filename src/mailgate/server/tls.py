@@ -180,7 +180,8 @@ class _OpenSsl:
         if self.sig_type(ptr, ctypes.byref(nid)) and nid.value:
             signature = _SIGNATURES.get(self._sn(nid.value), self._sn(nid.value))
             out += f" server-signature {signature}"
-            key = self.pubkey(self.certificate(ptr) or 0) if self.certificate(ptr) else None
+            cert = self.certificate(ptr)
+            key = self.pubkey(cert) if cert else None
             if key:
                 if signature == "ECDSA" and self.group_name is not None:
                     buf = ctypes.create_string_buffer(80)
