@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from support.dovecotauth import DovecotAuth
     from support.reference import Instance
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -329,3 +330,21 @@ def reference_postfix(tmp_path_factory: pytest.TempPathFactory, name: str, port:
         yield instance
     finally:
         instance.stop()
+
+
+def dovecot_auth() -> Iterator[DovecotAuth]:
+    """For a module-scoped fixture: a real Dovecot serving only its auth service
+    (support.dovecotauth) on a free loopback port, stopped by its PID at the end."""
+    import tempfile
+
+    from support.dovecotauth import DovecotAuth
+
+    binary = require("dovecot")
+    top = Path(tempfile.mkdtemp(prefix="mailgate-auth-"))
+    top.chmod(0o755)  # Dovecot's auth process (user dovecot) reads the passwd-file here
+    server = DovecotAuth(binary, top, free_port())
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(top, ignore_errors=True)

@@ -40,6 +40,7 @@ from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.manager import QueueManager
 from mailgate.queue.space import minfree_warning
 from mailgate.queue.store import Envelope, Incoming, QueueStore
+from mailgate.sasl.server import SaslServer
 from mailgate.server.commands import ForbiddenCommands
 from mailgate.server.listener import SmtpServer
 from mailgate.server.session import Services
@@ -142,6 +143,9 @@ class App:
             log.log("smtpd", f"warning: {minfree}")  # as each Postfix smtpd at start-up
         local = interface_addresses(cfg, [a.host for a in smtpd.listen])
         smtpd_log = functools.partial(log.log, "smtpd")
+
+        def warn(text: str) -> None:
+            log.log("smtpd", f"warning: {text}")
         resolver = build_resolver(cfg, registry, local, smtpd_log)
         engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics)
         store = QueueStore(delivery.queue_directory, fsync=fsync, slot=worker,
@@ -179,7 +183,10 @@ class App:
                                          registry),
             flush_domains=domain_matcher(cfg, "fast_flush_domains", registry),
             flush_queue=lambda: qmgr.flush_soon(), metrics=metrics,
-            tls_context=server_context(smtpd.tls))
+            tls_context=server_context(smtpd.tls),
+            sasl=SaslServer.build(smtpd.sasl, Path(delivery.queue_directory), warn=warn,
+                                  exempt=client_pair_matcher(
+                                      smtpd.sasl.exceptions_networks, registry)))
         exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                         or mynetworks_patterns(cfg), registry)
         server = SmtpServer(smtpd, services, exceptions, connections)
@@ -279,6 +286,7 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         relay_recipient_maps=table("relay_recipient_maps"),
         canonical_maps=table("canonical_maps"),
         sender_canonical_maps=table("sender_canonical_maps"),
+        sender_login_maps=table("smtpd_sender_login_maps"),
         recipient_canonical_maps=table("recipient_canonical_maps"),
         inet_interfaces=local, policy=policy,
         idna=IdnaCache(transitional=cfg.get_bool("enable_idna2003_compatibility")),
@@ -315,6 +323,22 @@ def client_matcher(patterns: tuple[str, ...], registry: Registry) -> Callable[[C
         try:
             return networks.match(client.name, client.addr)
         except MapError:
+            return False
+
+    return match
+
+
+def client_pair_matcher(patterns: tuple[str, ...], registry: Registry
+                        ) -> Callable[[str, str], bool]:
+    """A client list (smtpd_sasl_exceptions_networks) matched on (address, name)."""
+    if not patterns:
+        return lambda addr, name: False
+    hosts = HostAddrList.build(patterns, registry)
+
+    def match(addr: str, name: str) -> bool:
+        try:
+            return hosts.match(name, addr)
+        except MapError:  # AUTH stays announced
             return False
 
     return match

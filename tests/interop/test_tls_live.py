@@ -4,9 +4,6 @@ with the same certificate give the same replies, smtpd log lines and `Received:`
 from __future__ import annotations
 
 import difflib
-import re
-import socket
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import pytest
 from conftest import HOSTNAME, reference_postfix, require, wait_until
 from support import reference
 from support.certs import Certs, make
+from support.livesession import log_lines, mail_count, play, received
 from support.reference import Instance
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
@@ -59,53 +57,6 @@ SCRIPTS: dict[str, tuple[dict[str, str], list[Step]]] = {
 }
 
 
-def _reply(f: object) -> bytes:
-    out = b""
-    while True:
-        line: bytes = f.readline()  # type: ignore[attr-defined]
-        out += line
-        if not line or line[3:4] != b"-":
-            return out
-
-
-def play(port: int, steps: list[Step], ca: Path) -> list[str]:
-    ctx = ssl.create_default_context(cafile=str(ca))
-    ctx.check_hostname = False
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    wrapper = steps[0][0] == "TLS"
-    f = sock.makefile("rb")
-    out = [] if wrapper else [_reply(f).decode()]
-    for kind, data in steps:
-        if kind == "TLS":
-            sock = ctx.wrap_socket(sock, server_hostname=HOSTNAME)
-            f = sock.makefile("rb")
-        elif kind == "R":
-            out.append(_reply(f).decode())
-        elif kind == "P":
-            sock.sendall(data)
-        else:
-            sock.sendall(data + b"\r\n")
-            out.append(_reply(f).decode())
-    sock.close()
-    return [re.sub(r"queued as [0-9A-F]+", "queued as QUEUEID", r) for r in out]
-
-
-def received(mail: Path) -> str:
-    files = list((mail / "example.test" / "alice" / "new").glob("*"))
-    if not files:
-        return ""
-    text = max(files, key=lambda f: f.stat().st_mtime_ns).read_text()
-    header = text[text.index("Received: "):text.index("\nSubject:")]
-    header = re.sub(r"id [0-9A-F]+", "id QUEUEID", header.replace("(mailgate)", "(Postfix)"))
-    return re.sub(r"; .*\(UTC\)", "; DATE", header)
-
-
-def log_lines(log: Path, skip: int = 0) -> list[str]:
-    # OpenSSL's source file and line end Postfix's library-problem line; Python keeps none.
-    return [re.sub(r"(TLS library problem: error:[0-9A-F]+:[^:]*::[^:]*:).*", r"\1", line)
-            for line in reference.smtpd_lines(log, skip)]
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     require("openssl")
@@ -115,11 +66,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     yield from reference_postfix(tmp_path_factory, "tls")
-
-
-def mail_count(mail: Path) -> int:
-    new = mail / "example.test" / "alice" / "new"
-    return len(list(new.iterdir())) if new.exists() else 0
 
 
 @pytest.mark.interop

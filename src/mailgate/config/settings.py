@@ -96,6 +96,7 @@ class SmtpdSettings:
     soft_bounce: bool
     ipv6: bool
     tls: TlsSettings
+    sasl: SaslSettings
 
     @property
     def smtputf8_offered(self) -> bool:
@@ -154,10 +155,48 @@ class SmtpdSettings:
             soft_bounce=cfg.get_bool("soft_bounce"),
             ipv6=any(p.lower() in ("all", "ipv6") for p in cfg.get_list("inet_protocols")),
             tls=TlsSettings.from_config(cfg),
+            sasl=SaslSettings.from_config(cfg),
         )
 
 
 _TLS_LEVELS = ("none", "may", "encrypt")
+
+
+@dataclass(frozen=True, slots=True)
+class SaslSettings:
+    """SMTP AUTH (Postfix 3.7 names); `enabled` only with smtpd_sasl_auth_enable = yes.
+    The security options stay words here: the SASL layer parses them (a ConfigError at
+    start-up when one is unknown)."""
+
+    enabled: bool
+    path: str
+    service: str
+    security_options: tuple[str, ...]
+    tls_security_options: tuple[str, ...]
+    exceptions_networks: tuple[str, ...]
+    authenticated_header: bool
+    response_limit: int
+    broken_clients: bool
+    origin: str
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SaslSettings:
+        enabled = cfg.get_bool("smtpd_sasl_auth_enable")
+        kind = cfg.get_str("smtpd_sasl_type").lower()
+        if enabled and kind != "dovecot":  # Postfix: "unsupported SASL server implementation"
+            raise ConfigError(f"{cfg.origin('smtpd_sasl_type')}: unsupported SASL server "
+                              f"implementation: {kind} (mailgate speaks to Dovecot only: "
+                              "smtpd_sasl_type = dovecot)")
+        return cls(
+            enabled=enabled, path=cfg.get_str("smtpd_sasl_path"),
+            service=cfg.get_str("smtpd_sasl_service"),
+            security_options=cfg.get_list("smtpd_sasl_security_options"),
+            tls_security_options=cfg.get_list("smtpd_sasl_tls_security_options"),
+            exceptions_networks=cfg.get_list("smtpd_sasl_exceptions_networks"),
+            authenticated_header=cfg.get_bool("smtpd_sasl_authenticated_header"),
+            response_limit=cfg.get_int("smtpd_sasl_response_limit"),
+            broken_clients=cfg.get_bool("broken_sasl_auth_clients"),
+            origin=cfg.origin("smtpd_sasl_auth_enable"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,10 @@ class CheckState:
     ill_pipelining: bool = False
     smtputf8: bool = False  # MAIL FROM ... SMTPUTF8: non-ASCII domains are then allowed
     ccert_fingerprint: str | None = None  # a verified TLS client certificate (none yet)
+    encryption: tuple[str, str, int] | None = None  # TLS (protocol, cipher, bits), once on
+    sasl_method: str | None = None  # after a successful AUTH (smtpd's state->sasl_*)
+    sasl_username: str | None = None
+    sasl_sender: str | None = None  # MAIL AUTH= (not <>), until mail_reset()
     # what a policy request tells besides the above (smtpd's state->instance etc.)
     instance: str = ""  # set when MAIL is accepted
     size: int = 0  # MAIL SIZE=, then the message's size once it is received
@@ -100,6 +104,7 @@ class CheckState:
     def mail_reset(self) -> None:
         """What smtpd's mail_reset() clears."""
         self.sender = None
+        self.sasl_sender = None
         self.queue_id = None
         self.smtputf8 = False
         self.instance = ""

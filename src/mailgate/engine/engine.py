@@ -20,6 +20,7 @@ from mailgate.engine import (  # noqa: F401  (registration)
     policy,
     recipients,
     restrictions,
+    senderlogin,
 )
 from mailgate.engine.connect import Prefetch, lookup_client
 from mailgate.engine.context import CheckState, Client, Pending

@@ -86,9 +86,18 @@ def permit_inet_interfaces(ev: Evaluation, frame: Frame, args: Args) -> Status:
     return Status.DUNNO
 
 
-@restriction("permit_sasl_authenticated", "permit_tls_all_clientcerts")
-def permit_unauthenticated(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    return Status.DUNNO  # no SASL and no TLS client certificates in this server
+@restriction("permit_sasl_authenticated")
+def permit_sasl_authenticated(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    """A client that logged in with SMTP AUTH (any mechanism but ANONYMOUS)."""
+    method = ev.st.sasl_method
+    if method is None or method.lower() == "anonymous":
+        return Status.DUNNO
+    return ev.permit("permit_sasl_authenticated", Frame(ev.st.namaddr, "Client host", None))
+
+
+@restriction("permit_tls_all_clientcerts")
+def permit_tls_all_clientcerts(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    return Status.DUNNO  # no TLS client certificates are asked for yet
 
 
 @restriction("permit_tls_clientcerts")
@@ -109,6 +118,8 @@ def permit_tls_clientcerts(ev: Evaluation, frame: Frame, args: Args) -> Status:
 
 @restriction("reject_plaintext_session")
 def reject_plaintext_session(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    if ev.st.encryption is not None:
+        return Status.DUNNO
     return ev.reject(ev.settings.code("plaintext_reject_code"), "4.7.1",
                      "Session encryption is required")
 

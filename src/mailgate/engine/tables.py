@@ -45,6 +45,7 @@ class EngineTables:
     sender_canonical_maps: Map | None = None
     recipient_canonical_maps: Map | None = None
     relay_clientcerts: Map | None = None
+    sender_login_maps: Map | None = None  # smtpd_sender_login_maps
     inet_interfaces: frozenset[str] = frozenset()
     alias_unknown_text: str | None = None
     # smtpd_log_access_permit_actions: a match list (names, or tables such as static:all)

@@ -123,7 +123,21 @@ def check_state(req: Request) -> CheckState:
                       rcpt_count=rcpt_count, where=state,
                       protocol=req.get("protocol_name") or "SMTP",
                       queue_id=req.get("queue_id") or None,
-                      instance=req.get("instance"), size=int(size) if size.isdigit() else 0)
+                      instance=req.get("instance"), size=int(size) if size.isdigit() else 0,
+                      sasl_method=req.get("sasl_method") or None,
+                      sasl_username=req.get("sasl_username") or None,
+                      sasl_sender=req.get("sasl_sender") or None,
+                      ccert_fingerprint=req.get("ccert_fingerprint") or None,
+                      encryption=_encryption(req))
+
+
+def _encryption(req: Request) -> tuple[str, str, int] | None:
+    """The session's TLS, from the encryption_* attributes (none without a protocol)."""
+    protocol = req.get("encryption_protocol")
+    if not protocol:
+        return None
+    bits = req.get("encryption_keysize")
+    return protocol, req.get("encryption_cipher"), int(bits) if bits.isdigit() else 0
 
 
 def _detail(reply: Reply | None) -> str:

@@ -57,9 +57,10 @@ def _no_warning(text: str) -> None:
 class AuthUnavailable(MailgateError):
     """The authentication server cannot be used now; `reason` is the text for the 454 reply."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, sets_reply: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.sets_reply = sets_reply  # see TemporaryFailure
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class _Connection:
         self.handshake = handshake
         self.waiting: dict[int, asyncio.Future[Reply]] = {}
         self.alive = True
+        self.lost = False  # the server closed it (Postfix notices at the next request)
         self._warn = warn
         self._task = asyncio.get_running_loop().create_task(self._read(reader, lines))
 
@@ -112,6 +114,7 @@ class _Connection:
             self._warn(str(e))
         except OSError:
             pass
+        self.lost = True
         self.close()
 
     def _dispatch(self, line: str) -> None:
@@ -158,14 +161,25 @@ class DovecotClient:
         self.pid = os.getpid() if pid is None else pid
         self.warn = warn
         self._conn: _Connection | None = None
+        self._handshake: Handshake | None = None  # the last one read
         self._lock = asyncio.Lock()
         self._last_id = 0
 
     async def mechanisms(self, options: SecurityOptions) -> tuple[str, ...]:
         """The mechanisms to announce with these smtpd_sasl_security_options (connects when
-        needed). Raises AuthUnavailable when the server cannot be reached."""
-        conn = await self.connection()
-        return offered_mechanisms(conn.handshake, options)
+        needed). Once a handshake was read, its list stands while the server is away (as a
+        Postfix smtpd keeps it: AUTH then gets 454); before that, AuthUnavailable."""
+        conn = self._conn
+        if conn is not None and (conn.alive or conn.lost) and self._handshake is not None:
+            handshake = self._handshake  # a lost one is noticed by the next AUTH only
+        else:
+            try:
+                handshake = (await self.connection()).handshake
+            except AuthUnavailable:
+                if self._handshake is None:
+                    raise
+                handshake = self._handshake
+        return offered_mechanisms(handshake, options)
 
     def exchange(self, mechanism: str, *, offered: Sequence[str], local_addr: str,
                  remote_addr: str, secured: bool = False) -> Exchange:
@@ -179,18 +193,22 @@ class DovecotClient:
         async with self._lock:
             if self._conn is not None and self._conn.alive:
                 return self._conn
+            lost = self._conn is not None and self._conn.lost
             self._conn = None
             try:
                 async with asyncio.timeout(self.timeout):
                     self._conn = await self._connect()
+                self._handshake = self._conn.handshake
             except (OSError, TimeoutError) as e:
+                if lost:  # Postfix writes to the closed connection and reads its end
+                    raise AuthUnavailable(CONNECTION_LOST) from e
                 what = e.strerror if isinstance(e, OSError) and e.strerror else "timed out"
                 self.warn(f"SASL: Connect to Dovecot auth socket '{self.endpoint.name}' "
                           f"failed: {what}")
-                raise AuthUnavailable(CANNOT_CONNECT) from e
+                raise AuthUnavailable(CANNOT_CONNECT, sets_reply=False) from e
             except RemoteProtocolError as e:
                 self.warn(str(e))
-                raise AuthUnavailable(CANNOT_CONNECT) from e
+                raise AuthUnavailable(CANNOT_CONNECT, sets_reply=False) from e
             return self._conn
 
     async def _connect(self) -> _Connection:
@@ -257,7 +275,7 @@ class Exchange:
             try:
                 conn = await self.client.connection()
             except AuthUnavailable as e:
-                return TemporaryFailure(e.reason)
+                return TemporaryFailure(e.reason, e.sets_reply)
             if self.mechanism.upper() not in (
                     m.name.upper() for m in conn.handshake.mechanisms):
                 return Failure(INVALID_MECHANISM)  # Dovecot drops a client asking for it

@@ -318,9 +318,12 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class TemporaryFailure:
-    """The server could not answer: unreachable, silent, closed, broken (→ 454 4.7.0)."""
+    """The server could not answer: unreachable, silent, closed, broken (→ 454 4.7.0).
+    `sets_reply` false: Postfix leaves its reply text as it was (a failed connect), and the
+    454 repeats the session's previous SASL text."""
 
     reason: str
+    sets_reply: bool = True
 
 
 Outcome = Success | Challenge | Failure | TemporaryFailure

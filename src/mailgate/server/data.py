@@ -32,6 +32,9 @@ class DataCommands(TransactionCommands):
         def received_tls(self) -> str:
             raise NotImplementedError
 
+        def received_auth(self) -> str:  # provided by AuthCommands
+            raise NotImplementedError
+
     # DATA / BDAT ------------------------------------------------------------------------
     def no_recipients(self) -> str:
         """DATA's and the first BDAT's reply when no RCPT was accepted."""
@@ -136,7 +139,7 @@ class DataCommands(TransactionCommands):
         header = received_header(helo, self.client.name, self.client.addr,
                                  self.s.myhostname, self.s.mail_name,
                                  self.received_protocol(), queue_id, rcpts, now,
-                                 self.received_tls())
+                                 self.received_tls() + self.received_auth())
         if self.client.addr in self.svc.local_addresses:
             content, message_id = add_missing_headers(content, queue_id, st.sender,
                                                       self.s.myhostname, now)

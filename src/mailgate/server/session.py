@@ -16,7 +16,9 @@ from mailgate.engine.reply import Reply
 from mailgate.engine.tarpit import tarpit_delay
 from mailgate.maps.casefold import printable
 from mailgate.policy.client import release
+from mailgate.sasl.dovecot import Exchange
 from mailgate.server import xclient
+from mailgate.server.auth import AuthCommands
 from mailgate.server.bdat import BdatCommands
 from mailgate.server.commands import CommandTable, is_header_name
 from mailgate.server.data import DataCommands
@@ -55,7 +57,7 @@ def _utf8(text: str) -> bool:
     return True
 
 
-class Session(SessionCommands, TlsCommands, BdatCommands, DataCommands,
+class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataCommands,
               xclient.XclientCommands):
     """Postfix smtpd semantics for one connection; `handle()` an event, read `out`."""
 
@@ -83,6 +85,9 @@ class Session(SessionCommands, TlsCommands, BdatCommands, DataCommands,
         self.xclient_allowed = services.xclient_hosts(client)
         self.tls: TlsInfo | None = None  # the TLS session, once established
         self.starttls_pending = False  # the listener does the handshake after the 220
+        self.auth_exchange: Exchange | None = None  # an AUTH waiting for the client
+        self.auth_mechanisms: tuple[str, ...] | None = None
+        self.sasl_reply = ""
 
     # --- replies and logging ----------------------------------------------------------
     def delay(self) -> float:
@@ -250,6 +255,9 @@ class Session(SessionCommands, TlsCommands, BdatCommands, DataCommands,
         return True
 
     async def command(self, cmd: Command) -> None:
+        if self.auth_exchange is not None:  # the answer to a 334 challenge
+            await self.auth_response(cmd)
+            return
         if cmd.bare_newline and self.bare_newline():
             return
         if cmd.too_long:  # the warning's printable() rewrites smtpd's buffer in place

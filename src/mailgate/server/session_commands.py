@@ -64,6 +64,15 @@ class SessionParts:
         def reset_transaction(self) -> None:
             raise NotImplementedError
 
+        def auth_forget(self) -> None:  # provided by AuthCommands
+            raise NotImplementedError
+
+        def sasl_logged(self) -> str:
+            raise NotImplementedError
+
+        def received_auth(self) -> str:
+            raise NotImplementedError
+
 
 class SessionCommands(SessionParts):
     """Handlers of the session-level commands; the attributes below are the Session's."""
@@ -77,6 +86,9 @@ class SessionCommands(SessionParts):
             raise NotImplementedError
 
         async def check_recipient(self, recipient: str, resolution: Resolution | None) -> bool:
+            raise NotImplementedError
+
+        async def auth_keywords(self) -> list[str]:
             raise NotImplementedError
 
     # HELO / EHLO ------------------------------------------------------------------------
@@ -105,7 +117,7 @@ class SessionCommands(SessionParts):
             return True
         self.st.protocol = "ESMTP"
         self.log_discarded_keywords()
-        lines = [self.s.myhostname, *self.ehlo_keywords()]
+        lines = [self.s.myhostname, *self.ehlo_keywords(await self.auth_keywords())]
         self.reply(f"250 {lines[0]}", tuple(lines[1:]))
         return True
 
@@ -119,7 +131,7 @@ class SessionCommands(SessionParts):
         if names:
             self.log("discarding EHLO keywords: " + " ".join(names))
 
-    def ehlo_keywords(self) -> list[str]:
+    def ehlo_keywords(self, auth: list[str]) -> list[str]:
         words = ["PIPELINING"]
         words.append(f"SIZE {self.s.message_size_limit}" if self.s.message_size_limit else "SIZE")
         if not self.s.disable_vrfy:
@@ -127,6 +139,7 @@ class SessionCommands(SessionParts):
         words.append("ETRN")
         if self.starttls_offered:
             words.append("STARTTLS")
+        words += auth  # smtpd_sasl_auth_enable: already filtered by the discard list
         if self.xclient_allowed:
             words.append("XCLIENT " + xclient.ATTRIBUTES)
         words += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
@@ -213,10 +226,3 @@ class SessionCommands(SessionParts):
     async def help_cmd(self, cmd: Command) -> bool:
         self.reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY ETRN QUIT")
         return True
-
-    async def auth_cmd(self, cmd: Command) -> bool:
-        if self.s.helo_required and not self.st.helo:  # smtpd_sasl_auth_cmd() asks first
-            self.reply("503 5.5.1 Error: send HELO/EHLO first")
-            return False
-        self.reply("503 5.5.1 Error: authentication not enabled")
-        return False

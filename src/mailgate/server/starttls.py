@@ -74,6 +74,8 @@ class TlsCommands(SessionParts):
                      f"{info.summary()}{info.details}")
         self.reset_transaction()
         self.st.helo = None  # helo_reset(): restrictions see no HELO until the next one
+        self.st.encryption = (info.protocol, info.cipher, info.bits)
+        self.auth_forget()  # SASL starts over with smtpd_sasl_tls_security_options
 
     def tls_failed(self, exc: BaseException, counted: bool = True) -> None:
         """The handshake failed: Postfix's `SSL_accept error` lines; the session ends."""
@@ -91,9 +93,13 @@ class TlsCommands(SessionParts):
         self.closing = True
 
     def received_protocol(self) -> str:
-        """The `with` word of `Received:`: ESMTPS with TLS (RFC 3848), SMTP stays SMTP."""
+        """The `with` word of `Received:`: ESMTP, ESMTPS, ESMTPA, ESMTPSA (RFC 3848); SMTP
+        stays SMTP."""
         protocol = self.st.protocol
-        return protocol + "S" if self.tls is not None and protocol == "ESMTP" else protocol
+        if protocol != "ESMTP":
+            return protocol
+        return (protocol + ("S" if self.tls is not None else "")
+                + ("A" if self.st.sasl_username is not None else ""))
 
     def received_tls(self) -> str:
         """smtpd_tls_received_header = yes: the `(using ...)` lines of `Received:`."""

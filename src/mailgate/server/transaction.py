@@ -11,6 +11,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client, Marks
@@ -18,10 +19,10 @@ from mailgate.engine.engine import Engine
 from mailgate.engine.reply import Reply
 from mailgate.engine.resolve import Resolution
 from mailgate.maillog import MailLog
-from mailgate.maps.casefold import printable
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.queue.space import INSUFFICIENT_STORAGE, check_queue
 from mailgate.queue.store import Envelope, Incoming, QueueStore, Recipient
+from mailgate.sasl.server import SaslServer
 from mailgate.server.commands import ForbiddenCommands, parse_mail_params, parse_rcpt_params
 from mailgate.server.stats import CommandStats
 from mailgate.smtp.protocol import Command, ServerConnection
@@ -43,7 +44,6 @@ class Transaction:
     bdat: bytearray | None = None  # the chunks so far, once a first BDAT was accepted
     bdat_too_big: bool = False
     bdat_failed: bool = False  # a BDAT failed: later chunks are discarded up to BDAT LAST
-    sasl_sender: str | None = None  # MAIL AUTH= (logged with the client= line)
 
     @property
     def in_bdat(self) -> bool:
@@ -70,6 +70,7 @@ class Services:
     flush_queue: Callable[[], None] = lambda: None  # ETRN: deliver the deferred queue now
     metrics: Metrics = NO_METRICS
     tls_context: ssl.SSLContext | None = None  # STARTTLS and wrapper mode (server/tls.py)
+    sasl: SaslServer | None = None  # smtpd_sasl_auth_enable = yes (server/auth.py)
 
 
 def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
@@ -127,6 +128,10 @@ class TransactionCommands:
                    sender: str | None = None) -> None:
         raise NotImplementedError
 
+    if TYPE_CHECKING:
+        def sasl_logged(self) -> str:  # provided by AuthCommands
+            raise NotImplementedError
+
     def reset_transaction(self) -> None:
         raise NotImplementedError
 
@@ -154,9 +159,9 @@ class TransactionCommands:
         engine = self.svc.engine
         params = parse_mail_params([t.value for t in args[3:]], self.s.smtputf8_offered,
                                    "DSN" not in self.s.discard_ehlo_keywords,
-                                   self.tx.sasl_sender)
+                                   self.st.sasl_sender)
         # smtpd's msg_size and sasl_sender outlive a refused MAIL (until mail_reset())
-        self.tx.sasl_sender = params.sasl_sender
+        self.st.sasl_sender = params.sasl_sender
         if params.size is not None:
             self.st.size = params.size
         if params.error:
@@ -177,14 +182,14 @@ class TransactionCommands:
             if verdict.reply is not None:
                 st.discard_marks()  # access-map side effects go with the reject,
                 st.recipient, st.smtputf8 = None, False
-                st.size, self.tx.sasl_sender = 0, None  # ... as mail_reset() does
+                st.size, st.sasl_sender = 0, None  # ... as mail_reset() does
                 self.reply(verdict.reply)
                 return False
         if not self.queue_has_room():
             st.smtputf8 = False
             return False
         now = self.svc.clock()
-        self.tx = Transaction(sasl_sender=self.tx.sasl_sender)
+        self.tx = Transaction()
         st.sender, st.smtputf8 = extracted.address, smtputf8
         st.instance = f"{os.getpid():x}.{int(now):x}.{int(now % 1 * 1e6):x}.{self.seqno:x}"
         self.seqno += 1
@@ -269,10 +274,7 @@ class TransactionCommands:
         if not self.tx.queue_id:  # Postfix opens its queue file here; ours is written at
             # the end of the message, when needed (decision 0047), under this id
             self.tx.queue_id = st.queue_id = self.svc.store.new_id()
-            sasl = self.tx.sasl_sender
-            self.log(f"{self.queue_id}: client={self.namaddr}" + (
-                "" if sasl is None else
-                f", sasl_sender={printable(sasl, self.s.smtputf8_enable)}"))
+            self.log(f"{self.queue_id}: client={self.namaddr}{self.sasl_logged()}")
         self.tx.recipients.append(Recipient(recipient, params.orcpt, params.notify))
         st.rcpt_count += 1
         if st.recipient is None:  # smtpd's state->recipient: the first one accepted,

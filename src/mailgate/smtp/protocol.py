@@ -145,6 +145,11 @@ class ServerConnection:
         self._buf.clear()
         return dropped
 
+    def set_line_limit(self, limit: int) -> None:
+        """The longest command line from now on (SMTP AUTH responses have their own limit,
+        smtpd_sasl_response_limit)."""
+        self._line_limit = limit
+
     def buffered(self, limit: int = 100) -> bytes:
         """Input already received but not yet consumed (for the pipelining check)."""
         return bytes(self._buf[:limit]) if self._buf else b""

@@ -1,0 +1,68 @@
+"""Play a scripted SMTP session (with STARTTLS or wrapper mode) to a server and collect what a
+differential test compares: replies, smtpd log lines, the `Received:` header delivered."""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+from pathlib import Path
+
+from support import reference
+
+HOSTNAME = "mx.example.test"
+Step = tuple[str, bytes]  # ("C", command) | ("TLS", b"") | ("R", b"") | ("P", raw bytes)
+
+
+def _reply(f: object) -> bytes:
+    out = b""
+    while True:
+        line: bytes = f.readline()  # type: ignore[attr-defined]
+        out += line
+        if not line or line[3:4] != b"-":
+            return out
+
+
+def play(port: int, steps: list[Step], ca: Path | None = None, source: str = "") -> list[str]:
+    """The replies to `steps` (`source`: the client's own loopback address)."""
+    ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+    ctx.check_hostname = False
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30,
+                                    source_address=(source, 0) if source else None)
+    wrapper = steps[0][0] == "TLS"
+    f = sock.makefile("rb")
+    out = [] if wrapper else [_reply(f).decode()]
+    for kind, data in steps:
+        if kind == "TLS":
+            sock = ctx.wrap_socket(sock, server_hostname=HOSTNAME)
+            f = sock.makefile("rb")
+        elif kind == "R":
+            out.append(_reply(f).decode())
+        elif kind == "P":
+            sock.sendall(data)
+        else:
+            sock.sendall(data + b"\r\n")
+            out.append(_reply(f).decode())
+    sock.close()
+    return [re.sub(r"queued as [0-9A-F]+", "queued as QUEUEID", r) for r in out]
+
+
+def received(mail: Path) -> str:
+    files = list((mail / "example.test" / "alice" / "new").glob("*"))
+    if not files:
+        return ""
+    text = max(files, key=lambda f: f.stat().st_mtime_ns).read_text()
+    header = text[text.index("Received: "):text.index("\nSubject:")]
+    header = re.sub(r"id [0-9A-F]+", "id QUEUEID", header.replace("(mailgate)", "(Postfix)"))
+    return re.sub(r"; .*\(UTC\)", "; DATE", header)
+
+
+def log_lines(log: Path, skip: int = 0) -> list[str]:
+    # OpenSSL's source file and line end Postfix's library-problem line; Python keeps none.
+    return [re.sub(r"(TLS library problem: error:[0-9A-F]+:[^:]*::[^:]*:).*", r"\1", line)
+            for line in reference.smtpd_lines(log, skip)]
+
+
+def mail_count(mail: Path) -> int:
+    new = mail / "example.test" / "alice" / "new"
+    return len(list(new.iterdir())) if new.exists() else 0
