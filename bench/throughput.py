@@ -5,8 +5,11 @@ accepted (the smtp-source run) and delivered (until the last Maildir file), CPU 
 whole server (all its processes), peak RSS (sum over its processes), and RSS samples over the
 run (memory must stay flat).
 Runs alternate (mailgate, Postfix, Postfix, mailgate, ...) and the medians are compared.
+With --tls, both servers get the same RSA certificate (smtpd_tls_security_level = may) and
+bench/tlsclient.py replaces smtp-source: STARTTLS and a full handshake on every session, one
+message per session (smtp-source cannot start TLS).
 Usage: bench/throughput [-m MESSAGES] [-s SESSIONS[,SESSIONS...]] [-l BYTES] [--runs N]
-                        [--no-postfix] [--metrics] [--set NAME=VALUE ...]
+                        [--no-postfix] [--metrics] [--tls] [--set NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -130,8 +133,26 @@ def count_files(mail: Path) -> int:
         return 0
 
 
-def smtp_source(port: int, messages: int, sessions: int, size: int, rcpt: str) -> float:
+def tls_settings(work: Path) -> dict[str, str]:
+    """A self-signed RSA-2048 certificate made with openssl, as main.cf lines for both."""
+    work.mkdir(parents=True, exist_ok=True)
+    cert, key = work / "cert.pem", work / "key.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=mx.bench.test"],
+                       check=True, capture_output=True, timeout=60)
+    return {"smtpd_tls_security_level": "may", "smtpd_tls_cert_file": str(cert),
+            "smtpd_tls_key_file": str(key)}
+
+
+def smtp_source(port: int, messages: int, sessions: int, size: int, rcpt: str,
+                tls: bool = False) -> float:
     start = time.monotonic()
+    if tls:
+        subprocess.run([sys.executable, str(HERE / "tlsclient.py"), str(port), "-m",
+                        str(messages), "-s", str(sessions), "-l", str(size), "-t", rcpt],
+                       check=True, timeout=3600, stdout=subprocess.DEVNULL)
+        return time.monotonic() - start
     subprocess.run(["/usr/sbin/smtp-source", "-s", str(sessions), "-m", str(messages), "-l",
                     str(size), "-f", "bench@remote.example", "-t", rcpt, f"127.0.0.1:{port}"],
                    check=True, timeout=3600)
@@ -149,13 +170,16 @@ def wait_delivered(mail: Path, messages: int, timeout: float = 3600) -> float:
 
 def run_mailgate(args: argparse.Namespace, work: Path) -> dict[str, object]:
     settings = {"mynetworks": "127.0.0.0/8", **dict(kv.split("=", 1) for kv in args.set)}
+    if args.tls:
+        settings.update(tls_settings(work.parent / "tls"))
     if args.metrics:
         settings["metrics_listen"] = "127.0.0.1:0"
     proc, port = serve(main_cf(work, settings))
     sampler = Sampler(proc.pid, tree=True)  # the master and its smtpd workers
     sampler.start()
     try:
-        accept = smtp_source(port, args.messages, args.sessions, args.size, "bench@example.test")
+        accept = smtp_source(port, args.messages, args.sessions, args.size,
+                             "bench@example.test", args.tls)
         deliver = wait_delivered(work / "mail", args.messages)
         cpu = server_cpu(proc.pid)
     finally:
@@ -171,15 +195,22 @@ def run_postfix(args: argparse.Namespace, work: Path) -> dict[str, object] | Non
     if not REFERENCE.exists() or not Path("/usr/sbin/postfix").exists():
         return None
     port = args.port
+    extra = []
+    if args.tls:
+        fragment = work.parent / f"{work.name}.cf"
+        fragment.write_text("".join(f"{k} = {v}\n"
+                                    for k, v in tls_settings(work.parent / "tls").items()))
+        extra = ["--main-cf", str(fragment)]
     subprocess.run([str(REFERENCE), "start", "--dir", str(work), "--port", str(port),
-                    "--users", "bench", "--hostname", "mx.bench.test"], check=True,
+                    "--users", "bench", "--hostname", "mx.bench.test", *extra], check=True,
                    stdout=subprocess.DEVNULL)
     master = int((work / "spool" / "pid" / "master.pid").read_text().strip())
     sampler = Sampler(master, tree=True)
     sampler.start()
     try:
         cpu0 = proc_cpu(master, children=True) + sum(proc_cpu(p) for p in descendants(master))
-        accept = smtp_source(port, args.messages, args.sessions, args.size, "bench@example.test")
+        accept = smtp_source(port, args.messages, args.sessions, args.size,
+                             "bench@example.test", args.tls)
         deliver = wait_delivered(work / "mail", args.messages)
         cpu = (proc_cpu(master, children=True) + sum(proc_cpu(p) for p in descendants(master))
                - cpu0)
@@ -261,7 +292,8 @@ def compare(args: argparse.Namespace, sessions: int, tmp: Path) -> None:
     if rates["postfix"]:
         ratio = median(rates["mailgate"]) / median(rates["postfix"])
         cpu_ratio = median(cpus["mailgate"]) / median(cpus["postfix"])
-        print(f"ratio mailgate/postfix (medians): accepted {ratio:.2f}x (target >= 1.5x)  "
+        target = "(target >= 1.0x with --tls)" if args.tls else "(target >= 1.5x)"
+        print(f"ratio mailgate/postfix (medians): accepted {ratio:.2f}x {target}  "
               f"cpu per message {cpu_ratio:.2f}x (target <= 0.6x)", flush=True)
     elif not args.no_postfix:
         print("reference Postfix not installed: mailgate only")
@@ -278,6 +310,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=2798, help="reference Postfix port")
     parser.add_argument("--no-postfix", action="store_true")
     parser.add_argument("--metrics", action="store_true", help="mailgate with metrics_listen")
+    parser.add_argument("--tls", action="store_true",
+                        help="STARTTLS on every session (bench/tlsclient.py), same certificate")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a main.cf setting for mailgate (e.g. smtpd_direct_delivery=no)")
     args = parser.parse_args()

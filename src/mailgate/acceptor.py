@@ -189,7 +189,7 @@ def peek(sock: socket.socket) -> bytes:
 
 
 def run(listeners: list[socket.socket], handoff: Handoff, connections: ConnectionTable,
-        greeter: Greeter) -> None:
+        greeters: list[Greeter]) -> None:
     """The accept process's loop (ends when the process is killed). The master sends every
     child its log-reopen and queue-flush signals: nothing to do here, and their default
     action would kill the process."""
@@ -216,7 +216,8 @@ def run(listeners: list[socket.socket], handoff: Handoff, connections: Connectio
                     time.sleep(0.01)
                     break
                 turn = (turn + 1) % handoff.workers
-                _hand(conn, peer, index, handoff, connections, greeter, senders, sent, turn)
+                _hand(conn, peer, index, handoff, connections, greeters[index], senders, sent,
+                      turn)
 
 
 def _hand(conn: socket.socket, peer: object, listener: int, handoff: Handoff,

@@ -99,7 +99,10 @@ class MailLog:
             level = text[:text.find(": ") + 2] if text.startswith(_LEVELS) else ""
             text = level + text[len(level):].encode("utf-8", "surrogateescape")[
                 :_TEXT_LIMIT].decode("utf-8", "surrogateescape")  # the level is not counted
-        line = f"{self._timestamp()} {self.host} {self.syslog_name}/{program}[{self.pid}]: {text}\n"
+        self._emit(f"{self._timestamp()} {self.host} {self.syslog_name}/{program}[{self.pid}]: "
+                   f"{text}\n")
+
+    def _emit(self, line: str) -> None:
         if self._fd is not None:
             with self._lock:
                 self._pending.append(line)
@@ -115,3 +118,33 @@ class MailLog:
 
     def warning(self, program: str, text: str) -> None:
         self.log(program, "warning: " + text)
+
+    def named(self, syslog_name: str, utf8: bool) -> MailLog:
+        """A log under another syslog_name (a master.cf service's `-o syslog_name=`) that
+        writes through this one: same file, same batching, one reopen."""
+        if syslog_name == self.syslog_name and utf8 == self.utf8:
+            return self
+        return _Named(self, syslog_name, utf8)
+
+
+class _Named(MailLog):
+    """MailLog.named(): formats its own lines, hands them to the log it was made from."""
+
+    def __init__(self, parent: MailLog, syslog_name: str, utf8: bool) -> None:
+        super().__init__(syslog_name, "localhost", clock=parent._clock, utf8=utf8)
+        self.host, self.path, self._parent = parent.host, parent.path, parent
+
+    def _emit(self, line: str) -> None:
+        self._parent._emit(line)
+
+    def batch_in(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        pass  # the parent batches
+
+    def flush(self) -> None:
+        self._parent.flush()
+
+    def reopen(self) -> None:
+        pass  # the parent owns the file
+
+    def close(self) -> None:
+        self._parent.flush()

@@ -10,14 +10,21 @@ import resource
 import signal
 import socket
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from mailgate import acceptor
 from mailgate.acceptor import Handoff
-from mailgate.app import App, restriction_lists
+from mailgate.app import App, SmtpdSpec, restriction_lists
 from mailgate.config.config import Config
-from mailgate.config.mastercf import load_master_cf, service_config, smtpd_services, unused_overrides
-from mailgate.config.settings import DeliverySettings, SmtpdSettings
+from mailgate.config.mastercf import (
+    SmtpdService,
+    load_master_cf,
+    service_config,
+    smtpd_services,
+    unused_overrides,
+)
+from mailgate.config.settings import DeliverySettings, ListenAddress, SmtpdSettings
 from mailgate.dns.resolver import Resolver
 from mailgate.engine.settings import EngineSettings
 from mailgate.errors import ConfigError
@@ -39,21 +46,24 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def worker_main(cfg: Config, sockets: list[socket.socket], connections: ConnectionTable,
+async def worker_main(cfg: Config, listeners: Listeners, connections: ConnectionTable,
                       recovered: list[str], index: int, workers: int, metrics: bool,
                       handoff: Handoff | None = None) -> None:
     """One smtpd worker: sessions, queue manager and delivery in one event loop; worker 0
     also runs the deferred queue and takes over dead workers' messages. With `handoff`,
     its connections come from the accept process instead of the listening sockets."""
     counted = create_metrics(metrics)
-    app = App.build(cfg, connections, metrics=counted, worker=index, workers=workers)
+    app = App.build(cfg, connections, metrics=counted, worker=index, workers=workers,
+                    specs=listeners.specs)
     if handoff is not None:
-        for sock in sockets:
+        for sock in listeners.sockets:
             sock.close()
         await app.start([], recovered, retries=index == 0)
-        await app.server.start_handed(handoff, index)
+        await app.server.start_handed(handoff, index,
+                                      [app.servers[r] for r in listeners.routes])
     else:
-        await app.start(sockets, recovered, retries=index == 0)
+        await app.start(listeners.sockets, recovered, retries=index == 0,
+                        routes=listeners.routes)
     counted.start(asyncio.get_running_loop())
     gc.freeze()  # tables, settings and imported modules live forever: out of collections
     stop = asyncio.Event()
@@ -76,24 +86,62 @@ def default_workers(cpus: int, accept_process: bool = True) -> int:
     return cpus if accept_process else cpus + min(cpus, 4)
 
 
-def master_cf_warnings(cfg: Config) -> list[str]:
-    """Read and check master.cf beside main.cf (a refused line or a bad `-o` stops start-up
-    with its file and line: ConfigError); its smtpd services are not run yet (docs/master-cf.md):
-    say so. Returns the warnings to log."""
+@dataclass
+class Listeners:
+    """The smtpd services and where they listen: socket i (once bound) serves
+    specs[routes[i]]."""
+
+    specs: list[SmtpdSpec]
+    addresses: list[ListenAddress]
+    routes: list[int]
+    warnings: list[str]
+    sockets: list[socket.socket] = field(default_factory=list)
+
+
+def smtpd_listeners(cfg: Config) -> Listeners:
+    """The smtpd services to run: master.cf's inet smtpd lines (each with main.cf plus its -o
+    settings, checked here: a refused line or a bad value stops start-up with its file and
+    line), or, without a master.cf (or one without such lines), main.cf on smtpd_listen."""
     master = load_master_cf(cfg.config_dir) if cfg.config_dir else None
-    if master is None:
-        return []
-    services = smtpd_services(master, cfg)
-    for service in services:  # each service's settings must load, as they will when served
+    services = smtpd_services(master, cfg) if master is not None else []
+    warnings = [*master.warnings, *unused_overrides(master, cfg)] if master else []
+    if not services:
+        if master is not None:
+            warnings.append(f"{master.path}: no smtpd service of type inet: listening on "
+                            "smtpd_listen")
+        listen = list(SmtpdSettings.from_config(cfg).listen)
+        return Listeners([SmtpdSpec("smtp", cfg)], listen, [0] * len(listen), warnings)
+    out = Listeners([], [], [], warnings)
+    for service in services:
         service_cfg = service_config(cfg, service)
-        server_context(SmtpdSettings.from_config(service_cfg).tls)
-        EngineSettings.from_config(service_cfg)
-    warnings = [*master.warnings, *unused_overrides(master, cfg)]
-    if services:
-        names = ", ".join(f"{s.name}" for s in services)
-        warnings.append(f"{master.path}: smtpd services are not served yet ({names}): "
-                        "listening on smtpd_listen only")
-    return warnings
+        settings = SmtpdSettings.from_config(service_cfg)
+        server_context(settings.tls)  # a certificate that does not load stops start-up
+        EngineSettings.from_config(service_cfg)  # and so does an open relay
+        for where in service_addresses(service, cfg):
+            out.addresses.append(where)
+            out.routes.append(len(out.specs))
+        out.specs.append(SmtpdSpec(service.name, service_cfg))
+    return out
+
+
+def service_addresses(service: SmtpdService, cfg: Config) -> list[ListenAddress]:
+    """Where a master.cf service listens: its host, or (none given) what inet_interfaces
+    names, as Postfix's master does (`all`: every IPv4 address, and IPv6 with inet_protocols)."""
+    if service.host is not None:
+        return [ListenAddress(service.host, service.port)]
+    protocols = {p.lower() for p in cfg.get_list("inet_protocols")}
+    v4 = bool(protocols & {"all", "ipv4"}) or not protocols
+    v6 = bool(protocols & {"all", "ipv6"})
+    hosts: list[str] = []
+    for item in cfg.get_list("inet_interfaces"):
+        word = item.lower()
+        if word == "all":
+            hosts += (["0.0.0.0"] if v4 else []) + (["::"] if v6 else [])
+        elif word == "loopback-only":
+            hosts += (["127.0.0.1"] if v4 else []) + (["::1"] if v6 else [])
+        else:
+            hosts.append(item[1:-1] if item.startswith("[") else item)
+    return [ListenAddress(host, service.port) for host in dict.fromkeys(hosts)]
 
 
 def run_loop(coro: Coroutine[Any, Any, None]) -> None:
@@ -112,7 +160,7 @@ def run(cfg: Config) -> int:
     delivery = DeliverySettings.from_config(cfg)
     engine = EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
     server_context(smtpd.tls)  # a certificate that does not load stops start-up here
-    master_warnings = master_cf_warnings(cfg)  # a refused master.cf line stops it too
+    listeners = smtpd_listeners(cfg)  # a refused master.cf line stops it too
     policy_clients(cfg, restriction_lists(cfg))  # bad services
     try:  # a malformed resolver_servers item: here, not in every worker
         Resolver(cfg.get_list("resolver_servers"))
@@ -124,7 +172,7 @@ def run(cfg: Config) -> int:
     store = QueueStore(delivery.queue_directory)
     recovered = store.recover()
     http = exporter.listen(cfg, store.root / "metrics")
-    sockets = bind(smtpd.listen)
+    sockets = listeners.sockets = bind(tuple(listeners.addresses))
     write_pid(store.root)  # for `mailgate queue flush`
     connections = ConnectionTable()
     for warning in (*cfg.warnings, *cfg.unused_parameters()):
@@ -133,15 +181,17 @@ def run(cfg: Config) -> int:
             f"configuration {cfg.config_dir or '(embedded)'}")
     for warning in engine.startup_warnings():  # smtpd's own start-up check, logged once
         log.warning("smtpd", warning)
-    for warning in master_warnings:
+    for warning in listeners.warnings:
         log.warning("master", warning)
     print("mailgate: listening on " + " ".join(address(s) for s in sockets), flush=True)
     if http is not None:
         print(f"mailgate: metrics on http://{address(http)}/metrics", flush=True)
 
     accept_process = cfg.get_bool("smtpd_accept_process")
-    if smtpd.tls.wrappermode and not accept_process:
-        raise ConfigError(f"{cfg.origin('smtpd_tls_wrappermode')}: smtpd_tls_wrappermode = "
+    greeters = [acceptor.Greeter.from_settings(SmtpdSettings.from_config(
+        listeners.specs[route].config)) for route in listeners.routes]
+    if any(g.wrapper for g in greeters) and not accept_process:
+        raise ConfigError(f"{cfg.origin('smtpd_accept_process')}: smtpd_tls_wrappermode = "
                           "yes needs smtpd_accept_process = yes (the default)")
     workers = cfg.get_int("smtpd_processes") or default_workers(os.cpu_count() or 1,
                                                                 accept_process)
@@ -150,9 +200,9 @@ def run(cfg: Config) -> int:
     def worker(index: int) -> None:
         if index == workers:  # the accept process (decision 0049)
             assert handoff is not None
-            acceptor.run(sockets, handoff, connections, acceptor.Greeter.from_settings(smtpd))
+            acceptor.run(sockets, handoff, connections, greeters)
             return
-        run_loop(worker_main(cfg, sockets, connections, recovered if index == 0 else [],
+        run_loop(worker_main(cfg, listeners, connections, recovered if index == 0 else [],
                              index, workers, metrics=http is not None, handoff=handoff))
 
     count, work, on_exit = exporter.processes(workers + (handoff is not None), worker, http,

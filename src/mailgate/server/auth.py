@@ -68,9 +68,6 @@ class AuthCommands(SessionParts):
         return [f"AUTH {words}", f"AUTH={words}"] if sasl.broken_clients else [f"AUTH {words}"]
 
     async def auth_cmd(self, cmd: Command) -> bool | None:
-        if self.st.sender is not None:  # smtpd_sasl_auth_cmd_wrapper(), SASL on or off
-            self.reply("503 5.5.1 Error: MAIL transaction in progress")
-            return False
         if self.s.helo_required and not self.st.helo:  # smtpd_sasl_auth_cmd() asks first
             self.reply("503 5.5.1 Error: send HELO/EHLO first")
             return False
@@ -78,6 +75,9 @@ class AuthCommands(SessionParts):
         if sasl is None or "AUTH" in self.s.discard_ehlo_keywords \
                 or not await self.sasl_mechanisms():  # Dovecot never reached (decision 0055)
             self.reply("503 5.5.1 Error: authentication not enabled")
+            return False
+        if self.st.sender is not None:
+            self.reply("503 5.5.1 Error: MAIL transaction in progress")
             return False
         if self.st.sasl_username is not None:
             self.reply("503 5.5.1 Error: already authenticated")

@@ -13,7 +13,7 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mailgate.acceptor import Greeter, Handed, Handoff, client_address
 from mailgate.config.settings import SmtpdSettings
@@ -72,6 +72,7 @@ class SmtpServer:
         self.handoff: Handoff | None = None
         self.worker = 0
         self.channel: socket.socket | None = None
+        self.routes: tuple[SmtpServer, ...] = ()  # by listener index (start_handed)
 
     async def start(self, sockets: list[socket.socket]) -> None:
         """Serve on listening sockets bound by the master (shared by every worker)."""
@@ -81,19 +82,26 @@ class SmtpServer:
                                               backlog=4096)  # asyncio would listen(100)
             self.servers.append(server)
 
-    async def start_handed(self, handoff: Handoff, worker: int) -> None:
-        """Serve the connections that the accept process hands to worker `worker`."""
+    async def start_handed(self, handoff: Handoff, worker: int,
+                           routes: Sequence[SmtpServer] = ()) -> None:
+        """Serve the connections that the accept process hands to worker `worker`; with
+        `routes` (the server of each listener, by index: master.cf services), this server
+        reads the channel for all of them."""
         loop = self.loop = asyncio.get_running_loop()
-        self.handoff, self.worker = handoff, worker
+        for server in (self, *routes):
+            server.loop, server.handoff, server.worker = loop, handoff, worker
+        self.routes = tuple(routes)
         self.channel = handoff.channel(worker)
         loop.add_reader(self.channel.fileno(), self._receive)
 
     def _receive(self) -> None:
         assert self.handoff is not None and self.channel is not None
+        routes = self.routes
         for handed in self.handoff.receive(self.worker, self.channel):
-            task = self.loop.create_task(self._adopt(handed))
-            self.sessions.add(task)
-            task.add_done_callback(self.sessions.discard)
+            server = routes[handed.listener] if handed.listener < len(routes) else self
+            task = self.loop.create_task(server._adopt(handed))
+            server.sessions.add(task)
+            task.add_done_callback(server.sessions.discard)
 
     async def _adopt(self, handed: Handed) -> None:
         """A connection counted and perhaps greeted by the accept process: its session."""

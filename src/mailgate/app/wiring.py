@@ -1,26 +1,16 @@
-"""Wires a Config into a running server: tables, engine, queue, queue manager, listeners."""
+"""Builds what a worker and the other commands need from a Config: tables, the restriction engine,
+the address resolver, client and domain matchers, the queue committer."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import ipaddress
 import socket
 import subprocess
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from mailgate.addressing import AddressResolver
 from mailgate.config.config import Config
-from mailgate.config.settings import DeliverySettings, SmtpdSettings
-from mailgate.delivery.agent import Agent
-from mailgate.delivery.maildir import MaildirAgent
-from mailgate.delivery.router import Router, Transports
-from mailgate.delivery.smtp import SmtpAgent
-from mailgate.delivery.smtpclient import Timeouts
 from mailgate.dns.idna import IdnaCache
 from mailgate.dns.lookup import DnsLookup
 from mailgate.dns.names import HostsFile, NameService
@@ -30,21 +20,12 @@ from mailgate.engine.engine import Engine
 from mailgate.engine.settings import LIST_PARAMS, EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import ConfigError, MapError, QueueError
-from mailgate.maillog import MailLog
-from mailgate.maps import Map, MapOptions, Registry, default_registry
+from mailgate.maps import Map, Registry
 from mailgate.maps.matchlist import DomainList, HostAddrList
-from mailgate.master import ConnectionTable
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.client import clients as policy_clients
 from mailgate.queue.durable import DurableRenamer
-from mailgate.queue.manager import QueueManager
-from mailgate.queue.space import minfree_warning
 from mailgate.queue.store import Envelope, Incoming, QueueStore
-from mailgate.sasl.server import SaslServer
-from mailgate.server.commands import ForbiddenCommands
-from mailgate.server.listener import SmtpServer
-from mailgate.server.session import Services
-from mailgate.server.tls import server_context
 
 # The embedded main.cf of `mailgate serve` without -c: a working local demo.
 DEMO_MAIN_CF = """\
@@ -114,101 +95,6 @@ def mynetworks_patterns(cfg: Config) -> tuple[str, ...]:
         if text not in out:
             out.append(text)
     return tuple(out)
-
-
-@dataclass
-class App:
-    """Everything `mailgate serve` runs, built once from a Config."""
-
-    config: Config
-    smtpd: SmtpdSettings
-    delivery: DeliverySettings
-    log: MailLog
-    store: QueueStore
-    qmgr: QueueManager
-    server: SmtpServer
-    renamer: DurableRenamer
-
-    @classmethod
-    def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True,
-              metrics: Metrics = NO_METRICS, worker: int = 0, workers: int = 1) -> App:
-        """Build a worker's components; call inside its running event loop."""
-        registry = default_registry(MapOptions.from_config(cfg))
-        smtpd = SmtpdSettings.from_config(cfg)
-        delivery = DeliverySettings.from_config(cfg)
-        log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"),
-                      utf8=smtpd.smtputf8_enable)
-        registry.warn = lambda text: log.log("smtpd", f"warning: {text}")
-        if (minfree := minfree_warning(smtpd.queue_minfree, smtpd.message_size_limit)):
-            log.log("smtpd", f"warning: {minfree}")  # as each Postfix smtpd at start-up
-        local = interface_addresses(cfg, [a.host for a in smtpd.listen])
-        smtpd_log = functools.partial(log.log, "smtpd")
-
-        def warn(text: str) -> None:
-            log.log("smtpd", f"warning: {text}")
-        resolver = build_resolver(cfg, registry, local, smtpd_log)
-        engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics)
-        store = QueueStore(delivery.queue_directory, fsync=fsync, slot=worker,
-                           slots=workers)
-        router = Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
-                        delivery.recipient_delimiter,
-                        registry.open_list(cfg.get_list("virtual_uid_maps")),
-                        registry.open_list(cfg.get_list("virtual_gid_maps")),
-                        Transports.from_config(cfg, registry))
-        renamer = DurableRenamer(asyncio.get_running_loop())
-        agents: dict[str, Agent] = {
-            "virtual": MaildirAgent("virtual", smtpd.myhostname, renamer, fsync),
-            "local": MaildirAgent("local", smtpd.myhostname, renamer, fsync),
-        }
-        dns = engine.tables.dns
-        for name in ("smtp", "relay", "lmtp"):
-            agents[name] = SmtpAgent(name, cfg.get_str("smtp_helo_name") or smtpd.myhostname,
-                                     dns.resolver if dns else None, engine.tables.names,
-                                     Timeouts(*delivery.smtp_timeouts),
-                                     delivery.destination_concurrency, delivery.smtp_tls,
-                                     recipient_limit=delivery.destination_recipients,
-                                     line_length_limit=delivery.lmtp_line_length_limit
-                                     if name == "lmtp" else delivery.smtp_line_length_limit)
-        qmgr = QueueManager(store, delivery, router, agents, log, metrics=metrics,
-                            deaths=connections.deaths)
-        services = Services(
-            engine=engine, store=store, log=log,
-            forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
-            local_addresses=local, on_queued=qmgr.enqueue,
-            commit=committer(store, renamer, fsync), clock=time.time,
-            deliver_first=qmgr.deliver_first if delivery.direct_delivery else None,
-            bare_newline_exempt=client_matcher(
-                cfg.get_list("smtpd_forbid_bare_newline_exclusions"), registry),
-            xclient_hosts=client_matcher(cfg.get_list("smtpd_authorized_xclient_hosts"),
-                                         registry),
-            flush_domains=domain_matcher(cfg, "fast_flush_domains", registry),
-            flush_queue=lambda: qmgr.flush_soon(), metrics=metrics,
-            tls_context=server_context(smtpd.tls),
-            sasl=SaslServer.build(smtpd.sasl, Path(delivery.queue_directory), warn=warn,
-                                  exempt=client_pair_matcher(
-                                      smtpd.sasl.exceptions_networks, registry)))
-        exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
-                                        or mynetworks_patterns(cfg), registry)
-        server = SmtpServer(smtpd, services, exceptions, connections)
-        return cls(cfg, smtpd, delivery, log, store, qmgr, server, renamer)
-
-    async def start(self, sockets: list[socket.socket], recovered: list[str],
-                    retries: bool) -> None:
-        loop = asyncio.get_running_loop()
-        self.log.batch_in(loop)
-        Path(self.delivery.virtual_mailbox_base).mkdir(parents=True, exist_ok=True)
-        await self.qmgr.start(recovered, retries)
-        await self.server.start(sockets)
-
-    async def stop(self) -> None:
-        await self.server.stop()
-        dns = self.server.services.engine.tables.dns
-        if dns is not None:
-            dns.resolver.close()
-        await self.qmgr.stop()
-        self.renamer.stop()
-        self.log.close()
-
 
 
 def build_resolver(cfg: Config, registry: Registry, local: frozenset[str],

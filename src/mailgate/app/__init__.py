@@ -1,0 +1,213 @@
+"""Wires a Config into a running worker: the queue, the queue manager, and one SMTP server per
+smtpd service (smtpd_listen, or master.cf's inet smtpd lines with their -o settings)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailgate.addressing import AddressResolver
+from mailgate.app.wiring import (
+    DEMO_MAIN_CF,
+    build_engine,
+    build_resolver,
+    client_matcher,
+    client_pair_matcher,
+    committer,
+    domain_matcher,
+    interface_addresses,
+    mynetworks_patterns,
+    restriction_lists,
+    string_matcher,
+)
+from mailgate.config.config import Config
+from mailgate.config.settings import DeliverySettings, SmtpdSettings
+from mailgate.delivery.agent import Agent
+from mailgate.delivery.maildir import MaildirAgent
+from mailgate.delivery.router import Router, Transports
+from mailgate.delivery.smtp import SmtpAgent
+from mailgate.delivery.smtpclient import Timeouts
+from mailgate.engine.engine import Engine
+from mailgate.maillog import MailLog
+from mailgate.maps import Map, MapOptions, Registry, default_registry
+from mailgate.maps.matchlist import HostAddrList
+from mailgate.master import ConnectionTable
+from mailgate.metrics import NO_METRICS, Metrics
+from mailgate.queue.durable import DurableRenamer
+from mailgate.queue.manager import QueueManager
+from mailgate.queue.space import minfree_warning
+from mailgate.queue.store import QueueStore
+from mailgate.sasl.server import SaslServer
+from mailgate.server.commands import ForbiddenCommands
+from mailgate.server.listener import SmtpServer
+from mailgate.server.session import Services
+from mailgate.server.tls import server_context
+
+__all__ = ["DEMO_MAIN_CF", "App", "SmtpdSpec", "build_engine", "build_resolver", "interface_addresses",
+           "restriction_lists", "string_matcher"]
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpdSpec:
+    """One smtpd service a worker runs: its master.cf name and its configuration (main.cf
+    with the service's -o settings; main.cf itself without a master.cf)."""
+
+    name: str
+    config: Config
+
+
+@dataclass
+class Shared:
+    """What every smtpd service of a worker uses: tables, queue, queue manager, log."""
+
+    registry: Registry
+    delivery: DeliverySettings
+    log: MailLog
+    store: QueueStore
+    qmgr: QueueManager
+    renamer: DurableRenamer
+    connections: ConnectionTable
+    metrics: Metrics
+    fsync: bool
+
+
+@dataclass
+class App:
+    """Everything `mailgate serve` runs in one worker, built once from a Config."""
+
+    config: Config
+    smtpd: SmtpdSettings
+    delivery: DeliverySettings
+    log: MailLog
+    store: QueueStore
+    qmgr: QueueManager
+    servers: list[SmtpServer]
+    renamer: DurableRenamer
+
+    @property
+    def server(self) -> SmtpServer:
+        """The first smtpd service (the only one without a master.cf)."""
+        return self.servers[0]
+
+    @classmethod
+    def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True,
+              metrics: Metrics = NO_METRICS, worker: int = 0, workers: int = 1,
+              specs: Sequence[SmtpdSpec] = ()) -> App:
+        """Build a worker's components; call inside its running event loop. `specs`: the
+        smtpd services, in listener order (default: one, main.cf's)."""
+        registry = default_registry(MapOptions.from_config(cfg))
+        smtpd = SmtpdSettings.from_config(cfg)
+        delivery = DeliverySettings.from_config(cfg)
+        log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"),
+                      utf8=smtpd.smtputf8_enable)
+        registry.warn = lambda text: log.log("smtpd", f"warning: {text}")
+        if (minfree := minfree_warning(smtpd.queue_minfree, smtpd.message_size_limit)):
+            log.log("smtpd", f"warning: {minfree}")  # as each Postfix smtpd at start-up
+        local = interface_addresses(cfg, [a.host for a in smtpd.listen])
+        smtpd_log = functools.partial(log.log, "smtpd")
+        resolver = build_resolver(cfg, registry, local, smtpd_log)
+        engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics)
+        store = QueueStore(delivery.queue_directory, fsync=fsync, slot=worker,
+                           slots=workers)
+        renamer = DurableRenamer(asyncio.get_running_loop())
+        qmgr = QueueManager(store, delivery, build_router(cfg, registry, resolver, vmaps),
+                            build_agents(cfg, smtpd, delivery, engine, renamer, fsync), log,
+                            metrics=metrics, deaths=connections.deaths)
+        shared = Shared(registry, delivery, log, store, qmgr, renamer, connections, metrics,
+                        fsync)
+        servers = [smtpd_server(spec.config, shared, engine if spec.config is cfg else None)
+                   for spec in (specs or (SmtpdSpec("smtp", cfg),))]
+        return cls(cfg, smtpd, delivery, log, store, qmgr, servers, renamer)
+
+    async def start(self, sockets: list[socket.socket], recovered: list[str],
+                    retries: bool, routes: Sequence[int] = ()) -> None:
+        """Start the queue manager, then serve: socket i belongs to servers[routes[i]]
+        (all to the first without `routes`)."""
+        loop = asyncio.get_running_loop()
+        self.log.batch_in(loop)
+        Path(self.delivery.virtual_mailbox_base).mkdir(parents=True, exist_ok=True)
+        await self.qmgr.start(recovered, retries)
+        for index, server in enumerate(self.servers):
+            await server.start([sock for i, sock in enumerate(sockets)
+                                if (routes[i] if routes else 0) == index])
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            await server.stop()
+            dns = server.services.engine.tables.dns
+            if dns is not None:
+                dns.resolver.close()
+        await self.qmgr.stop()
+        self.renamer.stop()
+        self.log.close()
+
+
+def build_router(cfg: Config, registry: Registry, resolver: AddressResolver,
+                 vmaps: Map | None) -> Router:
+    delivery = DeliverySettings.from_config(cfg)
+    return Router(resolver, vmaps, delivery.virtual_mailbox_base, delivery.home_mailbox,
+                  delivery.recipient_delimiter,
+                  registry.open_list(cfg.get_list("virtual_uid_maps")),
+                  registry.open_list(cfg.get_list("virtual_gid_maps")),
+                  Transports.from_config(cfg, registry))
+
+
+def build_agents(cfg: Config, smtpd: SmtpdSettings, delivery: DeliverySettings,
+                 engine: Engine, renamer: DurableRenamer, fsync: bool) -> dict[str, Agent]:
+    """The delivery agents: Maildir (virtual, local) and SMTP/LMTP clients."""
+    agents: dict[str, Agent] = {
+        "virtual": MaildirAgent("virtual", smtpd.myhostname, renamer, fsync),
+        "local": MaildirAgent("local", smtpd.myhostname, renamer, fsync),
+    }
+    dns = engine.tables.dns
+    for name in ("smtp", "relay", "lmtp"):
+        agents[name] = SmtpAgent(name, cfg.get_str("smtp_helo_name") or smtpd.myhostname,
+                                 dns.resolver if dns else None, engine.tables.names,
+                                 Timeouts(*delivery.smtp_timeouts),
+                                 delivery.destination_concurrency, delivery.smtp_tls,
+                                 recipient_limit=delivery.destination_recipients,
+                                 line_length_limit=delivery.lmtp_line_length_limit
+                                 if name == "lmtp" else delivery.smtp_line_length_limit)
+    return agents
+
+
+def smtpd_server(cfg: Config, shared: Shared, engine: Engine | None = None) -> SmtpServer:
+    """One smtpd service's server: its settings, log name, engine (`engine`: main.cf's,
+    already built), TLS and SASL, over the worker's shared queue and tables."""
+    registry, delivery, qmgr = shared.registry, shared.delivery, shared.qmgr
+    smtpd = SmtpdSettings.from_config(cfg)
+    log = shared.log.named(smtpd.syslog_name, smtpd.smtputf8_enable)
+    local = interface_addresses(cfg, [a.host for a in smtpd.listen])
+    if engine is None:
+        smtpd_log = functools.partial(log.log, "smtpd")
+        resolver = build_resolver(cfg, registry, local, smtpd_log)
+        engine, _ = build_engine(cfg, registry, resolver, smtpd_log, local,
+                                 metrics=shared.metrics)
+
+    def warn(text: str) -> None:
+        log.log("smtpd", f"warning: {text}")
+
+    services = Services(
+        engine=engine, store=shared.store, log=log,
+        forbidden=ForbiddenCommands.build(smtpd.forbidden_commands, registry),
+        local_addresses=local, on_queued=qmgr.enqueue,
+        commit=committer(shared.store, shared.renamer, shared.fsync), clock=time.time,
+        deliver_first=qmgr.deliver_first if delivery.direct_delivery else None,
+        bare_newline_exempt=client_matcher(
+            cfg.get_list("smtpd_forbid_bare_newline_exclusions"), registry),
+        xclient_hosts=client_matcher(cfg.get_list("smtpd_authorized_xclient_hosts"),
+                                     registry),
+        flush_domains=domain_matcher(cfg, "fast_flush_domains", registry),
+        flush_queue=lambda: qmgr.flush_soon(), metrics=shared.metrics,
+        tls_context=server_context(smtpd.tls),
+        sasl=SaslServer.build(smtpd.sasl, Path(delivery.queue_directory), warn=warn,
+                              exempt=client_pair_matcher(
+                                  smtpd.sasl.exceptions_networks, registry)))
+    exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
+                                    or mynetworks_patterns(cfg), registry)
+    return SmtpServer(smtpd, services, exceptions, shared.connections)
