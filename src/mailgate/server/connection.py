@@ -60,7 +60,9 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.conn.receive_data(b"")
         self._wake()
-        return True  # keep the transport open: pending replies (221) still go out
+        # keep a plain transport open: pending replies (221) still go out (under TLS the
+        # answer has no effect, and asyncio warns about a True)
+        return self.transport is None or self.transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
