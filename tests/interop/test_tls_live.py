@@ -55,6 +55,30 @@ SCRIPTS: dict[str, tuple[dict[str, str], list[Step]]] = {
                 [("TLS", b""), ("R", b""), ("C", b"EHLO client.example"), *MESSAGE,
                  ("C", b"QUIT")]),
 }
+ASK = {"smtpd_tls_ask_ccert": "yes", "smtpd_tls_CAfile": "{ca}", "mynetworks": "192.0.2.0/24"}
+RELAYED: list[Step] = [("C", b"EHLO client.example"), ("C", b"MAIL FROM:<a@client.example>"),
+                       ("C", b"RCPT TO:<someone@elsewhere.example>"), ("C", b"RSET")]
+SCRIPTS.update({
+    "ccert-none": (ASK, [("C", b"EHLO client.example"), ("C", b"STARTTLS"), ("TLS", b""),
+                         *RELAYED, *MESSAGE, ("C", b"QUIT")]),
+    "ccert-trusted": ({**ASK, "smtpd_relay_restrictions":
+                       "permit_tls_all_clientcerts, reject_unauth_destination"},
+                      [("C", b"EHLO client.example"), ("C", b"STARTTLS"), ("TLS", b"client"),
+                       *RELAYED, *MESSAGE, ("C", b"QUIT")]),
+    "ccert-untrusted": ({**ASK, "smtpd_relay_restrictions":
+                         "permit_tls_all_clientcerts, reject_unauth_destination"},
+                        [("C", b"EHLO client.example"), ("C", b"STARTTLS"), ("TLS", b"self"),
+                         *RELAYED, *MESSAGE, ("C", b"QUIT")]),
+    "ccert-listed": ({**ASK, "relay_clientcerts": "inline:{{{self_fp}=self}}",
+                      "smtpd_relay_restrictions":
+                      "permit_tls_clientcerts, reject_unauth_destination"},
+                     [("C", b"EHLO client.example"), ("C", b"STARTTLS"), ("TLS", b"self"),
+                      *RELAYED, ("C", b"QUIT")]),
+    "ccert-access": ({**ASK, "smtpd_client_restrictions":
+                      "check_ccert_access inline:{{ {{{self_fp}=REJECT no such cert}} }}"},
+                     [("C", b"EHLO client.example"), ("C", b"STARTTLS"), ("TLS", b"self"),
+                      ("C", b"EHLO client.example"), *MESSAGE[:2], ("C", b"QUIT")]),
+})
 
 
 @pytest.fixture(scope="module")
@@ -73,21 +97,24 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
 def test_tls_sessions_match_postfix(server_factory, postfix: Instance, certs: Certs,  # type: ignore[no-untyped-def]
                                     name: str) -> None:
     extra, steps = SCRIPTS[name]
-    extra = {k: v.format(ec_cert=certs.ec_cert, ec_key=certs.ec_key) for k, v in extra.items()}
+    extra = {k: v.format(ec_cert=certs.ec_cert, ec_key=certs.ec_key, ca=certs.ca,
+                         self_fp=certs.fingerprint(certs.self_cert)) for k, v in extra.items()}
+    identities = {b"client": (certs.client_cert, certs.client_key),
+                  b"self": (certs.self_cert, certs.self_key)}
     settings = {**reference.read_settings(DATA / "main.cf"),
                 "smtpd_tls_security_level": "may", "smtpd_tls_cert_file": str(certs.rsa_cert),
                 "smtpd_tls_key_file": str(certs.rsa_key), "smtpd_tls_loglevel": "1",
                 "smtpd_tls_received_header": "yes", **extra}
     skip = postfix.configure(settings)
     delivered = mail_count(postfix.directory / "mail")
-    theirs = play(postfix.port, steps, certs.ca)
+    theirs = play(postfix.port, steps, certs.ca, identities=identities)
     wait_until(lambda: any("disconnect from" in x for x in log_lines(postfix.log, skip)))
     if MESSAGE[-1] in steps:  # Postfix delivers after the session: wait for the file
         wait_until(lambda: mail_count(postfix.directory / "mail") > delivered)
     their_log = log_lines(postfix.log, skip)
     their_header = received(postfix.directory / "mail") if MESSAGE[-1] in steps else ""
     server = server_factory(**settings).start()
-    ours = play(server.port, steps, certs.ca)
+    ours = play(server.port, steps, certs.ca, identities=identities)
     wait_until(lambda: any("disconnect from" in x for x in log_lines(server.log_path)))
     our_log, our_header = log_lines(server.log_path), received(server.mail)
     for what, a, b in (("replies", theirs, ours), ("smtpd log", their_log, our_log),

@@ -23,10 +23,18 @@ def _reply(f: object) -> bytes:
             return out
 
 
-def play(port: int, steps: list[Step], ca: Path | None = None, source: str = "") -> list[str]:
-    """The replies to `steps` (`source`: the client's own loopback address)."""
-    ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
-    ctx.check_hostname = False
+def play(port: int, steps: list[Step], ca: Path | None = None, source: str = "",
+         identities: dict[bytes, tuple[Path, Path]] | None = None) -> list[str]:
+    """The replies to `steps` (`source`: the client's own loopback address); a `TLS` step
+    whose data names one of `identities` presents that (certificate, key)."""
+    def context(identity: bytes) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+        ctx.check_hostname = False
+        if identity:
+            cert, key = (identities or {})[identity]
+            ctx.load_cert_chain(str(cert), str(key))
+        return ctx
+
     sock = socket.create_connection(("127.0.0.1", port), timeout=30,
                                     source_address=(source, 0) if source else None)
     wrapper = steps[0][0] == "TLS"
@@ -34,7 +42,7 @@ def play(port: int, steps: list[Step], ca: Path | None = None, source: str = "")
     out = [] if wrapper else [_reply(f).decode()]
     for kind, data in steps:
         if kind == "TLS":
-            sock = ctx.wrap_socket(sock, server_hostname=HOSTNAME)
+            sock = context(data).wrap_socket(sock, server_hostname=HOSTNAME)
             f = sock.makefile("rb")
         elif kind == "R":
             out.append(_reply(f).decode())

@@ -18,7 +18,7 @@ from mailgate.config.maincf import split_list
 from mailgate.dns.lookup import DnsLookup
 from mailgate.dns.names import HostsFile, NameService
 from mailgate.dns.resolver import Resolver
-from mailgate.engine.context import NAME_OK, NAME_TEMP, CheckState, Client
+from mailgate.engine.context import NAME_OK, NAME_TEMP, CheckState, Client, ClientCert
 from mailgate.engine.engine import Engine
 from mailgate.engine.evaluate import Evaluation
 from mailgate.engine.reply import Verdict
@@ -220,7 +220,7 @@ class Driver:
                 else args[0]
             return _shown(await self.engine.check_rcpt(st, rcpt))
         if cmd == "fingerprint" and len(args) == 1:
-            st.ccert_fingerprint = args[0]
+            st.ccert = ClientCert("", "", args[0], args[0], False)  # as smtpd_check.c's driver
             return "OK"
         if cmd == "rewrite" and not args:
             return self.rewrite()

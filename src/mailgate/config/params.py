@@ -283,6 +283,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("smtpd_tls_received_header", _B, "no"),
     Param("smtpd_tls_loglevel", _I, "0", min=0),
     Param("smtpd_tls_ask_ccert", _B, "no"),
+    Param("relay_clientcerts", _L, ""),
     Param("smtpd_tls_req_ccert", _B, "no"),
     Param("smtpd_tls_ccert_verifydepth", _I, "9", min=0),
     Param("smtpd_tls_fingerprint_digest", _S,

@@ -34,6 +34,19 @@ class Client:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientCert:
+    """A TLS client certificate the client presented: subject and issuer names (CN; the
+    issuer's O without a CN), its fingerprints in smtpd_tls_fingerprint_digest
+    (`AB:CD:...`), and whether it verified against smtpd_tls_CAfile/CApath."""
+
+    subject: str
+    issuer: str
+    fingerprint: str
+    pkey_fingerprint: str
+    trusted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Pending:
     """A remembered defer_if_permit / defer_if_reject reply: used later if it comes to that."""
 
@@ -75,7 +88,7 @@ class CheckState:
     queue_id: str | None = None
     ill_pipelining: bool = False
     smtputf8: bool = False  # MAIL FROM ... SMTPUTF8: non-ASCII domains are then allowed
-    ccert_fingerprint: str | None = None  # a verified TLS client certificate (none yet)
+    ccert: ClientCert | None = None  # the TLS client certificate presented, if any
     encryption: tuple[str, str, int] | None = None  # TLS (protocol, cipher, bits), once on
     sasl_method: str | None = None  # after a successful AUTH (smtpd's state->sasl_*)
     sasl_username: str | None = None

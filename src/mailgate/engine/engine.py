@@ -21,6 +21,7 @@ from mailgate.engine import (  # noqa: F401  (registration)
     recipients,
     restrictions,
     senderlogin,
+    tlschecks,
 )
 from mailgate.engine.connect import Prefetch, lookup_client
 from mailgate.engine.context import CheckState, Client, Pending

@@ -16,9 +16,9 @@ DEFAULT_ACTION = "451 4.3.5 Server configuration problem"  # for a nested defaul
 
 def request(st: CheckState, context: str, helo: str | None = None, sender: str | None = None,
             recipient: str | None = None, etrn_domain: str | None = None) -> dict[str, str]:
-    """The attributes Postfix 3.7's smtpd sends, in its order (no client certificates); the
+    """The attributes Postfix 3.7's smtpd sends, in its order ; the
     HELO name, sender, recipient and ETRN domain are the ones being checked."""
-    client, tls = st.client, st.encryption
+    client, tls, cert = st.client, st.encryption, st.ccert
     where = "DATA" if st.where == "BDAT" else st.where
     data_stage = where in ("DATA", "END-OF-MESSAGE")
     return {
@@ -43,10 +43,10 @@ def request(st: CheckState, context: str, helo: str | None = None, sender: str |
         "sasl_method": st.sasl_method or "",
         "sasl_username": st.sasl_username or "",
         "sasl_sender": st.sasl_sender or "",
-        "ccert_subject": "",
-        "ccert_issuer": "",
-        "ccert_fingerprint": st.ccert_fingerprint or "",
-        "ccert_pubkey_fingerprint": "",
+        "ccert_subject": cert.subject if cert and cert.trusted else "",
+        "ccert_issuer": cert.issuer if cert and cert.trusted else "",
+        "ccert_fingerprint": cert.fingerprint if cert else "",
+        "ccert_pubkey_fingerprint": cert.pkey_fingerprint if cert else "",
         "encryption_protocol": tls[0] if tls else "",
         "encryption_cipher": tls[1] if tls else "",
         "encryption_keysize": str(tls[2]) if tls else "0",

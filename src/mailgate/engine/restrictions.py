@@ -95,27 +95,6 @@ def permit_sasl_authenticated(ev: Evaluation, frame: Frame, args: Args) -> Statu
     return ev.permit("permit_sasl_authenticated", Frame(ev.st.namaddr, "Client host", None))
 
 
-@restriction("permit_tls_all_clientcerts")
-def permit_tls_all_clientcerts(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    return Status.DUNNO  # no TLS client certificates are asked for yet
-
-
-@restriction("permit_tls_clientcerts")
-def permit_tls_clientcerts(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    """A client certificate whose fingerprint relay_clientcerts lists."""
-    fingerprint, table = ev.st.ccert_fingerprint, ev.tables.relay_clientcerts
-    if not fingerprint or table is None:
-        return Status.DUNNO
-    try:
-        found = table.lookup(fingerprint) is not None
-    except MapError:
-        ev.warn(f'{table.spec} lookup error for "{fingerprint}"')
-        ev.warn(f"relay_clientcerts: lookup error for fingerprint '{fingerprint}', "
-                f"pkey fingerprint {fingerprint}")
-        ev.dict_retry(frame.name)
-    return ev.permit("permit_tls_clientcerts", frame) if found else Status.DUNNO
-
-
 @restriction("reject_plaintext_session")
 def reject_plaintext_session(ev: Evaluation, frame: Frame, args: Args) -> Status:
     if ev.st.encryption is not None:

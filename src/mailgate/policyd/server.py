@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from mailgate.config.config import Config
 from mailgate.config.settings import SmtpdSettings
-from mailgate.engine.context import NAME_FORGED, NAME_OK, NAME_PERM, CheckState, Client, Marks
+from mailgate.engine.context import (
+    NAME_FORGED,
+    NAME_OK,
+    NAME_PERM,
+    CheckState,
+    Client,
+    ClientCert,
+    Marks,
+)
 from mailgate.engine.engine import Engine
 from mailgate.engine.reply import Reply, Status
 from mailgate.engine.stages import STAGES, Stage
@@ -127,8 +135,18 @@ def check_state(req: Request) -> CheckState:
                       sasl_method=req.get("sasl_method") or None,
                       sasl_username=req.get("sasl_username") or None,
                       sasl_sender=req.get("sasl_sender") or None,
-                      ccert_fingerprint=req.get("ccert_fingerprint") or None,
+                      ccert=_ccert(req),
                       encryption=_encryption(req))
+
+
+def _ccert(req: Request) -> ClientCert | None:
+    """The client certificate, from the ccert_* attributes (subject and issuer only come
+    with a trusted one, as smtpd sends them)."""
+    fingerprint, pkey = req.get("ccert_fingerprint"), req.get("ccert_pubkey_fingerprint")
+    if not fingerprint and not pkey:
+        return None
+    subject, issuer = req.get("ccert_subject"), req.get("ccert_issuer")
+    return ClientCert(subject, issuer, fingerprint, pkey, bool(subject or issuer))
 
 
 def _encryption(req: Request) -> tuple[str, str, int] | None:

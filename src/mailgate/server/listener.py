@@ -312,7 +312,8 @@ class SmtpServer:
             session.tls_failed(ConnectionResetError(), counted)
             return False
         connection.transport = transport
-        session.tls_started(describe(transport.get_extra_info("ssl_object")), counted)
+        session.tls_started(describe(transport.get_extra_info("ssl_object"),
+                                     self.settings.tls), counted)
         return True
 
     async def _wrapped(self, connection: Connection, session: Session) -> bool:
@@ -322,7 +323,7 @@ class SmtpServer:
         if ssl_object is None:
             session.tls_failed(ConnectionResetError(), counted=False)
             return False
-        session.tls_started(describe(ssl_object), counted=False)
+        session.tls_started(describe(ssl_object, self.settings.tls), counted=False)
         return True
 
     async def _loop(self, connection: Connection, session: Session) -> None:

@@ -70,11 +70,12 @@ class TlsCommands(SessionParts):
         if counted:
             self.stats.count("starttls", True)
         if self.s.tls.loglevel >= 1:
-            self.log(f"Anonymous TLS connection established from {self.namaddr}: "
+            self.log(f"{info.trust} TLS connection established from {self.namaddr}: "
                      f"{info.summary()}{info.details}")
         self.reset_transaction()
         self.st.helo = None  # helo_reset(): restrictions see no HELO until the next one
         self.st.encryption = (info.protocol, info.cipher, info.bits)
+        self.st.ccert = info.ccert
         self.auth_forget()  # SASL starts over with smtpd_sasl_tls_security_options
 
     def tls_failed(self, exc: BaseException, counted: bool = True) -> None:
@@ -107,5 +108,17 @@ class TlsCommands(SessionParts):
             return ""
         info = self.tls
         text = f"\t(using {info.summary()}"
-        text += f"\n\t {info.details.lstrip()})" if info.details else ")"
-        return text + "\n\t(No client certificate requested)\n"
+        details = info.details.lstrip().replace(" client-signature", "\n\t client-signature")
+        text += f"\n\t {details})" if details else ")"
+        return text + f"\n\t({received_ccert(info)})\n"
+
+
+def received_ccert(info: TlsInfo) -> str:
+    """The client-certificate line of `Received:` (smtpd.c, with smtpd_tls_received_header)."""
+    if not info.asked:
+        return "No client certificate requested"
+    cert = info.ccert
+    if cert is None:
+        return "Client did not present a certificate"
+    verified = "verified OK" if cert.trusted else "not verified"
+    return f'Client CN "{cert.subject}", Issuer "{cert.issuer}" ({verified})'

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailgate.config.settings import TlsSettings
+from mailgate.engine.context import ClientCert
 from mailgate.errors import ConfigError
+from mailgate.server.ccert import ask_client_certificates, client_cert
 
 _VERSIONS = {"SSLv2": None, "SSLv3": ssl.TLSVersion.SSLv3, "TLSv1": ssl.TLSVersion.TLSv1,
              "TLSv1.1": ssl.TLSVersion.TLSv1_1, "TLSv1.2": ssl.TLSVersion.TLSv1_2,
@@ -92,6 +94,12 @@ def server_context(tls: TlsSettings) -> ssl.SSLContext | None:
     if tls.ca_file or tls.ca_path:
         with contextlib.suppress(OSError, ssl.SSLError):
             ctx.load_verify_locations(tls.ca_file or None, tls.ca_path or None)
+    if tls.ask_ccert:
+        try:
+            ask_client_certificates(ctx, tls.req_ccert)
+        except (ValueError, OSError, AttributeError) as exc:
+            raise ConfigError(f"smtpd_tls_ask_ccert: client certificates cannot be asked "
+                              f"for with this Python's ssl module ({exc})") from exc
     return ctx
 
 
@@ -103,19 +111,33 @@ class TlsInfo:
     cipher: str
     bits: int
     details: str  # " key-exchange X25519 server-signature RSA-PSS (2048 bits) ...", or ""
+    asked: bool = False  # a client certificate was requested (smtpd_tls_ask_ccert)
+    ccert: ClientCert | None = None  # the one presented
+
+    @property
+    def trust(self) -> str:
+        """Postfix's first word: Anonymous (no certificate), Untrusted, Trusted."""
+        if self.ccert is None:
+            return "Anonymous"
+        return "Trusted" if self.ccert.trusted else "Untrusted"
 
     def summary(self) -> str:
         return f"{self.protocol} with cipher {self.cipher} ({self.bits}/{self.bits} bits)"
 
 
-def describe(ssl_object: Any) -> TlsInfo:
-    """The facts of an established session (an `ssl.SSLObject` or `ssl.SSLSocket`)."""
+def describe(ssl_object: Any, tls: TlsSettings | None = None) -> TlsInfo:
+    """The facts of an established session (an `ssl.SSLObject` or `ssl.SSLSocket`), with
+    the client's certificate when `tls` asks for one."""
     version = ssl_object.version() or "unknown"
     name, _, bits = ssl_object.cipher() or ("unknown", "", 0)
     details = ""
+    pointer: int | None = None
     with contextlib.suppress(Exception):  # no OpenSSL access: the line ends at the cipher
-        details = _openssl().details(ssl_object, version)
-    return TlsInfo(version, name, int(bits or 0), details)
+        pointer = _openssl().ssl_pointer(ssl_object, version)
+        details = _openssl().details(pointer)
+    asked = tls is not None and tls.ask_ccert
+    ccert = client_cert(ssl_object, pointer, tls.fingerprint_digest) if asked and tls else None
+    return TlsInfo(version, name, int(bits or 0), details, asked, ccert)
 
 
 _TLS_VERSION_CODES = {"TLSv1": 0x301, "TLSv1.1": 0x302, "TLSv1.2": 0x303, "TLSv1.3": 0x304}
@@ -123,6 +145,7 @@ _SIGNATURES = {"RSASSA-PSS": "RSA-PSS", "rsaEncryption": "RSA", "id-ecPublicKey"
                "ED25519": "ED25519", "ED448": "ED448"}
 _X_GROUPS = {"X25519", "X448"}
 _SSL_CTRL_GET_SIGNATURE_NID = 132
+_SSL_CTRL_GET_PEER_SIGNATURE_NID = 108
 _SSL_CTRL_GET_NEGOTIATED_GROUP = 134
 
 
@@ -142,6 +165,12 @@ class _OpenSsl:
         self.certificate = ssl_lib.SSL_get_certificate
         self.certificate.restype = ctypes.c_void_p
         self.certificate.argtypes = [ctypes.c_void_p]
+        self.peer_sig_type = ssl_lib.SSL_get_peer_signature_type_nid
+        self.peer_sig_type.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+        self.peer_certificate = getattr(ssl_lib, "SSL_get0_peer_certificate", None)
+        if self.peer_certificate is not None:
+            self.peer_certificate.restype = ctypes.c_void_p
+            self.peer_certificate.argtypes = [ctypes.c_void_p]
         self.pubkey = crypto.X509_get0_pubkey
         self.pubkey.restype = ctypes.c_void_p
         self.pubkey.argtypes = [ctypes.c_void_p]
@@ -156,7 +185,7 @@ class _OpenSsl:
             self.group_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
                                         ctypes.POINTER(ctypes.c_size_t)]
 
-    def _ssl_pointer(self, ssl_object: Any, version: str) -> int:
+    def ssl_pointer(self, ssl_object: Any, version: str) -> int:
         """The SSL* inside CPython's _ssl._SSLSocket (after PyObject_HEAD and one pointer),
         trusted only if OpenSSL reports the same protocol version as `ssl` did."""
         inner = getattr(ssl_object, "_sslobj", ssl_object)
@@ -169,31 +198,40 @@ class _OpenSsl:
         name = self.nid2sn(nid)
         return name.decode() if name else ""
 
-    def details(self, ssl_object: Any, version: str) -> str:
-        ptr = self._ssl_pointer(ssl_object, version)
+    def details(self, ptr: int) -> str:
         out = ""
         group = self._sn(self.ctrl(ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None))
         if group:
             out += f" key-exchange {group}" if group in _X_GROUPS else \
                 f" key-exchange ECDHE ({group})"
+        out += self._signature(ptr, "server", self.sig_type, self.certificate,
+                               _SSL_CTRL_GET_SIGNATURE_NID)
+        if self.peer_certificate is not None:  # a client certificate was presented
+            out += self._signature(ptr, "client", self.peer_sig_type, self.peer_certificate,
+                                   _SSL_CTRL_GET_PEER_SIGNATURE_NID)
+        return out
+
+    def _signature(self, ptr: int, side: str, sig_type: Any, certificate: Any,
+                   digest_ctrl: int) -> str:
+        """` server-signature RSA-PSS (2048 bits) server-digest SHA256` (or client-)."""
         nid = ctypes.c_int(0)
-        if self.sig_type(ptr, ctypes.byref(nid)) and nid.value:
-            signature = _SIGNATURES.get(self._sn(nid.value), self._sn(nid.value))
-            out += f" server-signature {signature}"
-            cert = self.certificate(ptr)
-            key = self.pubkey(cert) if cert else None
-            if key:
-                if signature == "ECDSA" and self.group_name is not None:
-                    buf = ctypes.create_string_buffer(80)
-                    size = ctypes.c_size_t(0)
-                    if self.group_name(key, buf, 80, ctypes.byref(size)):
-                        out += f" ({buf.value.decode()})"
-                elif signature not in ("ED25519", "ED448"):
-                    out += f" ({self.key_bits(key)} bits)"
-            digest = ctypes.c_int(0)
-            if self.ctrl(ptr, _SSL_CTRL_GET_SIGNATURE_NID, 0, ctypes.byref(digest)) and \
-                    digest.value:
-                out += f" server-digest {self._sn(digest.value)}"
+        if not sig_type(ptr, ctypes.byref(nid)) or not nid.value:
+            return ""
+        signature = _SIGNATURES.get(self._sn(nid.value), self._sn(nid.value))
+        out = f" {side}-signature {signature}"
+        cert = certificate(ptr)
+        key = self.pubkey(cert) if cert else None
+        if key:
+            if signature == "ECDSA" and self.group_name is not None:
+                buf = ctypes.create_string_buffer(80)
+                size = ctypes.c_size_t(0)
+                if self.group_name(key, buf, 80, ctypes.byref(size)):
+                    out += f" ({buf.value.decode()})"
+            elif signature not in ("ED25519", "ED448"):
+                out += f" ({self.key_bits(key)} bits)"
+        digest = ctypes.c_int(0)
+        if self.ctrl(ptr, digest_ctrl, 0, ctypes.byref(digest)) and digest.value:
+            out += f" {side}-digest {self._sn(digest.value)}"
         return out
 
 
