@@ -29,6 +29,7 @@ from mailgate.config.settings import ListenAddress
 _BUCKETS = 65536
 _SLOT = struct.Struct("=i")
 _RATE = struct.Struct("=qi")  # window start (s), connections in the window
+EVENTS = ("auth", "newtls")  # smtpd_client_auth_rate_limit, ..._new_tls_session_rate_limit
 
 
 class ConnectionTable:
@@ -40,6 +41,8 @@ class ConnectionTable:
     def __init__(self) -> None:
         self._mem = mmap.mmap(-1, _SLOT.size * (_BUCKETS + 1))
         self._rates = mmap.mmap(-1, _RATE.size * _BUCKETS)
+        # anvil's other rates: AUTH commands and new TLS sessions, per client
+        self._events = {kind: mmap.mmap(-1, _RATE.size * _BUCKETS) for kind in EVENTS}
         self._deaths = mmap.mmap(-1, _SLOT.size)
         self._lock = multiprocessing.Lock()
 
@@ -65,17 +68,20 @@ class ConnectionTable:
         with self._lock:
             return (self._add(self._index(addr), 1), self._add(_BUCKETS * _SLOT.size, 1))
 
-    def rate(self, addr: str, now: float, unit: float, count: bool = True) -> int:
-        """Count a connection in the client's current `unit`-second window (anvil's rate:
-        the window starts with the first connection and restarts when it has passed);
-        with `count` false, what the count would be, without counting."""
+    def rate(self, addr: str, now: float, unit: float, count: bool = True,
+             event: str = "") -> int:
+        """Count a connection (or an `event` of EVENTS) in the client's current
+        `unit`-second window (anvil's rate: the window starts with the first event and
+        restarts when it has passed); with `count` false, what the count would be, without
+        counting."""
+        table = self._events[event] if event else self._rates
         offset = (zlib.crc32(addr.encode()) % _BUCKETS) * _RATE.size
         with self._lock:
-            start, seen = _RATE.unpack_from(self._rates, offset)
+            start, seen = _RATE.unpack_from(table, offset)
             if not seen or now - start >= unit:
                 start, seen = int(now), 0
             if count:
-                _RATE.pack_into(self._rates, offset, start, seen + 1)
+                _RATE.pack_into(table, offset, start, seen + 1)
             return int(seen) + 1
 
     def disconnect(self, addr: str) -> None:

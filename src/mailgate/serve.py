@@ -110,7 +110,7 @@ def smtpd_listeners(cfg: Config) -> Listeners:
             warnings.append(f"{master.path}: no smtpd service of type inet: listening on "
                             "smtpd_listen")
         listen = list(SmtpdSettings.from_config(cfg).listen)
-        return Listeners([SmtpdSpec("smtp", cfg)], listen, [0] * len(listen), warnings)
+        return Listeners([SmtpdSpec(None, cfg)], listen, [0] * len(listen), warnings)
     out = Listeners([], [], [], warnings)
     for service in services:
         service_cfg = service_config(cfg, service)

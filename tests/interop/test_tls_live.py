@@ -4,6 +4,7 @@ with the same certificate give the same replies, smtpd log lines and `Received:`
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +13,10 @@ import pytest
 from conftest import HOSTNAME, reference_postfix, require, wait_until
 from support import reference
 from support.certs import Certs, make
-from support.livesession import log_lines, mail_count, play, received
+from support.livesession import Step, log_lines, mail_count, play, received
 from support.reference import Instance
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
-Step = tuple[str, bytes]
 
 MESSAGE: list[Step] = [("C", b"MAIL FROM:<sender@client.example>"),
                        ("C", b"RCPT TO:<alice@example.test>"), ("C", b"DATA"),
@@ -122,3 +122,37 @@ def test_tls_sessions_match_postfix(server_factory, postfix: Instance, certs: Ce
         if a != b:
             diff = "\n".join(difflib.unified_diff(a, b, "postfix", "mailgate", lineterm=""))
             pytest.fail(f"{name}: {what} differ\n{diff}")
+
+
+@pytest.mark.interop
+def test_new_tls_session_rate_limit_matches_postfix(server_factory, postfix: Instance,  # type: ignore[no-untyped-def]
+                                                    certs: Certs) -> None:
+    """Three sessions from one client with smtpd_client_new_tls_session_rate_limit = 1: the
+    second one's new TLS session is over the limit (421 over TLS, counted after the
+    handshake), the third STARTTLS is refused before any handshake (454)."""
+    settings = {**reference.read_settings(DATA / "main.cf"), "mynetworks": "192.0.2.0/24",
+                "smtpd_tls_security_level": "may", "smtpd_tls_cert_file": str(certs.rsa_cert),
+                "smtpd_tls_key_file": str(certs.rsa_key),
+                "smtpd_client_new_tls_session_rate_limit": "1"}
+    tls: list[Step] = [("C", b"EHLO client.example"), ("C", b"STARTTLS"), ("TLS", b"")]
+    plain: list[Step] = [("C", b"EHLO client.example"), ("C", b"STARTTLS"), ("C", b"NOOP"),
+                         ("C", b"QUIT")]
+
+    def both(port: int, log: Path, skip: int = 0) -> tuple[list[str], list[str]]:
+        replies: list[str] = []
+        # the second session reads a 421 over TLS
+        for n, steps in enumerate(([*tls, ("C", b"QUIT")], [*tls, ("R", b"")], plain), 1):
+            replies += play(port, steps, certs.ca)
+            wait_until(lambda n=n: sum("disconnect from" in x  # type: ignore[misc]
+                                       for x in log_lines(log, skip)) == n)
+        return replies, [re.sub(r"for service 127\.0\.0\.1:\d+", "for service LISTENER", x)
+                         for x in log_lines(log, skip)]
+
+    skip = postfix.configure(settings)
+    theirs, their_log = both(postfix.port, postfix.log, skip)
+    server = server_factory(**settings).start()
+    ours, our_log = both(server.port, server.log_path)
+    for what, a, b in (("replies", theirs, ours), ("smtpd log", their_log, our_log)):
+        if a != b:
+            diff = "\n".join(difflib.unified_diff(a, b, "postfix", "mailgate", lineterm=""))
+            pytest.fail(f"new TLS session rate: {what} differ\n{diff}")

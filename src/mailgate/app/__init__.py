@@ -54,10 +54,11 @@ __all__ = ["DEMO_MAIN_CF", "App", "SmtpdSpec", "build_engine", "build_resolver",
 
 @dataclass(frozen=True, slots=True)
 class SmtpdSpec:
-    """One smtpd service a worker runs: its master.cf name and its configuration (main.cf
-    with the service's -o settings; main.cf itself without a master.cf)."""
+    """One smtpd service a worker runs: its master.cf name (None without a master.cf: the
+    listening address names it, as Postfix's reference instance) and its configuration
+    (main.cf with the service's -o settings; main.cf itself without a master.cf)."""
 
-    name: str
+    name: str | None
     config: Config
 
 
@@ -120,8 +121,9 @@ class App:
                             metrics=metrics, deaths=connections.deaths)
         shared = Shared(registry, delivery, log, store, qmgr, renamer, connections, metrics,
                         fsync)
-        servers = [smtpd_server(spec.config, shared, engine if spec.config is cfg else None)
-                   for spec in (specs or (SmtpdSpec("smtp", cfg),))]
+        servers = [smtpd_server(spec.config, shared, engine if spec.config is cfg else None,
+                                spec.name)
+                   for spec in (specs or (SmtpdSpec(None, cfg),))]
         return cls(cfg, smtpd, delivery, log, store, qmgr, servers, renamer)
 
     async def start(self, sockets: list[socket.socket], recovered: list[str],
@@ -176,7 +178,8 @@ def build_agents(cfg: Config, smtpd: SmtpdSettings, delivery: DeliverySettings,
     return agents
 
 
-def smtpd_server(cfg: Config, shared: Shared, engine: Engine | None = None) -> SmtpServer:
+def smtpd_server(cfg: Config, shared: Shared, engine: Engine | None = None,
+                 name: str | None = None) -> SmtpServer:
     """One smtpd service's server: its settings, log name, engine (`engine`: main.cf's,
     already built), TLS and SASL, over the worker's shared queue and tables."""
     registry, delivery, qmgr = shared.registry, shared.delivery, shared.qmgr
@@ -210,4 +213,4 @@ def smtpd_server(cfg: Config, shared: Shared, engine: Engine | None = None) -> S
                                   smtpd.sasl.exceptions_networks, registry)))
     exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                     or mynetworks_patterns(cfg), registry)
-    return SmtpServer(smtpd, services, exceptions, shared.connections)
+    return SmtpServer(smtpd, services, exceptions, shared.connections, name=name)

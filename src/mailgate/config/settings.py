@@ -71,6 +71,8 @@ class SmtpdSettings:
     session_deadline: float
     connection_count_limit: int
     connection_rate_limit: int
+    auth_rate_limit: int
+    new_tls_session_rate_limit: int
     rate_time_unit: float
     max_connections: int
     soft_error_limit: int
@@ -129,6 +131,8 @@ class SmtpdSettings:
             session_deadline=cfg.get_time("smtpd_session_deadline"),
             connection_count_limit=cfg.get_int("smtpd_client_connection_count_limit"),
             connection_rate_limit=cfg.get_int("smtpd_client_connection_rate_limit"),
+            auth_rate_limit=cfg.get_int("smtpd_client_auth_rate_limit"),
+            new_tls_session_rate_limit=cfg.get_int("smtpd_client_new_tls_session_rate_limit"),
             rate_time_unit=cfg.get_time("anvil_rate_time_unit"),
             max_connections=cfg.get_int("smtpd_max_connections"),
             soft_error_limit=cfg.get_int("smtpd_soft_error_limit"),

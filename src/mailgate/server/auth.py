@@ -79,6 +79,8 @@ class AuthCommands(SessionParts):
         if self.st.sender is not None:
             self.reply("503 5.5.1 Error: MAIL transaction in progress")
             return False
+        if self.over_auth_rate():
+            return False
         if self.st.sasl_username is not None:
             self.reply("503 5.5.1 Error: already authenticated")
             return False
@@ -92,6 +94,19 @@ class AuthCommands(SessionParts):
             mechanism, offered=await self.sasl_mechanisms(), local_addr=client.server_addr,
             remote_addr=client.addr, secured=self.tls is not None)
         return self._auth_outcome(exchange, await exchange.step(initial))
+
+    def over_auth_rate(self) -> bool:
+        """smtpd_client_auth_rate_limit: every AUTH counts; over the limit, `450 4.7.1`."""
+        limit = self.s.auth_rate_limit
+        if not limit:
+            return False
+        rate = self.event_rate("auth", True)
+        if rate is None or rate <= limit:
+            return False
+        self.warn(f"AUTH command rate limit exceeded: {rate} from {self.namaddr} for service "
+                  f"{self.service}")
+        self.reply(f"450 4.7.1 Error: too many AUTH commands from {self.st.client.addr}")
+        return True
 
     async def auth_response(self, cmd: Command) -> None:
         """The client's answer to a `334` challenge: `*` gives up."""

@@ -10,6 +10,7 @@ and drained only when the transport's buffer is full.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 import time
@@ -59,7 +60,8 @@ class SmtpServer:
 
     def __init__(self, settings: SmtpdSettings, services: Services,
                  limit_exceptions: HostAddrList, connections: ConnectionTable,
-                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], object] = asyncio.sleep,
+                 name: str | None = None) -> None:
         self.settings = settings
         self.services = services
         self.limit_exceptions = limit_exceptions
@@ -73,6 +75,7 @@ class SmtpServer:
         self.worker = 0
         self.channel: socket.socket | None = None
         self.routes: tuple[SmtpServer, ...] = ()  # by listener index (start_handed)
+        self.name = name  # the master.cf service name (None: from the listening address)
 
     async def start(self, sockets: list[socket.socket]) -> None:
         """Serve on listening sockets bound by the master (shared by every worker)."""
@@ -197,6 +200,15 @@ class SmtpServer:
             exempt = False
         return exempt or self.services.xclient_hosts(client)
 
+    def _event_rate(self, client: Client, event: str, count: bool) -> int | None:
+        """anvil's AUTH and new-TLS rates for a client: counted (`count`), or as they stand
+        (anvil's *_stat); None for an exempt client (never counted)."""
+        if self._exempt(client):
+            return None
+        rate = self.connections.rate(client.addr, time.time(), self.settings.rate_time_unit,
+                                     count, event)
+        return rate if count else rate - 1  # (uncounted, rate() says what it would be)
+
     def _over_limit(self, client: Client, count: int, total: int, service: str
                     ) -> tuple[str, str]:
         """(421 reply, warning) when a connection limit is exceeded, else empty strings."""
@@ -232,7 +244,9 @@ class SmtpServer:
         if isinstance(local, tuple):
             client.server_addr, client.server_port = local[0], local[1]
         session = Session(s, self.services, client, connection.conn)
-        refusal, warning = self._over_limit(client, count, total, _service(local))
+        session.service = self.name or _service(local)
+        session.event_rate = functools.partial(self._event_rate, client)
+        refusal, warning = self._over_limit(client, count, total, session.service)
         if refusal:  # (after an early greeting only when the rate grew in between)
             session.log(f"connect from {session.namaddr}")
             session.warn(warning)

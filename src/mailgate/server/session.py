@@ -88,6 +88,10 @@ class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataComm
         self.auth_exchange: Exchange | None = None  # an AUTH waiting for the client
         self.auth_mechanisms: tuple[str, ...] | None = None
         self.sasl_reply = ""
+        # anvil's rates for AUTH and new TLS sessions (set by the listener): the count (with
+        # `count`, after counting this event), or None for an exempt client
+        self.event_rate: Callable[[str, bool], int | None] = lambda event, count: None
+        self.service = "smtp"  # the master.cf service name, for anvil's warnings
 
     # --- replies and logging ----------------------------------------------------------
     def delay(self) -> float:

@@ -6,6 +6,7 @@ STARTTLS, AUTH), as Postfix 3.7 smtpd answers them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailgate.config.settings import SmtpdSettings
@@ -46,6 +47,8 @@ class SessionParts:
     svc: Services
     tx: Transaction
     st: CheckState
+    event_rate: Callable[[str, bool], int | None]
+    service: str
 
     if TYPE_CHECKING:  # provided by Session
         @property

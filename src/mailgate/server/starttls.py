@@ -58,6 +58,13 @@ class TlsCommands(SessionParts):
         if not self.starttls_offered:
             self.reply("502 5.5.1 Error: command not implemented")
             return False
+        limit = self.s.new_tls_session_rate_limit
+        rate = self.event_rate("newtls", False) if limit else None
+        if rate is not None and rate > limit:  # already over: no handshake at all
+            self.warn(f"Refusing STARTTLS request from {self.namaddr} for service "
+                      f"{self.service}")
+            self.reply(f"454 4.7.0 Error: too many new TLS sessions from {self.namaddr}")
+            return False
         self.reply("220 2.0.0 Ready to start TLS")
         self.starttls_pending = True
         return None  # counted when the handshake is over: `starttls=1` or `starttls=0/1`
@@ -67,11 +74,17 @@ class TlsCommands(SessionParts):
         client starts over (RFC 3207 4.2: forget its HELO and any transaction)."""
         self.starttls_pending = False
         self.tls = info
-        if counted:
-            self.stats.count("starttls", True)
         if self.s.tls.loglevel >= 1:
             self.log(f"{info.trust} TLS connection established from {self.namaddr}: "
                      f"{info.summary()}{info.details}")
+        if not info.reused and self.new_tls_session_over_limit():
+            if counted:
+                self.stats.count("starttls", False)
+            self.reply(f"421 4.7.0 {self.s.myhostname} Error: too many new TLS sessions from "
+                       f"{self.namaddr}")
+            return
+        if counted:
+            self.stats.count("starttls", True)
         self.reset_transaction()
         self.st.helo = None  # helo_reset(): restrictions see no HELO until the next one
         self.st.encryption = (info.protocol, info.cipher, info.bits)
@@ -90,8 +103,20 @@ class TlsCommands(SessionParts):
             self.log(f"SSL_accept error from {self.namaddr}: Connection timed out")
         else:
             self.log(f"SSL_accept error from {self.namaddr}: lost connection")
-        self.log(f"lost connection after {self.st.where} from {self.namaddr}")
+        if not self.new_tls_session_over_limit():  # (over it, Postfix ends without a word)
+            self.log(f"lost connection after {self.st.where} from {self.namaddr}")
         self.closing = True
+
+    def new_tls_session_over_limit(self) -> bool:
+        """smtpd_client_new_tls_session_rate_limit, after a handshake (a failed one counts):
+        count the new session; over the limit, Postfix's warning."""
+        limit = self.s.new_tls_session_rate_limit
+        rate = self.event_rate("newtls", True) if limit else None
+        if rate is None or rate <= limit:
+            return False
+        self.warn(f"New TLS session rate limit exceeded: {rate} from {self.namaddr} for "
+                  f"service {self.service}")
+        return True
 
     def received_protocol(self) -> str:
         """The `with` word of `Received:`: ESMTP, ESMTPS, ESMTPA, ESMTPSA (RFC 3848); SMTP

@@ -112,7 +112,8 @@ class TlsInfo:
     bits: int
     details: str  # " key-exchange X25519 server-signature RSA-PSS (2048 bits) ...", or ""
     asked: bool = False  # a client certificate was requested (smtpd_tls_ask_ccert)
-    ccert: ClientCert | None = None  # the one presented
+    reused: bool = False  # a resumed session (not counted as a new one)
+    ccert: ClientCert | None = None  # the client certificate presented
 
     @property
     def trust(self) -> str:
@@ -137,7 +138,8 @@ def describe(ssl_object: Any, tls: TlsSettings | None = None) -> TlsInfo:
         details = _openssl().details(pointer)
     asked = tls is not None and tls.ask_ccert
     ccert = client_cert(ssl_object, pointer, tls.fingerprint_digest) if asked and tls else None
-    return TlsInfo(version, name, int(bits or 0), details, asked, ccert)
+    return TlsInfo(version, name, int(bits or 0), details, asked,
+                   bool(getattr(ssl_object, "session_reused", False)), ccert)
 
 
 _TLS_VERSION_CODES = {"TLSv1": 0x301, "TLSv1.1": 0x302, "TLSv1.2": 0x303, "TLSv1.3": 0x304}
