@@ -48,13 +48,13 @@ def raise_fd_limit() -> None:
 
 async def worker_main(cfg: Config, listeners: Listeners, connections: ConnectionTable,
                       recovered: list[str], index: int, workers: int, metrics: bool,
-                      handoff: Handoff | None = None) -> None:
+                      handoff: Handoff | None = None, tls_secret: bytes = b"") -> None:
     """One smtpd worker: sessions, queue manager and delivery in one event loop; worker 0
     also runs the deferred queue and takes over dead workers' messages. With `handoff`,
     its connections come from the accept process instead of the listening sockets."""
     counted = create_metrics(metrics)
     app = App.build(cfg, connections, metrics=counted, worker=index, workers=workers,
-                    specs=listeners.specs)
+                    specs=listeners.specs, tls_secret=tls_secret)
     if handoff is not None:
         for sock in listeners.sockets:
             sock.close()
@@ -196,6 +196,7 @@ def run(cfg: Config) -> int:
     workers = cfg.get_int("smtpd_processes") or default_workers(os.cpu_count() or 1,
                                                                 accept_process)
     handoff = Handoff(workers) if accept_process else None
+    tls_secret = os.urandom(32)  # session-ticket keys shared by the workers (docs/tls.md)
 
     def worker(index: int) -> None:
         if index == workers:  # the accept process (decision 0049)
@@ -203,7 +204,8 @@ def run(cfg: Config) -> int:
             acceptor.run(sockets, handoff, connections, greeters)
             return
         run_loop(worker_main(cfg, listeners, connections, recovered if index == 0 else [],
-                             index, workers, metrics=http is not None, handoff=handoff))
+                             index, workers, metrics=http is not None, handoff=handoff,
+                             tls_secret=tls_secret))
 
     count, work, on_exit = exporter.processes(workers + (handoff is not None), worker, http,
                                               [store.root / name for name in QUEUES])

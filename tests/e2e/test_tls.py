@@ -223,3 +223,36 @@ def test_after_starttls_the_helo_is_forgotten(server_factory, certs: Certs) -> N
             (503, b"5.5.1 Error: send HELO/EHLO first")
         ehlo_words(smtp)
         assert smtp.docmd("MAIL FROM:<a@client.example>")[0] == 250
+
+
+def resumed_sessions(port: int, certs: Certs, count: int) -> list[bool]:
+    """`count` STARTTLS sessions, each offering the TLS session of the first one."""
+    ctx = client_context(certs)
+    first: ssl.SSLSession | None = None
+    out = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        f = sock.makefile("rb")
+        read_reply(f)
+        sock.sendall(b"EHLO client.example\r\nSTARTTLS\r\n")
+        read_reply(f)
+        read_reply(f)
+        tls = ctx.wrap_socket(sock, server_hostname="mx.example.test", session=first)
+        f = tls.makefile("rb")
+        tls.sendall(b"NOOP\r\n")
+        read_reply(f)  # (a TLS 1.3 ticket arrives after the handshake, before this reply)
+        out.append(tls.session_reused)
+        if first is None:
+            first = tls.session
+        tls.sendall(b"QUIT\r\n")
+        read_reply(f)
+        tls.close()
+    return out
+
+
+def test_tls_sessions_resume_on_any_worker(server_factory, certs: Certs) -> None:  # type: ignore[no-untyped-def]
+    """The workers share their session-ticket keys: a session resumes whichever worker
+    the accept process hands the connection to (four workers, twelve connections)."""
+    server = server_factory(**tls_settings(certs, smtpd_processes="4")).start()
+    resumed = resumed_sessions(server.port, certs, 12)
+    assert resumed == [False] + [True] * 11

@@ -46,7 +46,7 @@ from mailgate.sasl.server import SaslServer
 from mailgate.server.commands import ForbiddenCommands
 from mailgate.server.listener import SmtpServer
 from mailgate.server.session import Services
-from mailgate.server.tls import server_context
+from mailgate.server.tls import server_context, set_ticket_keys
 
 __all__ = ["DEMO_MAIN_CF", "App", "SmtpdSpec", "build_engine", "build_resolver", "interface_addresses",
            "restriction_lists", "string_matcher"]
@@ -89,6 +89,7 @@ class App:
     qmgr: QueueManager
     servers: list[SmtpServer]
     renamer: DurableRenamer
+    tls_secret: bytes = b""  # the master's: every worker derives the same ticket keys
 
     @property
     def server(self) -> SmtpServer:
@@ -98,7 +99,7 @@ class App:
     @classmethod
     def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True,
               metrics: Metrics = NO_METRICS, worker: int = 0, workers: int = 1,
-              specs: Sequence[SmtpdSpec] = ()) -> App:
+              specs: Sequence[SmtpdSpec] = (), tls_secret: bytes = b"") -> App:
         """Build a worker's components; call inside its running event loop. `specs`: the
         smtpd services, in listener order (default: one, main.cf's)."""
         registry = default_registry(MapOptions.from_config(cfg))
@@ -124,7 +125,7 @@ class App:
         servers = [smtpd_server(spec.config, shared, engine if spec.config is cfg else None,
                                 spec.name)
                    for spec in (specs or (SmtpdSpec(None, cfg),))]
-        return cls(cfg, smtpd, delivery, log, store, qmgr, servers, renamer)
+        return cls(cfg, smtpd, delivery, log, store, qmgr, servers, renamer, tls_secret)
 
     async def start(self, sockets: list[socket.socket], recovered: list[str],
                     retries: bool, routes: Sequence[int] = ()) -> None:
@@ -134,9 +135,28 @@ class App:
         self.log.batch_in(loop)
         Path(self.delivery.virtual_mailbox_base).mkdir(parents=True, exist_ok=True)
         await self.qmgr.start(recovered, retries)
+        self.rotate_ticket_keys()
         for index, server in enumerate(self.servers):
             await server.start([sock for i, sock in enumerate(sockets)
                                 if (routes[i] if routes else 0) == index])
+
+    def rotate_ticket_keys(self) -> None:
+        """TLS session tickets any worker can resume: keys derived from the master's secret
+        for the current smtpd_tls_session_cache_timeout period, renewed at its end."""
+        if not self.tls_secret:
+            return
+        loop = asyncio.get_running_loop()
+        nearest = 0.0
+        for server in self.servers:
+            ctx, life = server.services.tls_context, server.settings.tls.session_cache_timeout
+            if ctx is None or life <= 0:
+                continue
+            period = int(time.time() // life)
+            if set_ticket_keys(ctx, self.tls_secret, period):
+                left = (period + 1) * life - time.time()
+                nearest = left if not nearest else min(nearest, left)
+        if nearest:
+            loop.call_later(nearest + 0.01, self.rotate_ticket_keys)
 
     async def stop(self) -> None:
         for server in self.servers:

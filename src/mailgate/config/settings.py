@@ -223,6 +223,7 @@ class TlsSettings:
     fingerprint_digest: str
     starttls_timeout: float
     preempt_cipherlist: bool
+    session_cache_timeout: float  # the life of a session-ticket key (0: no tickets)
     origin: str  # where the level comes from (start-up errors name it)
 
     @property
@@ -274,6 +275,7 @@ class TlsSettings:
             fingerprint_digest=cfg.get_str("smtpd_tls_fingerprint_digest").lower(),
             starttls_timeout=cfg.get_time("smtpd_starttls_timeout"),
             preempt_cipherlist=cfg.get_bool("tls_preempt_cipherlist"),
+            session_cache_timeout=cfg.get_time("smtpd_tls_session_cache_timeout"),
             origin=origin,
         )
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
+import hmac
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +57,39 @@ def protocol_range(text: str) -> tuple[str, str]:
         raise ValueError("no TLS protocol left")
     ordered = [v for v in _ORDER if v in allowed]
     return ordered[0], ordered[-1]
+
+
+_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
+
+
+def ticket_keys(secret: bytes, period: int) -> bytes:
+    """The 80 bytes of session-ticket keys (name, HMAC key, AES key) for one period, the
+    same in every worker that holds `secret` (Postfix's tlsmgr hands its smtpd processes one
+    key in the same way)."""
+    out = b""
+    for label in (b"name", b"hmac", b"aes"):
+        out += hmac.new(secret, label + period.to_bytes(8, "big"), hashlib.sha256).digest()
+    return out[:16] + out[32:64] + out[64:96]
+
+
+def set_ticket_keys(ctx: ssl.SSLContext, secret: bytes, period: int) -> bool:
+    """Give the context this period's ticket keys; False when OpenSSL cannot be reached
+    (each worker then keeps its own random keys: resumption only within a worker)."""
+    keys = ticket_keys(secret, period)
+    try:
+        pointer = ctypes.c_void_p.from_address(id(ctx) + 2 * ctypes.sizeof(ctypes.c_void_p))
+        lib = ctypes.CDLL(ctypes.util.find_library("ssl") or "libssl.so.3")
+        ctrl = lib.SSL_CTX_ctrl
+        ctrl.restype = ctypes.c_long
+        ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
+        options = lib.SSL_CTX_get_options
+        options.restype = ctypes.c_uint64
+        options.argtypes = [ctypes.c_void_p]
+        if not pointer.value or options(pointer.value) != int(ctx.options):
+            return False  # not the SSL_CTX of this context
+        return bool(ctrl(pointer.value, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, len(keys), keys))
+    except (OSError, AttributeError):
+        return False
 
 
 def server_context(tls: TlsSettings) -> ssl.SSLContext | None:
