@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from support.certs import Certs
     from support.dovecotauth import DovecotAuth
     from support.reference import Instance
 
@@ -348,3 +349,13 @@ def dovecot_auth() -> Iterator[DovecotAuth]:
     finally:
         server.stop()
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A test CA with RSA and ECDSA server certificates for HOSTNAME and two client
+    certificates (support.certs), made once per module with the openssl CLI."""
+    from support.certs import make
+
+    require("openssl")
+    return make(tmp_path_factory.mktemp("certs"), HOSTNAME)

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import HOSTNAME, Client, Server, dovecot_auth, require, wait_until
 from e2e.test_relay import Sink
-from support.certs import Certs, make
+from support.certs import Certs
 from support.dovecotauth import DovecotAuth
 
 REMOTE = "elsewhere.example"
@@ -22,12 +22,6 @@ REMOTE = "elsewhere.example"
 @pytest.fixture(scope="module")
 def dovecot() -> Iterator[DovecotAuth]:
     yield from dovecot_auth()
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    require("openssl")
-    return make(tmp_path_factory.mktemp("certs"), HOSTNAME)
 
 
 @pytest.fixture

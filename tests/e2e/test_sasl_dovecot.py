@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from conftest import free_port, require
+from conftest import dovecot_auth
 from mailgate.sasl.dovecot import DovecotClient, Endpoint, parse_sasl_path
 from mailgate.sasl.protocol import (
     CANNOT_CONNECT,
@@ -39,17 +36,7 @@ def plain(user: str, password: str) -> str:
 
 @pytest.fixture(scope="module")  # one Dovecot for the module (a test that stops it restarts it)
 def dovecot() -> Iterator[DovecotAuth]:
-    binary = require("dovecot")
-    # Dovecot's auth process runs as the dovecot user: it must traverse the directory to read
-    # the passwd-file (pytest's tmp_path is 0700).
-    top = Path(tempfile.mkdtemp(prefix="mailgate-sasl-"))
-    top.chmod(0o755)
-    server = DovecotAuth(binary, top, free_port())
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(top, ignore_errors=True)
+    yield from dovecot_auth()
 
 
 @pytest.fixture(params=["unix", "inet"])

@@ -8,21 +8,12 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from conftest import Server, require, wait_until
-from support.certs import Certs, make
+from support.certs import Certs
 
 HOST = "mx.example.test"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Certs]:
-    require("openssl")
-    yield make(tmp_path_factory.mktemp("certs"), HOST)
 
 
 def tls_settings(certs: Certs, **more: str) -> dict[str, str]:
@@ -241,7 +232,7 @@ def resumed_sessions(port: int, certs: Certs, count: int) -> list[bool]:
         f = tls.makefile("rb")
         tls.sendall(b"NOOP\r\n")
         read_reply(f)  # (a TLS 1.3 ticket arrives after the handshake, before this reply)
-        out.append(tls.session_reused)
+        out.append(bool(tls.session_reused))
         if first is None:
             first = tls.session
         tls.sendall(b"QUIT\r\n")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOSTNAME, dovecot_auth, reference_postfix, require, wait_until
+from conftest import dovecot_auth, reference_postfix, wait_until
 from support import reference
-from support.certs import Certs, make
+from support.certs import Certs
 from support.dovecotauth import DovecotAuth
 from support.livesession import Step, log_lines, mail_count, play, received
 from support.reference import Instance
@@ -94,12 +94,6 @@ SCRIPTS: dict[str, tuple[dict[str, str], list[Step]]] = {
 @pytest.fixture(scope="module")
 def dovecot() -> Iterator[DovecotAuth]:
     yield from dovecot_auth()
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    require("openssl")
-    return make(tmp_path_factory.mktemp("certs"), HOSTNAME)
 
 
 @pytest.fixture(scope="module")

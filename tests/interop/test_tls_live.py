@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HOSTNAME, reference_postfix, require, wait_until
+from conftest import reference_postfix, wait_until
 from support import reference
-from support.certs import Certs, make
+from support.certs import Certs
 from support.livesession import Step, log_lines, mail_count, play, received
 from support.reference import Instance
 
@@ -79,12 +79,6 @@ SCRIPTS.update({
                      [("C", b"EHLO client.example"), ("C", b"STARTTLS"), ("TLS", b"self"),
                       ("C", b"EHLO client.example"), *MESSAGE[:2], ("C", b"QUIT")]),
 })
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    require("openssl")
-    return make(tmp_path_factory.mktemp("certs"), HOSTNAME)
 
 
 @pytest.fixture(scope="module")

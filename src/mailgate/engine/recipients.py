@@ -107,11 +107,15 @@ def reject_unlisted_sender(ev: Evaluation, frame: Frame, args: Args) -> Status:
 
 def _match(ev: Evaluation, table: Map | None, resolved: Resolved, name: str) -> bool:
     """mail_addr_find() in a recipient table; a failure ends the check with a 451."""
-    if table is None:
-        return False
+    return table is not None and address_lookup(ev, table, resolved, name) is not None
+
+
+def address_lookup(ev: Evaluation, table: Map, resolved: Resolved, name: str) -> str | None:
+    """mail_addr_find() of a resolved address (recipient tables, smtpd_sender_login_maps);
+    a broken table ends the check with a 451 4.3.5, a failed lookup with a 451 4.3.0."""
     try:
         return find_address(table, resolved.address, ev.settings.recipient_delimiter,
-                            local=resolved.cls is AddressClass.LOCAL) is not None
+                            local=resolved.cls is AddressClass.LOCAL)
     except MapConfigError:
         ev.warn(f'{table.spec} lookup error for "{resolved.address}"')
         ev.server_error()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import re
 
-from mailgate.addressing import AddressClass, find_address
 from mailgate.engine.evaluate import Args, Evaluation, Frame, restriction
+from mailgate.engine.recipients import address_lookup
 from mailgate.engine.reply import Status
-from mailgate.errors import MapConfigError, MapError
 
 _OWNER_SEPARATORS = re.compile(r"[,\s]+")  # CHARS_COMMA_SP
 
@@ -19,16 +18,7 @@ def _owners(ev: Evaluation, sender: str) -> str | None:
     table = ev.tables.sender_login_maps
     if table is None:
         return None
-    resolved = ev.resolve(sender)
-    try:
-        return find_address(table, resolved.address, ev.settings.recipient_delimiter,
-                            local=resolved.cls is AddressClass.LOCAL)
-    except MapConfigError:
-        ev.warn(f'{table.spec} lookup error for "{resolved.address}"')
-        ev.server_error()
-    except MapError:
-        ev.warn(f'{table.spec} lookup error for "{resolved.address}"')
-        ev.dict_retry(sender)
+    return address_lookup(ev, table, ev.resolve(sender), sender)
 
 
 def _not_owned(ev: Evaluation, sender: str, allow_unknown: bool) -> Status:
@@ -57,22 +47,23 @@ def _not_logged_in(ev: Evaluation, sender: str) -> Status:
     return ev.reject(553, "5.7.1", f"<{sender}>: Sender address rejected: not logged in")
 
 
-@restriction("reject_sender_login_mismatch")
-def reject_sender_login_mismatch(ev: Evaluation, frame: Frame, args: Args) -> Status:
+def _either(ev: Evaluation, allow_unknown: bool) -> Status:
+    """Logged in and not an owner, or not logged in and the sender has owners."""
     sender = ev.sender
     if not sender:
         return Status.DUNNO
-    status = _not_owned(ev, sender, allow_unknown=False)
+    status = _not_owned(ev, sender, allow_unknown)
     return status if status is Status.REJECT else _not_logged_in(ev, sender)
+
+
+@restriction("reject_sender_login_mismatch")
+def reject_sender_login_mismatch(ev: Evaluation, frame: Frame, args: Args) -> Status:
+    return _either(ev, allow_unknown=False)
 
 
 @restriction("reject_known_sender_login_mismatch")
 def reject_known_sender_login_mismatch(ev: Evaluation, frame: Frame, args: Args) -> Status:
-    sender = ev.sender
-    if not sender:
-        return Status.DUNNO
-    status = _not_owned(ev, sender, allow_unknown=True)
-    return status if status is Status.REJECT else _not_logged_in(ev, sender)
+    return _either(ev, allow_unknown=True)
 
 
 @restriction("reject_authenticated_sender_login_mismatch")
