@@ -150,18 +150,19 @@ class Greeter:
     rate_limit: int
     rate_unit: float
     wrapper: bool = False  # smtpd_tls_wrappermode: the greeting goes out over TLS
+    proxy: bool = False  # smtpd_upstream_proxy_protocol: the header comes before it
 
     @classmethod
     def from_settings(cls, s: SmtpdSettings) -> Greeter:
         return cls(f"220 {s.banner}\r\n".encode("utf-8", "surrogateescape"), s.delay_reject,
                    s.max_connections, s.connection_count_limit, s.connection_rate_limit,
-                   s.rate_time_unit, s.tls.wrappermode)
+                   s.rate_time_unit, s.tls.wrappermode, s.upstream_proxy)
 
     def early(self, connections: ConnectionTable, addr: str, count: int, total: int) -> bool:
         """Whether the greeting can go out before the client's name lookup ends: nothing
         before it needs the name (smtpd_delay_reject = yes) and no connection limit can
         refuse the client, whatever its name (a refusal replaces the greeting)."""
-        if self.wrapper or not self.delay_reject or total > self.max_connections:
+        if self.wrapper or self.proxy or not self.delay_reject or total > self.max_connections:
             return False
         if self.count_limit and count > self.count_limit:
             return False

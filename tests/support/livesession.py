@@ -37,7 +37,7 @@ def play(port: int, steps: list[Step], ca: Path | None = None, source: str = "",
 
     sock = socket.create_connection(("127.0.0.1", port), timeout=30,
                                     source_address=(source, 0) if source else None)
-    wrapper = steps[0][0] == "TLS"
+    wrapper = steps[0][0] in ("TLS", "P")  # (no greeting before a TLS hello or raw bytes)
     f = sock.makefile("rb")
     out = [] if wrapper else [_reply(f).decode()]
     for kind, data in steps:

@@ -72,6 +72,8 @@ class SmtpdSettings:
     connection_count_limit: int
     connection_rate_limit: int
     auth_rate_limit: int
+    upstream_proxy: bool  # smtpd_upstream_proxy_protocol = haproxy
+    upstream_proxy_timeout: float
     new_tls_session_rate_limit: int
     rate_time_unit: float
     max_connections: int
@@ -132,6 +134,8 @@ class SmtpdSettings:
             connection_count_limit=cfg.get_int("smtpd_client_connection_count_limit"),
             connection_rate_limit=cfg.get_int("smtpd_client_connection_rate_limit"),
             auth_rate_limit=cfg.get_int("smtpd_client_auth_rate_limit"),
+            upstream_proxy=_proxy_protocol(cfg),
+            upstream_proxy_timeout=cfg.get_time("smtpd_upstream_proxy_timeout"),
             new_tls_session_rate_limit=cfg.get_int("smtpd_client_new_tls_session_rate_limit"),
             rate_time_unit=cfg.get_time("anvil_rate_time_unit"),
             max_connections=cfg.get_int("smtpd_max_connections"),
@@ -161,6 +165,15 @@ class SmtpdSettings:
             tls=TlsSettings.from_config(cfg),
             sasl=SaslSettings.from_config(cfg),
         )
+
+
+def _proxy_protocol(cfg: Config) -> bool:
+    """smtpd_upstream_proxy_protocol: empty or `haproxy` (Postfix: fatal otherwise)."""
+    value = cfg.get_str("smtpd_upstream_proxy_protocol").lower()
+    if value not in ("", "haproxy"):
+        raise ConfigError(f"{cfg.origin('smtpd_upstream_proxy_protocol')}: unsupported "
+                          f"smtpd_upstream_proxy_protocol: {value} (use haproxy, or nothing)")
+    return value == "haproxy"
 
 
 _TLS_LEVELS = ("none", "may", "encrypt")

@@ -38,6 +38,7 @@ class Connection(asyncio.Protocol):
         self.received = 0  # bytes received during the current wait
         self.reading_paused = False
         self.writing_paused = False
+        self.counted = ""  # the address this connection is counted under (anvil's count)
         self.gone = False
 
     # --- asyncio.Protocol -------------------------------------------------------------
@@ -132,6 +133,17 @@ class Connection(asyncio.Protocol):
         deadlines.charge_read(time.monotonic() - started, self.received,
                               self.conn.mode is Mode.DATA or self.conn.mode is Mode.BDAT)
         return not self.timed_out or self.received > 0
+
+    async def first_input(self, budget: float) -> bool:
+        """Wait up to `budget` seconds for the first input (the PROXY header); False when
+        none came in time. (Input or its end already there: at once.)"""
+        if self.conn.buffered(1) or self.gone:
+            return True
+        self._arm(budget)
+        self.waiter = self.loop.create_future()
+        await self.waiter
+        self.waiter = None
+        return not self.timed_out or bool(self.conn.buffered(1))
 
     async def drain(self) -> bool:
         """Wait until the client took our output; False when it did not in time."""

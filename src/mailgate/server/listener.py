@@ -22,8 +22,10 @@ from mailgate.engine.context import Client
 from mailgate.maps.matchlist import HostAddrList
 from mailgate.master import ConnectionTable
 from mailgate.server.connection import Connection
-from mailgate.server.session import Services, Session
+from mailgate.server.session import Services, Session, escape
 from mailgate.server.tls import describe
+from mailgate.smtp import haproxy
+from mailgate.smtp.haproxy import ProxyHeader
 from mailgate.smtp.protocol import NEED_DATA, Closed, Mode, ServerConnection
 
 
@@ -183,13 +185,14 @@ class SmtpServer:
 
     async def _accept(self, connection: Connection, addr: str, port: int, count: int,
                       total: int, greeted: bool, early: bytes) -> None:
+        connection.counted = addr
         try:
             await self._run(connection, addr, port, count, total, greeted, early)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self.services.metrics.connection(-1)
-            self.connections.disconnect(addr)
+            self.connections.disconnect(connection.counted)
             connection.close()
 
     def _exempt(self, client: Client) -> bool:
@@ -239,10 +242,22 @@ class SmtpServer:
         s = self.settings
         transport = connection.transport
         assert transport is not None
-        client = await self.services.engine.connect(addr, port, s.peername_lookup)
         local = transport.get_extra_info("sockname")
-        if isinstance(local, tuple):
-            client.server_addr, client.server_port = local[0], local[1]
+        server: tuple[str, int] | None = (local[0], local[1]) if isinstance(local, tuple) \
+            else None
+        if s.upstream_proxy:  # the PROXY header names the client (smtpd_peer_from_haproxy)
+            proxied = await self._proxy_header(connection)
+            if isinstance(proxied, str):
+                await self._proxy_failed(connection, proxied, addr, port)
+                return
+            if proxied.client is not None:
+                (addr, port), server = proxied.client, proxied.server
+                self.connections.disconnect(connection.counted)  # count the real client
+                count, total = self.connections.connect(addr)
+                connection.counted = addr
+        client = await self.services.engine.connect(addr, port, s.peername_lookup)
+        if server is not None:
+            client.server_addr, client.server_port = server
         session = Session(s, self.services, client, connection.conn)
         session.service = self.name or _service(local)
         session.event_rate = functools.partial(self._event_rate, client)
@@ -263,6 +278,34 @@ class SmtpServer:
             await self._loop(connection, session)
         finally:
             session.finish()
+
+    async def _proxy_header(self, connection: Connection) -> ProxyHeader | str:
+        """The PROXY header, taken off the input; or the reason it is refused."""
+        s = self.settings
+        if not await connection.first_input(s.upstream_proxy_timeout):
+            return "timeout error"
+        data = connection.conn.buffered(haproxy.HEADER_MAX)
+        if not data:
+            return "EOF"
+        try:
+            header = haproxy.parse(data, ipv4=True, ipv6=s.ipv6)
+        except haproxy.ProxyError as exc:
+            return f"{exc}: {escape(data)}"
+        connection.conn.consume(header.length)
+        return header
+
+    async def _proxy_failed(self, connection: Connection, reason: str, addr: str,
+                            port: int) -> None:
+        """Postfix's answer to a missing or bad PROXY header: the warning, the proxy's own
+        connect and disconnect lines, `421 4.3.0 HOST Server local error`."""
+        s = self.settings
+        self.services.log.log("smtpd", f"warning: haproxy read: {reason}")
+        client = await self.services.engine.connect(addr, port, s.peername_lookup)
+        session = Session(s, self.services, client, connection.conn)
+        session.log(f"connect from {session.namaddr}")
+        connection.write(f"421 4.3.0 {s.myhostname} Server local error\r\n".encode())
+        await connection.drain()
+        session.log(f"disconnect from {session.namaddr} commands=0/0")
 
     async def _flush(self, connection: Connection, session: Session) -> bool:
         """Write the queued replies as smtpd's output buffer does: held while commands are

@@ -145,6 +145,10 @@ class ServerConnection:
         self._buf.clear()
         return dropped
 
+    def consume(self, count: int) -> None:
+        """Drop the first `count` bytes of input (a PROXY header read before the session)."""
+        del self._buf[:count]
+
     def set_line_limit(self, limit: int) -> None:
         """The longest command line from now on (SMTP AUTH responses have their own limit,
         smtpd_sasl_response_limit)."""
