@@ -30,7 +30,6 @@ def cmd_policyd(args: argparse.Namespace) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from mailgate.config.settings import SmtpdSettings
     from mailgate.maillog import MailLog
     from mailgate.queue import commands
     from mailgate.queue.store import QueueStore
@@ -44,8 +43,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     if not args.ids:
         print("mailgate queue: need a queue ID or ALL", file=sys.stderr)
         return 2
-    smtpd = SmtpdSettings.from_config(cfg)
-    log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
+    log = MailLog.from_config(cfg)
     try:
         return commands.change(store, log, args.action, args.ids)
     finally:

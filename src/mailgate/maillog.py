@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
 
+from mailgate.config.config import Config
 from mailgate.maps.casefold import printable
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TEXT_LIMIT = 2000  # bytes of one log record's text (msg_logger)
 _LEVELS = ("warning: ", "error: ", "fatal: ", "panic: ")  # msg(3) adds these after the cut
+_SEVERITY = {"warning: ": 4, "error: ": 3, "fatal: ": 2, "panic: ": 2}  # msg_syslog.c
+_FACILITIES = {"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
+               "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+               **{f"local{n}": 16 + n for n in range(8)}}
+
+
+def _syslog_socket(path: str) -> socket.socket | None:
+    """A datagram socket connected to the system logger, or None (then: stderr)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    sock.settimeout(0.1)  # a stalled logger must not stall the server
+    return sock
 
 
 class MailLog:
@@ -29,7 +48,7 @@ class MailLog:
 
     def __init__(self, syslog_name: str, myhostname: str, path: str = "",
                  clock: Callable[[], float] = time.time, stream: TextIO | None = None,
-                 utf8: bool = True) -> None:
+                 utf8: bool = True, syslog: str = "", facility: str = "mail") -> None:
         self.syslog_name = syslog_name
         self.utf8 = utf8
         self.host = myhostname.split(".", 1)[0] or "localhost"
@@ -44,8 +63,25 @@ class MailLog:
         self._pending: list[str] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._syslog: socket.socket | None = None
+        self._facility = _FACILITIES.get(facility.lower(), 2) << 3
         if path:
             self.reopen()
+        elif syslog:
+            self._syslog = _syslog_socket(syslog)
+
+    @classmethod
+    def from_config(cls, cfg: Config, utf8: bool = True) -> MailLog:
+        """The log main.cf asks for: maillog_file, or (empty) the system logger on
+        syslog_socket (our parameter, /dev/log) with syslog_facility, as Postfix logs;
+        stderr when neither can be used."""
+        return cls(cfg.get_str("syslog_name"), cfg.get_str("myhostname"),
+                   cfg.get_str("maillog_file"), utf8=utf8,
+                   syslog=cfg.get_str("syslog_socket"),
+                   facility=cfg.get_str("syslog_facility"))
+
+    def _syslog_target(self) -> socket.socket | None:
+        return self._syslog
 
     def batch_in(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Inside an event loop, write the lines of one loop iteration with one write()."""
@@ -81,6 +117,9 @@ class MailLog:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            if self._syslog is not None:
+                self._syslog.close()
+                self._syslog = None
 
     def _timestamp(self) -> str:
         now = self._clock()
@@ -99,6 +138,14 @@ class MailLog:
             level = text[:text.find(": ") + 2] if text.startswith(_LEVELS) else ""
             text = level + text[len(level):].encode("utf-8", "surrogateescape")[
                 :_TEXT_LIMIT].decode("utf-8", "surrogateescape")  # the level is not counted
+        target = self._syslog_target()
+        if target is not None:  # as glibc's syslog(3) sends it; rsyslog adds the host
+            severity = _SEVERITY.get(text[:text.find(": ") + 2], 6) if text[:1] in "wefp" else 6
+            data = (f"<{self._facility | severity}>{self._timestamp()} {self.syslog_name}/"
+                    f"{program}[{self.pid}]: {text}").encode("utf-8", "surrogateescape")
+            with contextlib.suppress(OSError):  # a full or gone logger loses the line
+                target.send(data)
+            return
         self._emit(f"{self._timestamp()} {self.host} {self.syslog_name}/{program}[{self.pid}]: "
                    f"{text}\n")
 
@@ -136,6 +183,9 @@ class _Named(MailLog):
 
     def _emit(self, line: str) -> None:
         self._parent._emit(line)
+
+    def _syslog_target(self) -> socket.socket | None:
+        return self._parent._syslog_target()
 
     def batch_in(self, loop: asyncio.AbstractEventLoop | None) -> None:
         pass  # the parent batches

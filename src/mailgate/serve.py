@@ -167,8 +167,7 @@ def run(cfg: Config) -> int:
     except ValueError as exc:
         raise ConfigError(f"{cfg.origin('resolver_servers')}: {exc}") from exc
     raise_fd_limit()
-    log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"),
-                  utf8=smtpd.smtputf8_enable)
+    log = MailLog.from_config(cfg, utf8=smtpd.smtputf8_enable)
     store = QueueStore(delivery.queue_directory)
     recovered = store.recover()
     http = exporter.listen(cfg, store.root / "metrics")

@@ -105,8 +105,7 @@ class App:
         registry = default_registry(MapOptions.from_config(cfg))
         smtpd = SmtpdSettings.from_config(cfg)
         delivery = DeliverySettings.from_config(cfg)
-        log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"),
-                      utf8=smtpd.smtputf8_enable)
+        log = MailLog.from_config(cfg, utf8=smtpd.smtputf8_enable)
         registry.warn = lambda text: log.log("smtpd", f"warning: {text}")
         if (minfree := minfree_warning(smtpd.queue_minfree, smtpd.message_size_limit)):
             log.log("smtpd", f"warning: {minfree}")  # as each Postfix smtpd at start-up

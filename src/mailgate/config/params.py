@@ -75,6 +75,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("data_directory", _S, "$mailgate_home/data"),
     Param("syslog_name", _S, "mailgate"),
     Param("maillog_file", _S, ""),
+    Param("syslog_facility", _S, "mail"),
+    Param("syslog_socket", _S, "/dev/log"),  # ours: where the system logger listens
     Param("smtpd_max_connections", _I, "2000", min=1, extension=True),
     Param("smtpd_processes", _I, "0", min=0, extension=True),  # 0: serve.default_workers
     Param("smtpd_accept_process", _B, "yes", extension=True),  # decision 0049

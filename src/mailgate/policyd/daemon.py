@@ -162,7 +162,7 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
 
     loop = asyncio.get_running_loop()
     smtpd = SmtpdSettings.from_config(cfg)
-    log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
+    log = MailLog.from_config(cfg)
     log.batch_in(loop)
     registry = default_registry(MapOptions.from_config(cfg))
     policyd_log = functools.partial(log.log, PROGRAM)
@@ -218,8 +218,7 @@ def run(cfg: Config) -> int:
     EngineSettings.from_config(cfg, policyd=True)
     clients(cfg, restriction_lists(cfg, policyd=True))  # bad services
     raise_fd_limit()
-    smtpd = SmtpdSettings.from_config(cfg)
-    log = MailLog(smtpd.syslog_name, smtpd.myhostname, cfg.get_str("maillog_file"))
+    log = MailLog.from_config(cfg)
     http = exporter.listen(cfg, Path(cfg.get_str("queue_directory")) / "policyd" / "metrics")
     sockets = bind(cfg.get_list("policyd_listen"), cfg.origin("policyd_listen"))
     for warning in (*cfg.warnings, *cfg.unused_parameters()):
