@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 from mailgate.config.settings import SmtpdSettings
-from mailgate.master import ConnectionTable
+from mailgate.master import ConnectionTable, accept_stop_signals
 
 # listener index, address family, greeted, count, total, port, early-input length; then the
 # early input and the address
@@ -191,11 +191,17 @@ def peek(sock: socket.socket) -> bytes:
 
 def run(listeners: list[socket.socket], handoff: Handoff, connections: ConnectionTable,
         greeters: list[Greeter]) -> None:
-    """The accept process's loop (ends when the process is killed). The master sends every
-    child its log-reopen and queue-flush signals: nothing to do here, and their default
-    action would kill the process."""
+    """The accept process's loop. SIGTERM (stop, reload) ends it between two connections:
+    every connection accepted has been handed to a worker; the ones still in the listen
+    queue wait there for the next accept process. The master sends every child its
+    log-reopen and queue-flush signals: nothing to do here, and their default action would
+    kill the process."""
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: stop.append(signum))
+    accept_stop_signals()
     senders = [handoff.sender(i) for i in range(handoff.workers)]
     sent = [0] * handoff.workers
     poll = select.epoll()
@@ -205,8 +211,8 @@ def run(listeners: list[socket.socket], handoff: Handoff, connections: Connectio
         poll.register(sock.fileno(), select.EPOLLIN)
         by_fd[sock.fileno()] = (index, sock)
     turn = 0
-    while True:
-        for fd, _events in poll.poll():
+    while not stop:
+        for fd, _events in poll.poll(0.5):
             index, listener = by_fd[fd]
             for _ in range(_BATCH):
                 try:

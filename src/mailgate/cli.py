@@ -20,7 +20,23 @@ def _load(args: argparse.Namespace, demo: bool) -> Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mailgate.serve import run
 
-    return run(_load(args, demo=True))
+    return run(_load(args, demo=True), reload=lambda: _load(args, demo=True))
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """start, start-fg, stop, abort, reload, status (postfix(1)'s commands)."""
+    from mailgate import control
+
+    argv = (["-c", args.config_dir] if args.config_dir else []) + \
+        [item for override in args.override for item in ("-o", override)]
+    if args.command == "start-fg":
+        return control.start_fg(argv)
+    cfg = _load(args, demo=True)
+    if args.command == "start":
+        return control.start(argv, cfg)
+    action = {"stop": control.stop, "abort": control.abort, "reload": control.reload,
+              "status": control.status}[args.command]
+    return action(cfg)
 
 
 def cmd_policyd(args: argparse.Namespace) -> int:
@@ -152,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the SMTP server")
     common(serve)
     serve.set_defaults(func=cmd_serve)
+    for name, text in (("start", "start the server in the background (pid file, like postfix "
+                        "start)"), ("start-fg", "run the server in the foreground (systemd, "
+                        "containers)"), ("stop", "stop: sessions may finish "
+                        "(smtpd_shutdown_timeout)"), ("abort", "stop at once"),
+                       ("reload", "read the configuration again; sessions keep theirs"),
+                       ("status", "say whether the server runs (exit 0) or not (1)")):
+        command = sub.add_parser(name, help=text)
+        common(command)
+        command.set_defaults(func=cmd_control)
 
     policyd = sub.add_parser("policyd", help="run the policy server for Postfix "
                              "(check_policy_service inet:HOST:PORT)")

@@ -9,7 +9,7 @@ import os
 import resource
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +29,17 @@ from mailgate.dns.resolver import Resolver
 from mailgate.engine.settings import EngineSettings
 from mailgate.errors import ConfigError
 from mailgate.maillog import MailLog
-from mailgate.master import ConnectionTable, address, bind, run_workers
+from mailgate.master import (
+    ConnectionTable,
+    Generation,
+    accept_stop_signals,
+    address,
+    bind,
+    run_workers,
+)
 from mailgate.metrics import create as create_metrics
 from mailgate.metrics import exporter
+from mailgate.notify import systemd_notify
 from mailgate.policy.client import clients as policy_clients
 from mailgate.queue.commands import write_pid
 from mailgate.queue.store import QUEUES, QueueStore
@@ -67,13 +75,23 @@ async def worker_main(cfg: Config, listeners: Listeners, connections: Connection
     counted.start(asyncio.get_running_loop())
     gc.freeze()  # tables, settings and imported modules live forever: out of collections
     stop = asyncio.Event()
+    drain = [0.0]
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def stopping(seconds: float) -> None:
+        drain[0] = seconds
+        stop.set()
+
+    # SIGTERM: `mailgate stop`; SIGHUP: a reload retires this worker (its sessions keep
+    # their configuration to their end, bounded by the session deadline)
+    loop.add_signal_handler(signal.SIGTERM, stopping, app.smtpd.shutdown_timeout)
+    loop.add_signal_handler(signal.SIGINT, stopping, app.smtpd.shutdown_timeout)
+    loop.add_signal_handler(signal.SIGHUP, stopping, max(app.smtpd.session_deadline, 3600.0))
     loop.add_signal_handler(signal.SIGUSR1, app.log.reopen)
     loop.add_signal_handler(signal.SIGUSR2, app.qmgr.flush_soon)
+    accept_stop_signals()
     await stop.wait()
-    await app.stop()
+    await app.stop(drain[0])
     counted.stop()
 
 
@@ -154,10 +172,12 @@ def run_loop(coro: Coroutine[Any, Any, None]) -> None:
     uvloop.run(coro)
 
 
-def run(cfg: Config) -> int:
-    """`mailgate serve`: bind, recover the queue, start the workers; print a readiness line."""
+def check_config(cfg: Config) -> tuple[SmtpdSettings, EngineSettings, Listeners]:
+    """Everything that must load before a configuration serves (start-up or reload): the
+    settings, the restriction lists (no open relay), certificates, master.cf, policy
+    services, resolver_servers. ConfigError names the file, line and what is wrong."""
     smtpd = SmtpdSettings.from_config(cfg)
-    delivery = DeliverySettings.from_config(cfg)
+    DeliverySettings.from_config(cfg)
     engine = EngineSettings.from_config(cfg)  # refuse an open relay before binding anything
     server_context(smtpd.tls)  # a certificate that does not load stops start-up here
     listeners = smtpd_listeners(cfg)  # a refused master.cf line stops it too
@@ -166,14 +186,92 @@ def run(cfg: Config) -> int:
         Resolver(cfg.get_list("resolver_servers"))
     except ValueError as exc:
         raise ConfigError(f"{cfg.origin('resolver_servers')}: {exc}") from exc
+    if not cfg.get_bool("smtpd_accept_process") and any(
+            SmtpdSettings.from_config(spec.config).tls.wrappermode for spec in listeners.specs):
+        raise ConfigError(f"{cfg.origin('smtpd_accept_process')}: smtpd_tls_wrappermode = "
+                          "yes needs smtpd_accept_process = yes (the default)")
+    return smtpd, engine, listeners
+
+
+_STATUS = {"READY": "\nSTATUS=Accepting mail", "RELOADING": "\nSTATUS=Reloading the configuration",
+           "STOPPING": "\nSTATUS=Stopping: sessions are finishing"}
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass
+class Serving:
+    """What the master keeps across reloads: the queue, the shared tables, the bound
+    listening sockets by address (kept open while any configuration listens there)."""
+
+    store: QueueStore
+    connections: ConnectionTable
+    http: socket.socket | None
+    log: MailLog
+    recovered: list[str]
+    tls_secret: bytes
+    bound: dict[ListenAddress, socket.socket] = field(default_factory=dict)
+
+    def sockets(self, addresses: list[ListenAddress]) -> list[socket.socket]:
+        """Listening sockets for these addresses: the ones already bound, new ones bound."""
+        fresh = [a for a in dict.fromkeys(addresses) if a not in self.bound]
+        for where, sock in zip(fresh, bind(tuple(fresh)), strict=True):
+            self.bound[where] = sock
+        return [self.bound[a] for a in addresses]
+
+    def generation(self, cfg: Config, listeners: Listeners, first: bool,
+                   started: Callable[[], None] = _nothing) -> Generation:
+        """The processes of one configuration: workers, the accept process, the metrics
+        process; `first`: the start-up one (it recovers the queue)."""
+        accept_process = cfg.get_bool("smtpd_accept_process")
+        greeters = [acceptor.Greeter.from_settings(SmtpdSettings.from_config(
+            listeners.specs[route].config)) for route in listeners.routes]
+        workers = cfg.get_int("smtpd_processes") or default_workers(os.cpu_count() or 1,
+                                                                    accept_process)
+        handoff = Handoff(workers) if accept_process else None
+        sockets = listeners.sockets
+        recovered = self.recovered if first else []
+
+        def worker(index: int) -> None:
+            if index == workers:  # the accept process (decision 0049)
+                assert handoff is not None
+                acceptor.run(sockets, handoff, self.connections, greeters)
+                return
+            run_loop(worker_main(cfg, listeners, self.connections,
+                                 recovered if index == 0 else [], index, workers,
+                                 metrics=self.http is not None, handoff=handoff,
+                                 tls_secret=self.tls_secret))
+
+        count, work, _ = exporter.processes(workers + (handoff is not None), worker,
+                                            self.http, [self.store.root / n for n in QUEUES])
+        processes = workers + (handoff is not None)
+
+        def run(index: int) -> None:
+            if index >= processes:  # the metrics process: no handlers of its own
+                accept_stop_signals()
+            work(index)
+
+        return Generation(count, run, first=(workers,) if handoff is not None else (),
+                          retired=handoff.close if handoff is not None else _nothing,
+                          holds_signals=True, started=started)
+
+
+def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
+    """`mailgate serve`: bind, recover the queue, start the workers; print a readiness line.
+    SIGHUP: `reload()` reads the configuration again; a new generation of processes serves
+    it while the old one finishes its sessions; one that does not load is logged and the
+    running one kept (docs/operations.md)."""
+    smtpd, engine, listeners = check_config(cfg)
     raise_fd_limit()
     log = MailLog.from_config(cfg, utf8=smtpd.smtputf8_enable)
-    store = QueueStore(delivery.queue_directory)
+    store = QueueStore(DeliverySettings.from_config(cfg).queue_directory)
     recovered = store.recover()
     http = exporter.listen(cfg, store.root / "metrics")
-    sockets = listeners.sockets = bind(tuple(listeners.addresses))
-    write_pid(store.root)  # for `mailgate queue flush`
-    connections = ConnectionTable()
+    serving = Serving(store, ConnectionTable(), http, log, recovered, os.urandom(32))
+    sockets = listeners.sockets = serving.sockets(listeners.addresses)
+    write_pid(store.root)  # for `mailgate queue flush`, `mailgate stop`, `status`
     for warning in (*cfg.warnings, *cfg.unused_parameters()):
         log.warning("master", warning)
     log.log("master", f"daemon started -- version {cfg.get_str('mail_version')}, "
@@ -186,34 +284,28 @@ def run(cfg: Config) -> int:
     if http is not None:
         print(f"mailgate: metrics on http://{address(http)}/metrics", flush=True)
 
-    accept_process = cfg.get_bool("smtpd_accept_process")
-    greeters = [acceptor.Greeter.from_settings(SmtpdSettings.from_config(
-        listeners.specs[route].config)) for route in listeners.routes]
-    if any(g.wrapper for g in greeters) and not accept_process:
-        raise ConfigError(f"{cfg.origin('smtpd_accept_process')}: smtpd_tls_wrappermode = "
-                          "yes needs smtpd_accept_process = yes (the default)")
-    workers = cfg.get_int("smtpd_processes") or default_workers(os.cpu_count() or 1,
-                                                                accept_process)
-    handoff = Handoff(workers) if accept_process else None
-    tls_secret = os.urandom(32)  # session-ticket keys shared by the workers (docs/tls.md)
+    def reloaded() -> Generation | None:
+        try:
+            new_cfg = reload() if reload is not None else cfg
+            _, new_engine, new_listeners = check_config(new_cfg)
+            new_listeners.sockets = serving.sockets(new_listeners.addresses)
+        except (ConfigError, OSError) as exc:
+            log.log("master", f"error: reload: {exc}; keeping the running configuration")
+            return None
+        def started() -> None:  # the old accept process has stopped: the switch is done
+            log.log("master", f"reload -- version {new_cfg.get_str('mail_version')}, "
+                    f"configuration {new_cfg.config_dir or '(embedded)'}")
+            for warning in (*new_cfg.warnings, *new_cfg.unused_parameters(),
+                            *new_engine.startup_warnings(), *new_listeners.warnings):
+                log.warning("master", warning)
 
-    def worker(index: int) -> None:
-        if index == workers:  # the accept process (decision 0049)
-            assert handoff is not None
-            acceptor.run(sockets, handoff, connections, greeters)
-            return
-        run_loop(worker_main(cfg, listeners, connections, recovered if index == 0 else [],
-                             index, workers, metrics=http is not None, handoff=handoff,
-                             tls_secret=tls_secret))
+        return serving.generation(new_cfg, new_listeners, first=False, started=started)
 
-    count, work, on_exit = exporter.processes(workers + (handoff is not None), worker, http,
-                                              [store.root / name for name in QUEUES])
-    def exited(pid: int) -> None:
-        connections.worker_died()
-        on_exit(pid)
-
-    code = run_workers(count, work, lambda text: log.log("master", text), log.reopen,
-                       on_exit=exited)
+    code = run_workers(serving.generation(cfg, listeners, first=True), None,
+                       lambda text: log.log("master", text), log.reopen,
+                       on_exit=lambda pid: serving.connections.worker_died(),
+                       reload=reloaded, notify=lambda state: systemd_notify(
+                           state + _STATUS.get(state.split("=", 1)[0], "")))
     if not code:
         log.log("master", "terminating on signal")
     log.close()

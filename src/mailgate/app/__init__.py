@@ -157,9 +157,12 @@ class App:
         if nearest:
             loop.call_later(nearest + 0.01, self.rotate_ticket_keys)
 
-    async def stop(self) -> None:
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stop every service (sessions may finish for `drain` seconds), then delivery."""
         for server in self.servers:
-            await server.stop()
+            server.stop_accepting()
+        await asyncio.gather(*(server.stop(drain) for server in self.servers))
+        for server in self.servers:
             dns = server.services.engine.tables.dns
             if dns is not None:
                 dns.resolver.close()

@@ -124,6 +124,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("smtpd_client_recipient_rate_limit", _I, "0", min=0),
     Param("smtpd_client_auth_rate_limit", _I, "0", min=0),
     Param("smtpd_upstream_proxy_protocol", _S, ""),
+    Param("smtpd_shutdown_timeout", _T, "60s", min=0),  # ours: how long stop lets sessions end
     Param("smtpd_upstream_proxy_timeout", _T, "5s", min=1),
     Param("smtpd_client_new_tls_session_rate_limit", _I, "0", min=0),
     Param("smtpd_client_event_limit_exceptions",

@@ -73,6 +73,7 @@ class SmtpdSettings:
     connection_rate_limit: int
     auth_rate_limit: int
     upstream_proxy: bool  # smtpd_upstream_proxy_protocol = haproxy
+    shutdown_timeout: float  # ours: `mailgate stop` lets sessions finish this long
     upstream_proxy_timeout: float
     new_tls_session_rate_limit: int
     rate_time_unit: float
@@ -135,6 +136,7 @@ class SmtpdSettings:
             connection_rate_limit=cfg.get_int("smtpd_client_connection_rate_limit"),
             auth_rate_limit=cfg.get_int("smtpd_client_auth_rate_limit"),
             upstream_proxy=_proxy_protocol(cfg),
+            shutdown_timeout=cfg.get_time("smtpd_shutdown_timeout"),
             upstream_proxy_timeout=cfg.get_time("smtpd_upstream_proxy_timeout"),
             new_tls_session_rate_limit=cfg.get_int("smtpd_client_new_tls_session_rate_limit"),
             rate_time_unit=cfg.get_time("anvil_rate_time_unit"),

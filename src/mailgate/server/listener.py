@@ -77,6 +77,7 @@ class SmtpServer:
         self.worker = 0
         self.channel: socket.socket | None = None
         self.routes: tuple[SmtpServer, ...] = ()  # by listener index (start_handed)
+        self.live: set[Connection] = set()  # the connections with a session running
         self.name = name  # the master.cf service name (None: from the listening address)
 
     async def start(self, sockets: list[socket.socket]) -> None:
@@ -153,11 +154,27 @@ class SmtpServer:
         session.tls_failed(exc, counted=False)
         session.finish()
 
-    async def stop(self) -> None:
+    def stop_accepting(self) -> None:
+        """No new sessions: take what the (stopped) accept process handed over, then stop
+        reading its channel; close the listening sockets."""
         if self.channel is not None:
+            self._receive()
             self.loop.remove_reader(self.channel.fileno())
+            self.channel = None
         for server in self.servers:
             server.close()
+
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stop: sessions may finish for `drain` seconds; then the ones waiting for a
+        command get `421 4.3.2 HOST Service shutting down`, and every one still there ends."""
+        self.stop_accepting()
+        sessions = list(self.sessions)
+        if drain > 0 and sessions:
+            await asyncio.wait(sessions, timeout=drain)
+        text = f"421 4.3.2 {self.settings.myhostname} Service shutting down\r\n".encode()
+        for connection in list(self.live):
+            if not connection.gone and connection.conn.mode is Mode.COMMAND:
+                connection.write(text)
         for task in list(self.sessions):
             task.cancel()
         await asyncio.gather(*self.sessions, return_exceptions=True)
@@ -186,11 +203,13 @@ class SmtpServer:
     async def _accept(self, connection: Connection, addr: str, port: int, count: int,
                       total: int, greeted: bool, early: bytes) -> None:
         connection.counted = addr
+        self.live.add(connection)
         try:
             await self._run(connection, addr, port, count, total, greeted, early)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self.live.discard(connection)
             self.services.metrics.connection(-1)
             self.connections.disconnect(connection.counted)
             connection.close()
