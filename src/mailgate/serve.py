@@ -29,14 +29,7 @@ from mailgate.dns.resolver import Resolver
 from mailgate.engine.settings import EngineSettings
 from mailgate.errors import ConfigError
 from mailgate.maillog import MailLog
-from mailgate.master import (
-    ConnectionTable,
-    Generation,
-    accept_stop_signals,
-    address,
-    bind,
-    run_workers,
-)
+from mailgate.master import ConnectionTable, accept_stop_signals, address, bind
 from mailgate.metrics import create as create_metrics
 from mailgate.metrics import exporter
 from mailgate.notify import systemd_notify
@@ -44,6 +37,7 @@ from mailgate.policy.client import clients as policy_clients
 from mailgate.queue.commands import write_pid
 from mailgate.queue.store import QUEUES, QueueStore
 from mailgate.server.tls import server_context
+from mailgate.supervisor import Generation, run_workers
 
 
 def raise_fd_limit() -> None:

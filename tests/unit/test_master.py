@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from mailgate.master import run_workers
+from mailgate.supervisor import run_workers
 
 
 def test_master_throttles_workers_that_keep_dying() -> None:

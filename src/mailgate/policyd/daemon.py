@@ -209,10 +209,10 @@ def run(cfg: Config) -> int:
     """Bind, print a readiness line, run `policyd_processes` workers until SIGTERM."""
     from mailgate.app import restriction_lists
     from mailgate.engine.settings import EngineSettings
-    from mailgate.master import run_workers
     from mailgate.metrics import exporter
     from mailgate.policy.client import clients
     from mailgate.serve import raise_fd_limit, run_loop
+    from mailgate.supervisor import run_workers
 
     settings = PolicydSettings.from_config(cfg)  # parameter errors before binding
     EngineSettings.from_config(cfg, policyd=True)
