@@ -4,8 +4,6 @@ same real Dovecot, give the same replies, smtpd log lines and `Received:` header
 from __future__ import annotations
 
 import base64
-import difflib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from conftest import dovecot_auth, reference_postfix, wait_until
 from support import reference
 from support.certs import Certs
 from support.dovecotauth import DovecotAuth
-from support.livesession import Step, log_lines, mail_count, play, received
+from support.livesession import Step, compare, log_lines, mail_count, play, received
 from support.reference import Instance
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
@@ -107,17 +105,6 @@ def settings_for(dovecot: DovecotAuth, certs: Certs, extra: dict[str, str]) -> d
             "smtpd_sasl_path": f"inet:127.0.0.1:{dovecot.port}",
             "smtpd_tls_security_level": "may", "smtpd_tls_cert_file": str(certs.rsa_cert),
             "smtpd_tls_key_file": str(certs.rsa_key), **extra}
-
-
-def compare(name: str, pairs: tuple[tuple[str, list[str], list[str]], ...]) -> None:
-    for what, theirs, ours in pairs:
-        # anvil names the service by its listening address: the two ports differ
-        theirs, ours = ([re.sub(r"for service 127\.0\.0\.1:\d+", "for service LISTENER", x)
-                         for x in lines] for lines in (theirs, ours))
-        if theirs != ours:
-            diff = "\n".join(difflib.unified_diff(theirs, ours, "postfix", "mailgate",
-                                                  lineterm=""))
-            pytest.fail(f"{name}: {what} differ\n{diff}")
 
 
 @pytest.mark.interop

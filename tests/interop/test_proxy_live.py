@@ -4,7 +4,6 @@ replies, same smtpd log lines, and the proxied client is the one restrictions se
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 import socket
@@ -16,7 +15,7 @@ import pytest
 
 from conftest import reference_postfix, wait_until
 from support import reference
-from support.livesession import Step, log_lines, play
+from support.livesession import Step, compare, log_lines, play
 from support.reference import Instance
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
@@ -68,14 +67,6 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
 
 def normalized(lines: list[str]) -> list[str]:
     return [re.sub(r"(\[127\.0\.0\.1\]|\[::1\]):\d+", r"\1:PORT", x) for x in lines]
-
-
-def compare(name: str, pairs: tuple[tuple[str, list[str], list[str]], ...]) -> None:
-    for what, theirs, ours in pairs:
-        if theirs != ours:
-            diff = "\n".join(difflib.unified_diff(theirs, ours, "postfix", "mailgate",
-                                                  lineterm=""))
-            pytest.fail(f"{name}: {what} differ\n{diff}")
 
 
 @pytest.mark.interop

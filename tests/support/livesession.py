@@ -3,6 +3,7 @@ differential test compares: replies, smtpd log lines, the `Received:` header del
 
 from __future__ import annotations
 
+import difflib
 import re
 import socket
 import ssl
@@ -74,3 +75,17 @@ def log_lines(log: Path, skip: int = 0) -> list[str]:
 def mail_count(mail: Path) -> int:
     new = mail / "example.test" / "alice" / "new"
     return len(list(new.iterdir())) if new.exists() else 0
+
+
+def compare(name: str, pairs: tuple[tuple[str, list[str], list[str]], ...]) -> None:
+    """Fail with a unified diff at the first (what, Postfix's, ours) pair that differs;
+    anvil's `for service 127.0.0.1:PORT` names the listening port, which differs."""
+    import pytest
+
+    for what, theirs, ours in pairs:
+        theirs, ours = ([re.sub(r"for service 127\.0\.0\.1:\d+", "for service LISTENER", x)
+                         for x in lines] for lines in (theirs, ours))
+        if theirs != ours:
+            diff = "\n".join(difflib.unified_diff(theirs, ours, "postfix", "mailgate",
+                                                  lineterm=""))
+            pytest.fail(f"{name}: {what} differ\n{diff}")
