@@ -312,6 +312,7 @@ class Exchange:
                              f"'{self.client.endpoint.name}' (request {self.request_id})")
             return TemporaryFailure(CONNECTION_LOST)
         except ConnectionError:
+            conn.lost = False  # said once: the next request reconnects (and may fail to)
             return TemporaryFailure(CONNECTION_LOST)
         finally:
             if conn.waiting.get(self.request_id) is future:
