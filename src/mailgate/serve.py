@@ -215,6 +215,12 @@ class Serving:
             self.bound[where] = sock
         return [self.bound[a] for a in addresses]
 
+    def release(self, keep: list[ListenAddress]) -> None:
+        """Close the listening sockets no configuration uses any more (a master.cf service
+        removed by a reload), once the old accept process has stopped."""
+        for where in [a for a in self.bound if a not in keep]:
+            self.bound.pop(where).close()
+
     def generation(self, cfg: Config, listeners: Listeners, first: bool,
                    started: Callable[[], None] = _nothing) -> Generation:
         """The processes of one configuration: workers, the accept process, the metrics
@@ -243,6 +249,9 @@ class Serving:
         processes = workers + (handoff is not None)
 
         def run(index: int) -> None:
+            for sock in self.bound.values():  # another generation's listeners: not ours
+                if sock not in sockets:
+                    sock.close()
             if index >= processes:  # the metrics process: no handlers of its own
                 accept_stop_signals()
             work(index)
@@ -274,6 +283,8 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
         log.warning("smtpd", warning)
     for warning in listeners.warnings:
         log.warning("master", warning)
+    # a stop or reload right after the readiness line waits for the master's handlers
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
     print("mailgate: listening on " + " ".join(address(s) for s in sockets), flush=True)
     if http is not None:
         print(f"mailgate: metrics on http://{address(http)}/metrics", flush=True)
@@ -287,6 +298,7 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
             log.log("master", f"error: reload: {exc}; keeping the running configuration")
             return None
         def started() -> None:  # the old accept process has stopped: the switch is done
+            serving.release(new_listeners.addresses)
             log.log("master", f"reload -- version {new_cfg.get_str('mail_version')}, "
                     f"configuration {new_cfg.config_dir or '(embedded)'}")
             for warning in (*new_cfg.warnings, *new_cfg.unused_parameters(),

@@ -146,6 +146,7 @@ class Supervisor:
                              (signal.SIGHUP, self._hangup), (signal.SIGUSR1, self._reopen),
                              (signal.SIGUSR2, self._forward), (signal.SIGCHLD, _ignore)):
             signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # (serve held them)
         try:
             for index in range(self.current.count):
                 if self.flags["stop"]:  # SIGTERM while starting: the rest never start

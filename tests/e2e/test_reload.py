@@ -115,3 +115,21 @@ def test_a_stop_lets_a_session_in_data_finish(server: Server) -> None:
     queued = [p for p in (server.root / "data").rglob("*") if p.is_file()
               and p.parent.name in ("active", "deferred", "incoming", "hold")]
     assert len(server.maildir_files("alice")) + len(queued) == 1
+
+
+def test_a_service_removed_from_master_cf_stops_listening(server_factory) -> None:  # type: ignore[no-untyped-def]
+    from conftest import free_port, port_accepts
+
+    first, second = free_port(), free_port()
+    server: Server = server_factory()
+    etc = server.root / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "master.cf").write_text(f"127.0.0.1:{first} inet n - n - - smtpd\n"
+                                   f"127.0.0.1:{second} inet n - n - - smtpd\n")
+    server.start()
+    assert port_accepts(second)
+    (etc / "master.cf").write_text(f"127.0.0.1:{first} inet n - n - - smtpd\n")
+    reload(server, 1)
+    assert not port_accepts(second)
+    client = session(first)  # the remaining service still greets
+    client.close()
