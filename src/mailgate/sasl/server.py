@@ -17,14 +17,12 @@ from mailgate.sasl.protocol import SecurityOptions
 
 @dataclass(frozen=True, slots=True)
 class SaslServer:
-    """`exempt(addr, name)`: smtpd_sasl_exceptions_networks (no AUTH in EHLO for them)."""
+    """`exempt(addr, name)`: smtpd_sasl_exceptions_networks (no AUTH in EHLO for them).
+    The other AUTH settings are the session's (SmtpdSettings.sasl)."""
 
     client: DovecotClient
     options: SecurityOptions  # smtpd_sasl_security_options
     tls_options: SecurityOptions  # smtpd_sasl_tls_security_options
-    response_limit: int
-    broken_clients: bool
-    authenticated_header: bool
     exempt: Callable[[str, str], bool]
 
     @classmethod
@@ -38,5 +36,4 @@ class SaslServer:
             options=SecurityOptions.parse(" ".join(settings.security_options)),
             tls_options=SecurityOptions.parse(" ".join(settings.tls_security_options),
                                               "smtpd_sasl_tls_security_options"),
-            response_limit=settings.response_limit, broken_clients=settings.broken_clients,
-            authenticated_header=settings.authenticated_header, exempt=exempt)
+            exempt=exempt)

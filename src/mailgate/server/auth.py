@@ -65,7 +65,8 @@ class AuthCommands(SessionParts):
         if not mechanisms:
             return []
         words = " ".join(mechanisms)
-        return [f"AUTH {words}", f"AUTH={words}"] if sasl.broken_clients else [f"AUTH {words}"]
+        broken = self.s.sasl.broken_clients
+        return [f"AUTH {words}", f"AUTH={words}"] if broken else [f"AUTH {words}"]
 
     async def auth_cmd(self, cmd: Command) -> bool | None:
         if self.s.helo_required and not self.st.helo:  # smtpd_sasl_auth_cmd() asks first
@@ -112,8 +113,6 @@ class AuthCommands(SessionParts):
         """The client's answer to a `334` challenge: `*` gives up."""
         exchange = self.auth_exchange
         assert exchange is not None
-        sasl = self.svc.sasl
-        assert sasl is not None
         self.auth_exchange = None
         self.conn.set_line_limit(self.s.line_length_limit)
         if cmd.too_long:
@@ -134,14 +133,12 @@ class AuthCommands(SessionParts):
     def _auth_outcome(self, exchange: Exchange, outcome: Outcome) -> bool | None:
         """Reply to a step's outcome: True/False when the exchange is over, None when the
         client must answer a challenge (the command is counted then)."""
-        sasl = self.svc.sasl
-        assert sasl is not None
         mechanism = exchange.mechanism
         if isinstance(outcome, Challenge):
             self.sasl_reply = outcome.data
             self.reply(f"334 {outcome.data}")
             self.auth_exchange = exchange
-            self.conn.set_line_limit(sasl.response_limit)
+            self.conn.set_line_limit(self.s.sasl.response_limit)
             return None
         if isinstance(outcome, Success):
             self.reply("235 2.7.0 Authentication successful")
@@ -185,7 +182,6 @@ class AuthCommands(SessionParts):
 
     def received_auth(self) -> str:
         """smtpd_sasl_authenticated_header = yes: `(Authenticated sender: user)`."""
-        sasl = self.svc.sasl
-        if sasl is None or not sasl.authenticated_header or self.st.sasl_username is None:
+        if not self.s.sasl.authenticated_header or self.st.sasl_username is None:
             return ""
         return f"\t(Authenticated sender: {self.st.sasl_username})\n"

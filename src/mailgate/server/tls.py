@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import hashlib
 import hmac
 import ssl
@@ -21,6 +20,7 @@ from mailgate.config.settings import TlsSettings
 from mailgate.engine.context import ClientCert
 from mailgate.errors import ConfigError
 from mailgate.server.ccert import ask_client_certificates, client_cert
+from mailgate.server.openssl import OpenSsl, openssl
 
 _VERSIONS = {"SSLv2": None, "SSLv3": ssl.TLSVersion.SSLv3, "TLSv1": ssl.TLSVersion.TLSv1,
              "TLSv1.1": ssl.TLSVersion.TLSv1_1, "TLSv1.2": ssl.TLSVersion.TLSv1_2,
@@ -77,18 +77,10 @@ def set_ticket_keys(ctx: ssl.SSLContext, secret: bytes, period: int) -> bool:
     (each worker then keeps its own random keys: resumption only within a worker)."""
     keys = ticket_keys(secret, period)
     try:
-        pointer = ctypes.c_void_p.from_address(id(ctx) + 2 * ctypes.sizeof(ctypes.c_void_p))
-        lib = ctypes.CDLL(ctypes.util.find_library("ssl") or "libssl.so.3")
-        ctrl = lib.SSL_CTX_ctrl
-        ctrl.restype = ctypes.c_long
-        ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
-        options = lib.SSL_CTX_get_options
-        options.restype = ctypes.c_uint64
-        options.argtypes = [ctypes.c_void_p]
-        if not pointer.value or options(pointer.value) != int(ctx.options):
-            return False  # not the SSL_CTX of this context
-        return bool(ctrl(pointer.value, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, len(keys), keys))
-    except (OSError, AttributeError):
+        lib = openssl()
+        return bool(lib.ctx_ctrl(lib.ctx_pointer(ctx), _SSL_CTRL_SET_TLSEXT_TICKET_KEYS,
+                                 len(keys), keys))
+    except (OSError, AttributeError, TypeError, ValueError):
         return False
 
 
@@ -132,7 +124,7 @@ def server_context(tls: TlsSettings) -> ssl.SSLContext | None:
     if tls.ask_ccert:
         try:
             ask_client_certificates(ctx, tls.req_ccert)
-        except (ValueError, OSError, AttributeError) as exc:
+        except (ValueError, OSError, AttributeError, TypeError) as exc:
             raise ConfigError(f"smtpd_tls_ask_ccert: client certificates cannot be asked "
                               f"for with this Python's ssl module ({exc})") from exc
     return ctx
@@ -169,15 +161,14 @@ def describe(ssl_object: Any, tls: TlsSettings | None = None) -> TlsInfo:
     details = ""
     pointer: int | None = None
     with contextlib.suppress(Exception):  # no OpenSSL access: the line ends at the cipher
-        pointer = _openssl().ssl_pointer(ssl_object, version)
-        details = _openssl().details(pointer)
+        pointer = openssl().ssl_pointer(ssl_object, version)
+        details = _details(openssl(), pointer)
     asked = tls is not None and tls.ask_ccert
     ccert = client_cert(ssl_object, pointer, tls.fingerprint_digest) if asked and tls else None
     return TlsInfo(version, name, int(bits or 0), details, asked,
                    bool(getattr(ssl_object, "session_reused", False)), ccert)
 
 
-_TLS_VERSION_CODES = {"TLSv1": 0x301, "TLSv1.1": 0x302, "TLSv1.2": 0x303, "TLSv1.3": 0x304}
 _SIGNATURES = {"RSASSA-PSS": "RSA-PSS", "rsaEncryption": "RSA", "id-ecPublicKey": "ECDSA",
                "ED25519": "ED25519", "ED448": "ED448"}
 _X_GROUPS = {"X25519", "X448"}
@@ -186,99 +177,43 @@ _SSL_CTRL_GET_PEER_SIGNATURE_NID = 108
 _SSL_CTRL_GET_NEGOTIATED_GROUP = 134
 
 
-class _OpenSsl:
-    """The few libssl/libcrypto calls that Postfix's summary needs."""
-
-    def __init__(self) -> None:
-        ssl_lib = ctypes.CDLL(ctypes.util.find_library("ssl") or "libssl.so.3")
-        crypto = ctypes.CDLL(ctypes.util.find_library("crypto") or "libcrypto.so.3")
-        self.ctrl = ssl_lib.SSL_ctrl
-        self.ctrl.restype = ctypes.c_long
-        self.ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-        self.version = ssl_lib.SSL_version
-        self.version.argtypes = [ctypes.c_void_p]
-        self.sig_type = ssl_lib.SSL_get_signature_type_nid
-        self.sig_type.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
-        self.certificate = ssl_lib.SSL_get_certificate
-        self.certificate.restype = ctypes.c_void_p
-        self.certificate.argtypes = [ctypes.c_void_p]
-        self.peer_sig_type = ssl_lib.SSL_get_peer_signature_type_nid
-        self.peer_sig_type.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
-        self.peer_certificate = getattr(ssl_lib, "SSL_get0_peer_certificate", None)
-        if self.peer_certificate is not None:
-            self.peer_certificate.restype = ctypes.c_void_p
-            self.peer_certificate.argtypes = [ctypes.c_void_p]
-        self.pubkey = crypto.X509_get0_pubkey
-        self.pubkey.restype = ctypes.c_void_p
-        self.pubkey.argtypes = [ctypes.c_void_p]
-        bits = getattr(crypto, "EVP_PKEY_get_bits", None) or crypto.EVP_PKEY_bits
-        bits.argtypes = [ctypes.c_void_p]
-        self.key_bits = bits
-        self.nid2sn = crypto.OBJ_nid2sn
-        self.nid2sn.restype = ctypes.c_char_p
-        self.nid2sn.argtypes = [ctypes.c_int]
-        self.group_name = getattr(crypto, "EVP_PKEY_get_group_name", None)
-        if self.group_name is not None:
-            self.group_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
-                                        ctypes.POINTER(ctypes.c_size_t)]
-
-    def ssl_pointer(self, ssl_object: Any, version: str) -> int:
-        """The SSL* inside CPython's _ssl._SSLSocket (after PyObject_HEAD and one pointer),
-        trusted only if OpenSSL reports the same protocol version as `ssl` did."""
-        inner = getattr(ssl_object, "_sslobj", ssl_object)
-        pointer = ctypes.c_void_p.from_address(id(inner) + 3 * ctypes.sizeof(ctypes.c_void_p))
-        if not pointer.value or self.version(pointer.value) != _TLS_VERSION_CODES.get(version):
-            raise ValueError("not an SSL object")
-        return pointer.value
-
-    def _sn(self, nid: int) -> str:
-        name = self.nid2sn(nid)
-        return name.decode() if name else ""
-
-    def details(self, ptr: int) -> str:
-        out = ""
-        group = self._sn(self.ctrl(ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None))
-        if group:
-            out += f" key-exchange {group}" if group in _X_GROUPS else \
-                f" key-exchange ECDHE ({group})"
-        out += self._signature(ptr, "server", self.sig_type, self.certificate,
-                               _SSL_CTRL_GET_SIGNATURE_NID)
-        if self.peer_certificate is not None:  # a client certificate was presented
-            out += self._signature(ptr, "client", self.peer_sig_type, self.peer_certificate,
-                                   _SSL_CTRL_GET_PEER_SIGNATURE_NID)
-        return out
-
-    def _signature(self, ptr: int, side: str, sig_type: Any, certificate: Any,
-                   digest_ctrl: int) -> str:
-        """` server-signature RSA-PSS (2048 bits) server-digest SHA256` (or client-)."""
-        nid = ctypes.c_int(0)
-        if not sig_type(ptr, ctypes.byref(nid)) or not nid.value:
-            return ""
-        signature = _SIGNATURES.get(self._sn(nid.value), self._sn(nid.value))
-        out = f" {side}-signature {signature}"
-        cert = certificate(ptr)
-        key = self.pubkey(cert) if cert else None
-        if key:
-            if signature == "ECDSA" and self.group_name is not None:
-                buf = ctypes.create_string_buffer(80)
-                size = ctypes.c_size_t(0)
-                if self.group_name(key, buf, 80, ctypes.byref(size)):
-                    out += f" ({buf.value.decode()})"
-            elif signature not in ("ED25519", "ED448"):
-                out += f" ({self.key_bits(key)} bits)"
-        digest = ctypes.c_int(0)
-        if self.ctrl(ptr, digest_ctrl, 0, ctypes.byref(digest)) and digest.value:
-            out += f" {side}-digest {self._sn(digest.value)}"
-        return out
+def _details(lib: OpenSsl, ptr: int) -> str:
+    """` key-exchange X25519 server-signature ... server-digest SHA256[ client-...]`."""
+    out = ""
+    group = lib.sn(lib.ctrl(ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None))
+    if group:
+        out += f" key-exchange {group}" if group in _X_GROUPS else \
+            f" key-exchange ECDHE ({group})"
+    out += _signature(lib, ptr, "server", lib.sig_type, lib.certificate,
+                      _SSL_CTRL_GET_SIGNATURE_NID)
+    if lib.peer_certificate is not None:  # a client certificate was presented
+        out += _signature(lib, ptr, "client", lib.peer_sig_type, lib.peer_certificate,
+                          _SSL_CTRL_GET_PEER_SIGNATURE_NID)
+    return out
 
 
-_LOADED: list[_OpenSsl] = []
-
-
-def _openssl() -> _OpenSsl:
-    if not _LOADED:  # loaded once per process, on the first TLS session
-        _LOADED.append(_OpenSsl())
-    return _LOADED[0]
+def _signature(lib: OpenSsl, ptr: int, side: str, sig_type: Any, certificate: Any,
+               digest_ctrl: int) -> str:
+    """` server-signature RSA-PSS (2048 bits) server-digest SHA256` (or client-)."""
+    nid = ctypes.c_int(0)
+    if not sig_type(ptr, ctypes.byref(nid)) or not nid.value:
+        return ""
+    signature = _SIGNATURES.get(lib.sn(nid.value), lib.sn(nid.value))
+    out = f" {side}-signature {signature}"
+    cert = certificate(ptr)
+    key = lib.pubkey(cert) if cert else None
+    if key:
+        if signature == "ECDSA" and lib.group_name is not None:
+            buf = ctypes.create_string_buffer(80)
+            size = ctypes.c_size_t(0)
+            if lib.group_name(key, buf, 80, ctypes.byref(size)):
+                out += f" ({buf.value.decode()})"
+        elif signature not in ("ED25519", "ED448"):
+            out += f" ({lib.key_bits(key)} bits)"
+    digest = ctypes.c_int(0)
+    if lib.ctrl(ptr, digest_ctrl, 0, ctypes.byref(digest)) and digest.value:
+        out += f" {side}-digest {lib.sn(digest.value)}"
+    return out
 
 
 # OpenSSL 3 packed error codes (ERR_PACK(ERR_LIB_SSL, reason)) of the handshake failures a
