@@ -189,14 +189,12 @@ class SaslSettings:
 
     enabled: bool
     path: str
-    service: str
     security_options: tuple[str, ...]
     tls_security_options: tuple[str, ...]
     exceptions_networks: tuple[str, ...]
     authenticated_header: bool
     response_limit: int
     broken_clients: bool
-    origin: str
 
     @classmethod
     def from_config(cls, cfg: Config) -> SaslSettings:
@@ -208,14 +206,12 @@ class SaslSettings:
                               "smtpd_sasl_type = dovecot)")
         return cls(
             enabled=enabled, path=cfg.get_str("smtpd_sasl_path"),
-            service=cfg.get_str("smtpd_sasl_service"),
             security_options=cfg.get_list("smtpd_sasl_security_options"),
             tls_security_options=cfg.get_list("smtpd_sasl_tls_security_options"),
             exceptions_networks=cfg.get_list("smtpd_sasl_exceptions_networks"),
             authenticated_header=cfg.get_bool("smtpd_sasl_authenticated_header"),
             response_limit=cfg.get_int("smtpd_sasl_response_limit"),
-            broken_clients=cfg.get_bool("broken_sasl_auth_clients"),
-            origin=cfg.origin("smtpd_sasl_auth_enable"))
+            broken_clients=cfg.get_bool("broken_sasl_auth_clients"))
 
 
 @dataclass(frozen=True, slots=True)
