@@ -34,6 +34,29 @@ HOSTNAME = "mx.example.test"
 DNS_SERVER: list[str] = []  # set by the session's dns_server fixture
 
 
+def searchable(path: Path) -> None:
+    """Let other users search `path` and its parents (pytest makes its directories 0700):
+    a server started as root works as mail_owner, which must reach its queue and tables
+    there, as it reaches /var/spool and /etc on an installed system."""
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if not mode & 0o001:
+            directory.chmod((mode & 0o7777) | 0o011)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def searchable_temp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every temporary directory of the session (tmp_path included) is searchable()."""
+    made = tmp_path_factory.mktemp
+
+    def mktemp(basename: str, numbered: bool = True) -> Path:
+        path = made(basename, numbered)
+        searchable(path)
+        return path
+
+    tmp_path_factory.mktemp = mktemp  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def dns_server() -> Iterator[str]:
     """The test DNS server (authoritative for tests/data/dns), for the whole session: servers

@@ -101,10 +101,17 @@ class MailLog:
                 view = view[os.write(self._fd, view):]
 
     def reopen(self) -> None:
-        """Open (again) `maillog_file`, for log rotation (`postlog reopen`)."""
+        """Open (again) `maillog_file`, for log rotation (`postlog reopen`). A file that
+        cannot be opened again (a process that gave up root) keeps the one it has."""
         if not self.path:
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if self._fd is None:
+                raise
+            self.log("postlogd", f"warning: cannot reopen {self.path}: {exc.strerror}")
+            return
         with self._lock:
             self._flush_locked()
             old, self._fd = self._fd, fd

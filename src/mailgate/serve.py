@@ -16,6 +16,7 @@ from typing import Any
 from mailgate import acceptor
 from mailgate.acceptor import Handoff
 from mailgate.app import App, SmtpdSpec, restriction_lists
+from mailgate.app.helper import helper_main
 from mailgate.config.config import Config
 from mailgate.config.mastercf import (
     SmtpdService,
@@ -25,15 +26,17 @@ from mailgate.config.mastercf import (
     unused_overrides,
 )
 from mailgate.config.settings import DeliverySettings, ListenAddress, SmtpdSettings
+from mailgate.delivery.helper import HelperClient
 from mailgate.dns.resolver import Resolver
 from mailgate.engine.settings import EngineSettings
 from mailgate.errors import ConfigError
 from mailgate.maillog import MailLog
-from mailgate.master import ConnectionTable, accept_stop_signals, address, bind
+from mailgate.master import ConnectionTable, accept_stop_signals, address, bind, spawn
 from mailgate.metrics import create as create_metrics
 from mailgate.metrics import exporter
 from mailgate.notify import systemd_notify
 from mailgate.policy.client import clients as policy_clients
+from mailgate.privileges import Owner, drop, hand_file, hand_over, mail_owner
 from mailgate.queue.commands import write_pid
 from mailgate.queue.store import QUEUES, QueueStore
 from mailgate.server.tls import server_context
@@ -50,13 +53,18 @@ def raise_fd_limit() -> None:
 
 async def worker_main(cfg: Config, listeners: Listeners, connections: ConnectionTable,
                       recovered: list[str], index: int, workers: int, metrics: bool,
-                      handoff: Handoff | None = None, tls_secret: bytes = b"") -> None:
+                      handoff: Handoff | None = None, tls_secret: bytes = b"",
+                      owner: Owner | None = None, helper: Helper | None = None) -> None:
     """One smtpd worker: sessions, queue manager and delivery in one event loop; worker 0
     also runs the deferred queue and takes over dead workers' messages. With `handoff`,
-    its connections come from the accept process instead of the listening sockets."""
+    its connections come from the accept process instead of the listening sockets. With
+    `owner`, it loads its tables and keys as root, then becomes mail_owner before it reads
+    a client's first byte; `helper` then writes its Maildirs."""
     counted = create_metrics(metrics)
     app = App.build(cfg, connections, metrics=counted, worker=index, workers=workers,
-                    specs=listeners.specs, tls_secret=tls_secret)
+                    specs=listeners.specs, tls_secret=tls_secret,
+                    helper=HelperClient(helper.sock) if helper is not None else None)
+    drop(owner)
     if handoff is not None:
         for sock in listeners.sockets:
             sock.close()
@@ -87,6 +95,35 @@ async def worker_main(cfg: Config, listeners: Listeners, connections: Connection
     await stop.wait()
     await app.stop(drain[0])
     counted.stop()
+    if helper is not None:  # it exits once our connection is closed and its writes are done
+        await loop.run_in_executor(None, os.waitpid, helper.pid, 0)
+
+
+@dataclass(frozen=True)
+class Helper:
+    """A worker's root delivery helper: its process and the worker's end of the socket."""
+
+    pid: int
+    sock: socket.socket
+
+
+def start_helper(cfg: Config, owner: Owner, inherited: list[socket.socket],
+                 handoff: Handoff | None) -> Helper:
+    """Fork the worker's delivery helper (before the worker gives up root). It keeps root,
+    closes what the worker inherited, dies with the worker and holds its stop signals: it
+    stops when the worker closes the connection (decision 0059)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def child(_: int) -> None:
+        for sock in (*inherited, ours):
+            sock.close()
+        if handoff is not None:
+            handoff.close()
+        run_loop(helper_main(cfg, theirs, owner))
+
+    pid = spawn(0, child, os.getpid(), holds_signals=True)
+    theirs.close()
+    return Helper(pid, ours)
 
 
 def default_workers(cpus: int, accept_process: bool = True) -> int:
@@ -176,6 +213,7 @@ def check_config(cfg: Config) -> tuple[SmtpdSettings, EngineSettings, Listeners]
     server_context(smtpd.tls)  # a certificate that does not load stops start-up here
     listeners = smtpd_listeners(cfg)  # a refused master.cf line stops it too
     policy_clients(cfg, restriction_lists(cfg))  # bad services
+    mail_owner(cfg)  # started as root: a user to become
     try:  # a malformed resolver_servers item: here, not in every worker
         Resolver(cfg.get_list("resolver_servers"))
     except ValueError as exc:
@@ -234,15 +272,19 @@ class Serving:
         sockets = listeners.sockets
         recovered = self.recovered if first else []
 
+        owner = mail_owner(cfg)
+
         def worker(index: int) -> None:
             if index == workers:  # the accept process (decision 0049)
                 assert handoff is not None
+                drop(owner)
                 acceptor.run(sockets, handoff, self.connections, greeters)
                 return
+            helper = start_helper(cfg, owner, sockets, handoff) if owner else None
             run_loop(worker_main(cfg, listeners, self.connections,
                                  recovered if index == 0 else [], index, workers,
                                  metrics=self.http is not None, handoff=handoff,
-                                 tls_secret=self.tls_secret))
+                                 tls_secret=self.tls_secret, owner=owner, helper=helper))
 
         count, work, _ = exporter.processes(workers + (handoff is not None), worker,
                                             self.http, [self.store.root / n for n in QUEUES])
@@ -253,6 +295,7 @@ class Serving:
                 if sock not in sockets:
                     sock.close()
             if index >= processes:  # the metrics process: no handlers of its own
+                drop(owner)
                 accept_stop_signals()
             work(index)
 
@@ -272,6 +315,9 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
     store = QueueStore(DeliverySettings.from_config(cfg).queue_directory)
     recovered = store.recover()
     http = exporter.listen(cfg, store.root / "metrics")
+    owner = mail_owner(cfg)
+    hand_over([store.root / name for name in (*QUEUES, "spare", "metrics")], owner)
+    hand_file(log.path, owner)
     serving = Serving(store, ConnectionTable(), http, log, recovered, os.urandom(32))
     sockets = listeners.sockets = serving.sockets(listeners.addresses)
     write_pid(store.root)  # for `mailgate queue flush`, `mailgate stop`, `status`
@@ -294,6 +340,8 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
             new_cfg = reload() if reload is not None else cfg
             _, new_engine, new_listeners = check_config(new_cfg)
             new_listeners.sockets = serving.sockets(new_listeners.addresses)
+            hand_over([store.root / name for name in (*QUEUES, "spare", "metrics")],
+                      mail_owner(new_cfg))
         except (ConfigError, OSError) as exc:
             log.log("master", f"error: reload: {exc}; keeping the running configuration")
             return None
@@ -307,8 +355,12 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
 
         return serving.generation(new_cfg, new_listeners, first=False, started=started)
 
+    def reopen() -> None:  # before the workers do: the new file is theirs to open
+        log.reopen()
+        hand_file(log.path, owner)
+
     code = run_workers(serving.generation(cfg, listeners, first=True), None,
-                       lambda text: log.log("master", text), log.reopen,
+                       lambda text: log.log("master", text), reopen,
                        on_exit=lambda pid: serving.connections.worker_died(),
                        reload=reloaded, notify=lambda state: systemd_notify(
                            state + _STATUS.get(state.split("=", 1)[0], "")))

@@ -28,6 +28,7 @@ from mailgate.app.wiring import (
 from mailgate.config.config import Config
 from mailgate.config.settings import DeliverySettings, SmtpdSettings
 from mailgate.delivery.agent import Agent
+from mailgate.delivery.helper import HelperAgent, HelperClient
 from mailgate.delivery.maildir import MaildirAgent
 from mailgate.delivery.router import Router, Transports
 from mailgate.delivery.smtp import SmtpAgent
@@ -90,6 +91,7 @@ class App:
     servers: list[SmtpServer]
     renamer: DurableRenamer
     tls_secret: bytes = b""  # the master's: every worker derives the same ticket keys
+    helper: HelperClient | None = None  # the root process that writes Maildirs
 
     @property
     def server(self) -> SmtpServer:
@@ -99,9 +101,11 @@ class App:
     @classmethod
     def build(cls, cfg: Config, connections: ConnectionTable, fsync: bool = True,
               metrics: Metrics = NO_METRICS, worker: int = 0, workers: int = 1,
-              specs: Sequence[SmtpdSpec] = (), tls_secret: bytes = b"") -> App:
+              specs: Sequence[SmtpdSpec] = (), tls_secret: bytes = b"",
+              helper: HelperClient | None = None) -> App:
         """Build a worker's components; call inside its running event loop. `specs`: the
-        smtpd services, in listener order (default: one, main.cf's)."""
+        smtpd services, in listener order (default: one, main.cf's); `helper`: Maildirs
+        are written by that root process (the worker runs as mail_owner)."""
         registry = default_registry(MapOptions.from_config(cfg))
         smtpd = SmtpdSettings.from_config(cfg)
         delivery = DeliverySettings.from_config(cfg)
@@ -117,14 +121,16 @@ class App:
                            slots=workers)
         renamer = DurableRenamer(asyncio.get_running_loop())
         qmgr = QueueManager(store, delivery, build_router(cfg, registry, resolver, vmaps),
-                            build_agents(cfg, smtpd, delivery, engine, renamer, fsync), log,
+                            build_agents(cfg, smtpd, delivery, engine, renamer, fsync,
+                                         helper), log,
                             metrics=metrics, deaths=connections.deaths)
         shared = Shared(registry, delivery, log, store, qmgr, renamer, connections, metrics,
                         fsync)
         servers = [smtpd_server(spec.config, shared, engine if spec.config is cfg else None,
                                 spec.name)
                    for spec in (specs or (SmtpdSpec(None, cfg),))]
-        return cls(cfg, smtpd, delivery, log, store, qmgr, servers, renamer, tls_secret)
+        return cls(cfg, smtpd, delivery, log, store, qmgr, servers, renamer, tls_secret,
+                   helper)
 
     async def start(self, sockets: list[socket.socket], recovered: list[str],
                     retries: bool, routes: Sequence[int] = ()) -> None:
@@ -132,7 +138,8 @@ class App:
         (all to the first without `routes`)."""
         loop = asyncio.get_running_loop()
         self.log.batch_in(loop)
-        Path(self.delivery.virtual_mailbox_base).mkdir(parents=True, exist_ok=True)
+        if self.helper is None:  # (else the helper, as root)
+            Path(self.delivery.virtual_mailbox_base).mkdir(parents=True, exist_ok=True)
         await self.qmgr.start(recovered, retries)
         self.rotate_ticket_keys()
         for index, server in enumerate(self.servers):
@@ -167,6 +174,8 @@ class App:
             if dns is not None:
                 dns.resolver.close()
         await self.qmgr.stop()
+        if self.helper is not None:
+            await self.helper.close()
         self.renamer.stop()
         self.log.close()
 
@@ -182,12 +191,14 @@ def build_router(cfg: Config, registry: Registry, resolver: AddressResolver,
 
 
 def build_agents(cfg: Config, smtpd: SmtpdSettings, delivery: DeliverySettings,
-                 engine: Engine, renamer: DurableRenamer, fsync: bool) -> dict[str, Agent]:
-    """The delivery agents: Maildir (virtual, local) and SMTP/LMTP clients."""
+                 engine: Engine, renamer: DurableRenamer, fsync: bool,
+                 helper: HelperClient | None = None) -> dict[str, Agent]:
+    """The delivery agents: Maildir (virtual, local; through `helper` when there is one)
+    and SMTP/LMTP clients."""
     agents: dict[str, Agent] = {
-        "virtual": MaildirAgent("virtual", smtpd.myhostname, renamer, fsync),
-        "local": MaildirAgent("local", smtpd.myhostname, renamer, fsync),
-    }
+        name: HelperAgent(name, helper) if helper is not None
+        else MaildirAgent(name, smtpd.myhostname, renamer, fsync)
+        for name in ("virtual", "local")}
     dns = engine.tables.dns
     for name in ("smtp", "relay", "lmtp"):
         agents[name] = SmtpAgent(name, cfg.get_str("smtp_helo_name") or smtpd.myhostname,

@@ -42,6 +42,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("compatibility_level", _S, "3.7"),
     Param("mail_name", _S, "mailgate"),
     Param("mail_version", _S, "0.1.0"),
+    Param("mail_owner", _S, "postfix"),  # started as root: who serves clients (decision 0059)
     Param("myhostname", _S, ""),  # filled in from the system at start-up
     Param("mydomain", _S, "localdomain"),  # filled in from $myhostname at start-up
     Param("myorigin", _S, "$myhostname"),
@@ -87,6 +88,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("virtual_mailbox_base", _S, "$mailgate_home/mail"),
     Param("virtual_uid_maps", _L, ""),
     Param("virtual_gid_maps", _L, ""),
+    Param("virtual_minimum_uid", _I, "100", min=1),
     Param("defer_transports", _L, ""),
     Param("virtual_alias_domains", _L, "$virtual_alias_maps"),
     Param("virtual_alias_maps", _L, "$virtual_maps"),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
 
 from mailgate.delivery.agent import DeliveryRequest, DeliveryResult, Status
+from mailgate.privileges import file_identity
 from mailgate.queue.durable import DurableRenamer
 
 
@@ -21,7 +23,7 @@ def maildir_name(request: DeliveryRequest, hostname: str) -> str:
     return f"{int(request.arrival)}.Q{request.queue_id}R{request.index}.{host}"
 
 
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
 _WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 
@@ -51,6 +53,10 @@ def _make_maildir(maildir: Path, uid: int, gid: int) -> None:
     if (maildir / "tmp").is_dir():
         return
     created = [p for p in (maildir, *maildir.parents) if not p.exists()]
+    for path in (maildir, *maildir.parents):  # root creates: no link a user could have made
+        if path.is_symlink() and path.parent.lstat().st_uid != 0:
+            raise OSError(errno.EPERM, f"symbolic link {path} in a directory not owned by "
+                          "root")
     for sub in ("tmp", "new", "cur"):
         (maildir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
     if uid >= 0 or gid >= 0:
@@ -68,11 +74,14 @@ class MaildirAgent:
     direct = True  # fast and local: smtpd may deliver before `250` (decision 0047)
 
     def __init__(self, name: str, hostname: str, renamer: DurableRenamer,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, as_owner: bool = False) -> None:
         self.name = name
         self.hostname = hostname
         self.fsync = fsync
         self.renamer = renamer
+        # as_owner: a root process writes with the owner's file system identity (the
+        # delivery helper, decision 0059); else it writes and then gives the file away
+        self.as_owner = as_owner
 
     def _headers(self, request: DeliveryRequest) -> bytes:
         lines = [f"Return-Path: <{request.sender}>\n"]
@@ -108,7 +117,8 @@ class MaildirAgent:
         new = f"{maildir}/new/{name}"
         try:  # create, write, fsync, rename into new/, fsync new/: all in the batch thread
             await self.renamer.commit_new(lambda: self._write(request, tmp), tmp, new,
-                                          self.fsync)
+                                          self.fsync, ident=(request.uid, request.gid)
+                                          if self.as_owner else None)
         except _CreateFailed as exc:
             return self._create_failed(tmp, exc.cause)
         except _WriteFailed as exc:
@@ -128,12 +138,13 @@ class MaildirAgent:
             try:
                 fd = os.open(tmp, _CREATE, 0o600)
             except FileNotFoundError:  # a new Maildir (the open is the existence check)
-                _make_maildir(Path(request.nexthop), request.uid, request.gid)
+                with file_identity(0, 0) if self.as_owner else contextlib.nullcontext():
+                    _make_maildir(Path(request.nexthop), request.uid, request.gid)
                 fd = os.open(tmp, _CREATE, 0o600)
         except OSError as exc:
             raise _CreateFailed(exc) from exc
         try:
-            if request.uid >= 0 or request.gid >= 0:
+            if not self.as_owner and (request.uid >= 0 or request.gid >= 0):
                 os.fchown(fd, request.uid, request.gid)
             head = self._headers(request)
             content = request.content

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mailgate.privileges import file_identity
+
 
 @dataclass
 class _Op:
@@ -29,6 +31,7 @@ class _Op:
     future: asyncio.Future[None]
     error: OSError | None = field(default=None)
     write: Callable[[], int] | None = None  # creates and writes `src`; returns its fd
+    ident: tuple[int, int] | None = None  # the file system uid:gid for write and rename
 
 
 class DurableRenamer:
@@ -56,13 +59,15 @@ class DurableRenamer:
         await future
 
     async def commit_new(self, write: Callable[[], int], src: str, dst: str,
-                         fsync: bool = True) -> None:
+                         fsync: bool = True, ident: tuple[int, int] | None = None) -> None:
         """As commit(), for a file that `write` creates at `src` and writes, in the batch
         thread; `write` returns the open descriptor (closed here) or raises OSError, which
-        reaches the caller unchanged."""
+        reaches the caller unchanged. `ident`: write and rename with that uid:gid's file
+        system rights (a root delivery process writing a user's mailbox)."""
         future: asyncio.Future[None] = self.loop.create_future()
         with self._cond:
-            self._pending.append(_Op(-1, src, dst, fsync, True, future, write=write))
+            self._pending.append(_Op(-1, src, dst, fsync, True, future, write=write,
+                                     ident=ident))
             self._cond.notify()
         await future
 
@@ -83,14 +88,8 @@ class DurableRenamer:
             dirs: dict[str, list[_Op]] = {}
             for op in batch:
                 try:
-                    if op.write is not None:
-                        op.fd = op.write()
-                    if op.fsync:
-                        os.fsync(op.fd)
-                    if op.close:
-                        os.close(op.fd)
-                    op.fd = -1
-                    os.rename(op.src, op.dst)
+                    with file_identity(*op.ident) if op.ident else contextlib.nullcontext():
+                        _apply(op)
                     if op.fsync:
                         dirs.setdefault(os.path.dirname(op.dst), []).append(op)
                 except Exception as exc:  # never lets the thread die: every op is answered
@@ -111,6 +110,17 @@ class DurableRenamer:
                         op.error = exc
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
                 self.loop.call_soon_threadsafe(_resolve, batch)
+
+
+def _apply(op: _Op) -> None:
+    if op.write is not None:
+        op.fd = op.write()
+    if op.fsync:
+        os.fsync(op.fd)
+    if op.close:
+        os.close(op.fd)
+    op.fd = -1
+    os.rename(op.src, op.dst)
 
 
 def _resolve(batch: list[_Op]) -> None:
