@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib
 import os
+import pkgutil
 import pwd
 import stat
 from collections.abc import Iterable, Iterator
@@ -57,6 +59,28 @@ def drop(owner: Owner | None) -> None:
     if os.getresuid() != (owner.uid,) * 3 or os.getresgid() != (owner.gid,) * 3 \
             or os.getgroups():
         raise OSError(f"could not become {owner.name}")
+
+
+# imported on first use, by mailgate or by the standard library: after the drop the
+# interpreter's files may be out of reach (a Python under /root), so they come first
+_LATER = ("concurrent.futures.thread", "encodings.idna", "encodings.punycode", "unicodedata",
+          "stringprep", "gzip", "wsgiref.simple_server", "uvloop", "_strptime")
+_METRICS = ("mailgate.metrics.prom", "prometheus_client", "prometheus_client.multiprocess",
+            "prometheus_client.exposition", "prometheus_client.core")
+
+
+def preload(metrics: bool) -> None:
+    """Import, while still root, every module a process may import later: all of
+    mailgate's, and what they or the standard library import on first use (`metrics`:
+    prometheus-client too, once its directory is set)."""
+    import mailgate
+
+    for info in pkgutil.walk_packages(mailgate.__path__, "mailgate."):
+        if info.name not in _METRICS:
+            importlib.import_module(info.name)
+    for name in (*_LATER, *(_METRICS if metrics else ())):
+        with contextlib.suppress(ImportError):  # uvloop is optional
+            importlib.import_module(name)
 
 
 def hand_over(paths: Iterable[Path], owner: Owner | None) -> None:

@@ -36,7 +36,7 @@ from mailgate.metrics import create as create_metrics
 from mailgate.metrics import exporter
 from mailgate.notify import systemd_notify
 from mailgate.policy.client import clients as policy_clients
-from mailgate.privileges import Owner, drop, hand_file, hand_over, mail_owner
+from mailgate.privileges import Owner, drop, hand_file, hand_over, mail_owner, preload
 from mailgate.queue.commands import write_pid
 from mailgate.queue.store import QUEUES, QueueStore
 from mailgate.server.tls import server_context
@@ -316,6 +316,8 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
     recovered = store.recover()
     http = exporter.listen(cfg, store.root / "metrics")
     owner = mail_owner(cfg)
+    if owner is not None:
+        preload(metrics=http is not None)
     hand_over([store.root / name for name in (*QUEUES, "spare", "metrics")], owner)
     hand_file(log.path, owner)
     serving = Serving(store, ConnectionTable(), http, log, recovered, os.urandom(32))
