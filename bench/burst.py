@@ -229,6 +229,7 @@ def main() -> int:
     raise_nofile()
     modes = [False, True] if args.mode == "both" else [args.mode == "xclient"]
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-burst-") as tmp:
+        os.chmod(tmp, 0o711)  # started as root, mailgate works as mail_owner in it
         run_all(args, Path(tmp), modes)
     return 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -212,6 +213,7 @@ def main() -> int:
     except ImportError:
         pass
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-dns-") as tmp:
+        os.chmod(tmp, 0o711)  # started as root, mailgate works as mail_owner in it
         zones = Path(tmp) / "zones"
         zones.mkdir()
         (zones / "bench.zone").write_text(ZONE)

@@ -349,6 +349,7 @@ SCENARIOS = {"idle": idle, "slowloris": slowloris, "line": line, "rcpts": rcpts,
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="floods-") as tmp:
+        os.chmod(tmp, 0o711)  # started as root, mailgate works as mail_owner in it
         for name in args.scenario or list(SCENARIOS):
             for text in await SCENARIOS[name](args, Path(tmp)):
                 print(text, flush=True)

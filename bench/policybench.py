@@ -186,6 +186,7 @@ def main() -> int:
     parser.add_argument("--no-postfix", action="store_true", help="skip the Postfix runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mailgate-policyd-") as tmp:
+        os.chmod(tmp, 0o711)  # started as root, mailgate works as mail_owner in it
         etc = configure(Path(tmp))
         python = ROOT / ".venv" / "bin" / "python"
         proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m",

@@ -101,6 +101,7 @@ def main() -> int:
     sink = start_sink(sink_port)
     try:
         with tempfile.TemporaryDirectory(prefix="mailgate-relay-") as tmp:
+            os.chmod(tmp, 0o711)  # started as root, mailgate works as mail_owner in it
             os.chmod(tmp, 0o755)
             mg = run_mailgate(args, Path(tmp) / "mailgate", sink_port)
             pf = run_postfix(args, Path(tmp) / "postfix", sink_port)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import signal
 import subprocess
@@ -115,6 +116,7 @@ def main() -> int:
                         help="server runs of each kind (the least disturbed one counts)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mailgate-restrictions-") as tmp:
+        os.chmod(tmp, 0o711)  # started as root, mailgate works as mail_owner in it
         work = Path(tmp)
         table = work / "access"
         write_table(table, args.entries)

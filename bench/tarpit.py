@@ -186,6 +186,7 @@ def main() -> int:
           f"smtp-source -s 10 -m {args.messages}; soft 3, hard 6, sleep 1s; "
           f"{os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="mailgate-tarpit-") as tmp:
+        os.chmod(tmp, 0o711)  # started as root, mailgate works as mail_owner in it
         mg = run_mailgate(args, Path(tmp) / "mailgate")
         pf = None if args.no_postfix else run_postfix(args, Path(tmp) / "postfix")
         if pf is not None:

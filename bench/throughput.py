@@ -317,6 +317,7 @@ def main() -> int:
     args = parser.parse_args()
     print(f"Maildir delivery, fsync before 250; {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="mailgate-bench-") as tmp:
+        os.chmod(tmp, 0o711)  # started as root, mailgate works as mail_owner in it
         print(fs_note(Path(tmp)), flush=True)
         for sessions in (int(x) for x in str(args.sessions).split(",")):
             compare(args, sessions, Path(tmp))

@@ -10,8 +10,6 @@ the master stops everything and a restart recovers the queue.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import mmap
 import multiprocessing
 import os
@@ -23,6 +21,7 @@ import zlib
 from collections.abc import Callable
 
 from mailgate.config.settings import ListenAddress
+from mailgate.privileges import die_with_parent
 
 _BUCKETS = 65536
 _SLOT = struct.Struct("=i")
@@ -134,12 +133,6 @@ def accept_stop_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def spawn(index: int, worker: Callable[[int], None], master_pid: int,
            holds_signals: bool = False) -> int:
     """Fork one worker; in the child run `worker(index)` and never return."""
@@ -148,7 +141,7 @@ def spawn(index: int, worker: Callable[[int], None], master_pid: int,
         return pid
     code = 0
     try:
-        _die_with_parent()
+        die_with_parent()
         if os.getppid() != master_pid:
             os._exit(1)
         signal.set_wakeup_fd(-1)  # the master's wakeup pipe is the master's

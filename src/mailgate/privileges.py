@@ -9,6 +9,7 @@ import importlib
 import os
 import pkgutil
 import pwd
+import signal
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -48,17 +49,29 @@ def mail_owner(cfg: Config) -> Owner | None:
     return Owner(name, entry.pw_uid, entry.pw_gid)
 
 
+def die_with_parent() -> None:
+    """Be killed when the parent process ends (PR_SET_PDEATHSIG): `kill -9` of the master
+    takes its workers along. Linux forgets it when the process changes its credentials."""
+    with contextlib.suppress(OSError, AttributeError):
+        _c_library().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def drop(owner: Owner | None) -> None:
     """Become `owner` for good: no supplementary groups, its group, its user (real,
-    effective and saved, in every thread). Raises OSError if any step did not hold."""
+    effective and saved, in every thread), still dying with the parent. Raises OSError if
+    any step did not hold; exits if the parent ended meanwhile."""
     if owner is None:
         return
+    parent = os.getppid()
     os.setgroups([])
     os.setgid(owner.gid)
     os.setuid(owner.uid)
     if os.getresuid() != (owner.uid,) * 3 or os.getresgid() != (owner.gid,) * 3 \
             or os.getgroups():
         raise OSError(f"could not become {owner.name}")
+    die_with_parent()  # (the change of user cleared it)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 # imported on first use, by mailgate or by the standard library: after the drop the

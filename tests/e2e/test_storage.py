@@ -231,6 +231,8 @@ def test_corrupt_queue_files_are_moved_aside(server_factory, tmp_path: Path) -> 
     due = store.submit(Envelope("", "s@client.test", [Recipient("bob@example.test")], time.time()),
                        b"Subject: retried\n\nhello\n")
     store.move(due, "active", "deferred")
+    owner = (queue / "deferred").stat()  # made as the queue's owner (mail_owner) makes it
+    os.chown(queue / "deferred" / due, owner.st_uid, owner.st_gid)
     store.release(due)
     server.wait_log(r'saving corrupt file "AAAAA100006" from queue "deferred"')
     server.wait_log(rf"qmgr: {due}: removed")

@@ -91,6 +91,7 @@ async def main() -> None:
     script = Script(args.rules, args.record)
     if args.unix:
         server = await asyncio.start_unix_server(script.serve, args.unix)
+        os.chmod(args.unix, 0o666)  # smtpd connects as mail_owner, as Postfix's smtpd does
         where = args.unix
     else:
         server = await asyncio.start_server(script.serve, "127.0.0.1", args.port)
