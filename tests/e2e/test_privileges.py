@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import smtplib
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DOMAIN, Server
+from conftest import DOMAIN, Server, base_main_cf, wait_until
+from support.policy import Policyd
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it creates users and "
                                 "checks that root is given up")
@@ -90,6 +92,7 @@ def test_client_facing_processes_run_as_mail_owner(server_factory, users) -> Non
     assert status(master)["Uid"].split()[0] == "0"  # the master keeps root to bind and reload
     processes = children(master)  # the workers, the accept process, the metrics process
     assert len(processes) == 4
+    wait_until(lambda: all(status(pid)["Uid"].split()[0] != "0" for pid in processes))
     for pid in processes:  # every thread of every process that reads client input
         for task in os.listdir(f"/proc/{pid}/task"):
             st = status(pid, int(task))
@@ -145,3 +148,51 @@ def test_a_bad_mail_owner_stops_start_up(server_factory, value: str, error: str)
     assert done.returncode == 1
     assert f"mailgate: fatal: {server.root / 'etc' / 'main.cf'}, line " in done.stderr
     assert error in done.stderr
+
+
+def test_policyd_reads_requests_as_mail_owner(tmp_path: Path, users) -> None:  # type: ignore[no-untyped-def]
+    owner = users[USERS[0]]
+    daemon = Policyd(tmp_path, base_main_cf(tmp_path) + (
+        f"mail_owner = {owner.pw_name}\npolicyd_listen = 127.0.0.1:0\npolicyd_processes = 2\n"
+        "policyd_restrictions = check_client_access inline:{192.0.2.66=REJECT}\n")).start()
+    try:
+        assert daemon.proc is not None
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+            sock.sendall(b"request=smtpd_access_policy\nprotocol_state=RCPT\n"
+                         b"client_address=192.0.2.66\nrecipient=alice@example.test\n\n")
+            assert sock.recv(4096) == b"action=554 5.7.1 Access denied\n\n"
+        assert status(daemon.proc.pid)["Uid"].split()[0] == "0"
+        workers = children(daemon.proc.pid)
+        assert len(workers) == 2
+        # a worker answers once it has loaded its tables and given root up; the other
+        # may still be loading: wait for it to leave root
+        wait_until(lambda: all(status(pid)["Uid"].split()[0] != "0" for pid in workers))
+        for pid in workers:
+            assert status(pid)["Uid"].split() == [str(owner.pw_uid)] * 4
+            assert status(pid)["Groups"].strip() == ""
+    finally:
+        daemon.stop()
+
+
+def test_a_link_planted_in_a_maildir_gains_its_owner_nothing(server_factory, users, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The mailbox owner points new/ at a directory only root may write: the helper writes
+    with the owner's rights, so the delivery is deferred and nothing lands there."""
+    owner, box = users[USERS[0]], users[USERS[1]]
+    server: Server = server_factory(
+        mail_owner=owner.pw_name, virtual_uid_maps=f"static:{box.pw_uid}",
+        virtual_gid_maps=f"static:{box.pw_gid}")
+    maildir = server.mail / DOMAIN / "alice"
+    for sub in ("tmp", "cur"):
+        (maildir / sub).mkdir(parents=True)
+    protected = tmp_path / "root-only"
+    protected.mkdir(mode=0o755)
+    (maildir / "new").symlink_to(protected)
+    for path in (maildir.parent, maildir, maildir / "tmp", maildir / "cur"):
+        os.chown(path, box.pw_uid, box.pw_gid)
+    os.lchown(maildir / "new", box.pw_uid, box.pw_gid)
+    server.start()
+    send(server.port, [f"alice@{DOMAIN}"])
+    (line,) = server.wait_log(r"status=deferred")
+    assert "Permission denied" in line
+    assert list(protected.iterdir()) == []
+    assert list((maildir / "tmp").iterdir()) == []  # the partial copy went too

@@ -1,11 +1,13 @@
 """Reload (SIGHUP) and stop (SIGTERM) of `mailgate serve`, with the systemd notifications:
 new sessions get the new configuration while sessions in progress keep theirs; a
 configuration that does not load is refused and the running one kept; reloading under load
-refuses no connection and fails no transaction; a stop lets a session in DATA finish."""
+refuses no connection and fails no transaction; a stop lets a session in DATA finish and
+loses no message that got `250` under load."""
 
 from __future__ import annotations
 
 import signal
+import smtplib
 import socket
 import subprocess
 import threading
@@ -115,6 +117,44 @@ def test_a_stop_lets_a_session_in_data_finish(server: Server) -> None:
     queued = [p for p in (server.root / "data").rglob("*") if p.is_file()
               and p.parent.name in ("active", "deferred", "incoming", "hold")]
     assert len(server.maildir_files("alice")) + len(queued) == 1
+
+
+def test_a_stop_under_load_loses_no_acknowledged_message(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """Four clients send until the server cuts them (`421` after smtpd_shutdown_timeout);
+    every message that got `250` is in a Maildir or in the queue afterwards."""
+    server: Server = server_factory(smtpd_shutdown_timeout="2s").start()
+    acknowledged: list[str] = []
+    started = threading.Barrier(5)
+
+    def client() -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
+                started.wait(10)
+                for n in range(2000):
+                    smtp.mail("load@remote.example")
+                    smtp.rcpt("bob@example.test")
+                    code, text = smtp.data(f"Subject: load {n}\r\n\r\nbody\r\n".encode())
+                    if code != 250:
+                        return
+                    acknowledged.append(text.decode().rsplit(" ", 1)[1])
+        except (smtplib.SMTPException, OSError):
+            return  # the server went away: what it acknowledged is checked below
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    started.wait(10)
+    server.wait_log(r"status=sent", count=50)  # under way
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(60) == 0
+    for thread in threads:
+        thread.join(60)
+    delivered = {p.name.split(".")[1][1:].split("R")[0] for p in server.maildir_files("bob")}
+    queued = {p.name for p in (server.root / "data" / "queue").rglob("*")
+              if p.is_file() and p.parent.name in ("active", "deferred", "incoming", "hold")}
+    assert len(acknowledged) >= 50
+    assert set(acknowledged) <= delivered | queued
 
 
 def test_a_service_removed_from_master_cf_stops_listening(server_factory) -> None:  # type: ignore[no-untyped-def]

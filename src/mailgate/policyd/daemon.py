@@ -21,6 +21,7 @@ from mailgate.master import address, listen_socket
 from mailgate.metrics import create as create_metrics
 from mailgate.policy.protocol import PolicyReader, ProtocolError, Request, reply
 from mailgate.policyd.server import ClientErrors, PolicydSettings, PolicyService
+from mailgate.privileges import Owner, drop, hand_file, hand_over, mail_owner, preload
 
 PROGRAM = "policyd"
 
@@ -155,8 +156,9 @@ class Deadlines:
 
 
 async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
-               metrics: bool = False) -> None:
-    """One policyd process: an event loop serving the shared sockets."""
+               metrics: bool = False, owner: Owner | None = None) -> None:
+    """One policyd process: an event loop serving the shared sockets; with `owner`, it
+    loads its tables as root, then becomes mail_owner before the first request."""
     from mailgate.app import build_engine, build_resolver, interface_addresses
     from mailgate.maps import MapOptions, default_registry
 
@@ -174,6 +176,7 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
     service = PolicyService(engine, PolicydSettings.from_config(cfg), smtpd, policyd_log,
                             errors, counted)
     counted.start(loop)
+    drop(owner)
 
     gc.freeze()  # the tables and settings live forever: keep them out of collections
     deadlines = Deadlines(service.s.deadline)
@@ -220,6 +223,11 @@ def run(cfg: Config) -> int:
     raise_fd_limit()
     log = MailLog.from_config(cfg)
     http = exporter.listen(cfg, Path(cfg.get_str("queue_directory")) / "policyd" / "metrics")
+    owner = mail_owner(cfg)  # started as root: requests are read as mail_owner
+    if owner is not None:
+        preload(metrics=http is not None)
+        hand_over([Path(cfg.get_str("queue_directory")) / "policyd" / "metrics"], owner)
+        hand_file(log.path, owner)
     sockets = bind(cfg.get_list("policyd_listen"), cfg.origin("policyd_listen"))
     for warning in (*cfg.warnings, *cfg.unused_parameters()):
         log.warning(PROGRAM, warning)
@@ -230,10 +238,17 @@ def run(cfg: Config) -> int:
     if http is not None:
         print(f"mailgate policyd: metrics on http://{address(http)}/metrics", flush=True)
     errors = ClientErrors(settings.state_ttl, settings.state_size)  # before the fork
+    processes = cfg.get_int("policyd_processes") or os.cpu_count() or 1
     count, work, on_exit = exporter.processes(
-        cfg.get_int("policyd_processes") or os.cpu_count() or 1,
-        lambda index: run_loop(main(cfg, sockets, errors, http is not None)), http, None)
-    code = run_workers(count, work, lambda text: log.log(PROGRAM, text), log.reopen, PROGRAM,
+        processes, lambda index: run_loop(main(cfg, sockets, errors, http is not None, owner)),
+        http, None)
+
+    def run_one(index: int) -> None:
+        if index >= processes:  # the metrics process
+            drop(owner)
+        work(index)
+
+    code = run_workers(count, run_one, lambda text: log.log(PROGRAM, text), log.reopen, PROGRAM,
                        on_exit)
     if not code:
         log.log(PROGRAM, "terminating on signal")
