@@ -11,6 +11,7 @@ import signal
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mailgate import acceptor
@@ -318,7 +319,9 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
     owner = mail_owner(cfg)
     if owner is not None:
         preload(metrics=http is not None)
-    hand_over([store.root / name for name in (*QUEUES, "spare", "metrics")], owner)
+    state = Path(cfg.get_str("state_database")).parent
+    state.mkdir(parents=True, exist_ok=True)  # the workers' shared state (decision 0061)
+    hand_over([store.root / name for name in (*QUEUES, "spare", "metrics")] + [state], owner)
     hand_file(log.path, owner)
     serving = Serving(store, ConnectionTable(), http, log, recovered, os.urandom(32))
     sockets = listeners.sockets = serving.sockets(listeners.addresses)

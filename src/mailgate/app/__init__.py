@@ -48,6 +48,7 @@ from mailgate.server.commands import ForbiddenCommands
 from mailgate.server.listener import SmtpServer
 from mailgate.server.session import Services
 from mailgate.server.tls import server_context, set_ticket_keys
+from mailgate.state import LocalStore, Store
 
 __all__ = ["DEMO_MAIN_CF", "App", "SmtpdSpec", "build_engine", "build_resolver", "interface_addresses",
            "restriction_lists", "string_matcher"]
@@ -76,6 +77,7 @@ class Shared:
     connections: ConnectionTable
     metrics: Metrics
     fsync: bool
+    state: Store  # client state the workers share (decision 0061)
 
 
 @dataclass
@@ -116,7 +118,9 @@ class App:
         local = interface_addresses(cfg, [a.host for a in smtpd.listen])
         smtpd_log = functools.partial(log.log, "smtpd")
         resolver = build_resolver(cfg, registry, local, smtpd_log)
-        engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics)
+        state = LocalStore(cfg.get_str("state_database"))  # shared by the workers (0061)
+        engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics,
+                                     state=state)
         store = QueueStore(delivery.queue_directory, fsync=fsync, slot=worker,
                            slots=workers)
         renamer = DurableRenamer(asyncio.get_running_loop())
@@ -125,7 +129,7 @@ class App:
                                          helper), log,
                             metrics=metrics, deaths=connections.deaths)
         shared = Shared(registry, delivery, log, store, qmgr, renamer, connections, metrics,
-                        fsync)
+                        fsync, state)
         servers = [smtpd_server(spec.config, shared, engine if spec.config is cfg else None,
                                 spec.name)
                    for spec in (specs or (SmtpdSpec(None, cfg),))]
@@ -177,6 +181,7 @@ class App:
         if self.helper is not None:
             await self.helper.close()
         self.renamer.stop()
+        self.servers[0].services.engine.tables.state.close()
         self.log.close()
 
 
@@ -223,7 +228,7 @@ def smtpd_server(cfg: Config, shared: Shared, engine: Engine | None = None,
         smtpd_log = functools.partial(log.log, "smtpd")
         resolver = build_resolver(cfg, registry, local, smtpd_log)
         engine, _ = build_engine(cfg, registry, resolver, smtpd_log, local,
-                                 metrics=shared.metrics)
+                                 metrics=shared.metrics, state=shared.state)
 
     def warn(text: str) -> None:
         log.log("smtpd", f"warning: {text}")

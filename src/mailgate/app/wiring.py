@@ -26,6 +26,7 @@ from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.client import clients as policy_clients
 from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.store import Envelope, Incoming, QueueStore
+from mailgate.state import MemoryStore, Store
 
 # The embedded main.cf of `mailgate serve` without -c: a working local demo.
 DEMO_MAIN_CF = """\
@@ -125,10 +126,11 @@ def restriction_lists(cfg: Config, policyd: bool = False) -> dict[str, tuple[str
 
 def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
                  log: Callable[[str], None], local: frozenset[str] = frozenset(),
-                 policyd: bool = False, metrics: Metrics = NO_METRICS
-                 ) -> tuple[Engine, Map | None]:
+                 policyd: bool = False, metrics: Metrics = NO_METRICS,
+                 state: Store | None = None) -> tuple[Engine, Map | None]:
     """The restriction engine with its tables (`policyd`: for policyd_restrictions); also
-    returns virtual_mailbox_maps."""
+    returns virtual_mailbox_maps. `state`: the client state the workers share (default:
+    this process's memory)."""
     pdms = set(cfg.get_list("parent_domain_matches_subdomains"))
     settings = EngineSettings.from_config(cfg, policyd)
     mynetworks = HostAddrList.build(mynetworks_patterns(cfg), registry, "mynetworks",
@@ -178,7 +180,7 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         inet_interfaces=local, policy=policy,
         idna=IdnaCache(transitional=cfg.get_bool("enable_idna2003_compatibility")),
         log_permit=string_matcher(cfg.get_list("smtpd_log_access_permit_actions"), registry),
-        metrics=metrics)
+        metrics=metrics, state=state if state is not None else MemoryStore())
     return Engine(settings, tables, log), vmaps
 
 

@@ -74,6 +74,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("mailgate_home", _S, "./mailgate-data", extension=True),
     Param("queue_directory", _S, "$mailgate_home/queue"),
     Param("data_directory", _S, "$mailgate_home/data"),
+    # client state shared by the workers (greylisting, blocks, postscreen cache): decision 0061
+    Param("state_database", _S, "$data_directory/state.db", extension=True),
     Param("syslog_name", _S, "mailgate"),
     Param("maillog_file", _S, ""),
     Param("syslog_facility", _S, "mail"),

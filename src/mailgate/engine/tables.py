@@ -13,6 +13,7 @@ from mailgate.maps.base import Map, Registry
 from mailgate.maps.matchlist import HostAddrList
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.client import PolicyClient
+from mailgate.state import MemoryStore, Store
 
 
 @dataclass
@@ -61,3 +62,4 @@ class EngineTables:
     idna: IdnaCache = field(default_factory=IdnaCache)  # smtpd's midna_domain_to_ascii cache
     policy: dict[str, PolicyClient] = field(default_factory=dict)  # check_policy_service
     metrics: Metrics = NO_METRICS
+    state: Store = field(default_factory=MemoryStore)  # greylisting, blocks (decision 0061)

@@ -22,6 +22,7 @@ from mailgate.metrics import create as create_metrics
 from mailgate.policy.protocol import PolicyReader, ProtocolError, Request, reply
 from mailgate.policyd.server import ClientErrors, PolicydSettings, PolicyService
 from mailgate.privileges import Owner, drop, hand_file, hand_over, mail_owner, preload
+from mailgate.state import LocalStore
 
 PROGRAM = "policyd"
 
@@ -172,7 +173,7 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
     resolver = build_resolver(cfg, registry, local, policyd_log)
     counted = create_metrics(metrics)
     engine, _ = build_engine(cfg, registry, resolver, policyd_log, local, policyd=True,
-                             metrics=counted)
+                             metrics=counted, state=LocalStore(cfg.get_str("state_database")))
     service = PolicyService(engine, PolicydSettings.from_config(cfg), smtpd, policyd_log,
                             errors, counted)
     counted.start(loop)
@@ -224,9 +225,11 @@ def run(cfg: Config) -> int:
     log = MailLog.from_config(cfg)
     http = exporter.listen(cfg, Path(cfg.get_str("queue_directory")) / "policyd" / "metrics")
     owner = mail_owner(cfg)  # started as root: requests are read as mail_owner
+    state = Path(cfg.get_str("state_database")).parent
+    state.mkdir(parents=True, exist_ok=True)  # greylisting's triplets (decision 0061)
     if owner is not None:
         preload(metrics=http is not None)
-        hand_over([Path(cfg.get_str("queue_directory")) / "policyd" / "metrics"], owner)
+        hand_over([Path(cfg.get_str("queue_directory")) / "policyd" / "metrics", state], owner)
         hand_file(log.path, owner)
     sockets = bind(cfg.get_list("policyd_listen"), cfg.origin("policyd_listen"))
     for warning in (*cfg.warnings, *cfg.unused_parameters()):
