@@ -1,0 +1,1 @@
+"""`mailgate lint`: configuration mistakes that silently let spam in or keep mail out."""
