@@ -87,3 +87,6 @@ class LocalStore:
         if self._db is not None and self._pid == os.getpid():
             self._db.close()
         self._db = None
+
+    async def aclose(self) -> None:
+        self.close()

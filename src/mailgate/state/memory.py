@@ -58,3 +58,6 @@ class MemoryStore:
 
     def close(self) -> None:
         self._data.clear()
+
+    async def aclose(self) -> None:
+        self.close()

@@ -7,7 +7,14 @@ from typing import Protocol
 
 
 class StateUnavailable(Exception):
-    """The backend could not answer (locked, unreachable, full): a temporary failure."""
+    """The backend could not answer (locked, unreachable, full): a temporary failure.
+    `fail_open`: the administrator chose that such a failure lets the client through
+    (`redis_failure_action = fail_open`); otherwise the feature answers as for a table
+    that failed (`451 4.3.5`) or by its own documented rule."""
+
+    def __init__(self, reason: str, fail_open: bool = False) -> None:
+        super().__init__(reason)
+        self.fail_open = fail_open
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,4 +48,10 @@ class Store(Protocol):
         """Every live key starting with `prefix` (administration: `mailgate block list`)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what can be released without the event loop (at process exit)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connections, in the event loop that used them."""
+        ...

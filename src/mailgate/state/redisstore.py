@@ -1,0 +1,109 @@
+"""The Redis backend of the client state: one key per entry, atomic counters by a Lua script."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mailgate.state.settings import StateSettings
+from mailgate.state.store import Item, StateUnavailable
+
+# INCRBY, and the window's expiry set by the event that opened it: atomic, one round trip
+_INCR = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if count == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return count
+"""
+_GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
+def redis_client(settings: StateSettings) -> Any:
+    """A redis.asyncio client for the settings: a Sentinel-managed master, a Cluster, or one
+    server (the first of redis_servers), with the deadline as socket timeouts."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.sentinel import Sentinel
+
+    options: dict[str, Any] = {
+        "socket_timeout": settings.timeout, "socket_connect_timeout": settings.timeout,
+        "password": settings.password, "username": settings.username,
+        "decode_responses": True}
+    if settings.tls:
+        options["ssl"] = True
+    if settings.sentinels:
+        sentinel = Sentinel(list(settings.sentinels), sentinel_kwargs={  # type: ignore[no-untyped-call]
+            "socket_timeout": settings.timeout, "socket_connect_timeout": settings.timeout},
+            **options)
+        return sentinel.master_for(settings.sentinel_master)
+    if settings.cluster:
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in settings.servers],
+                            **options)
+    host, port = settings.servers[0]
+    return aioredis.Redis(host=host, port=port, **options)
+
+
+class RedisStore:
+    """Store in Redis: `PREFIX{key}` (the braces are a hash tag: each entry's slot is its
+    own key's in a Cluster), values as strings, expiry by Redis (PX). Errors and timeouts
+    raise StateUnavailable; the GuardedStore above decides what that means."""
+
+    def __init__(self, client: Any, prefix: str = "mailgate:",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.clock = clock
+        self._incr = client.register_script(_INCR)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}{{{key}}}"
+
+    async def _do(self, call: Any) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            return await call
+        except (RedisError, OSError) as exc:
+            raise StateUnavailable(f"redis: {exc}") from exc
+
+    async def get(self, key: str) -> str | None:
+        value = await self._do(self.client.get(self._key(key)))
+        return None if value is None else str(value)
+
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        await self._do(self.client.set(self._key(key), value, px=max(int(ttl * 1000), 1)))
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._do(self.client.delete(self._key(key))))
+
+    async def incr(self, key: str, amount: int, ttl: float) -> int:
+        return int(await self._do(self._incr(keys=[self._key(key)],
+                                             args=[amount, max(int(ttl * 1000), 1)])))
+
+    async def items(self, prefix: str) -> list[Item]:
+        pattern = self.prefix.translate(_GLOB) + "{" + prefix.translate(_GLOB) + "*"
+        keys: list[str] = []
+
+        async def scan() -> None:
+            async for name in self.client.scan_iter(match=pattern, count=1000):
+                keys.append(str(name))
+
+        await self._do(scan())
+        out = []
+        now = self.clock()
+        for name in sorted(keys):
+            value, pttl = await self._do(self._value_and_ttl(name))
+            if value is not None and pttl is not None and pttl > 0:
+                out.append(Item(name[len(self.prefix) + 1:-1], str(value), now + pttl / 1000))
+        return out
+
+    async def _value_and_ttl(self, name: str) -> tuple[Any, Any]:
+        value = await self.client.get(name)
+        pttl = await self.client.pttl(name)
+        return value, pttl
+
+    def close(self) -> None:
+        """Nothing without the loop: aclose() closes the connections."""
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,121 @@
+"""Three gateways, one Redis: a dictionary attack spread over the nodes is blocked on every
+node, a greylisted triplet passes on another node, and mail keeps flowing when Redis stops."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Server, require, wait_until
+from mailgate.config.config import Config
+from mailgate.state.redisstore import RedisStore, redis_client
+from mailgate.state.settings import StateSettings
+from support.redisserver import RedisServer
+
+ATTACKED = "198.51.100"
+REFUSED = "421 4.3.2 Service currently unavailable; client [{}] blocked automatically"
+
+
+def session(server: Server, addr: str, recipients: list[str], deliver: bool = False
+            ) -> list[int] | str:
+    """One client (named by XCLIENT, as a proxy would) trying `recipients`: the RCPT codes,
+    or the refusal."""
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+        code, text = smtp.docmd("XCLIENT", f"ADDR={addr} NAME=unknown")
+        if code != 220:
+            return f"{code} {text.decode()}"
+        smtp.ehlo("client.example")
+        smtp.mail("someone@client.example")
+        codes = [smtp.rcpt(f"{user}@example.test")[0] for user in recipients]
+        if deliver and 250 in codes:
+            assert smtp.data("Subject: hello\r\n\r\nhello\r\n")[0] == 250
+        return codes
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(require("redis-server"), tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def start_nodes(server_factory, redis: RedisServer, **params: str) -> list[Server]:  # type: ignore[no-untyped-def]
+    """Three mailgate nodes, each with its own queue and local state, sharing one Redis."""
+    return [server_factory(
+        smtpd_processes="1", redis_servers=f"127.0.0.1:{redis.port}", redis_timeout="0.2s",
+        smtpd_authorized_xclient_hosts="127.0.0.0/8", **params).start() for _ in range(3)]
+
+
+GREYLISTING = "permit_mynetworks, reject_unauth_destination, check_greylist"
+
+
+def test_a_dictionary_attack_over_the_nodes_is_blocked_on_every_node(
+        server_factory, redis: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    """Two guesses per address, round-robin over the nodes: no node alone sees the
+    threshold (6), the site does after three sessions; then every node refuses the /24."""
+    nodes = start_nodes(server_factory, redis, auto_block_threshold="6")
+    addresses = iter(range(10, 99))
+    for n in range(3):
+        assert session(nodes[n], f"{ATTACKED}.{next(addresses)}",
+                       ["nobody1", "nobody2"]) == [550, 550]
+    wait_until(lambda: any("auto-block: blocked 198.51.100.0/24" in line
+                           for node in nodes for line in node.smtpd_log()))
+    blocked = [node for node in nodes if any("auto-block: blocked" in line
+                                             for line in node.smtpd_log())]
+    assert len(blocked) == 1  # one node placed it, for all
+    for node in nodes:
+        def refused(node: Server = node) -> bool:
+            addr = f"{ATTACKED}.{next(addresses)}"
+            return session(node, addr, ["nobody3"]) == REFUSED.format(addr)
+
+        wait_until(refused)  # each node's short cache of blocks expires within seconds
+    # never delayed: another network on every node
+    for n, node in enumerate(nodes):
+        assert session(node, f"203.0.113.{n + 1}", ["alice"], deliver=True) == [250]
+
+
+def test_a_triplet_greylisted_on_one_node_passes_on_another(
+        server_factory, redis: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    """Node 0 greylists a first attempt; the delay passes (the shared record is aged, no
+    sleeping); node 1, which never saw the client, lets the retry through."""
+    nodes = start_nodes(server_factory, redis, smtpd_recipient_restrictions=GREYLISTING)
+    assert session(nodes[0], "203.0.113.50", ["alice"]) == [450]
+    key = "greylist:triplet:203.0.113.0/someone@client.example/alice@example.test"
+
+    async def age() -> None:
+        store = RedisStore(redis_client(StateSettings.from_config(Config.load(overrides=[
+            f"redis_servers=127.0.0.1:{redis.port}"]))))
+        record = await store.get(key)
+        assert record is not None  # node 0 wrote it to Redis
+        then = int(time.time()) - 400
+        await store.put(key, f"{then},{then}", 86400)
+        await store.aclose()
+
+    asyncio.run(age())
+    assert session(nodes[1], "203.0.113.50", ["alice"], deliver=True) == [250]
+    wait_until(lambda: len(nodes[1].maildir_files("alice")) == 1)
+    assert "X-Greylist: delayed " in nodes[1].maildir_files("alice")[0].read_text()
+    # the same /24 (greylist_ipv4_prefix_length = 24), sender and recipient: the same
+    # triplet, on the third node too; another recipient is a new triplet
+    assert session(nodes[2], "203.0.113.51", ["alice"]) == [250]
+    assert session(nodes[2], "203.0.113.50", ["bob"]) == [450]
+
+
+def test_mail_keeps_flowing_when_redis_stops(server_factory, redis: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    """redis_failure_action = fail_open (default): with Redis gone, every node accepts a
+    legitimate client (greylisting and blocks let it through) and logs one warning."""
+    nodes = start_nodes(server_factory, redis, smtpd_recipient_restrictions=GREYLISTING,
+                        auto_block_threshold="6")
+    assert session(nodes[0], "192.0.2.10", ["alice"]) == [450]  # Redis works: greylisted
+    redis.stop()
+    for n, node in enumerate(nodes):
+        assert session(node, f"192.0.2.{20 + n}", ["bob"], deliver=True) == [250]
+        node.wait_log(r"warning: redis: state backend unavailable: .*; "
+                      r"redis_failure_action = fail_open")
+    for node in nodes:
+        wait_until(lambda node=node: len(node.maildir_files("bob")) == 1)
