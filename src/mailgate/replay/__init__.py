@@ -1,0 +1,1 @@
+"""`mailgate replay`: what a configuration would have answered to recorded traffic."""

@@ -1,0 +1,185 @@
+"""One recorded transaction played again through an engine: the commands the client sent
+(HELO, MAIL, each RCPT, DATA, end of data), checked as smtpd checks them, and per recipient
+the reply that refuses it first, then and now.
+
+A recipient's reply is the first refusal on its way: the connection (smtpd_delay_reject =
+no), MAIL (smtpd_helo_required without an accepted HELO; the MAIL checks), its RCPT, then
+DATA and the end of the message; 250 when nothing refuses it. The client is taken to send
+what it sent then, whatever the answers (a refused HELO does not stop it).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from mailgate.config.settings import SmtpdSettings
+from mailgate.engine.engine import Engine
+from mailgate.engine.reply import Rule, Verdict
+from mailgate.journal.record import Outcome, Transaction
+from mailgate.maps.casefold import printable
+from mailgate.replay.guards import MISSING_HELO, NotEvaluable, ReplayState
+from mailgate.server.session_commands import neuter
+
+ACCEPTED = Outcome(250)
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """What the configuration answers one recipient now: the refusing reply (or 250) and
+    where (connect, helo, mail, rcpt, data, end-of-data); or, when a check could not be
+    evaluated, `reason`."""
+
+    outcome: Outcome | None
+    stage: str = ""
+    reason: str = ""
+
+
+def then(tx: Transaction) -> list[Outcome]:
+    """The reply each recipient got (a refused MAIL without recipients: one entry)."""
+    t = tx.then
+    if t.mail is not None and t.mail.refused:
+        return [t.mail] * max(len(tx.recipients), 1)
+    message = t.data if t.data is not None and t.data.refused else \
+        t.eod if t.eod is not None and t.eod.refused else None
+    out = []
+    for outcome in t.rcpt:
+        out.append(message if message is not None and not outcome.refused else outcome)
+    return out
+
+
+class Simulation:
+    """Plays transactions against one engine with one smtpd's settings."""
+
+    def __init__(self, engine: Engine, settings: SmtpdSettings) -> None:
+        self.engine = engine
+        self.s = settings
+
+    async def run(self, tx: Transaction) -> list[Now]:
+        """The answer for each recipient (one for a transaction without recipients)."""
+        count = max(len(tx.recipients), 1)
+        out: list[Now] = []
+        try:
+            st = self._state(tx)
+            refused = await self._before_rcpt(st, tx)
+            if refused is not None:
+                return [refused] * count
+            await self._recipients(st, tx, out)
+        except NotEvaluable as exc:
+            out += [Now(None, reason=str(exc))] * (count - len(out))
+        return out
+
+    def _state(self, tx: Transaction) -> ReplayState:
+        client = copy.copy(tx.client)
+        st = ReplayState(client, protocol=tx.protocol, missing=tx.missing)
+        st.encryption, st.ccert = tx.encryption, tx.ccert
+        st.sasl_method, st.sasl_username = tx.sasl_method, tx.sasl_username
+        return st
+
+    async def _before_rcpt(self, st: ReplayState, tx: Transaction) -> Now | None:
+        """Connect, HELO and MAIL: the refusal every recipient meets, or None."""
+        s, engine = self.s, self.engine
+        if not s.delay_reject:
+            st.where = "CONNECT"
+            verdict = await engine.check_client(st)
+            if verdict.reply is not None:
+                return _now(verdict, "connect")
+        helo_refusal: Verdict | None = None
+        helo = MISSING_HELO if "helo" in tx.missing else tx.helo
+        if helo is not None:
+            st.where = "EHLO" if tx.protocol == "ESMTP" else "HELO"
+            if not s.delay_reject:
+                verdict = await engine.check_helo(st, helo)
+                helo_refusal = verdict if verdict.reply is not None else None
+            if helo_refusal is None:
+                st.helo = neuter(printable(helo, s.smtputf8_enable))
+        st.where = "MAIL"
+        if s.helo_required and not st.helo:
+            rule = helo_refusal.rule if helo_refusal is not None else None
+            return Now(Outcome(503, "5.5.1", "Error: send HELO/EHLO first", rule), "helo")
+        st.smtputf8, st.size, st.sasl_sender = tx.smtputf8, tx.size, tx.sasl_sender
+        if s.message_size_limit and st.size > s.message_size_limit:
+            return Now(Outcome(552, "5.3.4", "Message size exceeds fixed limit"), "mail")
+        if not s.delay_reject:
+            verdict = await engine.check_mail(st, tx.sender)
+            if verdict.reply is not None:
+                return _now(verdict, "mail")
+        st.sender = tx.sender
+        st.instance = tx.queue_id or "replay"
+        return None
+
+    async def _recipients(self, st: ReplayState, tx: Transaction, out: list[Now]) -> None:
+        """Each RCPT; then DATA and the end of the message for those accepted."""
+        accepted = await self._rcpt(st, tx, out)
+        t = tx.then
+        data = _sends(tx.data, all(o.refused for o in t.rcpt))
+        if not accepted or data is False:
+            return
+        eod = _sends(tx.end_of_data, t.data is None or t.data.refused)
+        try:
+            refusal = await self._message(st, tx, accepted, eod is not False)
+        except NotEvaluable as exc:
+            refusal = Now(None, reason=str(exc))
+        if refusal is not None and refusal.outcome is not None and (
+                data is None or (refusal.stage == "end-of-data" and eod is None)):
+            refusal = Now(None, reason=f"{refusal.stage} would be refused by "
+                          f"{rule_text(refusal.outcome.rule)}, if the client sends it "
+                          "(it could not then)")
+        if refusal is not None:
+            for index in accepted:
+                out[index] = refusal
+
+    async def _rcpt(self, st: ReplayState, tx: Transaction, out: list[Now]) -> list[int]:
+        """The RCPT commands; the indexes of the recipients accepted."""
+        engine, first = self.engine, tx.pipelining_from
+        accepted: list[int] = []
+        for index, recipient in enumerate(tx.recipients):
+            st.where = "RCPT"
+            st.ill_pipelining = first is not None and index >= first
+            if st.rcpt_count >= self.s.recipient_limit:
+                out.append(Now(Outcome(452, "4.5.3", "Error: too many recipients"), "rcpt"))
+                continue
+            verdict = await engine.check_rcpt(st, recipient)
+            if verdict.reply is not None:
+                out.append(_now(verdict, "rcpt"))
+                continue
+            out.append(Now(ACCEPTED, "rcpt"))
+            accepted.append(index)
+            st.rcpt_count += 1
+            if st.recipient is None:
+                st.recipient = recipient
+        return accepted
+
+    async def _message(self, st: ReplayState, tx: Transaction, accepted: list[int],
+                       eod: bool) -> Now | None:
+        """DATA and (`eod`) the end of the message: the refusal, or None."""
+        st.ill_pipelining = tx.pipelining_from is not None
+        only = tx.recipients[accepted[0]] if len(accepted) == 1 else None
+        st.where = "DATA"
+        verdict = await self.engine.check_data(st, only)
+        if verdict.reply is not None:
+            return _now(verdict, "data")
+        if not eod:
+            return None
+        st.where = "END-OF-MESSAGE"
+        st.size = tx.message_size or 0
+        verdict = await self.engine.check_eod(st, only)
+        return _now(verdict, "end-of-data") if verdict.reply is not None else None
+
+
+def _sends(sent: bool, no_chance: bool) -> bool | None:
+    """Whether the client sends DATA (the message) now: as then; None (not known) when it
+    could not then (every recipient refused; DATA refused), so that a refusal there is not
+    a certain answer."""
+    return True if sent else None if no_chance else False
+
+
+def _now(verdict: Verdict, stage: str) -> Now:
+    return Now(Outcome.of(verdict, 250), stage)
+
+
+def rule_text(rule: Rule | None) -> str:
+    """`restriction table entry`, as the reports show a rule."""
+    if rule is None:
+        return "(smtpd)"
+    return " ".join(part for part in (rule.restriction, rule.table, rule.entry) if part)
