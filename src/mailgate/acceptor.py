@@ -24,8 +24,9 @@ import struct
 import time
 from dataclasses import dataclass
 
+from mailgate.anvil import ConnectionTable, client_key
 from mailgate.config.settings import SmtpdSettings
-from mailgate.master import ConnectionTable, accept_stop_signals
+from mailgate.master import accept_stop_signals
 
 # listener index, address family, greeted, count, total, port, early-input length; then the
 # early input and the address
@@ -151,23 +152,35 @@ class Greeter:
     rate_unit: float
     wrapper: bool = False  # smtpd_tls_wrappermode: the greeting goes out over TLS
     proxy: bool = False  # smtpd_upstream_proxy_protocol: the header comes before it
+    sliding: bool = False  # anvil_rate_window = sliding
+    ipv4_prefix: int = 32  # smtpd_client_ipv4_prefix_length
+    ipv6_prefix: int = 128  # smtpd_client_ipv6_prefix_length
+    screened: bool = False  # postscreen's tests come first (it sends its own `220-`)
 
     @classmethod
-    def from_settings(cls, s: SmtpdSettings) -> Greeter:
+    def from_settings(cls, s: SmtpdSettings, screened: bool = False) -> Greeter:
         return cls(f"220 {s.banner}\r\n".encode("utf-8", "surrogateescape"), s.delay_reject,
                    s.max_connections, s.connection_count_limit, s.connection_rate_limit,
-                   s.rate_time_unit, s.tls.wrappermode, s.upstream_proxy)
+                   s.rate_time_unit, s.tls.wrappermode, s.upstream_proxy,
+                   s.rate_window_sliding, s.client_ipv4_prefix_length,
+                   s.client_ipv6_prefix_length, screened)
 
-    def early(self, connections: ConnectionTable, addr: str, count: int, total: int) -> bool:
+    def key(self, addr: str) -> str:
+        """The name anvil counts the client under (its address, or its network)."""
+        return client_key(addr, self.ipv4_prefix, self.ipv6_prefix)
+
+    def early(self, connections: ConnectionTable, key: str, count: int, total: int) -> bool:
         """Whether the greeting can go out before the client's name lookup ends: nothing
         before it needs the name (smtpd_delay_reject = yes) and no connection limit can
         refuse the client, whatever its name (a refusal replaces the greeting)."""
-        if self.wrapper or self.proxy or not self.delay_reject or total > self.max_connections:
+        if self.wrapper or self.proxy or self.screened or not self.delay_reject \
+                or total > self.max_connections:
             return False
         if self.count_limit and count > self.count_limit:
             return False
-        return not self.rate_limit or connections.rate(
-            addr, time.time(), self.rate_unit, count=False) <= self.rate_limit
+        return not self.rate_limit or connections.event(
+            key, "connect", time.time(), self.rate_unit, self.sliding,
+            count=False) < self.rate_limit
 
 
 def client_address(peer: object) -> tuple[str, int]:
@@ -231,8 +244,9 @@ def _hand(conn: socket.socket, peer: object, listener: int, handoff: Handoff,
           connections: ConnectionTable, greeter: Greeter, senders: list[socket.socket],
           sent: list[int], turn: int) -> None:
     addr, port = client_address(peer)
-    count, total = connections.connect(addr)
-    greeted = greeter.early(connections, addr, count, total)
+    key = greeter.key(addr)
+    count, total = connections.connect(key)
+    greeted = greeter.early(connections, key, count, total)
     early = b""
     if greeted:
         early = peek(conn)  # (a wrapper-mode client's first bytes are its TLS hello)
@@ -259,6 +273,6 @@ def _hand(conn: socket.socket, peer: object, listener: int, handoff: Handoff,
             if left <= 0:
                 break
             select.select([], senders, [], min(left, 0.1))  # every worker is behind
-        connections.disconnect(addr)  # no worker took it for a minute: the client retries
+        connections.disconnect(key)  # no worker took it for a minute: the client retries
     finally:
         conn.close()

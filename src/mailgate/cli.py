@@ -1,4 +1,4 @@
-"""The `mailgate` command: serve, policyd, postconf, postmap, check."""
+"""The `mailgate` command: serve, policyd, postconf, postmap, check, lint, replay."""
 
 from __future__ import annotations
 
@@ -64,6 +64,15 @@ def cmd_queue(args: argparse.Namespace) -> int:
         return commands.change(store, log, args.action, args.ids)
     finally:
         log.close()
+
+
+def cmd_block(args: argparse.Namespace) -> int:
+    """`mailgate block list|add|delete [ADDRESS|NETWORK]`: automatic blocks (docs/blocks.md)."""
+    from mailgate.block import run
+
+    return run(_load(args, demo=True), args.action, getattr(args, "target", None),
+               getattr(args, "time", None), getattr(args, "json", False), sys.stdout,
+               sys.stderr)
 
 
 def cmd_postlog(args: argparse.Namespace) -> int:
@@ -147,11 +156,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run(_load(args, demo=False), args)
 
 
+def cmd_lint(args: argparse.Namespace) -> int:
+    from mailgate.lint.command import run
+
+    return run(args.config_dir, args.json, sys.stdout)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mailgate.report.command import run
 
     return run(args.logs, args.since, args.until, args.html, args.top, args.attack_threshold,
                args.attack_spread, jobs=args.jobs)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from mailgate.replay.command import run
+
+    if args.config_dir is None:
+        print("mailgate replay: give the configuration to try: -c DIR", file=sys.stderr)
+        return 2
+    return run(_load(args, demo=False), args.config_dir, args.inputs,
+               postfix_log=args.postfix_log, since=args.since, until=args.until,
+               html_path=args.html, json_out=args.json, live_dns=args.live_dns,
+               jobs=args.jobs, top=args.top)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +219,22 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--json", action="store_true", help="list: one JSON object per message")
     queue.set_defaults(func=cmd_queue)
 
+    block = sub.add_parser("block", help="list, add or delete blocks of clients and "
+                           "networks (auto_block_*)")
+    actions = block.add_subparsers(dest="action", required=True)
+    for name, text in (("list", "the blocks in force"), ("add", "block an address or "
+                       "network"), ("delete", "lift a block, forget its counts")):
+        action = actions.add_parser(name, help=text)
+        common(action)
+        if name == "list":
+            action.add_argument("--json", action="store_true", help="one JSON object a block")
+        else:
+            action.add_argument("target", metavar="ADDRESS|NETWORK")
+        if name == "add":
+            action.add_argument("-t", dest="time", metavar="TIME",
+                                help="how long (default $auto_block_time), e.g. 1h, 2d")
+        action.set_defaults(func=cmd_block)
+
     postlog = sub.add_parser("postlog", help="postlog reopen: reopen maillog_file (rotation)")
     common(postlog)
     postlog.add_argument("action", choices=("reopen",))
@@ -219,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     postmap.add_argument("tables", nargs="+", metavar="[type:]name")
     postmap.set_defaults(func=cmd_postmap)
 
+    lint = sub.add_parser("lint", help="report configuration mistakes that let spam in or "
+                          "keep mail out (main.cf, master.cf, tables)")
+    lint.add_argument("-c", dest="config_dir", metavar="DIR",
+                      help="configuration directory holding main.cf")
+    lint.add_argument("--json", action="store_true", help="one JSON object per finding")
+    lint.set_defaults(func=cmd_lint)
+
     report = sub.add_parser("report", help="summarize a mail log (pflogsumm's totals, rejects "
                             "by restriction, dictionary attacks; --html with charts)")
     report.add_argument("logs", nargs="*", metavar="LOG",
@@ -234,6 +284,27 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--jobs", type=int, default=0, metavar="N",
                         help="processes for large plain logs (default: one per core)")
     report.set_defaults(func=cmd_report)
+
+    replay = sub.add_parser("replay", help="what a configuration would have answered to "
+                            "recorded traffic (transaction_journal, or a Postfix log)")
+    common(replay)
+    replay.add_argument("inputs", nargs="+", metavar="JOURNAL",
+                        help="journal files, plain or gzip'd ('-': stdin); Postfix logs "
+                        "with --postfix-log")
+    replay.add_argument("--postfix-log", action="store_true",
+                        help="the inputs are Postfix-shaped mail logs")
+    replay.add_argument("--since", metavar="DATE", help="from this time: YYYY-MM-DD[ HH:MM[:SS]]")
+    replay.add_argument("--until", metavar="DATE", help="before this time")
+    shown = replay.add_mutually_exclusive_group()
+    shown.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+    shown.add_argument("--json", action="store_true",
+                       help="one JSON object per recipient instead of the report")
+    replay.add_argument("--live-dns", action="store_true",
+                        help="ask the DNS now instead of using the answers recorded then")
+    replay.add_argument("--jobs", type=int, default=0, metavar="N",
+                        help="processes (default: one per core)")
+    replay.add_argument("--top", type=int, default=10, metavar="N", help="rows in top lists")
+    replay.set_defaults(func=cmd_replay)
 
     check = sub.add_parser("check", help="run a transaction through the restriction lists")
     common(check)

@@ -3,88 +3,22 @@
 Like Postfix's master(8): one process owns the listening sockets and starts
 `smtpd_processes` workers that inherit them (the kernel spreads connections over them). Each
 worker runs one event loop with sessions, its own queue manager and Maildir agents. State
-that must be shared (per-client connection counts, the global session count) lives in a
-small shared-memory table. Workers die with the master (PR_SET_PDEATHSIG), so `kill -9` of
-the master stops everything and a restart recovers the queue.
+that must be shared (per-client connection counts and rates, the global session count)
+lives in a shared-memory table (anvil.py). Workers die with the master
+(PR_SET_PDEATHSIG), so `kill -9` of the master stops everything and a restart recovers the
+queue.
 """
 
 from __future__ import annotations
 
-import mmap
-import multiprocessing
 import os
 import signal
 import socket
-import struct
 import sys
-import zlib
 from collections.abc import Callable
 
 from mailgate.config.settings import ListenAddress
 from mailgate.privileges import die_with_parent
-
-_BUCKETS = 65536
-_SLOT = struct.Struct("=i")
-_RATE = struct.Struct("=qi")  # window start (s), connections in the window
-EVENTS = ("auth", "newtls")  # smtpd_client_auth_rate_limit, ..._new_tls_session_rate_limit
-
-
-class ConnectionTable:
-    """Concurrent-connection counts shared by all workers (anvil's count, in shared memory).
-
-    Addresses are hashed into 65,536 buckets; the last slot holds the total.
-    """
-
-    def __init__(self) -> None:
-        self._mem = mmap.mmap(-1, _SLOT.size * (_BUCKETS + 1))
-        self._rates = mmap.mmap(-1, _RATE.size * _BUCKETS)
-        # anvil's other rates: AUTH commands and new TLS sessions, per client
-        self._events = {kind: mmap.mmap(-1, _RATE.size * _BUCKETS) for kind in EVENTS}
-        self._deaths = mmap.mmap(-1, _SLOT.size)
-        self._lock = multiprocessing.Lock()
-
-    def worker_died(self) -> None:
-        """The master counts each worker that died (only the master writes this slot)."""
-        _SLOT.pack_into(self._deaths, 0, self.deaths() + 1)
-
-    def deaths(self) -> int:
-        """Workers died so far: a change tells the queue-running worker to claim their mail."""
-        value: int = _SLOT.unpack_from(self._deaths, 0)[0]
-        return value
-
-    def _index(self, addr: str) -> int:
-        return (zlib.crc32(addr.encode()) % _BUCKETS) * _SLOT.size
-
-    def _add(self, offset: int, delta: int) -> int:
-        value: int = max(_SLOT.unpack_from(self._mem, offset)[0] + delta, 0)
-        _SLOT.pack_into(self._mem, offset, value)
-        return value
-
-    def connect(self, addr: str) -> tuple[int, int]:
-        """Count a new connection; return (connections from addr, all connections)."""
-        with self._lock:
-            return (self._add(self._index(addr), 1), self._add(_BUCKETS * _SLOT.size, 1))
-
-    def rate(self, addr: str, now: float, unit: float, count: bool = True,
-             event: str = "") -> int:
-        """Count a connection (or an `event` of EVENTS) in the client's current
-        `unit`-second window (anvil's rate: the window starts with the first event and
-        restarts when it has passed); with `count` false, what the count would be, without
-        counting."""
-        table = self._events[event] if event else self._rates
-        offset = (zlib.crc32(addr.encode()) % _BUCKETS) * _RATE.size
-        with self._lock:
-            start, seen = _RATE.unpack_from(table, offset)
-            if not seen or now - start >= unit:
-                start, seen = int(now), 0
-            if count:
-                _RATE.pack_into(table, offset, start, seen + 1)
-            return int(seen) + 1
-
-    def disconnect(self, addr: str) -> None:
-        with self._lock:
-            self._add(self._index(addr), -1)
-            self._add(_BUCKETS * _SLOT.size, -1)
 
 
 def listen_socket(host: str, port: int, backlog: int = 4096) -> socket.socket:

@@ -16,6 +16,7 @@ from mailgate.maps.base import Map, NonUtf8Value, dict_name
 from mailgate.maps.casefold import fold as fold_key
 from mailgate.maps.casefold import printable, valid_utf8
 from mailgate.maps.compiled import SUFFIX, CompiledMap, build, compile_source, postmap_warnings
+from mailgate.maps.keycheck import key_warnings
 from mailgate.maps.simple import DictMap, parse_source
 
 _COMPILED = ("hash", "btree", "lmdb", "cdb", "dbm", "sdbm")
@@ -86,8 +87,10 @@ def modify(args_tables: list[str], fold: bool, delete: str | None, stdin: TextIO
     utf8 = say.utf8
     added: dict[str, str] = {}
     if delete is None:
-        added, warnings = parse_source(stdin.read(), "stdin", fold, utf8)
-        for warning in postmap_warnings("stdin", warnings, fold, utf8):
+        text = stdin.read()
+        added, warnings = parse_source(text, "stdin", fold, utf8)
+        for warning in [*postmap_warnings("stdin", warnings, fold, utf8),
+                        *key_warnings(text, "stdin", _spec(args_tables[0]).partition(":")[0])]:
             say.warning(warning)
     keys = list(_stdin_keys(stdin)) if delete == "-" else [delete] if delete else []
     found = False
@@ -110,6 +113,16 @@ def modify(args_tables: list[str], fold: bool, delete: str | None, stdin: TextIO
         current.update(added)  # postmap -i replaces, as with -r
         build(path, current)
     return 0 if delete is None or found else 1
+
+
+def _key_warnings(kind: str, source: str) -> list[str]:
+    """Keys that never match (`*`, `192.0.2.0/24`): ours, Postfix's postmap says nothing
+    (docs/decisions/0060-lint.md)."""
+    try:
+        with open(source, encoding="utf-8", errors="surrogateescape") as f:
+            return key_warnings(f.read(), source, kind)
+    except OSError:  # compile_source() has just read it
+        return []
 
 
 def _dump(tables: list[Map], stdout: TextIO) -> None:
@@ -173,7 +186,7 @@ def run(args_tables: list[str], query: str | None, dump: bool, fold: bool,
                 _, build_warnings = compile_source(kind, source, fold, utf8)
             except MapError as exc:
                 return say.fatal(str(exc))
-            for warning in build_warnings:
+            for warning in [*build_warnings, *_key_warnings(kind, source)]:
                 say.warning(warning)
             continue
         try:

@@ -77,7 +77,8 @@ def drop(owner: Owner | None) -> None:
 # imported on first use, by mailgate or by the standard library: after the drop the
 # interpreter's files may be out of reach (a Python under /root), so they come first
 _LATER = ("concurrent.futures.thread", "encodings.idna", "encodings.punycode", "unicodedata",
-          "stringprep", "gzip", "wsgiref.simple_server", "uvloop", "_strptime")
+          "stringprep", "gzip", "wsgiref.simple_server", "uvloop", "_strptime", "redis",
+          "redis.asyncio", "redis.asyncio.cluster", "redis.asyncio.sentinel", "hiredis")
 _METRICS = ("mailgate.metrics.prom", "prometheus_client", "prometheus_client.multiprocess",
             "prometheus_client.exposition", "prometheus_client.core")
 

@@ -16,23 +16,21 @@ from typing import Any
 
 from mailgate import acceptor
 from mailgate.acceptor import Handoff
-from mailgate.app import App, SmtpdSpec, restriction_lists
+from mailgate.anvil import AnvilStatistics, ConnectionTable
+from mailgate.app import App, restriction_lists
 from mailgate.app.helper import helper_main
+from mailgate.app.listeners import Listeners, smtpd_listeners
 from mailgate.config.config import Config
-from mailgate.config.mastercf import (
-    SmtpdService,
-    load_master_cf,
-    service_config,
-    smtpd_services,
-    unused_overrides,
-)
 from mailgate.config.settings import DeliverySettings, ListenAddress, SmtpdSettings
 from mailgate.delivery.helper import HelperClient
 from mailgate.dns.resolver import Resolver
+from mailgate.engine.greylist import GreylistSettings
 from mailgate.engine.settings import EngineSettings
 from mailgate.errors import ConfigError
+from mailgate.journal import create as create_journal
 from mailgate.maillog import MailLog
-from mailgate.master import ConnectionTable, accept_stop_signals, address, bind, spawn
+from mailgate.maps.keycheck import stale_tables
+from mailgate.master import accept_stop_signals, address, bind, spawn
 from mailgate.metrics import create as create_metrics
 from mailgate.metrics import exporter
 from mailgate.notify import systemd_notify
@@ -41,6 +39,7 @@ from mailgate.privileges import Owner, drop, hand_file, hand_over, mail_owner, p
 from mailgate.queue.commands import write_pid
 from mailgate.queue.store import QUEUES, QueueStore
 from mailgate.server.tls import server_context
+from mailgate.state.settings import StateSettings
 from mailgate.supervisor import Generation, run_workers
 
 
@@ -90,7 +89,7 @@ async def worker_main(cfg: Config, listeners: Listeners, connections: Connection
     loop.add_signal_handler(signal.SIGTERM, stopping, app.smtpd.shutdown_timeout)
     loop.add_signal_handler(signal.SIGINT, stopping, app.smtpd.shutdown_timeout)
     loop.add_signal_handler(signal.SIGHUP, stopping, max(app.smtpd.session_deadline, 3600.0))
-    loop.add_signal_handler(signal.SIGUSR1, app.log.reopen)
+    loop.add_signal_handler(signal.SIGUSR1, app.reopen)  # maillog_file, the journal
     loop.add_signal_handler(signal.SIGUSR2, app.qmgr.flush_soon)
     accept_stop_signals()
     await stop.wait()
@@ -127,6 +126,18 @@ def start_helper(cfg: Config, owner: Owner, inherited: list[socket.socket],
     return Helper(pid, ours)
 
 
+def hand_journal(cfg: Config, owner: Owner | None) -> None:
+    """The transaction journal made (if missing) and given to mail_owner, as maillog_file,
+    so that the workers can open it again after a rotation."""
+    path = cfg.get_str("transaction_journal")
+    if path:
+        try:
+            create_journal(path)
+        except OSError as exc:
+            raise ConfigError(f"transaction_journal = {path}: {exc.strerror}") from exc
+        hand_file(path, owner)
+
+
 def default_workers(cpus: int, accept_process: bool = True) -> int:
     """smtpd_processes = 0: one worker per CPU behind the accept process, which greets
     (decision 0049); without it (smtpd_accept_process = no) the workers accept, only between
@@ -134,64 +145,6 @@ def default_workers(cpus: int, accept_process: bool = True) -> int:
     so one worker per CPU and as many again, up to four more, for one of them to be back in
     epoll to greet (decision 0048)."""
     return cpus if accept_process else cpus + min(cpus, 4)
-
-
-@dataclass
-class Listeners:
-    """The smtpd services and where they listen: socket i (once bound) serves
-    specs[routes[i]]."""
-
-    specs: list[SmtpdSpec]
-    addresses: list[ListenAddress]
-    routes: list[int]
-    warnings: list[str]
-    sockets: list[socket.socket] = field(default_factory=list)
-
-
-def smtpd_listeners(cfg: Config) -> Listeners:
-    """The smtpd services to run: master.cf's inet smtpd lines (each with main.cf plus its -o
-    settings, checked here: a refused line or a bad value stops start-up with its file and
-    line), or, without a master.cf (or one without such lines), main.cf on smtpd_listen."""
-    master = load_master_cf(cfg.config_dir) if cfg.config_dir else None
-    services = smtpd_services(master, cfg) if master is not None else []
-    warnings = [*master.warnings, *unused_overrides(master, cfg)] if master else []
-    if not services:
-        if master is not None:
-            warnings.append(f"{master.path}: no smtpd service of type inet: listening on "
-                            "smtpd_listen")
-        listen = list(SmtpdSettings.from_config(cfg).listen)
-        return Listeners([SmtpdSpec(None, cfg)], listen, [0] * len(listen), warnings)
-    out = Listeners([], [], [], warnings)
-    for service in services:
-        service_cfg = service_config(cfg, service)
-        settings = SmtpdSettings.from_config(service_cfg)
-        server_context(settings.tls)  # a certificate that does not load stops start-up
-        EngineSettings.from_config(service_cfg)  # and so does an open relay
-        for where in service_addresses(service, cfg):
-            out.addresses.append(where)
-            out.routes.append(len(out.specs))
-        out.specs.append(SmtpdSpec(service.name, service_cfg))
-    return out
-
-
-def service_addresses(service: SmtpdService, cfg: Config) -> list[ListenAddress]:
-    """Where a master.cf service listens: its host, or (none given) what inet_interfaces
-    names, as Postfix's master does (`all`: every IPv4 address, and IPv6 with inet_protocols)."""
-    if service.host is not None:
-        return [ListenAddress(service.host, service.port)]
-    protocols = {p.lower() for p in cfg.get_list("inet_protocols")}
-    v4 = bool(protocols & {"all", "ipv4"}) or not protocols
-    v6 = bool(protocols & {"all", "ipv6"})
-    hosts: list[str] = []
-    for item in cfg.get_list("inet_interfaces"):
-        word = item.lower()
-        if word == "all":
-            hosts += (["0.0.0.0"] if v4 else []) + (["::"] if v6 else [])
-        elif word == "loopback-only":
-            hosts += (["127.0.0.1"] if v4 else []) + (["::1"] if v6 else [])
-        else:
-            hosts.append(item[1:-1] if item.startswith("[") else item)
-    return [ListenAddress(host, service.port) for host in dict.fromkeys(hosts)]
 
 
 def run_loop(coro: Coroutine[Any, Any, None]) -> None:
@@ -215,6 +168,8 @@ def check_config(cfg: Config) -> tuple[SmtpdSettings, EngineSettings, Listeners]
     listeners = smtpd_listeners(cfg)  # a refused master.cf line stops it too
     policy_clients(cfg, restriction_lists(cfg))  # bad services
     mail_owner(cfg)  # started as root: a user to become
+    StateSettings.from_config(cfg)  # redis_* parameters, the password file
+    GreylistSettings.from_config(cfg)  # greylist_action
     try:  # a malformed resolver_servers item: here, not in every worker
         Resolver(cfg.get_list("resolver_servers"))
     except ValueError as exc:
@@ -266,7 +221,8 @@ class Serving:
         process; `first`: the start-up one (it recovers the queue)."""
         accept_process = cfg.get_bool("smtpd_accept_process")
         greeters = [acceptor.Greeter.from_settings(SmtpdSettings.from_config(
-            listeners.specs[route].config)) for route in listeners.routes]
+            listeners.specs[route].config), screened=listeners.specs[route].postscreen
+            is not None) for route in listeners.routes]
         workers = cfg.get_int("smtpd_processes") or default_workers(os.cpu_count() or 1,
                                                                     accept_process)
         handoff = Handoff(workers) if accept_process else None
@@ -323,6 +279,7 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)  # the workers' shared state (decision 0061)
     hand_over([store.root / name for name in (*QUEUES, "spare", "metrics")] + [state], owner)
     hand_file(log.path, owner)
+    hand_journal(cfg, owner)
     serving = Serving(store, ConnectionTable(), http, log, recovered, os.urandom(32))
     sockets = listeners.sockets = serving.sockets(listeners.addresses)
     write_pid(store.root)  # for `mailgate queue flush`, `mailgate stop`, `status`
@@ -332,7 +289,7 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
             f"configuration {cfg.config_dir or '(embedded)'}")
     for warning in engine.startup_warnings():  # smtpd's own start-up check, logged once
         log.warning("smtpd", warning)
-    for warning in listeners.warnings:
+    for warning in (*listeners.warnings, *stale_tables(cfg)):
         log.warning("master", warning)
     # a stop or reload right after the readiness line waits for the master's handlers
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
@@ -352,10 +309,13 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
             return None
         def started() -> None:  # the old accept process has stopped: the switch is done
             serving.release(new_listeners.addresses)
+            statistics.configure(new_cfg.get_time("anvil_status_update_time"),
+                                 new_cfg.get_time("anvil_rate_time_unit"))
             log.log("master", f"reload -- version {new_cfg.get_str('mail_version')}, "
                     f"configuration {new_cfg.config_dir or '(embedded)'}")
             for warning in (*new_cfg.warnings, *new_cfg.unused_parameters(),
-                            *new_engine.startup_warnings(), *new_listeners.warnings):
+                            *new_engine.startup_warnings(), *new_listeners.warnings,
+                            *stale_tables(new_cfg)):
                 log.warning("master", warning)
 
         return serving.generation(new_cfg, new_listeners, first=False, started=started)
@@ -363,12 +323,20 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
     def reopen() -> None:  # before the workers do: the new file is theirs to open
         log.reopen()
         hand_file(log.path, owner)
+        with contextlib.suppress(ConfigError):  # (the workers keep the file they have)
+            hand_journal(cfg, owner)
 
+    # anvil's statistics: the master reads the shared table (decision 0062)
+    statistics = AnvilStatistics(serving.connections, lambda text: log.log("anvil", text),
+                                 cfg.get_time("anvil_status_update_time"),
+                                 cfg.get_time("anvil_rate_time_unit"))
     code = run_workers(serving.generation(cfg, listeners, first=True), None,
                        lambda text: log.log("master", text), reopen,
                        on_exit=lambda pid: serving.connections.worker_died(),
                        reload=reloaded, notify=lambda state: systemd_notify(
-                           state + _STATUS.get(state.split("=", 1)[0], "")))
+                           state + _STATUS.get(state.split("=", 1)[0], "")),
+                       tick=statistics.tick)
+    statistics.dump()  # what anvil logs when it exits
     if not code:
         log.log("master", "terminating on signal")
     log.close()

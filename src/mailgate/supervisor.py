@@ -47,18 +47,22 @@ def run_workers(count: int | Generation, worker: Callable[[int], None] | None,
                 name: str = "smtpd", on_exit: Callable[[int], None] = lambda pid: None,
                 throttle_max: float = 60.0,
                 reload: Callable[[], Generation | None] | None = None,
-                notify: Callable[[str], None] = lambda state: None) -> int:
+                notify: Callable[[str], None] = lambda state: None,
+                tick: Callable[[], None] = lambda: None) -> int:
     """Run a generation of workers (`count` running `worker(index)`, or a Generation);
     restart ones that die; stop on SIGTERM (the `first` ones, then the others, each told to
     finish what it has); on SIGHUP, `reload()` gives the next generation (None: keep this
     one), which starts at once while the old one finishes its sessions. `on_exit(pid)` is
-    told of every worker that ended; `notify` of READY, RELOADING and STOPPING (systemd).
+    told of every worker that ended; `notify` of READY, RELOADING and STOPPING (systemd);
+    `tick()` runs on every pass of the loop (at least twice a second: anvil's statistics).
     Like Postfix's master, it never gives up: when workers keep dying (more than 10
     restarts in a minute) it throttles, 1 s, then twice as long each time, up to
     `throttle_max`. Returns 0 after SIGTERM."""
     first = count if isinstance(count, Generation) else Generation(count, worker or _none)
-    return Supervisor(first, log, name, on_exit, throttle_max, reload, notify,
-                      on_reopen).run()
+    supervisor = Supervisor(first, log, name, on_exit, throttle_max, reload, notify,
+                            on_reopen)
+    supervisor.tick = tick
+    return supervisor.run()
 
 
 class Supervisor:
@@ -78,6 +82,7 @@ class Supervisor:
         self.master_pid = os.getpid()
         self.restarts: list[float] = []
         self.delay = 1.0
+        self.tick: Callable[[], None] = lambda: None
 
     # --- processes ------------------------------------------------------------------
     def start(self, gen: Generation, index: int) -> None:
@@ -160,6 +165,7 @@ class Supervisor:
                     while os.read(wake_r, 512):
                         pass
                 self.step()
+                self.tick()
                 if self.stopping and not self.children:
                     break
         finally:

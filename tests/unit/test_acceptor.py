@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from mailgate.acceptor import Greeter, Handoff, _hand, client_address
-from mailgate.master import ConnectionTable
+from mailgate.anvil import ConnectionTable
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from mailgate.config.mastercf import (
     MasterCf,
     load_master_cf,
     parse_master_cf,
+    postscreen_config,
     service_config,
     smtpd_services,
     split_quoted,
@@ -111,10 +112,10 @@ def test_stock_master_cf_with_submission_runs_the_smtpd_services() -> None:
 
 
 @pytest.mark.parametrize(("line", "why"), [
-    ("smtp inet n - y - 1 postscreen", "service smtp: postscreen is not run"),
+    ("smtp inet n - y - 1 postscreen", "service smtp: postscreen hands clients to service "
+                                       "smtpd of type pass, which master.cf does not have"),
     ("smtpd pass - - y - - smtpd", "service smtpd: smtpd of type pass"),
-    ("dnsblog unix - - y - 0 dnsblog", "dnsblog serves postscreen"),
-    ("tlsproxy unix - - y - 0 tlsproxy", "tlsproxy serves postscreen"),
+    ("psc unix - - y - 1 postscreen", "postscreen as a unix service"),
     ("policy unix - n n - 0 spawn user=nobody argv=/bin/policy", "does not spawn"),
     ("628 inet n - y - - qmqpd", "QMQP"),
     ("x unix - - n - - frobnicate", "unknown command frobnicate"),
@@ -129,6 +130,53 @@ def test_services_mailgate_does_not_run_are_refused(line: str, why: str) -> None
     master = _master("smtp inet n - y - - smtpd\n#postscreen commented out is fine\n" + line)
     with pytest.raises(ConfigError, match=f"^/etc/mailgate/master.cf:3: .*{why}"):
         smtpd_services(master)
+
+
+POSTSCREEN = """\
+smtp      inet  n       -       y       -       1       postscreen
+  -o postscreen_greet_wait=3s
+smtpd     pass  -       -       y       -       -       smtpd
+  -o smtpd_client_restrictions=reject_unknown_client_hostname
+dnsblog   unix  -       -       y       -       0       dnsblog
+tlsproxy  unix  -       -       y       -       0       tlsproxy
+"""
+
+
+def test_postscreen_line_with_smtpd_pass_behind_it_is_one_screened_service(
+        tmp_path: Path) -> None:
+    """decision 0065: the postscreen line listens, its -o are postscreen's; the pass
+    service's -o are smtpd's; dnsblog and tlsproxy are accepted (they serve postscreen)."""
+    master = _master(POSTSCREEN + SUBMISSION.splitlines()[0] + "\n")
+    smtp, submission = smtpd_services(master)
+    assert (smtp.name, smtp.host, smtp.port) == ("smtp", None, 25)
+    assert smtp.postscreen == (("postscreen_greet_wait", "3s"),)
+    assert smtp.postscreen_origin == "/etc/mailgate/master.cf:1"
+    assert smtp.overrides == (("smtpd_client_restrictions", "reject_unknown_client_hostname"),)
+    assert smtp.origin == "/etc/mailgate/master.cf:3"
+    assert submission.postscreen is None
+    base = _config(tmp_path, "postscreen_greet_wait = 6s\n")
+    screening = postscreen_config(base, smtp)
+    assert screening is not None and screening.get_time("postscreen_greet_wait") == 3
+    assert service_config(base, smtp).get_time("postscreen_greet_wait") == 6
+    assert service_config(base, smtp).get_list("smtpd_client_restrictions") == (
+        "reject_unknown_client_hostname",)
+    assert postscreen_config(base, submission) is None
+    # behind postscreen, postscreen_upstream_proxy_protocol says if a PROXY header comes
+    proxied = _config(tmp_path, "smtpd_upstream_proxy_protocol = haproxy\n")
+    assert service_config(proxied, smtp).get_str("smtpd_upstream_proxy_protocol") == ""
+    assert service_config(proxied, submission).get_str("smtpd_upstream_proxy_protocol") == \
+        "haproxy"
+    proxied = _config(tmp_path, "postscreen_upstream_proxy_protocol = haproxy\n")
+    assert service_config(proxied, smtp).get_str("smtpd_upstream_proxy_protocol") == "haproxy"
+
+
+def test_postscreen_hands_clients_to_smtpd_service_name() -> None:
+    master = _master(POSTSCREEN.replace("smtpd     pass", "other     pass"))
+    with pytest.raises(ConfigError, match="service smtpd of type pass"):
+        smtpd_services(master)
+    renamed = POSTSCREEN.replace("-o postscreen_greet_wait=3s", "-o smtpd_service_name=other")
+    (smtp,) = smtpd_services(_master(renamed.replace("smtpd     pass", "other     pass")))
+    assert smtp.overrides == (("smtpd_client_restrictions", "reject_unknown_client_hostname"),)
 
 
 def test_pipe_transport_is_refused_only_when_main_cf_sends_mail_to_it(tmp_path: Path) -> None:

@@ -4,14 +4,16 @@ smtpd service (smtpd_listen, or master.cf's inet smtpd lines with their -o setti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailgate.addressing import AddressResolver
+from mailgate.anvil import ConnectionTable
 from mailgate.app.wiring import (
     DEMO_MAIN_CF,
     build_engine,
@@ -25,6 +27,7 @@ from mailgate.app.wiring import (
     restriction_lists,
     string_matcher,
 )
+from mailgate.autoblock import NO_BLOCKS, AutoBlocks, Blocks, BlockSettings
 from mailgate.config.config import Config
 from mailgate.config.settings import DeliverySettings, SmtpdSettings
 from mailgate.delivery.agent import Agent
@@ -33,11 +36,12 @@ from mailgate.delivery.maildir import MaildirAgent
 from mailgate.delivery.router import Router, Transports
 from mailgate.delivery.smtp import SmtpAgent
 from mailgate.delivery.smtpclient import Timeouts
+from mailgate.engine.context import Client
 from mailgate.engine.engine import Engine
+from mailgate.journal import NO_JOURNAL, Journal, open_journal
 from mailgate.maillog import MailLog
 from mailgate.maps import Map, MapOptions, Registry, default_registry
 from mailgate.maps.matchlist import HostAddrList
-from mailgate.master import ConnectionTable
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.queue.durable import DurableRenamer
 from mailgate.queue.manager import QueueManager
@@ -46,9 +50,12 @@ from mailgate.queue.store import QueueStore
 from mailgate.sasl.server import SaslServer
 from mailgate.server.commands import ForbiddenCommands
 from mailgate.server.listener import SmtpServer
+from mailgate.server.postscreen import Postscreen
 from mailgate.server.session import Services
 from mailgate.server.tls import server_context, set_ticket_keys
-from mailgate.state import LocalStore, Store
+from mailgate.state import Store
+from mailgate.state.open import open_store
+from mailgate.state.settings import StateSettings
 
 __all__ = ["DEMO_MAIN_CF", "App", "SmtpdSpec", "build_engine", "build_resolver", "interface_addresses",
            "restriction_lists", "string_matcher"]
@@ -58,10 +65,12 @@ __all__ = ["DEMO_MAIN_CF", "App", "SmtpdSpec", "build_engine", "build_resolver",
 class SmtpdSpec:
     """One smtpd service a worker runs: its master.cf name (None without a master.cf: the
     listening address names it, as Postfix's reference instance) and its configuration
-    (main.cf with the service's -o settings; main.cf itself without a master.cf)."""
+    (main.cf with the service's -o settings; main.cf itself without a master.cf);
+    `postscreen`: the postscreen line's configuration when postscreen screens its clients."""
 
     name: str | None
     config: Config
+    postscreen: Config | None = None
 
 
 @dataclass
@@ -78,6 +87,7 @@ class Shared:
     metrics: Metrics
     fsync: bool
     state: Store  # client state the workers share (decision 0061)
+    journal: Journal = NO_JOURNAL  # transaction_journal (decision 0067)
 
 
 @dataclass
@@ -94,6 +104,7 @@ class App:
     renamer: DurableRenamer
     tls_secret: bytes = b""  # the master's: every worker derives the same ticket keys
     helper: HelperClient | None = None  # the root process that writes Maildirs
+    journal: Journal = NO_JOURNAL  # transaction_journal (decision 0067)
 
     @property
     def server(self) -> SmtpServer:
@@ -118,7 +129,8 @@ class App:
         local = interface_addresses(cfg, [a.host for a in smtpd.listen])
         smtpd_log = functools.partial(log.log, "smtpd")
         resolver = build_resolver(cfg, registry, local, smtpd_log)
-        state = LocalStore(cfg.get_str("state_database"))  # shared by the workers (0061)
+        state = open_store(StateSettings.from_config(cfg),  # shared by the workers (0061)
+                           lambda text: log.log("smtpd", f"warning: {text}"))
         engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics,
                                      state=state)
         store = QueueStore(delivery.queue_directory, fsync=fsync, slot=worker,
@@ -130,11 +142,12 @@ class App:
                             metrics=metrics, deaths=connections.deaths)
         shared = Shared(registry, delivery, log, store, qmgr, renamer, connections, metrics,
                         fsync, state)
+        shared.journal = open_journal(cfg, lambda text: log.log("smtpd", f"warning: {text}"))
         servers = [smtpd_server(spec.config, shared, engine if spec.config is cfg else None,
-                                spec.name)
+                                spec.name, spec.postscreen)
                    for spec in (specs or (SmtpdSpec(None, cfg),))]
         return cls(cfg, smtpd, delivery, log, store, qmgr, servers, renamer, tls_secret,
-                   helper)
+                   helper, journal=shared.journal)
 
     async def start(self, sockets: list[socket.socket], recovered: list[str],
                     retries: bool, routes: Sequence[int] = ()) -> None:
@@ -142,6 +155,7 @@ class App:
         (all to the first without `routes`)."""
         loop = asyncio.get_running_loop()
         self.log.batch_in(loop)
+        self.journal.batch_in(loop)
         if self.helper is None:  # (else the helper, as root)
             Path(self.delivery.virtual_mailbox_base).mkdir(parents=True, exist_ok=True)
         await self.qmgr.start(recovered, retries)
@@ -168,6 +182,12 @@ class App:
         if nearest:
             loop.call_later(nearest + 0.01, self.rotate_ticket_keys)
 
+    def reopen(self) -> None:
+        """SIGUSR1 (`mailgate postlog reopen`): maillog_file and the transaction journal
+        are opened again (log rotation)."""
+        self.log.reopen()
+        self.journal.reopen()
+
     async def stop(self, drain: float = 0.0) -> None:
         """Stop every service (sessions may finish for `drain` seconds), then delivery."""
         for server in self.servers:
@@ -181,7 +201,8 @@ class App:
         if self.helper is not None:
             await self.helper.close()
         self.renamer.stop()
-        self.servers[0].services.engine.tables.state.close()
+        await self.servers[0].services.engine.tables.state.aclose()
+        self.journal.close()
         self.log.close()
 
 
@@ -217,9 +238,10 @@ def build_agents(cfg: Config, smtpd: SmtpdSettings, delivery: DeliverySettings,
 
 
 def smtpd_server(cfg: Config, shared: Shared, engine: Engine | None = None,
-                 name: str | None = None) -> SmtpServer:
+                 name: str | None = None, postscreen: Config | None = None) -> SmtpServer:
     """One smtpd service's server: its settings, log name, engine (`engine`: main.cf's,
-    already built), TLS and SASL, over the worker's shared queue and tables."""
+    already built), TLS and SASL, over the worker's shared queue and tables; postscreen
+    in front with `postscreen` (the postscreen line's configuration)."""
     registry, delivery, qmgr = shared.registry, shared.delivery, shared.qmgr
     smtpd = SmtpdSettings.from_config(cfg)
     log = shared.log.named(smtpd.syslog_name, smtpd.smtputf8_enable)
@@ -249,6 +271,25 @@ def smtpd_server(cfg: Config, shared: Shared, engine: Engine | None = None,
         sasl=SaslServer.build(smtpd.sasl, Path(delivery.queue_directory), warn=warn,
                               exempt=client_pair_matcher(
                                   smtpd.sasl.exceptions_networks, registry)))
+    services.blocks = auto_blocks(cfg, shared, log, services.xclient_hosts)
+    services.journal, services.engine = shared.journal, shared.journal.engine(engine)
     exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
                                     or mynetworks_patterns(cfg), registry)
-    return SmtpServer(smtpd, services, exceptions, shared.connections, name=name)
+    server = SmtpServer(smtpd, services, exceptions, shared.connections, name=name)
+    if postscreen is not None:  # decision 0065
+        server.postscreen = Postscreen.build(postscreen, registry, engine, shared.log)
+        server.greeter = dataclasses.replace(server.greeter, screened=True)
+    return server
+
+
+def auto_blocks(cfg: Config, shared: Shared, log: MailLog,
+                trusted: Callable[[Client], bool]) -> Blocks:
+    """A service's automatic blocks (auto_block_*; NO_BLOCKS when the threshold is 0) over
+    the worker's state store; `trusted`: the XCLIENT proxies, never counted themselves."""
+    settings = BlockSettings.from_config(cfg, mynetworks_patterns(cfg))
+    if not settings.enabled:
+        return NO_BLOCKS
+    exceptions = HostAddrList.build(settings.exceptions, shared.registry,
+                                    origin="auto_block_exceptions")
+    return AutoBlocks(settings, shared.state, exceptions, functools.partial(log.log, "smtpd"),
+                      shared.metrics, trusted)

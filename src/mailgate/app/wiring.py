@@ -17,6 +17,7 @@ from mailgate.dns.names import HostsFile, NameService
 from mailgate.dns.resolver import Resolver
 from mailgate.engine.context import Client
 from mailgate.engine.engine import Engine
+from mailgate.engine.greylist import Greylist
 from mailgate.engine.settings import LIST_PARAMS, EngineSettings
 from mailgate.engine.tables import AccessTables, EngineTables
 from mailgate.errors import ConfigError, MapError, QueueError
@@ -181,6 +182,8 @@ def build_engine(cfg: Config, registry: Registry, resolver: AddressResolver,
         idna=IdnaCache(transitional=cfg.get_bool("enable_idna2003_compatibility")),
         log_permit=string_matcher(cfg.get_list("smtpd_log_access_permit_actions"), registry),
         metrics=metrics, state=state if state is not None else MemoryStore())
+    tables.greylist = Greylist.from_config(cfg, tables.state,
+                                           lambda text: log(f"warning: {text}"))
     return Engine(settings, tables, log), vmaps
 
 

@@ -2,39 +2,48 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from mailgate.config.config import Config
-from mailgate.config.maincf import logical_lines
+from mailgate.config.masterfile import (
+    BLANKS,
+    COLUMNS,
+    FIELDS,
+    INDENT,
+    LINE_LIMIT,
+    MIN_FIELDS,
+    TYPES,
+    VALUE_OPTIONS,
+    MasterCf,
+    ServiceEntry,
+    daemon_options,
+    extract_braced,
+    load_master_cf,
+    parse_master_cf,
+    split_nameval,
+    split_quoted,
+)
 from mailgate.config.params import BY_NAME
 from mailgate.errors import ConfigError
 
-BLANKS = " \t\r\n"  # Postfix's PCF_MASTER_BLANKS
-TYPES = ("unix", "unix-dgram", "fifo", "inet", "pass")  # master(5) service types
-FIELDS = ("service", "type", "private", "unpriv", "chroot", "wakeup", "process_limit", "command")
-MIN_FIELDS = len(FIELDS)
-LINE_LIMIT = 80  # PCF_LINE_LIMIT: postconf -f folds before this column
-INDENT = "    "  # PCF_INDENT_TEXT
-COLUMNS = (0, 11, 17, 25, 33, 41, 49, 57)  # postconf -M column goals per field
-VALUE_OPTIONS = "o"  # daemon options that take a value (pcf_daemon_options_expecting_value)
+__all__ = [
+    "BLANKS", "COLUMNS", "FIELDS", "INDENT", "INTERNAL", "LINE_LIMIT", "MIN_FIELDS",
+    "REFUSED", "TRANSPORT_PARAMETERS", "TYPES", "VALUE_OPTIONS", "MasterCf", "ServiceEntry",
+    "SmtpdService", "daemon_options", "extract_braced", "listen_address", "load_master_cf",
+    "parse_master_cf", "postscreen_config", "service_config", "smtpd_services",
+    "split_nameval", "split_quoted", "unused_overrides",
+]
 
-# Services that mailgate does inside its own processes: a line for one is accepted and ignored.
 INTERNAL = frozenset({
-    "anvil", "bounce", "cleanup", "discard", "error", "flush", "lmtp", "local", "oqmgr",
-    "pickup", "postlogd", "proxymap", "qmgr", "scache", "showq", "smtp", "tlsmgr",
-    "trivial-rewrite", "verify", "virtual",
+    "anvil", "bounce", "cleanup", "discard", "dnsblog", "error", "flush", "lmtp", "local",
+    "oqmgr", "pickup", "postlogd", "proxymap", "qmgr", "scache", "showq", "smtp", "tlsmgr",
+    "tlsproxy", "trivial-rewrite", "verify", "virtual",
 })
 # Services that mailgate does not run: a line for one stops start-up (decision 0054).
 REFUSED = MappingProxyType({
-    "postscreen": "postscreen is not run: mailgate's own accept process greets clients "
-                  "(decision 0049); list smtpd as the inet service instead",
-    "dnsblog": "dnsblog serves postscreen, which mailgate does not run",
-    "tlsproxy": "tlsproxy serves postscreen and connection reuse, which mailgate does not run",
     "spawn": "mailgate does not spawn programs: start the policy server yourself",
     "qmqpd": "mailgate does not speak QMQP",
 })
@@ -44,51 +53,14 @@ TRANSPORT_PARAMETERS = ("default_transport", "relay_transport", "local_transport
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceEntry:
-    """One master.cf entry: the 8 fields as written (`-` = default) and the command's args.
-
-    `args` are normalized as postconf does (`-oname=value` → `-o`, `name=value`; braces
-    removed); `overrides` are its `-o name=value` settings in order; `origin` is "FILE:LINE".
-    """
-
-    name: str
-    type: str
-    private: str
-    unpriv: str
-    chroot: str
-    wakeup: str
-    maxproc: str
-    command: str
-    args: tuple[str, ...]
-    overrides: tuple[tuple[str, str], ...]
-    origin: str
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return (self.name, self.type, self.private, self.unpriv, self.chroot, self.wakeup,
-                self.maxproc, self.command)
-
-    @property
-    def namespace(self) -> str:
-        """`service/type`, postconf's name for the entry's parameter name space."""
-        return f"{self.name}/{self.type}"
-
-
-@dataclass(frozen=True, slots=True)
-class MasterCf:
-    """The entries of one master.cf, in file order, and the warnings reading it gave."""
-
-    path: str
-    entries: tuple[ServiceEntry, ...]
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
 class SmtpdService:
     """An `smtpd` service of type inet: where it listens and its `-o` overrides (raw, in order).
 
     `host` is None when the service name has no host part: the caller listens on what
-    `inet_interfaces` says, as Postfix's master does.
+    `inet_interfaces` says, as Postfix's master does. A `postscreen` line with the `smtpd`
+    service of type `pass` behind it is one service with postscreen on: `overrides` and
+    `origin` are the pass service's, `postscreen` the postscreen line's `-o` settings
+    (None: no postscreen) and `postscreen_origin` its place (decision 0065).
     """
 
     name: str
@@ -96,179 +68,10 @@ class SmtpdService:
     port: int
     overrides: tuple[tuple[str, str], ...]
     origin: str
+    postscreen: tuple[tuple[str, str], ...] | None = None
+    postscreen_origin: str = ""
 
 
-# --- reading ------------------------------------------------------------------------------
-def load_master_cf(config_dir: str) -> MasterCf | None:
-    """Read `config_dir/master.cf`; None when there is none. Raises ConfigError (FILE:LINE)."""
-    path = os.path.join(config_dir, "master.cf")
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"open {path}: {exc.strerror}") from exc
-    return parse_master_cf(text, path)
-
-
-def parse_master_cf(text: str, path: str) -> MasterCf:
-    """Parse master.cf text (master(5), postconf's checks); raise ConfigError on a bad entry."""
-    entries: list[ServiceEntry] = []
-    warnings: list[str] = []
-    for number, line in logical_lines(text):
-        origin = f"{path}:{number}"
-        if line[0].isspace():  # Postfix's readllines() warns and skips such a line
-            warnings.append(f'{origin}: logical line must not start with whitespace: "{line}"')
-            continue
-        argv = split_quoted(line)
-        if len(argv) < MIN_FIELDS:
-            raise ConfigError(f"{origin}: bad field count")
-        _check_fields(argv, line, origin)
-        args = _normalize_args(argv[MIN_FIELDS:], origin, warnings)
-        name, kind, private, unpriv, chroot, wakeup, maxproc, command = argv[:MIN_FIELDS]
-        entries.append(ServiceEntry(name, kind, private, unpriv, chroot, wakeup, maxproc,
-                                    command, tuple(args), tuple(_overrides(args)), origin))
-    return MasterCf(path, tuple(entries), tuple(warnings))
-
-
-def split_quoted(text: str) -> list[str]:
-    """Postfix's argv_splitq(): split on blanks, except inside balanced `{}`."""
-    tokens: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        while i < n and text[i] in BLANKS:
-            i += 1
-        if i >= n:
-            break
-        start, level = i, 0
-        while i < n:
-            c = text[i]
-            if c == "{":
-                level += 1
-            elif level > 0 and c == "}":
-                level -= 1
-            elif level == 0 and c in BLANKS:
-                break
-            i += 1
-        tokens.append(text[start:i])
-    return tokens
-
-
-def _check_fields(argv: list[str], line: str, origin: str) -> None:
-    """pcf_check_master_entry(): type, the three booleans, wakeup and process limit."""
-    def bad(field: int) -> ConfigError:
-        return ConfigError(f'{origin}: invalid {FIELDS[field]} field "{argv[field]}" in "{line}"')
-
-    if argv[1] not in TYPES:
-        raise bad(1)
-    for field in (2, 3, 4):
-        if argv[field] not in ("y", "n", "-"):
-            raise bad(field)
-    wakeup = argv[5].removesuffix("?")
-    if argv[5] != "-" and wakeup.strip("0123456789"):
-        raise bad(5)
-    if argv[6] != "-" and argv[6].strip("0123456789"):
-        raise bad(6)
-
-
-def extract_braced(text: str) -> tuple[str, str | None]:
-    """Postfix's extpar(): the text inside `{...}`, blanks trimmed, and a warning or None."""
-    level, end = 0, -1
-    for i, c in enumerate(text):
-        if c == "{":
-            level += 1
-        elif c == "}":
-            level -= 1
-            if level == 0:
-                end = i
-                break
-    if end < 0:
-        return text[1:].strip(BLANKS), f"missing '}}' in \"{text}\""
-    err = f"syntax error after '}}' in \"{text}\"" if end + 1 < len(text) else None
-    return text[1:end].strip(BLANKS), err
-
-
-def split_nameval(text: str) -> tuple[str, str]:
-    """Postfix's split_nameval(): `name = value` → (name, value); raises ValueError (why)."""
-    text = text.lstrip(BLANKS)
-    end = 0
-    while end < len(text) and text[end] not in BLANKS and text[end] != "=":
-        end += 1
-    if end == 0:
-        raise ValueError("missing attribute name")
-    rest = text[end:].lstrip(BLANKS)
-    if not rest.startswith("="):
-        raise ValueError("missing '=' after attribute name")
-    return text[:end], rest[1:].strip(BLANKS)
-
-
-def _normalize_args(args: list[str], origin: str, warnings: list[str]) -> list[str]:
-    """pcf_normalize_daemon_args(): split `-vo` and `-oname=value`, remove `{}` around values."""
-    path = origin.rpartition(":")[0]
-    out = list(args)
-    field = 0
-
-    def extract(at: int, nameval: bool) -> None:
-        value, err = extract_braced(out[at])
-        if err:
-            warnings.append(f"{path}: {err}")
-        if nameval:
-            try:
-                name, val = split_nameval(value)
-                value = f"{name}={val}"
-            except ValueError as exc:
-                warnings.append(f'{path}: {exc}: "{value}"')
-        out[at] = value
-
-    while field < len(out):
-        arg = out[field]
-        if not arg.startswith("-") or arg == "--":
-            break
-        cut = next((i for i in range(2, len(arg)) if arg[i] in VALUE_OPTIONS), None)
-        if cut is not None:  # "-vozz" → "-v", "-ozz"
-            out[field:field + 1] = [arg[:cut], "-" + arg[cut:]]
-            arg = arg[:cut]
-        if arg[1:2] not in VALUE_OPTIONS:
-            field += 1
-            continue
-        if len(arg) > 2:  # "-oname=value" → "-o", "name=value"
-            out[field:field + 1] = [arg[:2], arg[2:]]
-        if field + 1 < len(out):
-            field += 1
-            if out[field].startswith("{"):
-                extract(field, out[field - 1][1:2] == "o")
-        field += 1
-    for at in range(field, len(out)):
-        if out[at].startswith("{"):
-            extract(at, False)
-    return out
-
-
-def daemon_options(args: Iterable[str]) -> tuple[list[tuple[str, str | None]], list[str]]:
-    """The leading daemon options as (option, value or None) and the arguments after them."""
-    items = list(args)
-    options: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(items) and items[i].startswith("-") and items[i] != "--":
-        value = items[i + 1] if items[i][1:2] in VALUE_OPTIONS and i + 1 < len(items) else None
-        options.append((items[i], value))
-        i += 1 if value is None else 2
-    return options, items[i:]
-
-
-def _overrides(args: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for option, value in daemon_options(args)[0]:
-        if option == "-o" and value is not None:
-            try:
-                out.append(split_nameval(value))
-            except ValueError:
-                continue
-    return out
-
-
-# --- the services mailgate runs -----------------------------------------------------------
 def smtpd_services(master: MasterCf, config: Config | None = None) -> list[SmtpdService]:
     """The `smtpd` services of type inet, in file order; every other line is checked.
 
@@ -277,11 +80,19 @@ def smtpd_services(master: MasterCf, config: Config | None = None) -> list[Smtpd
     `pipe` transport that a transport parameter names is refused too.
     """
     named = _named_transports(config) if config is not None else frozenset()
+    passes = {e.name: e for e in master.entries if e.command == "smtpd" and e.type == "pass"}
+    screened = {_handed_to(e, config) for e in master.entries
+                if e.command == "postscreen" and e.type == "inet"}
     services = []
     for entry in master.entries:
         if entry.command == "smtpd" and entry.type == "inet":
             services.append(_smtpd_service(entry))
             continue
+        if entry.command == "postscreen" and entry.type == "inet":
+            services.append(_postscreen_service(entry, passes, config))
+            continue
+        if entry.command == "smtpd" and entry.type == "pass" and entry.name in screened:
+            continue  # behind a postscreen line
         why = _refusal(entry, named)
         if why is not None:
             raise ConfigError(f"{entry.origin}: service {entry.name}: {why}")
@@ -297,7 +108,10 @@ def _refusal(entry: ServiceEntry, named: frozenset[str]) -> str | None:
     command = entry.command
     if command == "smtpd":
         return (f"smtpd of type {entry.type} takes connections handed over by postscreen or "
-                "another program; mailgate runs smtpd only as an inet service")
+                "another program, and no postscreen line hands clients to it; mailgate runs "
+                "smtpd as an inet service, or behind postscreen")
+    if command == "postscreen":
+        return f"postscreen as a {entry.type} service: mailgate runs postscreen as inet only"
     if command in REFUSED:
         return REFUSED[command]
     if command == "pipe":
@@ -312,8 +126,39 @@ def _refusal(entry: ServiceEntry, named: frozenset[str]) -> str | None:
     return None
 
 
+def _handed_to(entry: ServiceEntry, config: Config | None) -> str:
+    """The `pass` service a postscreen line hands clients to (smtpd_service_name)."""
+    for name, value in reversed(entry.overrides):
+        if name == "smtpd_service_name":
+            return value
+    return config.get_str("smtpd_service_name") if config is not None else "smtpd"
+
+
+def _postscreen_service(entry: ServiceEntry, passes: dict[str, ServiceEntry],
+                        config: Config | None) -> SmtpdService:
+    """A postscreen inet line and the smtpd pass service behind it: one listener."""
+    where = f"{entry.origin}: service {entry.name}"
+    _check_options(entry, where)
+    target = _handed_to(entry, config)
+    behind = passes.get(target)
+    if behind is None:
+        raise ConfigError(f"{where}: postscreen hands clients to service {target} of type "
+                          "pass, which master.cf does not have")
+    _check_options(behind, f"{behind.origin}: service {behind.name}")
+    host, port = listen_address(entry.name, where)
+    return SmtpdService(entry.name, host, port, behind.overrides, behind.origin,
+                        postscreen=entry.overrides, postscreen_origin=entry.origin)
+
+
 def _smtpd_service(entry: ServiceEntry) -> SmtpdService:
     where = f"{entry.origin}: service {entry.name}"
+    _check_options(entry, where)
+    host, port = listen_address(entry.name, where)
+    return SmtpdService(entry.name, host, port, entry.overrides, entry.origin)
+
+
+def _check_options(entry: ServiceEntry, where: str) -> None:
+    """Only `-o name=value`, `-v` and `-D`, and no other arguments."""
     options, rest = daemon_options(entry.args)
     if rest:
         raise ConfigError(f"{where}: unexpected argument: {' '.join(rest)}")
@@ -326,8 +171,6 @@ def _smtpd_service(entry: ServiceEntry) -> SmtpdService:
                                   f"{exc}") from None
         elif option not in ("-v", "-D"):
             raise ConfigError(f"{where}: unsupported option: {option}")
-    host, port = listen_address(entry.name, where)
-    return SmtpdService(entry.name, host, port, entry.overrides, entry.origin)
 
 
 def listen_address(name: str, where: str) -> tuple[str | None, int]:
@@ -351,10 +194,28 @@ def listen_address(name: str, where: str) -> tuple[str | None, int]:
 
 
 def service_config(base: Config, service: SmtpdService) -> Config:
-    """The configuration one service runs with: main.cf, `$service_name`, then its `-o`."""
+    """The configuration one service runs with: main.cf, `$service_name`, then its `-o`.
+    Behind postscreen the listener reads a PROXY header when postscreen would
+    (postscreen_upstream_proxy_protocol), never because of smtpd's own parameter."""
     defaults = MappingProxyType({**base.defaults, "service_name": service.name})
     named = replace(base, defaults=defaults, _cache={})
-    return named.with_overrides(service.overrides, service.origin)
+    cfg = named.with_overrides(service.overrides, service.origin)
+    screening = postscreen_config(base, service)
+    if screening is None:
+        return cfg
+    return cfg.with_overrides([(f"smtpd_upstream_proxy_{name}",
+                                screening.get_str(f"postscreen_upstream_proxy_{name}"))
+                               for name in ("protocol", "timeout")], service.postscreen_origin)
+
+
+def postscreen_config(base: Config, service: SmtpdService) -> Config | None:
+    """The configuration postscreen runs with on this service: main.cf, `$service_name`,
+    then the postscreen line's `-o` (None: the service has no postscreen)."""
+    if service.postscreen is None:
+        return None
+    defaults = MappingProxyType({**base.defaults, "service_name": service.name})
+    named = replace(base, defaults=defaults, _cache={})
+    return named.with_overrides(service.postscreen, service.postscreen_origin)
 
 
 def unused_overrides(master: MasterCf, config: Config) -> list[str]:

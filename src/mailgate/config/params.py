@@ -76,10 +76,24 @@ PARAMETERS: tuple[Param, ...] = (
     Param("data_directory", _S, "$mailgate_home/data"),
     # client state shared by the workers (greylisting, blocks, postscreen cache): decision 0061
     Param("state_database", _S, "$data_directory/state.db", extension=True),
+    # client state in Redis for several gateways (decision 0066); none named: state_database
+    Param("redis_servers", _L, "", extension=True),
+    Param("redis_sentinels", _L, "", extension=True),
+    Param("redis_sentinel_master", _S, "", extension=True),
+    Param("redis_cluster", _B, "no", extension=True),
+    Param("redis_password_file", _S, "", extension=True),
+    Param("redis_username", _S, "", extension=True),
+    Param("redis_tls", _B, "no", extension=True),
+    Param("redis_timeout", _T, "0.05s", extension=True),
+    Param("redis_key_prefix", _S, "mailgate:", extension=True),
+    Param("redis_failure_action", _S, "fail_open", extension=True),
     Param("syslog_name", _S, "mailgate"),
     Param("maillog_file", _S, ""),
     Param("syslog_facility", _S, "mail"),
     Param("syslog_socket", _S, "/dev/log"),  # ours: where the system logger listens
+    # the transaction journal that `mailgate replay` reads (empty: off; decision 0067)
+    Param("transaction_journal", _S, "", extension=True),
+    Param("transaction_journal_size_limit", _Z, "1073741824", min=0, extension=True),
     Param("smtpd_max_connections", _I, "2000", min=1, extension=True),
     Param("smtpd_processes", _I, "0", min=0, extension=True),  # 0: serve.default_workers
     Param("smtpd_accept_process", _B, "yes", extension=True),  # decision 0049
@@ -135,6 +149,11 @@ PARAMETERS: tuple[Param, ...] = (
           _L, "${smtpd_client_connection_limit_exceptions:$mynetworks}"),
     Param("smtpd_client_connection_limit_exceptions", _L, ""),
     Param("anvil_rate_time_unit", _T, "60s", min=1),
+    Param("anvil_status_update_time", _T, "600s", min=1),
+    Param("anvil_rate_window", _S, "fixed", extension=True),  # ours: fixed | sliding
+    # Postfix 3.8's names and defaults (not in 3.7): anvil counts a client's network
+    Param("smtpd_client_ipv4_prefix_length", _I, "32", min=0, max=32, extension=True),
+    Param("smtpd_client_ipv6_prefix_length", _I, "84", min=0, max=128, extension=True),
     Param("smtpd_soft_error_limit", _I, "10", min=0),
     Param("smtpd_hard_error_limit", _I, "${stress?{1}:{20}}", min=1),
     Param("smtpd_error_sleep_time", _T, "1s", min=0),
@@ -241,6 +260,64 @@ PARAMETERS: tuple[Param, ...] = (
     Param("smtpd_dnsbl_sites", _L, "", extension=True),
     Param("smtpd_dnsbl_threshold", _I, "1", extension=True),
     Param("smtpd_dnsbl_reply", _S, "", extension=True),
+    # --- postscreen (a master.cf `postscreen` line; in the worker: docs/postscreen.md)
+    Param("postscreen_access_list", _L, "permit_mynetworks"),
+    Param("postscreen_allowlist_interfaces", _L, "${postscreen_whitelist_interfaces?"
+          "{$postscreen_whitelist_interfaces}:{static:all}}"),
+    Param("postscreen_denylist_action", _S, "${postscreen_blacklist_action?"
+          "{$postscreen_blacklist_action}:{ignore}}"),
+    Param("postscreen_greet_banner", _S, "$smtpd_banner"),
+    Param("postscreen_greet_wait", _T, "${stress?{2}:{6}}s", min=1),
+    Param("postscreen_greet_action", _S, "ignore"),
+    Param("postscreen_greet_ttl", _T, "1d", min=1, unit="d"),
+    Param("postscreen_dnsbl_sites", _L, ""),
+    Param("postscreen_dnsbl_threshold", _I, "1"),
+    Param("postscreen_dnsbl_allowlist_threshold", _I, "${postscreen_dnsbl_whitelist_threshold?"
+          "{$postscreen_dnsbl_whitelist_threshold}:{0}}"),
+    Param("postscreen_dnsbl_action", _S, "ignore"),
+    Param("postscreen_dnsbl_reply_map", _S, ""),
+    Param("postscreen_dnsbl_min_ttl", _T, "60s", min=1),
+    Param("postscreen_dnsbl_max_ttl", _T, "${postscreen_dnsbl_ttl?{$postscreen_dnsbl_ttl}:{1}}h",
+          min=1, unit="h"),
+    Param("postscreen_dnsbl_timeout", _T, "10s", min=1),
+    Param("postscreen_pipelining_enable", _B, "no"),
+    Param("postscreen_pipelining_action", _S, "enforce"),
+    Param("postscreen_pipelining_ttl", _T, "30d", min=1, unit="d"),
+    Param("postscreen_non_smtp_command_enable", _B, "no"),
+    Param("postscreen_non_smtp_command_action", _S, "drop"),
+    Param("postscreen_non_smtp_command_ttl", _T, "30d", min=1, unit="d"),
+    Param("postscreen_bare_newline_enable", _B, "no"),
+    Param("postscreen_bare_newline_action", _S, "ignore"),
+    Param("postscreen_bare_newline_ttl", _T, "30d", min=1, unit="d"),
+    Param("postscreen_forbidden_commands", _L, "$smtpd_forbidden_commands"),
+    Param("postscreen_cache_map", _S, "btree:$data_directory/postscreen_cache"),
+    Param("postscreen_cache_retention_time", _T, "7d", min=1, unit="d"),
+    Param("postscreen_cache_cleanup_interval", _T, "12h", min=0, unit="h"),
+    Param("postscreen_command_count_limit", _I, "20", min=1),
+    Param("postscreen_command_time_limit", _T, "${stress?{10}:{300}}s", min=1),
+    Param("postscreen_command_filter", _S, ""),
+    Param("postscreen_watchdog_timeout", _T, "10s", min=10),
+    Param("postscreen_client_connection_count_limit", _I, "$smtpd_client_connection_count_limit",
+          min=0),
+    Param("postscreen_pre_queue_limit", _I, "$default_process_limit", min=0),
+    Param("postscreen_post_queue_limit", _I, "$default_process_limit", min=0),
+    Param("postscreen_upstream_proxy_protocol", _S, ""),
+    Param("postscreen_upstream_proxy_timeout", _T, "5s", min=1),
+    Param("postscreen_disable_vrfy_command", _B, "$disable_vrfy_command"),
+    Param("postscreen_helo_required", _B, "$smtpd_helo_required"),
+    Param("postscreen_discard_ehlo_keywords", _L, "$smtpd_discard_ehlo_keywords"),
+    Param("postscreen_discard_ehlo_keyword_address_maps", _L, ""),
+    Param("postscreen_expansion_filter", _S, "$smtpd_expansion_filter"),
+    Param("postscreen_reject_footer", _S, "$smtpd_reject_footer"),
+    Param("postscreen_reject_footer_maps", _L, ""),
+    Param("postscreen_tls_security_level", _S, "$smtpd_tls_security_level"),
+    Param("postscreen_use_tls", _B, "$smtpd_use_tls"),
+    Param("postscreen_enforce_tls", _B, "$smtpd_enforce_tls"),
+    Param("respectful_logging", _B, "${{$compatibility_level} <level {3.6} ? {no} : {yes}}"),
+    Param("smtpd_service_name", _S, "smtpd"),  # the `pass` service postscreen hands clients to
+    Param("dnsblog_service_name", _S, "dnsblog"),
+    Param("dnsblog_reply_delay", _T, "0s", min=0),
+    Param("tlsproxy_service_name", _S, "tlsproxy"),
     # --- policy delegation: Postfix's process limit caps a service's connections per worker
     Param("default_process_limit", _I, "100", min=1),
     # --- mailgate policyd (the policy server)
@@ -251,6 +328,27 @@ PARAMETERS: tuple[Param, ...] = (
     Param("policyd_client_state_ttl", _T, "300s", min=1, extension=True),
     Param("policyd_client_state_size", _I, "262144", min=1, extension=True),
     Param("policyd_processes", _I, "0", min=0, extension=True),  # 0: one per CPU
+    # --- greylisting (restriction check_greylist; postgrey 1.37's defaults): decision 0063
+    Param("greylist_delay", _T, "300s", min=1, extension=True),
+    Param("greylist_max_age", _T, "35d", min=1, unit="d", extension=True),
+    Param("greylist_retry_window", _T, "2d", min=1, unit="d", extension=True),
+    Param("greylist_auto_allowlist_clients", _I, "5", min=0, extension=True),  # 0: off
+    Param("greylist_allowlist_clients", _L, "", extension=True),  # postgrey's file formats
+    Param("greylist_allowlist_recipients", _L, "", extension=True),
+    Param("greylist_ipv4_prefix_length", _I, "24", min=1, max=32, extension=True),
+    Param("greylist_ipv6_prefix_length", _I, "64", min=1, max=128, extension=True),
+    Param("greylist_action", _S, "DEFER_IF_PERMIT", extension=True),
+    Param("greylist_text", _S, "Greylisted, see http://postgrey.schweikert.ch/help/%r.html",
+          extension=True),
+    Param("greylist_dnswl_sites", _L, "", extension=True),  # clients never greylisted
+    # --- automatic blocks of clients and networks with bad events (docs/blocks.md): 0064
+    Param("auto_block_threshold", _I, "0", min=0, extension=True),  # bad events; 0: off
+    Param("auto_block_window", _T, "1h", min=1, unit="h", extension=True),
+    Param("auto_block_time", _T, "10m", min=1, unit="m", extension=True),  # first block
+    Param("auto_block_max_time", _T, "1d", min=1, unit="d", extension=True),
+    Param("auto_block_ipv4_prefix_length", _I, "24", min=1, max=32, extension=True),
+    Param("auto_block_ipv6_prefix_length", _I, "64", min=1, max=128, extension=True),
+    Param("auto_block_exceptions", _L, "$mynetworks", extension=True),
     # --- observability: Prometheus metrics over HTTP (empty: off)
     Param("metrics_listen", _L, "", extension=True),
     # --- queue manager and delivery

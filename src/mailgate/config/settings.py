@@ -77,6 +77,11 @@ class SmtpdSettings:
     upstream_proxy_timeout: float
     new_tls_session_rate_limit: int
     rate_time_unit: float
+    message_rate_limit: int  # smtpd_client_message_rate_limit
+    recipient_rate_limit: int  # smtpd_client_recipient_rate_limit
+    rate_window_sliding: bool  # anvil_rate_window = sliding (ours)
+    client_ipv4_prefix_length: int  # Postfix 3.8's smtpd_client_ipv4_prefix_length
+    client_ipv6_prefix_length: int  # and smtpd_client_ipv6_prefix_length
     max_connections: int
     soft_error_limit: int
     hard_error_limit: int
@@ -109,6 +114,14 @@ class SmtpdSettings:
         smtputf8_enable, and not in smtpd_discard_ehlo_keywords."""
         return self.smtputf8_enable and "SMTPUTF8" not in self.discard_ehlo_keywords
 
+    @property
+    def anvil(self) -> bool:
+        """Some client limit is set: smtpd counts clients in anvil (Postfix's smtpd makes
+        its anvil client only then; the count limit's default 50 is one)."""
+        return bool(self.connection_count_limit or self.connection_rate_limit
+                    or self.message_rate_limit or self.recipient_rate_limit
+                    or self.new_tls_session_rate_limit or self.auth_rate_limit)
+
     @classmethod
     def from_config(cls, cfg: Config) -> SmtpdSettings:
         raw = cfg.get_str("smtpd_forbid_bare_newline")
@@ -140,6 +153,11 @@ class SmtpdSettings:
             upstream_proxy_timeout=cfg.get_time("smtpd_upstream_proxy_timeout"),
             new_tls_session_rate_limit=cfg.get_int("smtpd_client_new_tls_session_rate_limit"),
             rate_time_unit=cfg.get_time("anvil_rate_time_unit"),
+            message_rate_limit=cfg.get_int("smtpd_client_message_rate_limit"),
+            recipient_rate_limit=cfg.get_int("smtpd_client_recipient_rate_limit"),
+            rate_window_sliding=_rate_window(cfg),
+            client_ipv4_prefix_length=cfg.get_int("smtpd_client_ipv4_prefix_length"),
+            client_ipv6_prefix_length=cfg.get_int("smtpd_client_ipv6_prefix_length"),
             max_connections=cfg.get_int("smtpd_max_connections"),
             soft_error_limit=cfg.get_int("smtpd_soft_error_limit"),
             hard_error_limit=cfg.get_int("smtpd_hard_error_limit"),
@@ -167,6 +185,15 @@ class SmtpdSettings:
             tls=TlsSettings.from_config(cfg),
             sasl=SaslSettings.from_config(cfg),
         )
+
+
+def _rate_window(cfg: Config) -> bool:
+    """anvil_rate_window (ours): `fixed` (anvil's windows) or `sliding`."""
+    value = cfg.get_str("anvil_rate_window").lower()
+    if value not in ("fixed", "sliding"):
+        raise ConfigError(f"{cfg.origin('anvil_rate_window')}: bad parameter value: "
+                          f"'anvil_rate_window = {value}' (use fixed or sliding)")
+    return value == "sliding"
 
 
 def _proxy_protocol(cfg: Config) -> bool:

@@ -196,6 +196,8 @@ class RblCache:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.size, self.max_age, self.clock = size, max_age, clock
         self._entries: OrderedDict[str, tuple[float, RblEntry]] = OrderedDict()
+        # (query, entry) of each hit: the transaction journal's record (None: nobody asks)
+        self.hit: Callable[[str, RblEntry], None] | None = None
 
     def get(self, query: str) -> tuple[bool, RblEntry]:
         """(found, entry)."""
@@ -206,6 +208,8 @@ class RblCache:
             del self._entries[query]
             return False, None
         self._entries.move_to_end(query)
+        if self.hit is not None:
+            self.hit(query, hit[1])
         return True, hit[1]
 
     def put(self, query: str, entry: RblEntry) -> None:

@@ -61,6 +61,7 @@ class Answer:
     records: tuple[Record, ...] = ()
     error: str = ""  # dns_strerror() text for a failure
     nxdomain: bool = False
+    ttl: int = -1  # a negative answer's TTL (the SOA minimum): postscreen's DNSBL TTL
 
 
 def _servers(spec: Sequence[str]) -> list[Server]:
@@ -137,7 +138,8 @@ def _negative_ttl(reply: Reply) -> int:
 def _answer(reply: Reply, qname: str, rdtype: str) -> tuple[Answer, int]:
     """What a reply means: records (after the CNAME chain), NXDOMAIN, NODATA or a failure."""
     if reply.rcode == wire.NXDOMAIN:
-        return Answer(NOTFOUND, error=HOST_NOT_FOUND, nxdomain=True), _negative_ttl(reply)
+        negative = _negative_ttl(reply)
+        return Answer(NOTFOUND, error=HOST_NOT_FOUND, nxdomain=True, ttl=negative), negative
     if reply.rcode in (wire.SERVFAIL, wire.REFUSED):
         return Answer(RETRY, error=TRY_AGAIN), 0
     if reply.rcode != wire.NOERROR:
@@ -154,7 +156,8 @@ def _answer(reply: Reply, qname: str, rdtype: str) -> tuple[Answer, int]:
         if alias is None:
             break
         name = alias.data.lower()
-    return Answer(NOTFOUND, error=NO_DATA), _negative_ttl(reply)
+    negative = _negative_ttl(reply)
+    return Answer(NOTFOUND, error=NO_DATA, ttl=negative), negative
 
 
 def _result(reply: Reply, answer: Answer) -> str:
@@ -184,6 +187,9 @@ class Resolver:
         self.clock = clock
         self.queries = 0  # sent to a server (not answered from the cache)
         self.observe = observe  # (type, result, seconds) of each query sent (metrics)
+        # (name, type, answer) of each query() answered, cached or not: the transaction
+        # journal's record of what the checks saw (None: nobody asks)
+        self.answered: Callable[[str, str, Answer], None] | None = None
 
     def flush(self) -> None:
         self._cache.clear()
@@ -206,15 +212,18 @@ class Resolver:
         return hit[1]
 
     async def query(self, name: str, rdtype: str) -> Answer:
-        hit = self.cached(name, rdtype)
-        if hit is not None:
-            return hit
-        task = self._start(name, rdtype)
-        if task.done():
-            return task.result()
-        own: asyncio.Future[Answer] = task.get_loop().create_future()
-        task.add_done_callback(functools.partial(_pass_on, own))
-        return await own  # cancelled, it leaves the shared query running (asyncio.shield)
+        answer = self.cached(name, rdtype)
+        if answer is None:
+            task = self._start(name, rdtype)
+            if task.done():
+                answer = task.result()
+            else:
+                own: asyncio.Future[Answer] = task.get_loop().create_future()
+                task.add_done_callback(functools.partial(_pass_on, own))
+                answer = await own  # cancelled, it leaves the shared query running
+        if self.answered is not None:
+            self.answered(name, rdtype, answer)
+        return answer
 
     def start(self, name: str, rdtype: str) -> asyncio.Future[Answer]:
         """The query's answer to await later (started now, or already cached)."""

@@ -28,14 +28,17 @@ def first_match(ev: Evaluation, table: Map, keys: Iterator[tuple[str, bool]]
             value = table.lookup(key)
         except MapError:
             ev.warn(f'{table.spec} lookup error for "{key}"')
+            ev.matched = key
             return _CONFIG_ERROR, key
         if value == "":  # maps_find(): an empty result is a configuration error
             ev.warn(f"{table.spec} lookup of {key} returns an empty string result")
             ev.warn(f"{table.spec} should return NO RESULT in case of NOT FOUND")
+            ev.matched = key
             return _CONFIG_ERROR, key
         if value is not None:
             if ev.st.trace is not None:  # the note is made only for `mailgate check`
                 ev.note(f"{table.spec}: {key} -> {value}")
+            ev.matched = key
             return value, key
     if ev.st.trace is not None:
         ev.note(f"{table.spec}: not found")

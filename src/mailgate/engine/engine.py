@@ -16,6 +16,7 @@ from mailgate.engine import (  # noqa: F401  (registration)
     access,
     dnsbl,
     dnschecks,
+    greylist,
     hosts,
     policy,
     recipients,
@@ -243,9 +244,9 @@ class Engine:
     @staticmethod
     def _verdict(ev: Evaluation, status: Status) -> Verdict:
         reply = ev.reply if status is Status.REJECT else None
-        if reply is None and not ev.sleep:
-            return PASS
-        return Verdict(reply, ev.sleep)
+        if reply is None:
+            return Verdict(delay=ev.sleep) if ev.sleep else PASS
+        return Verdict(reply, ev.sleep, ev.rule())
 
     @staticmethod
     def _enforce_dip(ev: Evaluation, status: Status) -> Status:

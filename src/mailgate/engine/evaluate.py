@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from mailgate.addressing import Resolved
 from mailgate.engine.context import CheckState, Pending
-from mailgate.engine.reply import Reply, Status, dsn_valid, printable
+from mailgate.engine.reply import Reply, Rule, Status, dsn_valid, printable
 from mailgate.engine.resolve import Resolution, resolve
 from mailgate.errors import MapError
 from mailgate.smtp.tokens import log_form
@@ -80,9 +80,9 @@ class Evaluation:
     session's state is not changed while a check runs); `begin()` starts each stage list."""
 
     __slots__ = ("cur_index", "cur_lname", "cur_name", "cur_names", "dip", "dir", "engine",
-                 "etrn_domain", "helo", "policy_nesting", "rcptmap_checked", "recipient",
-                 "recursion", "reply", "resolved", "sender", "settings", "sleep", "st", "stage",
-                 "tables", "warn_if_reject")
+                 "etrn_domain", "helo", "matched", "policy_nesting", "rcptmap_checked",
+                 "recipient", "recursion", "reply", "resolved", "sender", "settings", "sleep",
+                 "st", "stage", "tables", "warn_if_reject")
 
     def __init__(self, engine: Engine, st: CheckState, stage: str = "",
                  helo: str | None = None, sender: str | None = None,
@@ -109,6 +109,7 @@ class Evaluation:
         self.policy_nesting = 0  # check_policy_service default actions being run
         self.rcptmap_checked = False  # smtpd's recipient_rcptmap_checked (this RCPT)
         self.resolved: dict[str, Resolution] | None = None  # this command's resolutions
+        self.matched = ""  # the last access-table key found (Rule.entry)
 
     def begin(self, stage: str, dip: Pending | None) -> None:
         """A new stage list (smtpd_check_client, _helo, ...): no pending defer_if_reject;
@@ -198,6 +199,11 @@ class Evaluation:
             table = self.cur_names[self.cur_index]
             return lname, table if ":" in table else ""
         return lname, ""
+
+    def rule(self) -> Rule:
+        """The Rule deciding now: restriction, table and (for a table) the key found."""
+        lname, table = self.restriction()
+        return Rule(lname, table, self.matched if table else "")
 
     def defer_if_permit(self, code: int, dsn: str, text: str, explicit: bool = True) -> Status:
         """Remember the first reason to defer mail that would otherwise be accepted."""

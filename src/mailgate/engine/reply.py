@@ -44,12 +44,25 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """What decided a reply: the restriction (`check_client_access`), the table written
+    after it (`hash:/etc/postfix/access`, or "") and the key found there (`192.0.2`, or
+    "")."""
+
+    restriction: str
+    table: str = ""
+    entry: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
-    """What a stage check decided: the reply refusing the command (None: go on) and the
-    seconds the `sleep` restriction asked to wait before the next reply."""
+    """What a stage check decided: the reply refusing the command (None: go on), the
+    seconds the `sleep` restriction asked to wait before the next reply, and the Rule that
+    made the reply (the transaction journal records it)."""
 
     reply: Reply | None = None
     delay: float = 0.0
+    rule: Rule | None = None
 
 
 PASS = Verdict()  # nothing refused, no delay: the common answer, never allocated again

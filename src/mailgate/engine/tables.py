@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailgate.addressing import AddressResolver
 from mailgate.dns.idna import IdnaCache
@@ -14,6 +15,9 @@ from mailgate.maps.matchlist import HostAddrList
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.client import PolicyClient
 from mailgate.state import MemoryStore, Store
+
+if TYPE_CHECKING:
+    from mailgate.engine.greylist import Greylist
 
 
 @dataclass
@@ -63,3 +67,4 @@ class EngineTables:
     policy: dict[str, PolicyClient] = field(default_factory=dict)  # check_policy_service
     metrics: Metrics = NO_METRICS
     state: Store = field(default_factory=MemoryStore)  # greylisting, blocks (decision 0061)
+    greylist: Greylist | None = None  # check_greylist's settings and allowlists (0063)

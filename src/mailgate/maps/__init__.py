@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mailgate.maps import cidr, compiled, compose, regexp, simple
+from mailgate.maps import cidr, compiled, compose, redismap, regexp, simple
 from mailgate.maps.base import FailedMap, Map, MapOptions, Registry
 
 __all__ = ["FailedMap", "Map", "MapOptions", "Registry", "default_registry"]
@@ -22,4 +22,5 @@ def default_registry(options: MapOptions | None = None,
     compiled.register(registry)
     compose.register(registry)
     regexp.register(registry)
+    redismap.register(registry)
     return registry

@@ -1,4 +1,4 @@
-"""Tables built from tables: unionmap:{...}, pipemap:{...}; and unix:passwd.byname / group.byname."""
+"""Tables built from tables: unionmap:{...}, pipemap:{...}, proxy:; and unix:passwd.byname / group.byname."""
 
 from __future__ import annotations
 
@@ -77,9 +77,12 @@ class UnixMap:
     spec: str
     table: str
     fixed: bool = True
-    fold_case: bool = False
+    fold_case: bool = True  # as dict_unix with DICT_FLAG_FOLD_FIX (postmap -q ROOT finds root)
+    utf8: bool = True
 
     def lookup(self, key: str) -> str | None:
+        if self.fold_case:
+            key = fold(key, self.utf8)
         try:
             if self.table == "passwd.byname":
                 p = pwd.getpwnam(key)
@@ -87,7 +90,7 @@ class UnixMap:
                         f"{p.pw_dir}:{p.pw_shell}")
             g = grp.getgrnam(key)
             return f"{g.gr_name}:{g.gr_passwd}:{g.gr_gid}:{','.join(g.gr_mem)}"
-        except KeyError:
+        except (KeyError, ValueError, UnicodeEncodeError):  # ValueError: an embedded NUL
             return None
 
 
@@ -102,8 +105,17 @@ def register(registry: Registry) -> None:
     def unix(name: str, options: MapOptions) -> UnixMap:
         if name not in ("passwd.byname", "group.byname"):
             raise MapConfigError(f"unknown table: unix:{name}")
-        return UnixMap(f"unix:{name}", name)
+        return UnixMap(f"unix:{name}", name, fold_case=options.fold_case, utf8=options.utf8)
+
+    def proxy(name: str, options: MapOptions) -> Map:
+        """proxy:TYPE:NAME is TYPE:NAME: Postfix's proxymap shares one open table between
+        chrooted processes; mailgate's processes open their tables themselves. (Without it,
+        local_recipient_maps' default `proxy:unix:passwd.byname` would fail every lookup.)"""
+        if name.partition(":")[0].lower() == "proxy":
+            raise MapConfigError(f"unsupported dictionary type: proxy:{name}")
+        return registry.open(name, options)
 
     registry.register("unionmap", union)
     registry.register("pipemap", pipe)
     registry.register("unix", unix)
+    registry.register("proxy", proxy)

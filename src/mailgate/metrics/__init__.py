@@ -58,6 +58,15 @@ class Metrics:
     def policyd(self, action: str, seconds: float) -> None:
         """mailgate policyd answered a request with `action`."""
 
+    def auto_block_event(self, event: str) -> None:
+        """A bad event was counted towards automatic blocks (autoblock/events.py)."""
+
+    def auto_block(self, target: str) -> None:
+        """An automatic block was placed on an `address` or a `network`."""
+
+    def auto_block_refusal(self) -> None:
+        """A connection was refused because its client or network is blocked."""
+
 
 NO_METRICS = Metrics()
 

@@ -63,6 +63,12 @@ class PrometheusMetrics(Metrics):
         self.answer_seconds = Histogram("mailgate_policyd_request_duration_seconds",
                                         "mailgate policyd time to answer", buckets=LATENCY,
                                         registry=None)
+        self.block_events = Counter("mailgate_auto_block_events", "Bad events counted "
+                                    "towards automatic blocks", ["event"], registry=None)
+        self.blocks = Counter("mailgate_auto_blocks", "Automatic blocks placed",
+                              ["target"], registry=None)
+        self.block_refusals = Counter("mailgate_auto_block_refusals", "Connections refused "
+                                      "because the client is blocked", registry=None)
         self._children: dict[tuple[Any, ...], Any] = {}
         # Events are added up in plain dicts and written to the shared files by flush()
         # (a few times a second): an event costs a dict update, not a locked mmap write.
@@ -153,3 +159,12 @@ class PrometheusMetrics(Metrics):
             word = "other"
         self._add((self.answers, word))
         self._observed.append(((self.answer_seconds,), seconds))
+
+    def auto_block_event(self, event: str) -> None:
+        self._add((self.block_events, event))
+
+    def auto_block(self, target: str) -> None:
+        self._add((self.blocks, target))
+
+    def auto_block_refusal(self) -> None:
+        self._add((self.block_refusals,))

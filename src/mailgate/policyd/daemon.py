@@ -22,7 +22,8 @@ from mailgate.metrics import create as create_metrics
 from mailgate.policy.protocol import PolicyReader, ProtocolError, Request, reply
 from mailgate.policyd.server import ClientErrors, PolicydSettings, PolicyService
 from mailgate.privileges import Owner, drop, hand_file, hand_over, mail_owner, preload
-from mailgate.state import LocalStore
+from mailgate.state.open import open_store
+from mailgate.state.settings import StateSettings
 
 PROGRAM = "policyd"
 
@@ -173,7 +174,9 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
     resolver = build_resolver(cfg, registry, local, policyd_log)
     counted = create_metrics(metrics)
     engine, _ = build_engine(cfg, registry, resolver, policyd_log, local, policyd=True,
-                             metrics=counted, state=LocalStore(cfg.get_str("state_database")))
+                             metrics=counted, state=open_store(
+                                 StateSettings.from_config(cfg),
+                                 lambda text: log.log(PROGRAM, f"warning: {text}")))
     service = PolicyService(engine, PolicydSettings.from_config(cfg), smtpd, policyd_log,
                             errors, counted)
     counted.start(loop)
@@ -212,6 +215,7 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
 def run(cfg: Config) -> int:
     """Bind, print a readiness line, run `policyd_processes` workers until SIGTERM."""
     from mailgate.app import restriction_lists
+    from mailgate.engine.greylist import GreylistSettings
     from mailgate.engine.settings import EngineSettings
     from mailgate.metrics import exporter
     from mailgate.policy.client import clients
@@ -220,6 +224,7 @@ def run(cfg: Config) -> int:
 
     settings = PolicydSettings.from_config(cfg)  # parameter errors before binding
     EngineSettings.from_config(cfg, policyd=True)
+    GreylistSettings.from_config(cfg)  # greylist_action
     clients(cfg, restriction_lists(cfg, policyd=True))  # bad services
     raise_fd_limit()
     log = MailLog.from_config(cfg)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from html import escape
 
 from mailgate.report.attacks import Finding
+from mailgate.report.blocks import RESTRICTION
 from mailgate.report.summary import Summary
 
 COLORS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f")
@@ -177,6 +178,14 @@ def _attacks(s: Summary, findings: list[Finding]) -> str:
             "</pre>")
 
 
+def _blocks(s: Summary, top: int) -> str:
+    b = s.blocks
+    refused = s.by_restriction.get(RESTRICTION, 0)
+    return (f"<p>{b.addresses + b.networks} blocks placed ({b.addresses} addresses, "
+            f"{b.networks} networks), {refused} connections refused.</p>" +
+            (_table(b.rows(top), "blocked address or network") if b.rows(top) else ""))
+
+
 def render(s: Summary, findings: list[Finding], top: int = 10) -> str:
     period = f"{s.first or '-'} .. {s.last or '-'} ({s.lines} lines)"
     return "".join((
@@ -193,6 +202,7 @@ def render(s: Summary, findings: list[Finding], top: int = 10) -> str:
         "</div><div><h2>Rejects by code</h2>",
         hbars("by-code", sorted(s.by_code.items()), COLORS[4]), "</div></div>",
         "<h2>Dictionary attacks</h2>", _attacks(s, findings),
+        "<h2>Automatic blocks</h2>", _blocks(s, top),
         '<div class="grid"><div><h2>Top senders</h2>', _table(s.senders.top(top), "sender"),
         "</div><div><h2>Top recipients</h2>", _table(s.recipients.top(top), "recipient"),
         "</div></div></body></html>\n"))

@@ -34,6 +34,7 @@ _RESTRICTIONS: tuple[tuple[str, str, str], ...] = (
     ("Server configuration error", "", "server configuration error"),
     ("Temporary lookup failure", "", "table lookup failure"),
     ("too many errors", "", "hard error limit"),
+    ("blocked automatically", "", "auto_block"),  # auto_block_* (report/blocks.py)
     ("Message size exceeds fixed limit", "", "message_size_limit"),
 )
 _ACCESS = {"Client host": "check_client_access", "Helo command": "check_helo_access",

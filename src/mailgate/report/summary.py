@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from mailgate.report.attacks import Attacks, network
+from mailgate.report.blocks import BlockEvents
 from mailgate.report.bounded import BoundedCounter
 from mailgate.report.logline import Clock, hour, stamp
 from mailgate.report.rejects import Known, fields, parse_reject, recipient
@@ -52,6 +53,7 @@ class Summary:
     senders: BoundedCounter[str] = field(default_factory=BoundedCounter)
     recipients: BoundedCounter[str] = field(default_factory=BoundedCounter)
     attacks: Attacks = field(default_factory=Attacks)
+    blocks: BlockEvents = field(default_factory=BlockEvents)  # auto_block_* placed
     # rejects by (code, (stage, reason, restriction), hour text, stage or command)
     _tally: Counter[tuple[str, Known, str, str]] = field(default_factory=Counter)
     _received_ids: dict[str, None] = field(default_factory=dict)  # waiting for qmgr from=
@@ -148,6 +150,7 @@ class Summary:
         self.warn_reasons.merge(later.warn_reasons)
         self._tally.update(later._tally)
         self.attacks.merge(later.attacks)
+        self.blocks.merge(later.blocks)
         self._first_line = self._first_line or later._first_line
         self._last_line = later._last_line or self._last_line
 
@@ -191,6 +194,7 @@ class Summary:
             self._reject(line, text[at + 8:])
         elif colon == 7 and text.startswith("warning"):
             self.warnings += 1
+            self.blocks.consume(text)
         elif text.startswith("reject_warning: ", at):
             reject = parse_reject(text[at + 16:])
             self.warned += 1

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from mailgate.report.attacks import Finding
+from mailgate.report.blocks import RESTRICTION
 from mailgate.report.summary import Summary
 
 
@@ -22,6 +23,17 @@ def _table(title: str, rows: Iterable[tuple[object, int]], empty: str = "none") 
     rows = list(rows)
     out += [f"  {count:>8}  {key}" for key, count in rows] or [f"  {empty}"]
     return out
+
+
+def _blocks(s: Summary, top: int) -> list[str]:
+    """Automatic blocks placed (auto_block_*) and the connections they refused."""
+    b = s.blocks
+    refused = s.by_restriction.get(RESTRICTION, 0)
+    title = "Automatic blocks (auto_block_*)"
+    return ["", title, "-" * len(title),
+            f"  {b.addresses + b.networks} blocks placed ({b.addresses} addresses, "
+            f"{b.networks} networks), {refused} connections refused",
+            *(f"  {count:>8}  {key}" for key, count in b.rows(top))]
 
 
 def render(s: Summary, findings: list[Finding], top: int = 10) -> str:
@@ -68,6 +80,7 @@ def render(s: Summary, findings: list[Finding], top: int = 10) -> str:
                       "smtpd_client_restrictions, e.g.", "  check_client_access "
                       "cidr:/etc/postfix/client_access.cidr):", ""]
         lines += [f"  {f.access_line()}" for f in findings]
+    lines += _blocks(s, top)
     pruned = [name for name, c in (("clients", s.clients), ("networks", s.networks),
                                    ("senders", s.senders), ("recipients", s.recipients))
               if c.pruned]

@@ -145,6 +145,21 @@ class Connection(asyncio.Protocol):
         self.waiter = None
         return not self.timed_out or bool(self.conn.buffered(1))
 
+    async def wait_input(self, budget: float) -> bool:
+        """Wait up to `budget` seconds for more input or its end, whatever is buffered
+        already (postscreen's own command time limit); False when none came in time."""
+        if self.gone:
+            return True
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        self.unread = self.received = 0
+        self._arm(budget)
+        self.waiter = self.loop.create_future()
+        await self.waiter
+        self.waiter = None
+        return not self.timed_out or self.received > 0
+
     async def drain(self) -> bool:
         """Wait until the client took our output; False when it did not in time."""
         if not self.writing_paused or self.gone:

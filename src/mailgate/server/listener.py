@@ -17,15 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 
 from mailgate.acceptor import Greeter, Handed, Handoff, client_address
+from mailgate.anvil import ConnectionTable
 from mailgate.config.settings import SmtpdSettings
-from mailgate.engine.context import Client
 from mailgate.maps.matchlist import HostAddrList
-from mailgate.master import ConnectionTable
 from mailgate.server.connection import Connection
-from mailgate.server.session import Services, Session, escape
+from mailgate.server.limits import ClientLimits, service_name
+from mailgate.server.postscreen import Postscreen, SessionFactory
+from mailgate.server.proxied import proxy_failed, proxy_header
+from mailgate.server.session import Services, Session
 from mailgate.server.tls import describe
-from mailgate.smtp import haproxy
-from mailgate.smtp.haproxy import ProxyHeader
 from mailgate.smtp.protocol import NEED_DATA, Closed, Mode, ServerConnection
 
 
@@ -46,17 +46,6 @@ def _peek(sock: object) -> bytes:
         peek.detach()
 
 
-def _service(sockname: object) -> str:
-    """The service name in anvil's warnings: Postfix's master.cf name, which is `smtp` for
-    port 25 and `host:port` for a service on another port (as the reference instance)."""
-    if not isinstance(sockname, tuple) or len(sockname) < 2:
-        return "smtp"
-    host, port = str(sockname[0]), int(sockname[1])
-    if port == 25:
-        return "smtp"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class SmtpServer:
     """Accepts connections and runs one Session per client, bounded by connection limits."""
 
@@ -66,7 +55,6 @@ class SmtpServer:
                  name: str | None = None) -> None:
         self.settings = settings
         self.services = services
-        self.limit_exceptions = limit_exceptions
         self.connections = connections
         self.sleep = sleep
         self.servers: list[asyncio.AbstractServer] = []
@@ -79,6 +67,9 @@ class SmtpServer:
         self.routes: tuple[SmtpServer, ...] = ()  # by listener index (start_handed)
         self.live: set[Connection] = set()  # the connections with a session running
         self.name = name  # the master.cf service name (None: from the listening address)
+        self.postscreen: Postscreen | None = None  # a postscreen listener (decision 0065)
+        self.limits = ClientLimits(settings, connections, limit_exceptions,
+                                   services.xclient_hosts)
 
     async def start(self, sockets: list[socket.socket]) -> None:
         """Serve on listening sockets bound by the master (shared by every worker)."""
@@ -131,7 +122,7 @@ class SmtpServer:
                 handed.sock.close()
                 if wrapped and not isinstance(exc, asyncio.CancelledError):
                     await self._wrapper_failed(handed, exc)
-                self.connections.disconnect(handed.addr)
+                self.connections.disconnect(self.greeter.key(handed.addr))
                 return
             connection = made[0]  # (with ssl=, uvloop returns its SSL protocol instead)
             self.services.metrics.connection(1)
@@ -187,9 +178,10 @@ class SmtpServer:
         transport = connection.transport
         assert transport is not None
         addr, port = client_address(transport.get_extra_info("peername"))
-        count, total = self.connections.connect(addr)
+        key = self.greeter.key(addr)
+        count, total = self.connections.connect(key)
         self.services.metrics.connection(1)
-        greeted = self.greeter.early(self.connections, addr, count, total)
+        greeted = self.greeter.early(self.connections, key, count, total)
         early = b""
         if greeted:  # the greeting leaves now; the name lookup runs behind it
             early = _peek(transport.get_extra_info("socket"))  # talking before the greeting
@@ -202,7 +194,7 @@ class SmtpServer:
 
     async def _accept(self, connection: Connection, addr: str, port: int, count: int,
                       total: int, greeted: bool, early: bytes) -> None:
-        connection.counted = addr
+        connection.counted = self.greeter.key(addr)
         self.live.add(connection)
         try:
             await self._run(connection, addr, port, count, total, greeted, early)
@@ -211,50 +203,9 @@ class SmtpServer:
         finally:
             self.live.discard(connection)
             self.services.metrics.connection(-1)
-            self.connections.disconnect(connection.counted)
+            self.connections.disconnect(connection.counted, time.time(),
+                                        self.settings.rate_time_unit)
             connection.close()
-
-    def _exempt(self, client: Client) -> bool:
-        """smtpd_client_event_limit_exceptions and XCLIENT-authorized clients."""
-        try:
-            exempt = self.limit_exceptions.match(client.name, client.addr)
-        except Exception:
-            exempt = False
-        return exempt or self.services.xclient_hosts(client)
-
-    def _event_rate(self, client: Client, event: str, count: bool) -> int | None:
-        """anvil's AUTH and new-TLS rates for a client: counted (`count`), or as they stand
-        (anvil's *_stat); None for an exempt client (never counted)."""
-        if self._exempt(client):
-            return None
-        rate = self.connections.rate(client.addr, time.time(), self.settings.rate_time_unit,
-                                     count, event)
-        return rate if count else rate - 1  # (uncounted, rate() says what it would be)
-
-    def _over_limit(self, client: Client, count: int, total: int, service: str
-                    ) -> tuple[str, str]:
-        """(421 reply, warning) when a connection limit is exceeded, else empty strings."""
-        s = self.settings
-        addr = client.addr
-        namaddr = client.namaddr
-        if total > s.max_connections:
-            return (f"421 4.7.0 {s.myhostname} Error: too many connections",
-                    f"Connection limit exceeded: {total} sessions (smtpd_max_connections) "
-                    f"at {namaddr}")
-        # The exceptions are matched only for a client over a limit (most are not).
-        if s.connection_count_limit and count > s.connection_count_limit:
-            if self._exempt(client):
-                return "", ""
-            return (f"421 4.7.0 {s.myhostname} Error: too many connections from {addr}",
-                    f"Connection concurrency limit exceeded: {count} from {namaddr} "
-                    f"for service {service}")
-        if s.connection_rate_limit:
-            rate = self.connections.rate(addr, time.time(), s.rate_time_unit)
-            if rate > s.connection_rate_limit and not self._exempt(client):
-                return (f"421 4.7.0 {s.myhostname} Error: too many connections from {addr}",
-                        f"Connection rate limit exceeded: {rate} from {namaddr} "
-                        f"for service {service}")
-        return "", ""
 
     async def _run(self, connection: Connection, addr: str, port: int, count: int,
                    total: int, greeted: bool, early: bytes) -> None:
@@ -265,22 +216,33 @@ class SmtpServer:
         server: tuple[str, int] | None = (local[0], local[1]) if isinstance(local, tuple) \
             else None
         if s.upstream_proxy:  # the PROXY header names the client (smtpd_peer_from_haproxy)
-            proxied = await self._proxy_header(connection)
+            proxied = await proxy_header(s, connection)
             if isinstance(proxied, str):
-                await self._proxy_failed(connection, proxied, addr, port)
+                await proxy_failed(s, self.services, connection, proxied, addr, port)
                 return
             if proxied.client is not None:
                 (addr, port), server = proxied.client, proxied.server
                 self.connections.disconnect(connection.counted)  # count the real client
-                count, total = self.connections.connect(addr)
-                connection.counted = addr
+                connection.counted = self.greeter.key(addr)
+                count, total = self.connections.connect(connection.counted)
+        make_session: SessionFactory = Session
+        if self.postscreen is not None:  # its tests before smtpd's session, if any
+            screened = await self.postscreen.screen(connection, addr, port, server, count)
+            if screened is None:
+                return
+            make_session = screened
         client = await self.services.engine.connect(addr, port, s.peername_lookup)
         if server is not None:
             client.server_addr, client.server_port = server
-        session = Session(s, self.services, client, connection.conn)
-        session.service = self.name or _service(local)
-        session.event_rate = functools.partial(self._event_rate, client)
-        refusal, warning = self._over_limit(client, count, total, session.service)
+        session = make_session(s, self.services, client, connection.conn)
+        session.service = self.name or service_name(local)
+        key = connection.counted
+        limits = self.limits
+        ident = limits.ident(client, session.service, key)
+        if ident:  # (else the session's event_rate() counts nothing)
+            session.event_rate = functools.partial(limits.event_rate, key, ident)
+        refusal, warning = limits.over_limit(client, count, total, session.service, key,
+                                             ident)
         if refusal:  # (after an early greeting only when the rate grew in between)
             session.log(f"connect from {session.namaddr}")
             session.warn(warning)
@@ -297,34 +259,6 @@ class SmtpServer:
             await self._loop(connection, session)
         finally:
             session.finish()
-
-    async def _proxy_header(self, connection: Connection) -> ProxyHeader | str:
-        """The PROXY header, taken off the input; or the reason it is refused."""
-        s = self.settings
-        if not await connection.first_input(s.upstream_proxy_timeout):
-            return "timeout error"
-        data = connection.conn.buffered(haproxy.HEADER_MAX)
-        if not data:
-            return "EOF"
-        try:
-            header = haproxy.parse(data, ipv4=True, ipv6=s.ipv6)
-        except haproxy.ProxyError as exc:
-            return f"{exc}: {escape(data)}"
-        connection.conn.consume(header.length)
-        return header
-
-    async def _proxy_failed(self, connection: Connection, reason: str, addr: str,
-                            port: int) -> None:
-        """Postfix's answer to a missing or bad PROXY header: the warning, the proxy's own
-        connect and disconnect lines, `421 4.3.0 HOST Server local error`."""
-        s = self.settings
-        self.services.log.log("smtpd", f"warning: haproxy read: {reason}")
-        client = await self.services.engine.connect(addr, port, s.peername_lookup)
-        session = Session(s, self.services, client, connection.conn)
-        session.log(f"connect from {session.namaddr}")
-        connection.write(f"421 4.3.0 {s.myhostname} Server local error\r\n".encode())
-        await connection.drain()
-        session.log(f"disconnect from {session.namaddr} commands=0/0")
 
     async def _flush(self, connection: Connection, session: Session) -> bool:
         """Write the queued replies as smtpd's output buffer does: held while commands are

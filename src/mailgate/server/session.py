@@ -88,8 +88,8 @@ class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataComm
         self.auth_exchange: Exchange | None = None  # an AUTH waiting for the client
         self.auth_mechanisms: tuple[str, ...] | None = None
         self.sasl_reply = ""
-        # anvil's rates for AUTH and new TLS sessions (set by the listener): the count (with
-        # `count`, after counting this event), or None for an exempt client
+        # anvil's rates of MAIL, RCPT, AUTH and new TLS sessions (set by the listener): the
+        # rate (with `count`, after counting this event), or None for a client not counted
         self.event_rate: Callable[[str, bool], int | None] = lambda event, count: None
         self.service = "smtp"  # the master.cf service name, for anvil's warnings
 
@@ -108,6 +108,7 @@ class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataComm
                 text = "4" + text[1:4] + ("4" if text[4:5] == "5" else text[4:5]) + text[5:]
             code, line = int(text[:3]), text[4:]
         self.svc.metrics.reply(code)
+        self.svc.blocks.replied(self.st, code, line)  # a bad event counts (auto_block_*)
         delay = self.delay()
         data = self.conn.send(code, (line, *more) if more else line)
         self.out.append((delay + self.sleep, data))
@@ -169,11 +170,15 @@ class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataComm
             self.flag_pipelining("CONNECT", early_input)
         if not greeted:
             await self.greet()
+        else:  # the greeting is out: a blocked client's refusal follows it
+            await self.refuse_blocked()
 
     async def greet(self) -> None:
         """The 220 greeting, or (smtpd_delay_reject = no) the client list's reject instead:
         then every later command but QUIT gets `503 5.7.0 Error: access denied`."""
         self.access_denied = ""
+        if await self.refuse_blocked():
+            return
         if not self.s.delay_reject:
             verdict = await self.svc.engine.check_client(self.st)
             self.sleep += verdict.delay
@@ -183,6 +188,19 @@ class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataComm
                 self.access_denied = verdict.reply.line
                 return
         self.reply(f"220 {self.s.banner}")
+
+    async def refuse_blocked(self) -> bool:
+        """A client blocked automatically, or in a blocked network (docs/blocks.md): `421
+        4.3.2 Service currently unavailable; ...` and a CONNECT reject line; the session
+        ends. At connect (instead of the greeting, or after an early one) and after XCLIENT."""
+        refusal = await self.svc.blocks.refusal(self.client)
+        if refusal is None:
+            return False
+        where, self.st.where = self.st.where, "CONNECT"
+        self.log_reject("reject", refusal)
+        self.st.where = where
+        self.reply(refusal)
+        return True
 
     def flag_pipelining(self, where: str, pending: bytes) -> None:
         if self.st.ill_pipelining:
@@ -220,6 +238,7 @@ class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataComm
 
     def finish(self) -> None:
         self.reset_transaction()
+        self.svc.journal.finish()
         release(self.st.policy_pinned)
         self.log(f"disconnect from {self.namaddr} {self.stats.summary()}")
 

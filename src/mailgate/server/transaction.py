@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mailgate.autoblock import NO_BLOCKS, Blocks
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import CheckState, Client, Marks
 from mailgate.engine.engine import Engine
 from mailgate.engine.reply import Reply
 from mailgate.engine.resolve import Resolution
+from mailgate.journal import NO_JOURNAL, Journal
 from mailgate.maillog import MailLog
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.queue.space import INSUFFICIENT_STORAGE, check_queue
@@ -71,6 +73,8 @@ class Services:
     metrics: Metrics = NO_METRICS
     tls_context: ssl.SSLContext | None = None  # STARTTLS and wrapper mode (server/tls.py)
     sasl: SaslServer | None = None  # smtpd_sasl_auth_enable = yes (server/auth.py)
+    blocks: Blocks = NO_BLOCKS  # auto_block_*: bad events counted, blocked clients refused
+    journal: Journal = NO_JOURNAL  # transaction_journal: one record per transaction
 
 
 def unique_recipients(recipients: list[Recipient]) -> list[Recipient]:
@@ -106,6 +110,9 @@ class TransactionCommands:
     st: CheckState
     seqno: int
     sleep: float
+    service: str  # the master.cf service name, for anvil's warnings
+    # anvil's rate of an event for this client, counted (None: anvil does not count it)
+    event_rate: Callable[[str, bool], int | None]
 
     @property
     def namaddr(self) -> str:
@@ -206,6 +213,8 @@ class TransactionCommands:
             self.reply("501 5.5.4 Syntax: MAIL FROM:<address>" if mail
                        else "501 5.5.4 Syntax: RCPT TO:<address>")
             return None
+        if self.over_rate_limit(mail):
+            return None
         bad = "501 5.1.7 Bad sender address syntax" if mail else \
             "501 5.1.3 Bad recipient address syntax"
         if args[2].type is TokType.ERROR:
@@ -223,6 +232,28 @@ class TransactionCommands:
             self.reply(bad)
             return None
         return extracted, resolution
+
+    def over_rate_limit(self, mail: bool) -> bool:
+        """smtpd_client_message_rate_limit (MAIL) and smtpd_client_recipient_rate_limit
+        (RCPT), as smtpd.c checks them after the command's syntax and before its address:
+        each such command counts in anvil's window, refused ones too; over the limit,
+        `450 4.7.1` and Postfix's warning."""
+        limit = self.s.message_rate_limit if mail else self.s.recipient_rate_limit
+        if not limit:
+            return False
+        rate = self.event_rate("mail" if mail else "rcpt", True)
+        if rate is None or rate <= limit:
+            return False
+        addr = self.st.client.addr
+        if mail:
+            self.warn(f"Message delivery request rate limit exceeded: {rate} from "
+                      f"{self.namaddr} for service {self.service}")
+            self.reply(f"450 4.7.1 Error: too much mail from {addr}")
+        else:
+            self.warn(f"Recipient address rate limit exceeded: {rate} from {self.namaddr} "
+                      f"for service {self.service}")
+            self.reply(f"450 4.7.1 Error: too many recipients from {addr}")
+        return True
 
     def mail_smtputf8(self, args: tuple[Token, ...]) -> bool:
         """MAIL ... SMTPUTF8, when smtputf8_enable offers it."""
