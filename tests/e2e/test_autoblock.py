@@ -17,27 +17,17 @@ from pathlib import Path
 import pytest
 
 from conftest import Client, Server, require, wait_until
+from support import xclient
 
 ROOT = Path(__file__).resolve().parents[2]
 ATTACKED = "198.51.100"  # the moving spammer's /24
 INSIDER = f"{ATTACKED}.99"  # in mynetworks, inside the attacked network
 REFUSED = "421 4.3.2 Service currently unavailable; client [{}] blocked automatically"
-MESSAGE = "Subject: hello\r\n\r\nhello\r\n"
 
 
 def session(server: Server, addr: str, recipients: list[str], deliver: bool = False
             ) -> list[int] | str:
-    """One client (named by XCLIENT) trying `recipients`; the RCPT codes, or the refusal."""
-    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
-        code, text = smtp.docmd("XCLIENT", f"ADDR={addr} NAME=unknown")
-        if code != 220:
-            return f"{code} {text.decode()}"
-        smtp.ehlo("client.example")
-        smtp.mail("someone@client.example")
-        codes = [smtp.rcpt(f"{user}@example.test")[0] for user in recipients]
-        if deliver:
-            assert smtp.data(MESSAGE)[0] == 250
-        return codes
+    return xclient.session(server.port, addr, recipients, deliver)
 
 
 def mailgate(server: Server, action: str, *args: str) -> subprocess.CompletedProcess[str]:

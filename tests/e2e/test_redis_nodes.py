@@ -4,7 +4,6 @@ node, a greylisted triplet passes on another node, and mail keeps flowing when R
 from __future__ import annotations
 
 import asyncio
-import smtplib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from conftest import Server, require, wait_until
 from mailgate.config.config import Config
 from mailgate.state.redisstore import RedisStore, redis_client
 from mailgate.state.settings import StateSettings
+from support import xclient
 from support.redisserver import RedisServer
 
 ATTACKED = "198.51.100"
@@ -23,18 +23,7 @@ REFUSED = "421 4.3.2 Service currently unavailable; client [{}] blocked automati
 
 def session(server: Server, addr: str, recipients: list[str], deliver: bool = False
             ) -> list[int] | str:
-    """One client (named by XCLIENT, as a proxy would) trying `recipients`: the RCPT codes,
-    or the refusal."""
-    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
-        code, text = smtp.docmd("XCLIENT", f"ADDR={addr} NAME=unknown")
-        if code != 220:
-            return f"{code} {text.decode()}"
-        smtp.ehlo("client.example")
-        smtp.mail("someone@client.example")
-        codes = [smtp.rcpt(f"{user}@example.test")[0] for user in recipients]
-        if deliver and 250 in codes:
-            assert smtp.data("Subject: hello\r\n\r\nhello\r\n")[0] == 250
-        return codes
+    return xclient.session(server.port, addr, recipients, deliver)
 
 
 @pytest.fixture
