@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, free_port, require
+from conftest import SHARED, free_port
 from support import dns as dns_support
 from support import reference
 
@@ -156,10 +156,6 @@ def dns53() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory, dns53: str
             ) -> Iterator[reference.Instance]:
-    require("postfix")
-    require("unshare")
-    if not REFERENCE.exists():
-        pytest.skip("shared/postfix/reference-postfix.sh not present")
     yield from dns_support.reference_resolving_at(REFERENCE, tmp_path_factory.mktemp("dnslive"),
                                                   ADDRESS, free_port())
 

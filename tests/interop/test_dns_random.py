@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, free_port, require
+from conftest import SHARED, free_port
 from support import dns as dns_support
 from support import reference
 
@@ -225,10 +225,6 @@ def dns154() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory, dns154: str
             ) -> Iterator[reference.Instance]:
-    require("postfix")
-    require("unshare")
-    if not REFERENCE.exists():
-        pytest.skip("shared/postfix/reference-postfix.sh not present")
     yield from dns_support.reference_resolving_at(REFERENCE, tmp_path_factory.mktemp("dnsrandom"),
                                                   ADDRESS, free_port())
 

@@ -135,10 +135,6 @@ def dns53() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def postfix(tmp_path_factory: pytest.TempPathFactory, dns53: str
             ) -> Iterator[reference.Instance]:
-    require("postfix")
-    require("unshare")
-    if not REFERENCE.exists():
-        pytest.skip("shared/postfix/reference-postfix.sh not present")
     for instance in dns_support.reference_resolving_at(
             REFERENCE, tmp_path_factory.mktemp("pslive"), ADDRESS, free_port()):
         enable_reference_postscreen(instance)
