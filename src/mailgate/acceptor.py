@@ -156,14 +156,16 @@ class Greeter:
     ipv4_prefix: int = 32  # smtpd_client_ipv4_prefix_length
     ipv6_prefix: int = 128  # smtpd_client_ipv6_prefix_length
     screened: bool = False  # postscreen's tests come first (it sends its own `220-`)
+    shared: bool = False  # the client limits count every node's connections (Redis)
 
     @classmethod
-    def from_settings(cls, s: SmtpdSettings, screened: bool = False) -> Greeter:
+    def from_settings(cls, s: SmtpdSettings, screened: bool = False,
+                      shared: bool = False) -> Greeter:
         return cls(f"220 {s.banner}\r\n".encode("utf-8", "surrogateescape"), s.delay_reject,
                    s.max_connections, s.connection_count_limit, s.connection_rate_limit,
                    s.rate_time_unit, s.tls.wrappermode, s.upstream_proxy,
                    s.rate_window_sliding, s.client_ipv4_prefix_length,
-                   s.client_ipv6_prefix_length, screened)
+                   s.client_ipv6_prefix_length, screened, shared)
 
     def key(self, addr: str) -> str:
         """The name anvil counts the client under (its address, or its network)."""
@@ -178,6 +180,8 @@ class Greeter:
             return False
         if self.count_limit and count > self.count_limit:
             return False
+        if self.shared and (self.count_limit or self.rate_limit):
+            return False  # only the site-wide counts can tell: the worker asks the store
         return not self.rate_limit or connections.event(
             key, "connect", time.time(), self.rate_unit, self.sliding,
             count=False) < self.rate_limit

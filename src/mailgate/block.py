@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from mailgate.autoblock.listing import blocks_in_force
 from mailgate.autoblock.records import BLOCK, EVENTS, MANUAL, OFFENCES, Block, target
 from mailgate.autoblock.settings import BlockSettings
 from mailgate.config.config import Config
@@ -76,30 +77,20 @@ def run(cfg: Config, action: str, what: str | None, seconds: str | None, as_json
         return 1
 
 
-async def _blocks(store: Store) -> list[tuple[Block, float]]:
-    """Every live block with its expiry in the store."""
-    out = []
-    for item in await store.items(BLOCK):
-        name = item.key[len(BLOCK):]
-        block = Block.parse(name, item.value) or Block(name, item.expires, 0, "?", item.value)
-        out.append((block, item.expires))
-    return out
-
-
 def _when(stamp: float) -> str:
     return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def _list(store: Store, key: str, length: float, out: TextIO) -> int:
     now = time.time()
-    for block, expires in await _blocks(store):
+    for block, expires in await blocks_in_force(store):
         print(f"{block.target} blocked until {_when(expires)} ({max(expires - now, 0):.0f}s "
               f"left), offence {block.offence}, {block.source}: {block.reason}", file=out)
     return 0
 
 
 async def _list_json(store: Store, key: str, length: float, out: TextIO) -> int:
-    for block, expires in await _blocks(store):
+    for block, expires in await blocks_in_force(store):
         print(json.dumps({"target": block.target, "until": round(expires, 3),
                           "offence": block.offence, "source": block.source,
                           "reason": block.reason}), file=out)

@@ -165,8 +165,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from mailgate.report.command import run
 
+    cfg = _load(args, demo=False) if args.config_dir or args.override else None
     return run(args.logs, args.since, args.until, args.html, args.top, args.attack_threshold,
-               args.attack_spread, jobs=args.jobs)
+               args.attack_spread, jobs=args.jobs, cfg=cfg)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="summarize a mail log (pflogsumm's totals, rejects "
                             "by restriction, dictionary attacks; --html with charts)")
+    common(report)  # -c DIR: with Redis, the blocks in force on every gateway are added
     report.add_argument("logs", nargs="*", metavar="LOG",
                         help="log files, plain or gzip'd ('-' or none: stdin)")
     report.add_argument("--since", metavar="DATE", help="from this time: YYYY-MM-DD[ HH:MM[:SS]]")

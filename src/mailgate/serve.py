@@ -220,9 +220,11 @@ class Serving:
         """The processes of one configuration: workers, the accept process, the metrics
         process; `first`: the start-up one (it recovers the queue)."""
         accept_process = cfg.get_bool("smtpd_accept_process")
-        greeters = [acceptor.Greeter.from_settings(SmtpdSettings.from_config(
-            listeners.specs[route].config), screened=listeners.specs[route].postscreen
-            is not None) for route in listeners.routes]
+        greeters = [acceptor.Greeter.from_settings(
+            SmtpdSettings.from_config(listeners.specs[route].config),
+            screened=listeners.specs[route].postscreen is not None,
+            shared=StateSettings.from_config(listeners.specs[route].config).redis)
+            for route in listeners.routes]
         workers = cfg.get_int("smtpd_processes") or default_workers(os.cpu_count() or 1,
                                                                     accept_process)
         handoff = Handoff(workers) if accept_process else None

@@ -46,6 +46,9 @@ def contract(store: RedisStore | GuardedStore) -> None:
         assert await store.get("k") == "v1"
         assert await store.incr("c:1", 1, 60) == 1
         assert await store.incr("c:1", 4, 60) == 5
+        assert await store.add("g:1", 2, 60) == 2
+        assert await store.add("g:1", -5, 60) == 0
+        assert 59 < (await store.items("g:"))[0].expires - time.time() <= 60.5
         await store.put("block:192.0.2.0/24", "x", 100)
         await store.put("block*odd", "y", 100)
         items = await store.items("block:")

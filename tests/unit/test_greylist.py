@@ -326,7 +326,8 @@ def test_state_failure_may_let_the_client_through(tmp_path: Path) -> None:
 
     gw = Gateway(tmp_path, store=Open())
     assert gw.rcpt() is None
-    assert gw.log[-1] == "warning: check_greylist: state lookup error: redis: timeout"
+    # no warning per command: the store logs one when it fails and one when it is back
+    assert not any("state lookup error" in line for line in gw.log)
 
 
 def test_nothing_to_greylist_without_a_recipient(tmp_path: Path) -> None:

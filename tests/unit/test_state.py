@@ -60,6 +60,24 @@ def test_counters_are_fixed_windows(store: tuple[Store, Clock]) -> None:
     asyncio.run(run())
 
 
+def test_gauges_slide_and_never_go_below_zero(store: tuple[Store, Clock]) -> None:
+    db, clock = store
+
+    async def run() -> None:
+        assert await db.add("g", 1, 60) == 1
+        clock.now += 50
+        assert await db.add("g", 1, 60) == 2  # every change restarts the lifetime
+        clock.now += 50
+        assert await db.add("g", -1, 60) == 1
+        assert await db.add("g", -3, 60) == 0  # clamped: a lost disconnect cannot go below
+        assert await db.add("g", 1, 60) == 1
+        clock.now += 61
+        assert await db.get("g") is None
+        assert await db.add("g", -1, 60) == 0
+
+    asyncio.run(run())
+
+
 def test_items_by_prefix_live_only(store: tuple[Store, Clock]) -> None:
     db, clock = store
 

@@ -130,7 +130,10 @@ class App:
         smtpd_log = functools.partial(log.log, "smtpd")
         resolver = build_resolver(cfg, registry, local, smtpd_log)
         state = open_store(StateSettings.from_config(cfg),  # shared by the workers (0061)
-                           lambda text: log.log("smtpd", f"warning: {text}"))
+                           lambda text: log.log("smtpd", f"warning: {text}"),
+                           observe=metrics.state_backend)
+        if state.shared:
+            metrics.state_backend(True)
         engine, vmaps = build_engine(cfg, registry, resolver, smtpd_log, local, metrics=metrics,
                                      state=state)
         store = QueueStore(delivery.queue_directory, fsync=fsync, slot=worker,
@@ -273,8 +276,11 @@ def smtpd_server(cfg: Config, shared: Shared, engine: Engine | None = None,
                                   smtpd.sasl.exceptions_networks, registry)))
     services.blocks = auto_blocks(cfg, shared, log, services.xclient_hosts)
     services.journal, services.engine = shared.journal, shared.journal.engine(engine)
-    exceptions = HostAddrList.build(cfg.get_list("smtpd_client_event_limit_exceptions")
-                                    or mynetworks_patterns(cfg), registry)
+    explicit = any(cfg.is_set(name) for name in ("smtpd_client_event_limit_exceptions",
+                                                 "smtpd_client_connection_limit_exceptions"))
+    exceptions = HostAddrList.build(  # (set empty: nobody is exempt, as in Postfix)
+        cfg.get_list("smtpd_client_event_limit_exceptions")
+        if explicit else mynetworks_patterns(cfg), registry)
     server = SmtpServer(smtpd, services, exceptions, shared.connections, name=name)
     if postscreen is not None:  # decision 0065
         server.postscreen = Postscreen.build(postscreen, registry, engine, shared.log)

@@ -3,12 +3,14 @@ through the restriction engine (decision 0063)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mailgate.config.config import Config
 from mailgate.dns.rbl import reverse_query
@@ -25,6 +27,7 @@ from mailgate.engine.reply import Status
 from mailgate.errors import ConfigError
 from mailgate.state import StateUnavailable, Store
 
+T = TypeVar("T")
 NAME = "check_greylist"
 TRIPLET, CLIENT = "greylist:triplet:", "greylist:client:"  # state keys
 HEADER = "X-Greylist"
@@ -150,27 +153,31 @@ class Greylist:
             return Decision(allowlisted="recipient allowlist")
         s, store, now = self.s, self.store, int(self.clock())
         client = CLIENT + _canonical(addr)
+        key = TRIPLET + f"{network}/{normalize_sender(sender)}/{recipient}".lower()
         count, counted = 0, None
-        if s.auto_allowlist_clients:
-            count, counted = _pair(await store.get(client))
+        if s.auto_allowlist_clients:  # both keys asked at once: one round trip's wait
+            client_value, triplet = await _together(store, store.get(client), store.get(key))
+            count, counted = _pair(client_value)
             if counted is not None and count >= s.auto_allowlist_clients:
                 if now >= counted + _HOUR or counted > now:  # "for statistics"
                     await store.put(client, f"{count + 1},{now}", s.max_age)
                 return Decision(allowlisted="client auto-allowlist")
-        key = TRIPLET + f"{network}/{normalize_sender(sender)}/{recipient}".lower()
-        first, last = _pair(await store.get(key))
+        else:
+            triplet = await store.get(key)
+        first, last = _pair(triplet)
         passed = last is not None and last - first >= s.delay
         if last is None or (not passed and now - first > s.retry_window) or first > now:
             first = now
-        await store.put(key, f"{first},{now}",
-                        s.max_age if now - first >= s.delay else s.retry_window)
+        writes = [store.put(key, f"{first},{now}",
+                            s.max_age if now - first >= s.delay else s.retry_window)]
         wait = s.delay - (now - first)
         promoted = False
         if s.auto_allowlist_clients and wait <= 0 and not passed and \
                 (counted is None or now >= counted + _HOUR):
             count += 1
-            await store.put(client, f"{count},{now}", s.max_age)
+            writes.append(store.put(client, f"{count},{now}", s.max_age))
             promoted = count == s.auto_allowlist_clients
+        await _together(store, *writes)  # (one more round trip's wait)
         if wait > 0:
             return Decision(wait=wait, new=first == now)
         return Decision(delayed=0 if passed else now - first, promoted=promoted)
@@ -198,6 +205,21 @@ class Greylist:
             return False
         self.instances.append(instance)
         return True
+
+
+async def _together(store: Store, *calls: Coroutine[object, object, T]) -> list[T]:
+    """The calls' results: at once for a remote store (the waits overlap), else in turn
+    (a local store answers without waiting; tasks would only cost)."""
+    if store.shared:
+        return list(await asyncio.gather(*calls))
+    results: list[T] = []
+    try:
+        for call in calls:
+            results.append(await call)
+    finally:
+        for call in calls[len(results) + 1:]:  # after a failure: never run
+            call.close()
+    return results
 
 
 def _canonical(addr: str) -> str:
@@ -257,9 +279,9 @@ async def check_greylist(ev: Evaluation, frame: Frame, args: Args) -> Status:
     try:
         found = await grey.decide(client.name, client.addr, network, sender, recipient)
     except StateUnavailable as exc:
-        ev.warn(f"{NAME}: state lookup error: {exc}")
-        if getattr(exc, "fail_open", False):  # the administrator's choice (a remote store)
+        if exc.fail_open:  # the administrator's choice (a remote store, which warned once)
             return Status.DUNNO
+        ev.warn(f"{NAME}: state lookup error: {exc}")
         return await table_result(ev, NAME, _CONFIG_ERROR, recipient, frame)
     return await _answer(ev, grey, found, frame, recipient)
 

@@ -67,6 +67,9 @@ class Metrics:
     def auto_block_refusal(self) -> None:
         """A connection was refused because its client or network is blocked."""
 
+    def state_backend(self, up: bool) -> None:
+        """The shared state backend (Redis) answers again (`up`), or stopped answering."""
+
 
 NO_METRICS = Metrics()
 

@@ -69,6 +69,11 @@ class PrometheusMetrics(Metrics):
                               ["target"], registry=None)
         self.block_refusals = Counter("mailgate_auto_block_refusals", "Connections refused "
                                       "because the client is blocked", registry=None)
+        self.state_up = Gauge("mailgate_state_backend_up", "1 while the shared state "
+                              "backend (Redis) answers in every process, 0 while it fails "
+                              "over to redis_failure_action", registry=None,
+                              multiprocess_mode="livemin")
+        self._state_up: int | None = None  # None: no shared backend (not exported)
         self._children: dict[tuple[Any, ...], Any] = {}
         # Events are added up in plain dicts and written to the shared files by flush()
         # (a few times a second): an event costs a dict update, not a locked mmap write.
@@ -102,6 +107,8 @@ class PrometheusMetrics(Metrics):
             self._child(key).observe(seconds)
         self.sessions.set(self._sessions)
         self.tarpitted.set(self._tarpitted)
+        if self._state_up is not None:
+            self.state_up.set(self._state_up)
 
     def _child(self, key: tuple[Any, ...]) -> Any:
         """The value for (family, *labels), made once: the family itself without labels."""
@@ -168,3 +175,6 @@ class PrometheusMetrics(Metrics):
 
     def auto_block_refusal(self) -> None:
         self._add((self.block_refusals,))
+
+    def state_backend(self, up: bool) -> None:
+        self._state_up = int(up)

@@ -20,7 +20,7 @@ from mailgate.maillog import MailLog
 from mailgate.master import address, listen_socket
 from mailgate.metrics import create as create_metrics
 from mailgate.policy.protocol import PolicyReader, ProtocolError, Request, reply
-from mailgate.policyd.server import ClientErrors, PolicydSettings, PolicyService
+from mailgate.policyd.server import ClientErrors, PolicydSettings, PolicyService, SharedErrors
 from mailgate.privileges import Owner, drop, hand_file, hand_over, mail_owner, preload
 from mailgate.state.open import open_store
 from mailgate.state.settings import StateSettings
@@ -173,12 +173,17 @@ async def main(cfg: Config, sockets: list[socket.socket], errors: ClientErrors,
     local = interface_addresses(cfg, [a.host for a in smtpd.listen])
     resolver = build_resolver(cfg, registry, local, policyd_log)
     counted = create_metrics(metrics)
+    state = open_store(StateSettings.from_config(cfg),
+                       lambda text: log.log(PROGRAM, f"warning: {text}"),
+                       observe=counted.state_backend)
+    if state.shared:
+        counted.state_backend(True)
     engine, _ = build_engine(cfg, registry, resolver, policyd_log, local, policyd=True,
-                             metrics=counted, state=open_store(
-                                 StateSettings.from_config(cfg),
-                                 lambda text: log.log(PROGRAM, f"warning: {text}")))
-    service = PolicyService(engine, PolicydSettings.from_config(cfg), smtpd, policyd_log,
-                            errors, counted)
+                             metrics=counted, state=state)
+    settings = PolicydSettings.from_config(cfg)
+    service = PolicyService(engine, settings, smtpd, policyd_log,
+                            SharedErrors(state, settings.state_ttl) if state.shared
+                            else errors, counted)
     counted.start(loop)
     drop(owner)
 

@@ -29,12 +29,15 @@ from mailgate.engine.stages import STAGES, Stage
 from mailgate.engine.tarpit import tarpit_delay
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.policy.protocol import ProtocolError, Request
+from mailgate.state import StateUnavailable, Store
 
 Log = Callable[[str], None]
 # "<name>: Client host rejected: " - Postfix adds its own for the stage that asked.
 _PREFIX = re.compile(r"(?:<[^>]*>: )?(?:(?:Client host|Helo command|Sender address|"
                      r"Recipient address|Etrn command|Data command|End-of-data) rejected: )?")
 _TARPIT = "Error: too many errors"
+ERRORS = "policyd:errors:"  # state keys of SharedErrors
+_TEMPFAIL = "451 4.3.5 Server configuration problem"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,37 @@ class ClientErrors:
             count += 1
             self._SLOT.pack_into(self.mem, offset, check, count, now)
             return int(count)
+
+    async def count(self, addr: str) -> int:
+        return self.get(addr)
+
+    async def note(self, addr: str) -> None:
+        self.add(addr)
+
+
+class SharedErrors:
+    """The same counts in the shared state store (Redis), so that a client's errors follow
+    it from one gateway to the next: a gauge per address (`policyd:errors:ADDR`), forgotten
+    `ttl` seconds after the last error. The store failing: no errors are known
+    (fail_open, local: the local database's) or StateUnavailable (tempfail)."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self.store, self.ttl = store, ttl
+
+    async def count(self, addr: str) -> int:
+        try:
+            value = await self.store.get(ERRORS + addr)
+        except StateUnavailable as exc:
+            if exc.fail_open:
+                return 0
+            raise
+        return int(value) if value and value.isdigit() else 0
+
+    async def note(self, addr: str) -> None:
+        try:
+            await self.store.add(ERRORS + addr, 1, self.ttl)
+        except StateUnavailable:
+            pass  # (counted nowhere: the client gets the benefit of the doubt)
 
 
 _REQUEST_NAMES = {"helo": "helo_name", "sender": "sender", "recipient": "recipient",
@@ -183,7 +217,7 @@ class PolicyService:
     """Answers requests; the engine, settings and clock are handed in."""
 
     def __init__(self, engine: Engine, settings: PolicydSettings, smtpd: SmtpdSettings,
-                 log: Log, errors: ClientErrors, metrics: Metrics = NO_METRICS) -> None:
+                 log: Log, errors: ClientErrors | SharedErrors, metrics: Metrics = NO_METRICS) -> None:
         self.engine = engine
         self.metrics = metrics
         self.s = settings
@@ -225,12 +259,15 @@ class PolicyService:
                      f"{st.client.addr}")
             return self.s.default_action, 0.0
         addr = st.client.addr
-        errors = self.errors.get(addr)
+        try:
+            errors = await self.errors.count(addr)
+        except StateUnavailable:  # redis_failure_action = tempfail (one warning: the store's)
+            return _TEMPFAIL, 0.0
         if errors >= self.smtpd.hard_error_limit:
             return _detail(self.engine.refuse(st, 421, "4.7.0", _TARPIT)), 0.0
         action = await self._evaluate(st, stage, req)
         if action[:1] in "45" and action[:3].isdigit() and st.where == "RCPT":
-            self.errors.add(addr)
+            await self.errors.note(addr)
         return action, tarpit_delay(self.smtpd, errors)
 
     async def _evaluate(self, st: CheckState, stage: Stage, req: Request) -> str:

@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from mailgate.report import html, parallel, reading, text
+from mailgate.config.config import Config
+from mailgate.report import html, parallel, reading, state, text
 from mailgate.report.logline import Clock, parse_bound
 from mailgate.report.summary import Summary
 
@@ -48,10 +49,11 @@ def _summary(now: datetime | None, since: datetime | None, until: datetime | Non
 
 def run(names: list[str], since: str | None = None, until: str | None = None,
         html_path: str | None = None, top: int = 10, threshold: int = 5, spread: int = 3,
-        now: datetime | None = None, out: TextIO | None = None, jobs: int = 0) -> int:
+        now: datetime | None = None, out: TextIO | None = None, jobs: int = 0,
+        cfg: Config | None = None) -> int:
     """Summarize the logs; print the text report (and write the HTML page). 0, or 2 on a
     bad argument or unreadable input. `jobs`: processes for large plain files (0: one per
-    core)."""
+    core). `cfg` (-c): its shared state (Redis) adds the blocks in force now."""
     out = out or sys.stdout
     names = names or ["-"]
     try:
@@ -90,6 +92,8 @@ def run(names: list[str], since: str | None = None, until: str | None = None,
     summary.done()
     findings = summary.attacks.findings(threshold, spread)
     out.write(text.render(summary, findings, top))
+    if cfg is not None:
+        out.write(state.render(cfg, top))
     if html_path:
         Path(html_path).write_text(html.render(summary, findings, top), encoding="utf-8")
     return 0

@@ -13,6 +13,7 @@ from mailgate.sasl.dovecot import AuthUnavailable, Exchange
 from mailgate.sasl.protocol import Challenge, Failure, Outcome, Success, TemporaryFailure
 from mailgate.sasl.server import SaslServer
 from mailgate.server.session_commands import SessionParts
+from mailgate.server.sharedlimits import TEMPFAIL
 from mailgate.server.stats import CommandStats
 from mailgate.server.tls import TlsInfo
 from mailgate.smtp.protocol import Command, ServerConnection
@@ -80,7 +81,7 @@ class AuthCommands(SessionParts):
         if self.st.sender is not None:
             self.reply("503 5.5.1 Error: MAIL transaction in progress")
             return False
-        if self.over_auth_rate():
+        if await self.over_auth_rate():
             return False
         if self.st.sasl_username is not None:
             self.reply("503 5.5.1 Error: already authenticated")
@@ -96,12 +97,18 @@ class AuthCommands(SessionParts):
             remote_addr=client.addr, secured=self.tls is not None)
         return self._auth_outcome(exchange, await exchange.step(initial))
 
-    def over_auth_rate(self) -> bool:
-        """smtpd_client_auth_rate_limit: every AUTH counts; over the limit, `450 4.7.1`."""
+    async def over_auth_rate(self) -> bool:
+        """smtpd_client_auth_rate_limit: every AUTH counts; over the limit, `450 4.7.1`.
+        With shared state the rate is every node's."""
         limit = self.s.auth_rate_limit
         if not limit:
             return False
         rate = self.event_rate("auth", True)
+        if rate is not None and self.site_rate is not None:
+            rate = await self.site_rate("auth", rate)
+            if rate == TEMPFAIL:
+                self.reply("451 4.3.5 Server configuration problem")
+                return True
         if rate is None or rate <= limit:
             return False
         self.warn(f"AUTH command rate limit exceeded: {rate} from {self.namaddr} for service "

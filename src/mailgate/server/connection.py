@@ -39,6 +39,7 @@ class Connection(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.counted = ""  # the address this connection is counted under (anvil's count)
+        self.site_counted = False  # also in the site-wide count (shared state)
         self.gone = False
 
     # --- asyncio.Protocol -------------------------------------------------------------

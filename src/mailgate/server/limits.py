@@ -9,6 +9,7 @@ from mailgate.anvil import ConnectionTable
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import Client
 from mailgate.maps.matchlist import HostAddrList
+from mailgate.server.sharedlimits import TEMPFAIL, SiteCounts
 
 
 def service_name(sockname: object) -> str:
@@ -26,11 +27,13 @@ class ClientLimits:
     """One smtpd service's view of the shared anvil table (smtpd's anvil client)."""
 
     def __init__(self, settings: SmtpdSettings, connections: ConnectionTable,
-                 exceptions: HostAddrList, xclient_hosts: Callable[[Client], bool]) -> None:
+                 exceptions: HostAddrList, xclient_hosts: Callable[[Client], bool],
+                 site: SiteCounts | None = None) -> None:
         self.settings = settings
         self.connections = connections
         self.exceptions = exceptions
         self.xclient_hosts = xclient_hosts
+        self.site = site  # the counts of every node, when the state is shared (Redis)
 
     def exempt(self, client: Client) -> bool:
         """smtpd_client_event_limit_exceptions and XCLIENT-authorized clients."""
@@ -54,11 +57,20 @@ class ClientLimits:
         return self.connections.event(key, event, time.time(), s.rate_time_unit,
                                       s.rate_window_sliding, ident, count)
 
-    def over_limit(self, client: Client, count: int, total: int, service: str, key: str,
-                   ident: str) -> tuple[str, str]:
+    async def site_event(self, key: str, event: str, local: int) -> int:
+        """The site-wide rate of a counted event (MAIL, RCPT, AUTH) given this node's
+        `local` one: `local` without shared state; TEMPFAIL when the store failed so."""
+        if self.site is None:
+            return local
+        return await self.site.event(key, event, local)
+
+    async def over_limit(self, client: Client, count: int, total: int, service: str,
+                         key: str, ident: str) -> tuple[str, str]:
         """(421 reply, warning) when a connection limit is exceeded, else empty strings.
         A client that anvil counts (`ident`) is registered first, as smtpd's
-        anvil_clnt_connect(): a connection refused for the count adds to the rate."""
+        anvil_clnt_connect(): a connection refused for the count adds to the rate. With
+        shared state, the counts compared are every node's (the caller ends the count
+        with site.disconnect())."""
         s = self.settings
         addr = client.addr
         namaddr = client.namaddr
@@ -70,6 +82,11 @@ class ClientLimits:
             return "", ""
         rate = self.connections.register(key, ident, count, time.time(), s.rate_time_unit,
                                          s.rate_window_sliding)
+        if self.site is not None:
+            count, rate = await self.site.connect(key, count, rate)
+            if count == TEMPFAIL:
+                # (the store's one warning per change of state says why)
+                return f"421 4.3.5 {s.myhostname} Server configuration problem", ""
         if s.connection_count_limit and count > s.connection_count_limit:
             return (f"421 4.7.0 {s.myhostname} Error: too many connections from {addr}",
                     f"Connection concurrency limit exceeded: {count} from {namaddr} "

@@ -25,6 +25,7 @@ from mailgate.server.limits import ClientLimits, service_name
 from mailgate.server.postscreen import Postscreen, SessionFactory
 from mailgate.server.proxied import proxy_failed, proxy_header
 from mailgate.server.session import Services, Session
+from mailgate.server.sharedlimits import SiteCounts
 from mailgate.server.tls import describe
 from mailgate.smtp.protocol import NEED_DATA, Closed, Mode, ServerConnection
 
@@ -60,7 +61,8 @@ class SmtpServer:
         self.servers: list[asyncio.AbstractServer] = []
         self.loop: asyncio.AbstractEventLoop  # the worker's loop, set by start()
         self.sessions: set[asyncio.Task[None]] = set()
-        self.greeter = Greeter.from_settings(settings)
+        state = services.engine.tables.state
+        self.greeter = Greeter.from_settings(settings, shared=state.shared)
         self.handoff: Handoff | None = None
         self.worker = 0
         self.channel: socket.socket | None = None
@@ -69,7 +71,9 @@ class SmtpServer:
         self.name = name  # the master.cf service name (None: from the listening address)
         self.postscreen: Postscreen | None = None  # a postscreen listener (decision 0065)
         self.limits = ClientLimits(settings, connections, limit_exceptions,
-                                   services.xclient_hosts)
+                                   services.xclient_hosts,
+                                   SiteCounts(state, settings.rate_time_unit)
+                                   if state.shared else None)
 
     async def start(self, sockets: list[socket.socket]) -> None:
         """Serve on listening sockets bound by the master (shared by every worker)."""
@@ -205,6 +209,8 @@ class SmtpServer:
             self.services.metrics.connection(-1)
             self.connections.disconnect(connection.counted, time.time(),
                                         self.settings.rate_time_unit)
+            if connection.site_counted and self.limits.site is not None:
+                self.limits.site.disconnect(connection.counted)
             connection.close()
 
     async def _run(self, connection: Connection, addr: str, port: int, count: int,
@@ -241,11 +247,16 @@ class SmtpServer:
         ident = limits.ident(client, session.service, key)
         if ident:  # (else the session's event_rate() counts nothing)
             session.event_rate = functools.partial(limits.event_rate, key, ident)
-        refusal, warning = limits.over_limit(client, count, total, session.service, key,
-                                             ident)
+        if ident and limits.site is not None:
+            session.site_rate = functools.partial(limits.site_event, key)
+            # (uncounted when the connection ends; over smtpd_max_connections, never counted)
+            connection.site_counted = total <= s.max_connections
+        refusal, warning = await limits.over_limit(client, count, total, session.service,
+                                                   key, ident)
         if refusal:  # (after an early greeting only when the rate grew in between)
             session.log(f"connect from {session.namaddr}")
-            session.warn(warning)
+            if warning:
+                session.warn(warning)
             connection.write(refusal.encode() + b"\r\n")
             await connection.drain()
             session.log(f"disconnect from {session.namaddr} commands=0/0")

@@ -91,6 +91,8 @@ class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataComm
         # anvil's rates of MAIL, RCPT, AUTH and new TLS sessions (set by the listener): the
         # rate (with `count`, after counting this event), or None for a client not counted
         self.event_rate: Callable[[str, bool], int | None] = lambda event, count: None
+        # with shared state, the site-wide rate given this node's (set by the listener)
+        self.site_rate: Callable[[str, int], Awaitable[int]] | None = None
         self.service = "smtp"  # the master.cf service name, for anvil's warnings
 
     # --- replies and logging ----------------------------------------------------------

@@ -6,7 +6,7 @@ STARTTLS, AUTH), as Postfix 3.7 smtpd answers them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from mailgate.config.settings import SmtpdSettings
@@ -48,6 +48,7 @@ class SessionParts:
     tx: Transaction
     st: CheckState
     event_rate: Callable[[str, bool], int | None]
+    site_rate: Callable[[str, int], Awaitable[int]] | None
     service: str
 
     if TYPE_CHECKING:  # provided by Session

@@ -26,6 +26,7 @@ from mailgate.queue.space import INSUFFICIENT_STORAGE, check_queue
 from mailgate.queue.store import Envelope, Incoming, QueueStore, Recipient
 from mailgate.sasl.server import SaslServer
 from mailgate.server.commands import ForbiddenCommands, parse_mail_params, parse_rcpt_params
+from mailgate.server.sharedlimits import TEMPFAIL
 from mailgate.server.stats import CommandStats
 from mailgate.smtp.protocol import Command, ServerConnection
 from mailgate.smtp.tokens import Extracted, Token, TokType, extract_addr
@@ -113,6 +114,7 @@ class TransactionCommands:
     service: str  # the master.cf service name, for anvil's warnings
     # anvil's rate of an event for this client, counted (None: anvil does not count it)
     event_rate: Callable[[str, bool], int | None]
+    site_rate: Callable[[str, int], Awaitable[int]] | None  # every node's (shared state)
 
     @property
     def namaddr(self) -> str:
@@ -158,7 +160,7 @@ class TransactionCommands:
             self.reply("503 5.5.1 Error: MAIL after BDAT")
             return False
         args = cmd.tokens
-        sender = self.envelope_address(args, "MAIL", None)
+        sender = await self.envelope_address(args, "MAIL", None)
         if sender is None:
             return False
         extracted, resolution = sender
@@ -203,7 +205,7 @@ class TransactionCommands:
         self.reply("250 2.1.0 Ok")
         return True
 
-    def envelope_address(self, args: tuple[Token, ...], verb: str, smtputf8: bool | None
+    async def envelope_address(self, args: tuple[Token, ...], verb: str, smtputf8: bool | None
                          ) -> tuple[Extracted, Resolution | None] | None:
         """MAIL's `FROM:<address>` or RCPT's `TO:<address>` (smtpd.c's shared checks, each
         with its own texts): the address and its resolution; None after replying to bad
@@ -213,7 +215,7 @@ class TransactionCommands:
             self.reply("501 5.5.4 Syntax: MAIL FROM:<address>" if mail
                        else "501 5.5.4 Syntax: RCPT TO:<address>")
             return None
-        if self.over_rate_limit(mail):
+        if await self.over_rate_limit(mail):
             return None
         bad = "501 5.1.7 Bad sender address syntax" if mail else \
             "501 5.1.3 Bad recipient address syntax"
@@ -233,15 +235,21 @@ class TransactionCommands:
             return None
         return extracted, resolution
 
-    def over_rate_limit(self, mail: bool) -> bool:
+    async def over_rate_limit(self, mail: bool) -> bool:
         """smtpd_client_message_rate_limit (MAIL) and smtpd_client_recipient_rate_limit
         (RCPT), as smtpd.c checks them after the command's syntax and before its address:
         each such command counts in anvil's window, refused ones too; over the limit,
-        `450 4.7.1` and Postfix's warning."""
+        `450 4.7.1` and Postfix's warning. With shared state the rate is every node's."""
         limit = self.s.message_rate_limit if mail else self.s.recipient_rate_limit
         if not limit:
             return False
-        rate = self.event_rate("mail" if mail else "rcpt", True)
+        event = "mail" if mail else "rcpt"
+        rate = self.event_rate(event, True)
+        if rate is not None and self.site_rate is not None:
+            rate = await self.site_rate(event, rate)
+            if rate == TEMPFAIL:
+                self.reply("451 4.3.5 Server configuration problem")
+                return True
         if rate is None or rate <= limit:
             return False
         addr = self.st.client.addr
@@ -282,7 +290,7 @@ class TransactionCommands:
             self.reply("503 5.5.1 Error: RCPT after BDAT")
             return False
         args = cmd.tokens
-        found = self.envelope_address(args, "RCPT", self.st.smtputf8)
+        found = await self.envelope_address(args, "RCPT", self.st.smtputf8)
         if found is None:
             return False
         extracted, resolution = found

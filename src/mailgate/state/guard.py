@@ -20,6 +20,8 @@ class GuardedStore:
     `warn` gets one line when the backend goes away and one when it is back; `observe(up)`
     feeds a metric."""
 
+    shared = True  # every node sees the same state (the counts are site-wide)
+
     def __init__(self, remote: Store, action: str, local: Store, timeout: float,
                  warn: Callable[[str], None], name: str = "redis",
                  observe: Callable[[bool], None] = lambda up: None,
@@ -81,6 +83,9 @@ class GuardedStore:
 
     async def incr(self, key: str, amount: int, ttl: float) -> int:
         return int(await self._call("incr", key, amount, ttl))
+
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        return int(await self._call("add", key, amount, ttl))
 
     async def items(self, prefix: str) -> list[Item]:
         items: list[Item] = await self._call("items", prefix)

@@ -14,6 +14,9 @@ _SCHEMA = ("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT N
 _INCR = ("INSERT INTO state (key, value, expires) VALUES (?1, ?2, ?3) ON CONFLICT (key) DO "
          "UPDATE SET value = CASE WHEN expires <= ?4 THEN ?2 ELSE CAST(value AS INTEGER) + ?2 "
          "END, expires = CASE WHEN expires <= ?4 THEN ?3 ELSE expires END RETURNING value")
+_ADD = ("INSERT INTO state (key, value, expires) VALUES (?1, MAX(?2, 0), ?3) ON CONFLICT (key) "
+        "DO UPDATE SET value = MAX(CASE WHEN expires <= ?4 THEN 0 ELSE CAST(value AS INTEGER) "
+        "END + ?2, 0), expires = ?3 RETURNING value")
 _PURGE_EVERY = 4096  # writes between two removals of expired rows
 
 
@@ -23,6 +26,8 @@ class LocalStore:
     connection on first use, so a store made before a fork works in every child. Calls
     are synchronous (tens of microseconds); a database locked longer than `timeout`
     seconds raises StateUnavailable."""
+
+    shared = False  # every node sees the same state (the counts are site-wide)
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time,
                  timeout: float = 0.2) -> None:
@@ -74,6 +79,12 @@ class LocalStore:
     async def incr(self, key: str, amount: int, ttl: float) -> int:
         now = self.clock()
         rows = self._run(_INCR, (key, amount, now + ttl, now))
+        self._wrote()
+        return int(rows[0][0])
+
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        now = self.clock()
+        rows = self._run(_ADD, (key, amount, now + ttl, now))
         self._wrote()
         return int(rows[0][0])
 

@@ -11,6 +11,8 @@ from mailgate.state.store import Item
 class MemoryStore:
     """Store in a dict. Expired entries are dropped when met and on every 1,024th write."""
 
+    shared = False  # every node sees the same state (the counts are site-wide)
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._data: dict[str, tuple[str, float]] = {}
@@ -48,6 +50,13 @@ class MemoryStore:
         else:
             count, expires = int(entry[0]) + amount, entry[1]
         self._data[key] = (str(count), expires)
+        self._wrote()
+        return count
+
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        entry = self._live(key)
+        count = max((int(entry[0]) if entry else 0) + amount, 0)
+        self._data[key] = (str(count), self.clock() + ttl)
         self._wrote()
         return count
 

@@ -15,6 +15,13 @@ local count = redis.call('INCRBY', KEYS[1], ARGV[1])
 if count == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return count
 """
+# a gauge: INCRBY clamped at zero, its lifetime restarted by every change
+_ADD = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if count < 0 then count = 0; redis.call('SET', KEYS[1], 0) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return count
+"""
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
@@ -48,12 +55,15 @@ class RedisStore:
     own key's in a Cluster), values as strings, expiry by Redis (PX). Errors and timeouts
     raise StateUnavailable; the GuardedStore above decides what that means."""
 
+    shared = True  # every node sees the same state (the counts are site-wide)
+
     def __init__(self, client: Any, prefix: str = "mailgate:",
                  clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.prefix = prefix
         self.clock = clock
         self._incr = client.register_script(_INCR)
+        self._add = client.register_script(_ADD)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}{{{key}}}"
@@ -79,6 +89,10 @@ class RedisStore:
     async def incr(self, key: str, amount: int, ttl: float) -> int:
         return int(await self._do(self._incr(keys=[self._key(key)],
                                              args=[amount, max(int(ttl * 1000), 1)])))
+
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        return int(await self._do(self._add(keys=[self._key(key)],
+                                            args=[amount, max(int(ttl * 1000), 1)])))
 
     async def items(self, prefix: str) -> list[Item]:
         pattern = self.prefix.translate(_GLOB) + "{" + prefix.translate(_GLOB) + "*"

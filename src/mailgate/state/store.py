@@ -1,4 +1,4 @@
-"""The state interface every backend implements (get, put, delete, incr, items)."""
+"""The state interface every backend implements (get, put, delete, incr, add, items)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ class Item:
 class Store(Protocol):
     """Keys with values and an expiry time. Times are the store's clock (handed in)."""
 
+    shared: bool  # True when other nodes share it (Redis): counts are then site-wide
+
     async def get(self, key: str) -> str | None:
         """The value, or None when the key is absent or expired."""
         ...
@@ -42,6 +44,12 @@ class Store(Protocol):
     async def incr(self, key: str, amount: int, ttl: float) -> int:
         """Add `amount` to a counter and return the new count. A counter that is absent or
         expired starts at `amount` and expires `ttl` seconds from now (a fixed window)."""
+        ...
+
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        """Add `amount` (negative: subtract) to a gauge, never below zero, and return it; the
+        gauge expires `ttl` seconds after its last change (a sliding lifetime: connection
+        counts, policyd's error counts)."""
         ...
 
     async def items(self, prefix: str) -> list[Item]:
