@@ -22,6 +22,7 @@ from mailgate.policy.protocol import Request
 from mailgate.policyd.server import PolicydSettings, PolicyService, SharedErrors
 from mailgate.state.open import open_store
 from mailgate.state.settings import StateSettings
+from support.metrics import scrape
 from support.redisserver import RedisServer
 
 # every connection from 127.0.0.1 is counted (no exceptions), and accepted for example.test
@@ -216,3 +217,32 @@ def test_block_and_report_read_the_shared_state(server_factory, redis: RedisServ
     redis.stop()
     down = cli(second, "report", str(second.root / "maillog"))
     assert down.returncode == 0 and "  unavailable: redis: " in down.stdout, down
+
+
+def test_the_backend_state_is_a_metric(server_factory, redis: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    """mailgate_state_backend_up: 1 while Redis answers, 0 once a worker found it gone,
+    1 again when it is back (no restart)."""
+    node = server_factory(**COUNTED, redis_servers=f"127.0.0.1:{redis.port}",
+                          metrics_listen="127.0.0.1:0").start()
+    assert node.proc is not None and node.proc.stdout is not None
+    found = re.fullmatch(r"mailgate: metrics on (http://127\.0\.0\.1:\d+/metrics)\n",
+                         node.proc.stdout.readline())
+    assert found
+    url = found.group(1)
+
+    def up() -> float | None:
+        samples = scrape(url)
+        key = ("mailgate_state_backend_up", frozenset())
+        return samples.get(key)
+
+    wait_until(lambda: up() == 1.0)
+    redis.stop()
+    assert recipients(node, 1)[0].startswith("250")  # fail_open: the session goes on
+    wait_until(lambda: up() == 0.0)
+    redis.start()
+
+    def recovered() -> bool:
+        recipients(node, 1)  # a connection asks Redis again (once a second while down)
+        return up() == 1.0
+
+    wait_until(recovered)
