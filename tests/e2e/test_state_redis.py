@@ -13,7 +13,7 @@ import pytest
 
 from conftest import Client, Server, require
 from mailgate.config.config import Config
-from mailgate.state import MemoryStore, StateUnavailable
+from mailgate.state import Change, MemoryStore, StateUnavailable
 from mailgate.state.guard import GuardedStore
 from mailgate.state.open import open_store
 from mailgate.state.redisstore import RedisStore, redis_client
@@ -48,7 +48,10 @@ def contract(store: RedisStore | GuardedStore) -> None:
         assert await store.incr("c:1", 4, 60) == 5
         assert await store.add("g:1", 2, 60) == 2
         assert await store.add("g:1", -5, 60) == 0
-        assert 59 < (await store.items("g:"))[0].expires - time.time() <= 60.5
+        counted = await store.counts([Change("c:1", 1, 60), Change("g:1", 3, 30, gauge=True)])
+        assert [value for value, _ in counted] == [6, 3]
+        assert 59 < counted[0][1] <= 60 and 29 < counted[1][1] <= 30
+        assert 29 < (await store.items("g:"))[0].expires - time.time() <= 30.5
         await store.put("block:192.0.2.0/24", "x", 100)
         await store.put("block*odd", "y", 100)
         items = await store.items("block:")

@@ -360,3 +360,39 @@ def test_policyd_gets_postgreys_actions(tmp_path: Path) -> None:
     assert prepend == []
     gw.later(300)
     assert run() == (None, [header(300, gw.clock.now)])
+
+
+def test_a_remote_store_is_asked_once_for_a_triplet_that_passed() -> None:
+    """With a shared store (Redis) a worker trusts a pass for PASSED_CACHE seconds."""
+    from mailgate.engine.greylist import PASSED_CACHE, Greylist, GreylistSettings
+
+    class Remote(MemoryStore):
+        shared = True
+
+        def __init__(self, clock: Callable[[], float]) -> None:
+            super().__init__(clock)
+            self.gets = 0
+
+        async def get(self, key: str) -> str | None:
+            self.gets += 1
+            return await super().get(key)
+
+    now = [1_000_000.0]
+    store = Remote(lambda: now[0])
+    grey = Greylist(GreylistSettings.from_config(Config.load(overrides=[
+        "greylist_delay=60s"])), store, clock=lambda: now[0])
+
+    def decide() -> object:
+        return asyncio.run(grey.decide("h.example", "192.0.2.1", "192.0.2.0",
+                                       "s@example.org", "r@example.test"))
+
+    assert decide().wait == 60  # type: ignore[attr-defined]
+    now[0] += 61
+    assert decide().delayed == 61  # type: ignore[attr-defined]
+    asked = store.gets
+    for _ in range(5):
+        assert decide().wait == 0 and decide().delayed == 0  # type: ignore[attr-defined]
+    assert store.gets == asked  # no round trip
+    now[0] += PASSED_CACHE
+    decide()
+    assert store.gets > asked  # asked again, and the last-seen time written

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.state import LocalStore, MemoryStore, StateUnavailable, Store
+from mailgate.state import Change, LocalStore, MemoryStore, StateUnavailable, Store
 
 
 class Clock:
@@ -74,6 +74,19 @@ def test_gauges_slide_and_never_go_below_zero(store: tuple[Store, Clock]) -> Non
         clock.now += 61
         assert await db.get("g") is None
         assert await db.add("g", -1, 60) == 0
+
+    asyncio.run(run())
+
+
+def test_counts_change_several_counters_at_once(store: tuple[Store, Clock]) -> None:
+    db, clock = store
+
+    async def run() -> None:
+        both = [Change("w", 2, 60), Change("g", 1, 30, gauge=True)]
+        assert await db.counts(both) == [(2, 60.0), (1, 30.0)]
+        clock.now += 10
+        assert await db.counts(both) == [(4, 50.0), (2, 30.0)]  # the window, the gauge
+        assert await db.counts([Change("g", -5, 30, gauge=True)]) == [(0, 30.0)]
 
     asyncio.run(run())
 

@@ -204,6 +204,9 @@ class App:
         if self.helper is not None:
             await self.helper.close()
         self.renamer.stop()
+        for server in self.servers:  # the connections that ended, to the site's counts
+            if server.limits.site is not None:
+                await server.limits.site.drain()
         await self.servers[0].services.engine.tables.state.aclose()
         self.journal.close()
         self.log.close()

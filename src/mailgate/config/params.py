@@ -87,6 +87,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("redis_timeout", _T, "0.05s", extension=True),
     Param("redis_key_prefix", _S, "mailgate:", extension=True),
     Param("redis_failure_action", _S, "fail_open", extension=True),
+    # how long a gateway trusts a site-wide anvil count it read back (0: ask every time)
+    Param("redis_count_cache_time", _T, "0.1s", extension=True),
     Param("syslog_name", _S, "mailgate"),
     Param("maillog_file", _S, ""),
     Param("syslog_facility", _S, "mail"),

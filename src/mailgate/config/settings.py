@@ -80,6 +80,7 @@ class SmtpdSettings:
     message_rate_limit: int  # smtpd_client_message_rate_limit
     recipient_rate_limit: int  # smtpd_client_recipient_rate_limit
     rate_window_sliding: bool  # anvil_rate_window = sliding (ours)
+    site_count_cache: float  # redis_count_cache_time (ours): trusting a site-wide count
     client_ipv4_prefix_length: int  # Postfix 3.8's smtpd_client_ipv4_prefix_length
     client_ipv6_prefix_length: int  # and smtpd_client_ipv6_prefix_length
     max_connections: int
@@ -156,6 +157,7 @@ class SmtpdSettings:
             message_rate_limit=cfg.get_int("smtpd_client_message_rate_limit"),
             recipient_rate_limit=cfg.get_int("smtpd_client_recipient_rate_limit"),
             rate_window_sliding=_rate_window(cfg),
+            site_count_cache=cfg.get_time("redis_count_cache_time"),
             client_ipv4_prefix_length=cfg.get_int("smtpd_client_ipv4_prefix_length"),
             client_ipv6_prefix_length=cfg.get_int("smtpd_client_ipv6_prefix_length"),
             max_connections=cfg.get_int("smtpd_max_connections"),

@@ -28,6 +28,11 @@ from mailgate.errors import ConfigError
 from mailgate.state import StateUnavailable, Store
 
 T = TypeVar("T")
+# With a remote store (Redis), a triplet that passed (or a client auto-allowlisted) is
+# trusted by the worker for this long: its last-seen time is then written at most this late
+# (postgrey's max_age is counted in days), and most recipients cost no round trip.
+PASSED_CACHE = 60.0
+PASSED_SIZE = 65_536
 NAME = "check_greylist"
 TRIPLET, CLIENT = "greylist:triplet:", "greylist:client:"  # state keys
 HEADER = "X-Greylist"
@@ -121,6 +126,9 @@ class Greylist:
         self.clock = clock
         self.hostname = hostname
         self.instances: deque[str] = deque(maxlen=_INSTANCES)
+        # with a remote store: what passed lately (key → until), so that a known triplet or
+        # an auto-allowlisted client costs no round trip for PASSED_CACHE seconds
+        self.passed: dict[str, tuple[float, Decision]] = {}
 
     @classmethod
     def from_config(cls, cfg: Config, store: Store, warn: Callable[[str], None]) -> Greylist:
@@ -151,9 +159,35 @@ class Greylist:
             return Decision(allowlisted="client allowlist")
         if self.recipients.match(recipient):
             return Decision(allowlisted="recipient allowlist")
-        s, store, now = self.s, self.store, int(self.clock())
+        store, now = self.store, int(self.clock())
         client = CLIENT + _canonical(addr)
         key = TRIPLET + f"{network}/{normalize_sender(sender)}/{recipient}".lower()
+        if store.shared:
+            cached = self._cached(client) or self._cached(key)
+            if cached is not None:
+                return cached
+            decision = await self._decide(now, client, key)
+            if not decision.wait:
+                self._remember(client if decision.allowlisted else key, decision)
+            return decision
+        return await self._decide(now, client, key)
+
+    def _cached(self, key: str) -> Decision | None:
+        entry = self.passed.get(key)
+        if entry is None or entry[0] <= self.clock():
+            return None
+        return entry[1]
+
+    def _remember(self, key: str, decision: Decision) -> None:
+        """A pass, trusted for PASSED_CACHE seconds: the next ones are plain passes."""
+        if len(self.passed) >= PASSED_SIZE:
+            self.passed.clear()
+        self.passed[key] = (self.clock() + PASSED_CACHE,
+                            Decision(allowlisted=decision.allowlisted))
+
+    async def _decide(self, now: int, client: str, key: str) -> Decision:
+        """decide()'s lookups and updates in the store."""
+        s, store = self.s, self.store
         count, counted = 0, None
         if s.auto_allowlist_clients:  # both keys asked at once: one round trip's wait
             client_value, triplet = await _together(store, store.get(client), store.get(key))

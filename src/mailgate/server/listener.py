@@ -72,7 +72,8 @@ class SmtpServer:
         self.postscreen: Postscreen | None = None  # a postscreen listener (decision 0065)
         self.limits = ClientLimits(settings, connections, limit_exceptions,
                                    services.xclient_hosts,
-                                   SiteCounts(state, settings.rate_time_unit)
+                                   SiteCounts(state, settings.rate_time_unit,
+                                              settings.site_count_cache)
                                    if state.shared else None)
 
     async def start(self, sockets: list[socket.socket]) -> None:

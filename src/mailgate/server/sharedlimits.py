@@ -3,60 +3,164 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import time
+from collections.abc import Callable
 
-from mailgate.state import StateUnavailable, Store
+from mailgate.state import Change, StateUnavailable, Store
 
 CONNECTIONS = "anvil:conn:"  # a gauge per client key: its open connections on every node
 # A gauge forgets a client this long after its count last changed: what a node killed with
 # connections open leaves behind lasts no longer than a quiet spell of this length.
 CONNECTION_TTL = 600.0
 TEMPFAIL = -1  # a count the store could not give with redis_failure_action = tempfail
+BATCH = 0.02  # seconds a worker gathers its changes before sending them in one round trip
+RETRY = 1.0  # seconds before sending again after the store failed
+KNOWN = 65_536  # site counts remembered; the expired ones are dropped beyond this
 
 
 class SiteCounts:
     """The counts anvil keeps per client (connections, and the rates of connections, MAIL,
-    RCPT and AUTH), shared by every node through the store (decision 0068). Rates are the
-    store's fixed windows of anvil_rate_time_unit (anvil's own windows: they begin with the
-    first event). Each node still counts in its own anvil table (its statistics, and the
-    answer when the store fails with `fail_open` or `local`): a site-wide count is never
-    smaller than the node's own, so the larger of the two is the one compared."""
+    RCPT and AUTH), shared by every node through the store (decision 0069).
 
-    def __init__(self, store: Store, unit: float) -> None:
+    A worker counts an event at once. For a client whose site count it read back in the last
+    redis_count_cache_time (0.1s), it answers with that count plus what it counted since,
+    waiting for nothing; every BATCH seconds it sends what it counted, every key in one
+    round trip (Store.counts), and reads each key's site count back. For a client it has
+    not heard of lately, the event waits for that round trip, sent at once. So a busy client
+    costs Redis one command per batch instead of one per event and its sessions no wait,
+    and a client spread over the nodes is counted site-wide from its first event on each;
+    what other nodes counted in the last cache time plus a batch can be missing (0: none).
+    Rates are the store's fixed windows of anvil_rate_time_unit (anvil's windows: they
+    begin with the first event). Each node still counts in its own anvil table; the larger
+    of the two is the one compared.
+
+    The store failing: `fail_open` and `local` leave the node's own counts (the local
+    store's, with `local`) to decide; `tempfail` makes every count TEMPFAIL until the store
+    answers again. Connection counts that could not be sent are sent later, so a count
+    never drifts; rate events are dropped (their window has moved on)."""
+
+    def __init__(self, store: Store, unit: float, fresh: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.unit = max(float(int(unit)), 1.0)
-        self.pending: set[asyncio.Task[int]] = set()
+        self.fresh = fresh  # redis_count_cache_time: how long a count read back is trusted
+        self.clock = clock
+        self._pending: dict[str, int] = {}  # key → change not sent yet
+        self._known: dict[str, tuple[int, float]] = {}  # key → (site count, trusted until)
+        self._failed = False  # the store failed with tempfail: counts are TEMPFAIL
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task[None] | None = None
+        self._batch: asyncio.Future[None] | None = None  # done when the pending ones are sent
+        self._urgent = False  # someone waits for the pending batch
 
-    async def _count(self, call: Awaitable[int], local: int) -> int:
-        try:
-            value = await call
-        except StateUnavailable as exc:
-            return local if exc.fail_open else TEMPFAIL
-        return max(value, local)
-
+    # --- what the limits ask -------------------------------------------------------------
     async def event(self, key: str, kind: str, local: int) -> int:
-        """Count one `kind` event (mail, rcpt, auth) site-wide: the rate, TEMPFAIL, or
-        `local` when the store failed and the failure action lets the client through."""
-        return await self._count(self.store.incr(f"anvil:{kind}:{key}", 1, self.unit), local)
+        """Count one `kind` event (mail, rcpt, auth): the site's rate, or TEMPFAIL."""
+        site = await self._site(f"anvil:{kind}:{key}", 1)  # (counted even when failing:
+        return TEMPFAIL if self._failed else max(site, local)  # sending it finds the store)
 
     async def connect(self, key: str, count: int, rate: int) -> tuple[int, int]:
-        """A new connection: the client's (connections, connection rate) on every node,
-        asked together (one round trip's wait). TEMPFAIL in both when the store failed so."""
-        counted, rated = await asyncio.gather(
-            self._count(self.store.add(CONNECTIONS + key, 1, CONNECTION_TTL), count),
-            self._count(self.store.incr(f"anvil:connect:{key}", 1, self.unit), rate))
-        if TEMPFAIL in (counted, rated):
+        """A new connection: the client's (connections, connection rate) on every node."""
+        counted, rated = await asyncio.gather(self._site(CONNECTIONS + key, 1),
+                                              self._site(f"anvil:connect:{key}", 1))
+        if self._failed:  # (still counted: its end is, too)
             return TEMPFAIL, TEMPFAIL
-        return counted, rated
+        return max(counted, count), max(rated, rate)
 
     def disconnect(self, key: str) -> None:
-        """The connection ended: its site-wide count goes down, behind the session's end."""
-        task = asyncio.get_running_loop().create_task(self._disconnect(key))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        """A connection counted by connect() ended."""
+        self._change(CONNECTIONS + key, -1)
 
-    async def _disconnect(self, key: str) -> int:
+    async def _site(self, key: str, delta: int) -> int:
+        """Count `delta` and return the site's count: at once when this worker read it back
+        lately (its busy clients), else after the round trip that sends the change (a
+        client new to this worker: the one the other nodes may have seen)."""
+        site = self._change(key, delta)
+        if site is not None:
+            return site
+        done = self._batch
+        assert done is not None
+        self._hurry()
+        await asyncio.shield(done)
+        known = self._known.get(key)  # (just read back: whatever the cache time)
+        return max((known[0] if known is not None else 0) + self._pending.get(key, 0), 0)
+
+    def _change(self, key: str, delta: int) -> int | None:
+        """Count `delta` for the next batch; the site's count if known, else None."""
+        self._pending[key] = self._pending.get(key, 0) + delta
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+        if self._timer is None and self._sending is None:
+            self._timer = asyncio.get_running_loop().call_later(BATCH, self._send_soon)
+        return self._estimate(key)
+
+    def _estimate(self, key: str) -> int | None:
+        known = self._known.get(key)
+        if known is None or known[1] <= self.clock():
+            return None
+        return max(known[0] + self._pending.get(key, 0), 0)
+
+    # --- sending -------------------------------------------------------------------------
+    def _hurry(self) -> None:
+        """Send the pending batch now (or right after the one on its way)."""
+        self._urgent = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._send_soon()
+
+    def _send_soon(self) -> None:
+        self._timer = None
+        self._urgent = False
+        self._sending = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        delay = BATCH
+        done, self._batch = self._batch, None
         try:
-            return await self.store.add(CONNECTIONS + key, -1, CONNECTION_TTL)
-        except StateUnavailable:
-            return 0  # (gone with the store: the gauge's lifetime ends it)
+            delay = await self.flush()
+        finally:
+            self._sending = None
+            if done is not None and not done.done():
+                done.set_result(None)
+            if self._pending:
+                loop = asyncio.get_running_loop()
+                if self._urgent and delay == BATCH:
+                    self._send_soon()
+                else:
+                    self._timer = loop.call_later(delay, self._send_soon)
+
+    async def flush(self) -> float:
+        """Send what was counted; return how long to wait before the next batch."""
+        batch, self._pending = self._pending, {}
+        changes = [Change(key, delta, CONNECTION_TTL, True) if key.startswith(CONNECTIONS)
+                   else Change(key, delta, self.unit) for key, delta in batch.items() if delta]
+        if not changes:
+            if not self._failed:
+                return BATCH
+            changes = [Change("anvil:probe", 0, 1.0)]  # is the store back?
+        try:
+            counted = await self.store.counts(changes)
+        except StateUnavailable as exc:
+            self._failed = not exc.fail_open
+            self._known.clear()
+            for change in changes:  # connections are sent again; rate events are dropped
+                if change.gauge:
+                    self._pending[change.key] = self._pending.get(change.key, 0) + change.amount
+            return RETRY
+        self._failed = False
+        now = self.clock()
+        if len(self._known) > KNOWN:
+            self._known = {k: v for k, v in self._known.items() if v[1] > now}
+        for change, (value, left) in zip(changes, counted, strict=True):
+            self._known[change.key] = (value, now + min(left, self.fresh))
+        return BATCH
+
+    async def drain(self) -> None:
+        """At stop: send what is left (the connections that ended), once."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sending is not None:
+            await asyncio.gather(self._sending, return_exceptions=True)
+        if self._pending:
+            await self.flush()

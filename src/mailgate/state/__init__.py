@@ -11,6 +11,6 @@ from __future__ import annotations
 
 from mailgate.state.local import LocalStore
 from mailgate.state.memory import MemoryStore
-from mailgate.state.store import Item, StateUnavailable, Store
+from mailgate.state.store import Change, Item, StateUnavailable, Store
 
-__all__ = ["Item", "LocalStore", "MemoryStore", "StateUnavailable", "Store"]
+__all__ = ["Change", "Item", "LocalStore", "MemoryStore", "StateUnavailable", "Store"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from mailgate.state.store import Item, StateUnavailable, Store
+from mailgate.state.store import Change, Item, StateUnavailable, Store
 
 RETRY = 1.0  # seconds between two attempts at a backend that failed (no stall per command)
 
@@ -86,6 +86,10 @@ class GuardedStore:
 
     async def add(self, key: str, amount: int, ttl: float) -> int:
         return int(await self._call("add", key, amount, ttl))
+
+    async def counts(self, changes: Sequence[Change]) -> list[tuple[int, float]]:
+        counted: list[tuple[int, float]] = await self._call("counts", changes)
+        return counted
 
     async def items(self, prefix: str) -> list[Item]:
         items: list[Item] = await self._call("items", prefix)

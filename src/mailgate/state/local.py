@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from mailgate.state.store import Item, StateUnavailable
+from mailgate.state.store import Change, Item, StateUnavailable
 
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
            "expires REAL NOT NULL) WITHOUT ROWID")
@@ -87,6 +87,17 @@ class LocalStore:
         rows = self._run(_ADD, (key, amount, now + ttl, now))
         self._wrote()
         return int(rows[0][0])
+
+    async def counts(self, changes: Sequence[Change]) -> list[tuple[int, float]]:
+        out = []
+        for c in changes:
+            now = self.clock()
+            sql = (_ADD if c.gauge else _INCR).replace("RETURNING value",
+                                                       "RETURNING value, expires")
+            row = self._run(sql, (c.key, c.amount, now + c.ttl, now))[0]
+            out.append((int(row[0]), float(row[1]) - now))
+        self._wrote()
+        return out
 
     async def items(self, prefix: str) -> list[Item]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

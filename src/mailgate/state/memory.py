@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from mailgate.state.store import Item
+from mailgate.state.store import Change, Item
 
 
 class MemoryStore:
@@ -59,6 +59,14 @@ class MemoryStore:
         self._data[key] = (str(count), self.clock() + ttl)
         self._wrote()
         return count
+
+    async def counts(self, changes: Sequence[Change]) -> list[tuple[int, float]]:
+        out = []
+        for c in changes:
+            value = await (self.add if c.gauge else self.incr)(c.key, c.amount, c.ttl)
+            entry = self._data.get(c.key)
+            out.append((value, entry[1] - self.clock() if entry else 0.0))
+        return out
 
     async def items(self, prefix: str) -> list[Item]:
         now = self.clock()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mailgate.state.settings import StateSettings
-from mailgate.state.store import Item, StateUnavailable
+from mailgate.state.store import Change, Item, StateUnavailable
 
 # INCRBY, and the window's expiry set by the event that opened it: atomic, one round trip
 _INCR = """
@@ -21,6 +21,18 @@ local count = redis.call('INCRBY', KEYS[1], ARGV[1])
 if count < 0 then count = 0; redis.call('SET', KEYS[1], 0) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return count
+"""
+# either, with the lifetime left: {value, PTTL}; ARGV[3] = 1 for a gauge (sent with EVAL in
+# a pipeline: Redis keeps the compiled script by its digest, and Cluster routes it by key)
+_COUNT = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[3] == '1' then
+  if count < 0 then count = 0; redis.call('SET', KEYS[1], 0) end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif count == tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return {count, redis.call('PTTL', KEYS[1])}
 """
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
@@ -42,7 +54,9 @@ def redis_client(settings: StateSettings) -> Any:
         sentinel = Sentinel(list(settings.sentinels), sentinel_kwargs={  # type: ignore[no-untyped-call]
             "socket_timeout": settings.timeout, "socket_connect_timeout": settings.timeout},
             **options)
-        return sentinel.master_for(settings.sentinel_master)
+        master = sentinel.master_for(settings.sentinel_master)
+        master.mailgate_sentinels = sentinel.sentinels  # (closed with the master: aclose)
+        return master
     if settings.cluster:
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in settings.servers],
                             **options)
@@ -94,6 +108,18 @@ class RedisStore:
         return int(await self._do(self._add(keys=[self._key(key)],
                                             args=[amount, max(int(ttl * 1000), 1)])))
 
+    async def counts(self, changes: Sequence[Change]) -> list[tuple[int, float]]:
+        async def send() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for c in changes:
+                    pipe.eval(_COUNT, 1, self._key(c.key), c.amount,
+                              max(int(c.ttl * 1000), 1), int(c.gauge))
+                replies: list[Any] = await pipe.execute()
+                return replies
+
+        replies = await self._do(send())
+        return [(int(value), max(int(pttl), 0) / 1000) for value, pttl in replies]
+
     async def items(self, prefix: str) -> list[Item]:
         pattern = self.prefix.translate(_GLOB) + "{" + prefix.translate(_GLOB) + "*"
         keys: list[str] = []
@@ -120,4 +146,11 @@ class RedisStore:
         """Nothing without the loop: aclose() closes the connections."""
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        from redis.asyncio import Redis
+
+        if isinstance(self.client, Redis):  # (Sentinel's pool is not the client's own)
+            await self.client.aclose(close_connection_pool=True)
+        else:
+            await self.client.aclose()
+        for sentinel in getattr(self.client, "mailgate_sentinels", ()):
+            await sentinel.aclose()

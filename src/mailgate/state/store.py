@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +23,16 @@ class Item:
     key: str
     value: str
     expires: float  # absolute time (the store's clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One counter's change in Store.counts(): `gauge` False is incr(), True is add()."""
+
+    key: str
+    amount: int
+    ttl: float
+    gauge: bool = False
 
 
 class Store(Protocol):
@@ -50,6 +61,12 @@ class Store(Protocol):
         """Add `amount` (negative: subtract) to a gauge, never below zero, and return it; the
         gauge expires `ttl` seconds after its last change (a sliding lifetime: connection
         counts, policyd's error counts)."""
+        ...
+
+    async def counts(self, changes: Sequence[Change]) -> list[tuple[int, float]]:
+        """Several counters changed together (one round trip to a remote store): each a
+        fixed window (incr) or a gauge (add); returns each one's value and the seconds
+        left of its lifetime."""
         ...
 
     async def items(self, prefix: str) -> list[Item]:
