@@ -47,7 +47,7 @@ class GuardedStore:
         if self._down_since is None or self.monotonic() >= self._next_try:
             try:
                 result = await asyncio.wait_for(getattr(self.remote, name)(*args), self.timeout)
-            except (TimeoutError, StateUnavailable, OSError) as exc:
+            except Exception as exc:  # (whatever the client library raises: never a crash)
                 self._failed(exc)
             else:
                 if self._down_since is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ elseif count == tonumber(ARGV[1]) then
 end
 return {count, redis.call('PTTL', KEYS[1])}
 """
+MASTER_CHECK = 1.0  # seconds between two questions to Sentinel about the master
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
@@ -56,6 +58,7 @@ def redis_client(settings: StateSettings) -> Any:
             **options)
         master = sentinel.master_for(settings.sentinel_master)
         master.mailgate_sentinels = sentinel.sentinels  # (closed with the master: aclose)
+        master.mailgate_sentinel_pool = master.connection_pool  # (asked: _follow_master)
         return master
     if settings.cluster:
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in settings.servers],
@@ -78,17 +81,47 @@ class RedisStore:
         self.clock = clock
         self._incr = client.register_script(_INCR)
         self._add = client.register_script(_ADD)
+        self._master_checked = time.monotonic()  # (Sentinel: when the master was asked)
+        self._checking: asyncio.Task[None] | None = None
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}{{{key}}}"
 
     async def _do(self, call: Any) -> Any:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
+        self._follow_master()
         try:
             return await call
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
+            # (RedisClusterException, "cannot be connected", is not a RedisError)
             raise StateUnavailable(f"redis: {exc}") from exc
+        except (AttributeError, TypeError, ValueError) as exc:  # a connection torn down
+            raise StateUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    def _follow_master(self) -> None:
+        """With Sentinel, ask once a second which server is the master: after a planned
+        failover the old master still takes writes until Sentinel demotes it (seconds),
+        and pooled connections would keep writing there; a new master empties the pool."""
+        pool = getattr(self.client, "mailgate_sentinel_pool", None)
+        now = time.monotonic()
+        if pool is None or now < self._master_checked + MASTER_CHECK or \
+                (self._checking is not None and not self._checking.done()):
+            return
+        self._master_checked = now
+
+        async def check() -> None:
+            before = pool.master_address
+            try:
+                await asyncio.wait_for(pool.get_master_address(), MASTER_CHECK)
+                if before is not None and pool.master_address != before:
+                    # (redis-py drops the idle ones; those in use would go back to the
+                    # pool still talking to the old master: a split between connections)
+                    await pool.disconnect(inuse_connections=True)
+            except Exception:  # (the operation itself will say what is wrong)
+                pass
+
+        self._checking = asyncio.get_running_loop().create_task(check())
 
     async def get(self, key: str) -> str | None:
         value = await self._do(self.client.get(self._key(key)))
@@ -147,6 +180,10 @@ class RedisStore:
 
     async def aclose(self) -> None:
         from redis.asyncio import Redis
+
+        if self._checking is not None:
+            self._checking.cancel()
+            await asyncio.gather(self._checking, return_exceptions=True)
 
         if isinstance(self.client, Redis):  # (Sentinel's pool is not the client's own)
             await self.client.aclose(close_connection_pool=True)
