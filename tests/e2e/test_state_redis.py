@@ -244,3 +244,45 @@ def test_an_access_table_in_redis(server: RedisServer, server_factory, tmp_path:
     server.stop()
     assert rcpt_from("friend@good.example").startswith("451 4.3.5 ")
     smtpd.wait_log(rf"warning: redis:{table} lookup error for \"friend@good.example\"")
+
+
+def test_a_full_redis_is_a_failure_reported_once(tmp_path: Path,
+                                                 redis_bin: tuple[str, str]) -> None:
+    """maxmemory reached with noeviction: writes are refused (OOM) while reads still work;
+    the writes get the failure action, with one warning, not one per success of a read."""
+    import redis as redis_module
+
+    full = RedisServer(redis_bin[0], tmp_path / "full",
+                       extra=["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]).start()
+    try:
+        filler = redis_module.Redis(port=full.port)
+        try:
+            for n in range(10_000):  # (bounded: 4 MiB is reached long before)
+                filler.set(f"filler:{n}", "x" * 4096)
+        except redis_module.exceptions.OutOfMemoryError:
+            pass
+        else:
+            raise AssertionError("Redis never filled up")
+        finally:
+            filler.close()
+        warnings: list[str] = []
+        store = guarded(full, tmp_path, "fail_open", warnings)
+
+        async def run() -> None:
+            await store.get("anything")  # reads work
+            for _ in range(3):
+                with pytest.raises(StateUnavailable) as refused:
+                    await store.put("k", "v", 60)
+                assert refused.value.fail_open
+                assert await store.get("k") is None  # a read succeeds...
+            await store.aclose()
+
+        import mailgate.state.guard as guard
+        saved, guard.RETRY = guard.RETRY, 0.0  # try Redis at every call
+        try:
+            asyncio.run(run())
+        finally:
+            guard.RETRY = saved
+        assert len(warnings) == 1 and "maxmemory" in warnings[0], warnings  # ...not "back"
+    finally:
+        full.stop()

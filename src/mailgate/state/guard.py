@@ -9,6 +9,7 @@ from typing import Any
 
 from mailgate.state.store import Change, Item, StateUnavailable, Store
 
+_WRITES = frozenset({"put", "delete", "incr", "add", "counts"})
 RETRY = 1.0  # seconds between two attempts at a backend that failed (no stall per command)
 
 
@@ -37,6 +38,7 @@ class GuardedStore:
         self._down_since: float | None = None
         self._next_try = 0.0
         self._reason = ""
+        self._write_failed = False  # it went down refusing a write (full: reads still work)
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -48,9 +50,12 @@ class GuardedStore:
             try:
                 result = await asyncio.wait_for(getattr(self.remote, name)(*args), self.timeout)
             except Exception as exc:  # (whatever the client library raises: never a crash)
+                if self._down_since is None:
+                    self._write_failed = name in _WRITES
                 self._failed(exc)
             else:
-                if self._down_since is not None:
+                # (a read does not prove a Redis that refused a write, full, is back)
+                if self._down_since is not None and (name in _WRITES or not self._write_failed):
                     self._down_since = None
                     self.warn(f"{self.name}: state backend available again")
                     self.observe(True)
