@@ -28,9 +28,9 @@ from mailgate.errors import ConfigError
 from mailgate.state import StateUnavailable, Store
 
 T = TypeVar("T")
-# With a remote store (Redis), a triplet that passed (or a client auto-allowlisted) is
-# trusted by the worker for this long: its last-seen time is then written at most this late
-# (postgrey's max_age is counted in days), and most recipients cost no round trip.
+# A triplet that passed (or a client auto-allowlisted) is trusted by the worker for this
+# long: its last-seen time is then written at most this late (postgrey's max_age is counted
+# in days), and most recipients cost no store operation (no round trip to Redis).
 PASSED_CACHE = 60.0
 PASSED_SIZE = 65_536
 NAME = "check_greylist"
@@ -126,8 +126,8 @@ class Greylist:
         self.clock = clock
         self.hostname = hostname
         self.instances: deque[str] = deque(maxlen=_INSTANCES)
-        # with a remote store: what passed lately (key → until), so that a known triplet or
-        # an auto-allowlisted client costs no round trip for PASSED_CACHE seconds
+        # what passed lately (key → until), so that a known triplet or an auto-allowlisted
+        # client costs no store operation for PASSED_CACHE seconds
         self.passed: dict[str, tuple[float, Decision]] = {}
 
     @classmethod
@@ -159,18 +159,16 @@ class Greylist:
             return Decision(allowlisted="client allowlist")
         if self.recipients.match(recipient):
             return Decision(allowlisted="recipient allowlist")
-        store, now = self.store, int(self.clock())
+        now = int(self.clock())
         client = CLIENT + _canonical(addr)
         key = TRIPLET + f"{network}/{normalize_sender(sender)}/{recipient}".lower()
-        if store.shared:
-            cached = self._cached(client) or self._cached(key)
-            if cached is not None:
-                return cached
-            decision = await self._decide(now, client, key)
-            if not decision.wait:
-                self._remember(client if decision.allowlisted else key, decision)
-            return decision
-        return await self._decide(now, client, key)
+        cached = self._cached(client) or self._cached(key)
+        if cached is not None:
+            return cached
+        decision = await self._decide(now, client, key)
+        if not decision.wait:
+            self._remember(client if decision.allowlisted else key, decision)
+        return decision
 
     def _cached(self, key: str) -> Decision | None:
         entry = self.passed.get(key)
