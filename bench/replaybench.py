@@ -1,5 +1,6 @@
 """bench/replay: `mailgate replay` over a generated journal of 1,000,000 transactions: wall
-time, peak RSS of the largest process, transactions per second, cache hits.
+time, CPU time of all its processes, peak RSS of the largest process, transactions per
+second, cache hits, and the load average before and after (other work on the machine).
 
 The journal is mixed as a gateway's month is: most transactions from a few thousand
 mail servers that write again and again (their names verified, a few senders each, the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -125,15 +127,20 @@ def generate(path: Path, count: int, seed: int = 7) -> None:
             out.write(encode(gen.one(START + MONTH * n / count)))
 
 
-def run(args: list[str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS of the largest process in MiB, stderr) of one command."""
+def run(args: list[str]) -> tuple[float, float, int, str]:
+    """(wall seconds, CPU seconds of its processes, peak RSS of the largest process in MiB,
+    stdout) of one command."""
     start = time.perf_counter()
-    done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          check=False)
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"replay failed: {done.stderr}")
-    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, done.stderr
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, done.stdout
+
+
+def load() -> str:
+    return "/".join(f"{n:.2f}" for n in os.getloadavg())
 
 
 def main() -> int:
@@ -153,13 +160,18 @@ def main() -> int:
         (tmp / "etc").mkdir()
         (tmp / "etc" / "main.cf").write_text(main_cf(tmp / "etc"))
         stats = tmp / "stats"
-        wall, rss, _ = run([sys.executable, "-m", "mailgate.cli", "replay", "-c",
-                            str(tmp / "etc"), "--jobs", str(args.jobs), "--html", str(stats),
-                            str(journal)])
+        before = load()
+        wall, cpu, rss, report = run([sys.executable, "-m", "mailgate.cli", "replay", "-c",
+                                      str(tmp / "etc"), "--jobs", str(args.jobs), "--html",
+                                      str(stats), str(journal)])
         count = sum(1 for _ in journal.open())
+        cached = re.search(r"^\((\d+) of (\d+) transactions had the facts", report, re.M)
         print(f"mailgate replay: {wall:6.2f} s for {count:,} transactions "
-              f"({count / wall:,.0f}/s, {os.cpu_count()} cores), peak RSS {rss} MiB "
-              f"(largest process); target < 60 s")
+              f"({count / wall:,.0f}/s, {os.cpu_count()} cores), CPU {cpu:.1f} s "
+              f"({cpu / count * 1e6:.0f} us a transaction), peak RSS {rss} MiB (largest "
+              f"process); target < 60 s")
+        print(f"  facts evaluated before: {cached.group(1) if cached else '?'} transactions; "
+              f"load average {before} before, {load()} after")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

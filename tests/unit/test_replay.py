@@ -1,11 +1,13 @@
 """`mailgate replay` without a network: each stage a recipient can be refused at (connect,
 HELO, MAIL, RCPT, DATA, end of data) as smtpd refuses it, the checks that cannot be
 evaluated (a fact the record lacks, a DNS answer it did not record, a policy server), the
-reports (text, JSON lines, HTML), the time bounds, and the same answers from several
-processes as from one."""
+reports (text, JSON lines, HTML), the time bounds, the same answers from several
+processes as from one, and the replay's fast paths (the cache, a line read in parts) giving
+what the plain ones give."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -18,8 +20,19 @@ from mailgate.config.config import Config
 from mailgate.dns.resolver import OK, Answer, Record
 from mailgate.engine.context import Client
 from mailgate.engine.reply import Rule
-from mailgate.journal.record import Outcome, Transaction, encode
+from mailgate.journal.parts import Answers, decode_facts, decode_then, read_head
+from mailgate.journal.record import (
+    FACTS,
+    Outcome,
+    RecordError,
+    Transaction,
+    decode,
+    decode_answer,
+    encode,
+    facts_key,
+)
 from mailgate.replay import command
+from mailgate.replay.cache import Evaluations
 from mailgate.replay.replayer import Options, Replayer
 from mailgate.replay.simulate import Now, then
 
@@ -220,3 +233,121 @@ def test_guards_leave_live_checks_alone(made: list[Replayer], tmp_path: Path) ->
     st.helo = "mx.example"
     verdict = asyncio.run(engine.check_rcpt(st, "a@example.test"))
     assert verdict.reply is not None and verdict.reply.code == 451  # the server is not there
+
+
+def json_rows(r: Replayer, *records: Transaction) -> list[dict[str, object]]:
+    part = r.lines([encode(t).rstrip("\n") for t in records])
+    return [json.loads(line) for line in part.text.splitlines()]
+
+
+def test_the_same_facts_with_another_then_are_evaluated_for_it(made: list[Replayer],
+                                                                tmp_path: Path) -> None:
+    """Whether the client could send its message depends on `then` (every recipient refused,
+    DATA refused), which is outside the facts: the cache keeps an evaluation per what the
+    simulation reads of it (simulate.then_key), in either order."""
+    (tmp_path / "main.cf").write_text(B)
+    accepted = tx(pipelining_from=0, data=False)  # then: 250, the client did not send DATA
+    refused = tx(pipelining_from=0, data=False, then_codes=(550,))  # it could not
+    assert facts_key(encode(accepted)) == facts_key(encode(refused))
+    for order in ((accepted, refused), (refused, accepted)):
+        made.append(Replayer(Config.load(str(tmp_path), []), Options(json=True)))
+        rows = json_rows(made[-1], *order, *order)
+        by_then = {(row["then"], row["now"], row["evaluated"]) for row in rows}
+        assert by_then == {(250, 250, True), (550, None, False)}, rows
+        assert made[-1].lines([encode(order[0]).rstrip()]).summary.cached == 1
+
+
+def test_a_line_is_read_as_decode_reads_it(made: list[Replayer], tmp_path: Path) -> None:
+    """The replay reads a line's head by a pattern, `then` once per text and the DNS answers
+    only when asked for; what it gets is what decode() gets, and a line that decode()
+    refuses is a bad line, whatever part of it is wrong (a DNS answer never asked for
+    too)."""
+    (tmp_path / "main.cf").write_text("mydestination = example.test\n")
+    r = Replayer(Config.load(str(tmp_path), []), Options(json=True))
+    made.append(r)
+    t = tx(queue_id="4F2A1B3C5D", size=1234, message_size=1400, helo="mx.sender.example")
+    t.dns = {("sender.example", "MX"): Answer(OK, (Record("sender.example", 60, "MX",
+                                                          "mx.sender.example", 10),))}
+    line = encode(t).rstrip("\n")
+    cut = line.find(FACTS)
+    head = read_head(line, cut)
+    assert head == (t.time, "4F2A1B3C5D", 2525, 1234, 1400, line[line.index('{"rcpt"'):cut])
+    raw: Answers = {}
+    read = decode_facts(line[cut:], head, decode_then(head.then), raw)
+    key = ("sender.example", "MX")
+    assert not read.dns and decode_answer(raw[key]) == t.dns[key]
+    read.dns = t.dns
+    assert read == decode(line) == t
+    # another key order and spaces: read as JSON
+    other = json.dumps(dict(reversed(list(json.loads(line[:cut] + "}").items())))).rstrip("}")
+    assert read_head(other + line[cut:], len(other)) == head
+    bad_answer = line.replace('"MX","ok"', '"MX","maybe"')
+    bad_head = line.replace('"size":1234', '"size":"x"')
+    truncated = line[:-3]
+    part = r.lines([line, bad_answer, bad_head, truncated, '{"v":2' + line[6:], line])
+    assert part.bad == 4 and len(part.text.splitlines()) == 2
+    for wrong in (bad_answer, bad_head, truncated):
+        with pytest.raises(RecordError):
+            decode(wrong)
+
+
+def test_byte_ranges_read_every_line_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    """Blocks of a plain file go to the processes as byte ranges (here of 1,000 bytes, a
+    line crossing each end), a gzip'd file as lines: the same answers as one process."""
+    path = journal(tmp_path, 300)
+    text = path.read_text()
+    (tmp_path / "tail").write_text(text[:text.rindex("\n", 0, len(text) - 1)])  # no last \n
+    with gzip.open(tmp_path / "journal.gz", "wt") as f:
+        f.write(text)
+    names = (path, tmp_path / "tail", tmp_path / "journal.gz")
+    one, _ = replay(tmp_path, *names, json_out=True, jobs=1)
+    monkeypatch.setattr(command, "INLINE", 0)
+    monkeypatch.setattr(command, "RANGE", 1000)
+    many, err = replay(tmp_path, *names, json_out=True, jobs=2)
+    assert one == many and len(one.splitlines()) == 3 * 600
+    assert "2 lines are not journal records" in err  # (the last line of `tail` is a record)
+
+
+def test_evaluations_keep_the_facts_that_come_again() -> None:
+    cache: Evaluations[int] = Evaluations(2, 2)
+    cache.put("again", 1)
+    assert cache.get("again") == 1  # found again: kept
+    for n in range(10):
+        cache.put(f"once {n}", n)  # one-off facts go through probation only
+    assert cache.get("again") == 1 and cache.get("once 0") is None
+    assert cache.get("once 9") == 9
+
+
+def test_no_cache_when_an_answer_can_change_during_the_replay(made: list[Replayer],
+                                                              tmp_path: Path) -> None:
+    text = "mydestination = example.test\n"
+    assert not replayer(made, tmp_path, text + "default_rbl_reply = $localtime\n").cacheable
+    assert not replayer(made, tmp_path, text + "smtpd_sender_restrictions = "
+                        "check_sender_access redis:127.0.0.1:9/0\n").cacheable
+
+
+def test_the_cache_changes_no_answer(made: list[Replayer], tmp_path: Path) -> None:
+    """The same records replayed with the cache and without it (every one evaluated) give
+    the same JSON lines and counts: facts again with the same `then`, with another, a
+    MAIL SIZE= over message_size_limit (outside the facts), unknown users."""
+    (tmp_path / "main.cf").write_text(B + "message_size_limit = 5000\n")
+    records = []
+    for n in range(60):
+        t = tx(addr=("192.0.2.1", "192.0.2.66", "192.0.2.77")[n % 3], data=n % 2 == 0,
+               rcpts=("alice@example.test", ("bob", "nobody")[n % 2] + "@example.test"),
+               then_codes=((250, 250), (550, 550), (250, 550))[n % 7 % 3],
+               pipelining_from=(None, 0)[n % 4 // 3], size=(100, 9000)[n % 5 // 4])
+        t.time += n
+        records.append(t)
+    lines = [encode(t).rstrip("\n") for t in records * 3]
+    parts = []
+    for cached in (True, False):
+        made.append(Replayer(Config.load(str(tmp_path), []), Options(json=True)))
+        made[-1].cacheable = cached
+        parts.append(made[-1].lines(lines))
+    assert parts[0].text == parts[1].text and len(parts[0].text.splitlines()) == 360
+    assert parts[0].summary.cached > 100 and parts[1].summary.cached == 0
+    for a, b in ((parts[0].summary, parts[1].summary),):
+        assert (a.changes, a.rules_then, a.rules_now, a.entries.counts, a.refused) == (
+            b.changes, b.rules_then, b.rules_now, b.entries.counts, b.refused)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailgate.dns.rbl import SOFT, Paged, RblEntry
 from mailgate.dns.resolver import (
@@ -241,23 +241,32 @@ def decode(line: str, answers: bool = True) -> Transaction:
     if not isinstance(obj, dict) or obj.get("v") != VERSION:
         raise RecordError(f"not a version {VERSION} journal record")
     try:
-        return _decode(obj, answers)
+        head = Head(float(obj["time"]), obj.get("queue_id", ""), int(obj.get("port", 0)),
+                    int(obj.get("size", 0)), obj.get("message_size"), "")
+        f = obj["facts"]
+        tx = transaction(f, head, then_of(obj["then"]))
+        if answers:
+            for item in f.get("dns", ()):
+                tx.dns[(item[0], item[1])] = decode_answer(item)
+            add_rbl(f, tx)
+        return tx
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"malformed journal record: {exc!r}") from None
 
 
-def _decode(obj: dict[str, Any], answers: bool) -> Transaction:
-    f = obj["facts"]
+def transaction(f: dict[str, Any], head: Head, then: Then) -> Transaction:
+    """The transaction of a record's facts `f` (decoded JSON), its head and `then`, without
+    the DNS answers and list entries (below); KeyError, TypeError, ValueError for facts
+    that are not a record's."""
     c = f["client"]
     name = c["name"]
-    client = Client(name, c["address"], int(obj.get("port", 0)), c.get("reverse_name", name),
+    client = Client(name, c["address"], head.port, c.get("reverse_name", name),
                     _STATUS_CODE[c.get("name_status", "ok")],
                     _STATUS_CODE[c.get("reverse_status", "ok")])
-    tx = Transaction(float(obj["time"]), client, f["sender"], list(f["recipients"]),
-                     f.get("helo"), f["protocol"], obj.get("queue_id", ""),
-                     bool(f.get("smtputf8", False)), int(obj.get("size", 0)),
-                     obj.get("message_size"), bool(f.get("data", False)),
-                     bool(f.get("end_of_data", False)), f.get("pipelining_from"))
+    tx = Transaction(head.time, client, f["sender"], list(f["recipients"]), f.get("helo"),
+                     f["protocol"], head.queue_id, bool(f.get("smtputf8", False)), head.size,
+                     head.message_size, bool(f.get("data", False)),
+                     bool(f.get("end_of_data", False)), f.get("pipelining_from"), then=then)
     tls = f.get("tls")
     if tls is not None:
         tx.encryption = (tls["protocol"], tls["cipher"], int(tls["bits"]))
@@ -267,19 +276,20 @@ def _decode(obj: dict[str, Any], answers: bool) -> Transaction:
     sasl = f.get("sasl")
     if sasl is not None:
         tx.sasl_method, tx.sasl_username, tx.sasl_sender = sasl
-    if answers:
-        for item in f.get("dns", ()):
-            tx.dns[(item[0], item[1])] = _decode_answer(item)
-        for query, entry in f.get("rbl", ()):
-            tx.rbl[query] = Paged(tuple(entry[0]), entry[1]) if isinstance(entry, list) \
-                else (SOFT if entry == SOFT else None)
     if "missing" in f:
         tx.missing = frozenset(f["missing"])
-    tx.then = _decode_then(obj["then"])
     return tx
 
 
-def _decode_then(t: dict[str, Any]) -> Then:
+def add_rbl(f: dict[str, Any], tx: Transaction) -> None:
+    """The DNS list entries of the facts `f`, into `tx`."""
+    for query, entry in f.get("rbl", ()):
+        tx.rbl[query] = Paged(tuple(entry[0]), entry[1]) if isinstance(entry, list) \
+            else (SOFT if entry == SOFT else None)
+
+
+def then_of(t: dict[str, Any]) -> Then:
+    """`then` of a record (decoded JSON)."""
     return Then(Outcome.decode(t["helo"]) if "helo" in t else None,
                 Outcome.decode(t["mail"]) if "mail" in t else None,
                 [Outcome.decode(o) for o in t["rcpt"]],
@@ -300,12 +310,13 @@ def again(line: str, seen: Transaction) -> Transaction:
                            int(obj.get("size", 0)), obj.get("message_size"), seen.data,
                            seen.end_of_data, seen.pipelining_from, seen.encryption,
                            seen.ccert, seen.sasl_method, seen.sasl_username, seen.sasl_sender,
-                           seen.dns, seen.rbl, _decode_then(obj["then"]), seen.missing)
+                           seen.dns, seen.rbl, then_of(obj["then"]), seen.missing)
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"malformed journal record: {exc!r}") from None
 
 
-def _decode_answer(item: list[Any]) -> Answer:
+def decode_answer(item: list[Any]) -> Answer:
+    """A DNS answer as a record holds it (`[name, type, status, records, ttl]`)."""
     name, rdtype, status = item[0], item[1], item[2]
     code, nx, error = _ANSWER_BACK[status]
     records = tuple(Record(r[3] if len(r) > 3 else name, int(r[1]), rdtype, r[0],
@@ -315,6 +326,31 @@ def _decode_answer(item: list[Any]) -> Answer:
     return Answer(code, records, error=error, nxdomain=nx)
 
 
+def check_answer(item: list[Any]) -> None:
+    """What decode_answer() reads of an answer, read the same way (and failing the same
+    way), without making the answer."""
+    _ANSWER_BACK[item[2]]
+    for r in item[3]:
+        int(r[1]), r[0]
+        if len(r) > 2:
+            int(r[2])
+    if len(item) > 4:
+        int(item[4])
+
+
 def facts_key(line: str) -> str:
     """The part of a journal line that an evaluation depends on (its facts)."""
     return line[line.index(FACTS):]
+
+
+class Head(NamedTuple):
+    """What a line holds before its facts: the time, queue ID, client port, MAIL SIZE=, the
+    message's size, and the text of `then` (parts.read_head: decoded apart, as the same
+    text comes again)."""
+
+    time: float
+    queue_id: str
+    port: int
+    size: int
+    message_size: int | None
+    then: str

@@ -14,6 +14,8 @@ from mailgate.dns.resolver import RETRY, TRY_AGAIN, Answer, Resolver
 from mailgate.engine import engine as _engine  # noqa: F401  (the restrictions, registered)
 from mailgate.engine.context import CheckState
 from mailgate.engine.evaluate import REGISTRY, Args, Evaluation, Frame, Restriction, Result
+from mailgate.journal.parts import Answers
+from mailgate.journal.record import decode_answer
 
 MISSING_HELO = "[missing]"  # the HELO name of a transaction whose log does not show it
 
@@ -97,27 +99,41 @@ def install() -> None:
 
 
 class RecordedResolver(Resolver):
-    """Answers with the DNS answers recorded with the transaction (`answers`, set before
-    each one); a question not recorded makes the check NotEvaluable."""
+    """Answers with the DNS answers recorded with the transaction (`use()`, before each
+    one); a question not recorded makes the check NotEvaluable."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1",))  # never asked
         self.answers: dict[tuple[str, str], Answer] = {}
+        self.raw: Answers = {}  # answers as the record has them
+
+    def use(self, answers: dict[tuple[str, str], Answer], raw: Answers | None = None) -> None:
+        """The answers of the next transaction: made, or (`raw`) made when asked for."""
+        self.answers = answers
+        self.raw = raw or {}
+
+    def _answer(self, name: str, rdtype: str) -> Answer | None:
+        key = (name, rdtype)
+        found = self.answers.get(key)
+        if found is None:
+            item = self.raw.get(key)
+            if item is not None:
+                found = self.answers[key] = decode_answer(item)
+        return found
 
     def cached(self, name: str, rdtype: str) -> Answer | None:
-        return self.answers.get((name, rdtype))
+        return self._answer(name, rdtype)
 
     async def query(self, name: str, rdtype: str) -> Answer:
-        answer = self.answers.get((name, rdtype))
+        answer = self._answer(name, rdtype)
         if answer is None:
             raise NotEvaluable(f"DNS {rdtype} {name} was not recorded (--live-dns asks now)")
         return answer
 
     def start(self, name: str, rdtype: str) -> asyncio.Future[Answer]:
         done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        done.set_result(self.answers.get((name, rdtype)) or Answer(RETRY, error=TRY_AGAIN))
+        done.set_result(self._answer(name, rdtype) or Answer(RETRY, error=TRY_AGAIN))
         return done  # (query() says whether it was recorded)
 
     def prefetch(self, name: str, rdtype: str = "A") -> None:
         pass
-

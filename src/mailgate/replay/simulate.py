@@ -10,13 +10,13 @@ what it sent then, whatever the answers (a refused HELO does not stop it).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from mailgate.config.settings import SmtpdSettings
+from mailgate.engine.context import Client
 from mailgate.engine.engine import Engine
 from mailgate.engine.reply import Rule, Verdict
-from mailgate.journal.record import Outcome, Transaction
+from mailgate.journal.record import Outcome, Then, Transaction
 from mailgate.maps.casefold import printable
 from mailgate.replay.guards import MISSING_HELO, NotEvaluable, ReplayState
 from mailgate.server.session_commands import neuter
@@ -35,11 +35,22 @@ class Now:
     reason: str = ""
 
 
+def then_key(t: Then) -> tuple[bool, bool]:
+    """What a simulation reads of `then` (the rest is only reported): whether every RCPT was
+    refused then and whether DATA was refused (or not reached) then, which say whether the
+    client could send the message. An evaluation depends on the facts and these alone."""
+    return all(o.refused for o in t.rcpt), t.data is None or t.data.refused
+
+
 def then(tx: Transaction) -> list[Outcome]:
     """The reply each recipient got (a refused MAIL without recipients: one entry)."""
-    t = tx.then
+    return replies_then(tx.then, len(tx.recipients))
+
+
+def replies_then(t: Then, recipients: int) -> list[Outcome]:
+    """then() from a record's `then` and its number of recipients."""
     if t.mail is not None and t.mail.refused:
-        return [t.mail] * max(len(tx.recipients), 1)
+        return [t.mail] * max(recipients, 1)
     message = t.data if t.data is not None and t.data.refused else \
         t.eod if t.eod is not None and t.eod.refused else None
     out = []
@@ -70,7 +81,8 @@ class Simulation:
         return out
 
     def _state(self, tx: Transaction) -> ReplayState:
-        client = copy.copy(tx.client)
+        client = Client.__new__(Client)  # a copy (copy.copy's effect, at a quarter of its cost)
+        client.__dict__.update(tx.client.__dict__)
         st = ReplayState(client, protocol=tx.protocol, missing=tx.missing)
         st.encryption, st.ccert = tx.encryption, tx.ccert
         st.sasl_method, st.sasl_username = tx.sasl_method, tx.sasl_username
@@ -111,11 +123,11 @@ class Simulation:
     async def _recipients(self, st: ReplayState, tx: Transaction, out: list[Now]) -> None:
         """Each RCPT; then DATA and the end of the message for those accepted."""
         accepted = await self._rcpt(st, tx, out)
-        t = tx.then
-        data = _sends(tx.data, all(o.refused for o in t.rcpt))
+        no_rcpt, no_data = then_key(tx.then)
+        data = _sends(tx.data, no_rcpt)
         if not accepted or data is False:
             return
-        eod = _sends(tx.end_of_data, t.data is None or t.data.refused)
+        eod = _sends(tx.end_of_data, no_data)
         try:
             refusal = await self._message(st, tx, accepted, eod is not False)
         except NotEvaluable as exc:

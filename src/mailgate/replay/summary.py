@@ -1,11 +1,16 @@
 """What changes, counted: each recipient's reply then and now, summed into the counts and the
 top lists the reports show, and written as one JSON line for `--json`. Memory does not grow
-with the input: the lists keep their first rows and the counters their heaviest keys."""
+with the input: the lists keep their first rows and the counters their heaviest keys.
+
+What a transaction adds (an Effect) is worked out once for its facts and `then` and added
+again for each record with the same: Rows are made only for the lists' first rows and for
+`--json`."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,14 +38,7 @@ class Row:
     @property
     def change(self) -> str:
         """refused (now, not then), accepted (then refused, now not), same, unknown."""
-        now = self.now.outcome
-        if now is None:
-            return "unknown"
-        if now.refused and not self.then.refused:
-            return "refused"
-        if self.then.refused and not now.refused:
-            return "accepted"
-        return "same"
+        return change(self.then, self.now)
 
     def when(self) -> str:
         return datetime.fromtimestamp(self.time).isoformat(timespec="seconds")
@@ -65,10 +63,67 @@ class Row:
             "reason": self.now.reason or None}, ensure_ascii=False)
 
 
-def rows(tx: Transaction, then: list[Outcome], now: list[Now]) -> list[Row]:
-    recipients: list[str | None] = list(tx.recipients) or [None]
-    return [Row(tx.time, tx.client, tx.helo if "helo" not in tx.missing else None, tx.sender,
-                r, t, n) for r, t, n in zip(recipients, then, now, strict=True)]
+def change(then: Outcome, now: Now) -> str:
+    """refused (now, not then), accepted (then refused, now not), same, unknown."""
+    outcome = now.outcome
+    if outcome is None:
+        return "unknown"
+    if outcome.refused and not then.refused:
+        return "refused"
+    if then.refused and not outcome.refused:
+        return "accepted"
+    return "same"
+
+
+KEPT = ("refused", "accepted", "unknown")  # the changes whose first rows the reports show
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """What one transaction adds to a Summary, but its time: per recipient the reply then
+    and now, and the keys counted (in the recipients' order)."""
+
+    then: tuple[Outcome, ...]
+    now: tuple[Now, ...]
+    changes: tuple[tuple[str, int], ...]
+    rules_then: tuple[tuple[str, int], ...]  # refusals by restriction
+    rules_now: tuple[tuple[str, int], ...]
+    refused: tuple[tuple[str, str, str], ...]  # newly refused: (rule, client, sender domain)
+    reasons: tuple[str, ...]  # not evaluated: why
+    kept: frozenset[str]  # its changes of KEPT
+
+    def rows(self, tx: Transaction, time: float) -> list[Row]:
+        """Its recipients' rows, for a record of `tx` at `time`."""
+        recipients: list[str | None] = list(tx.recipients) or [None]
+        helo = tx.helo if "helo" not in tx.missing else None
+        return [Row(time, tx.client, helo, tx.sender, r, t, n)
+                for r, t, n in zip(recipients, self.then, self.now, strict=True)]
+
+
+def effect(tx: Transaction, then: list[Outcome], now: Sequence[Now]) -> Effect:
+    """What `tx` adds, with these replies then and now (one each per recipient)."""
+    changes: dict[str, int] = {}
+    rules_then: dict[str, int] = {}
+    rules_now: dict[str, int] = {}
+    refused, reasons = [], []
+    for t, n in zip(then, now, strict=True):
+        what = change(t, n)
+        changes[what] = changes.get(what, 0) + 1
+        if t.refused:
+            key = _restriction(t)
+            rules_then[key] = rules_then.get(key, 0) + 1
+        outcome = n.outcome
+        if outcome is not None and outcome.refused:
+            key = _restriction(outcome)
+            rules_now[key] = rules_now.get(key, 0) + 1
+        if what == "refused":
+            assert outcome is not None
+            refused.append((rule_text(outcome.rule), tx.client.namaddr, domain(tx.sender)))
+        elif what == "unknown":
+            reasons.append(reason_kind(n.reason))
+    return Effect(tuple(then), tuple(now), tuple(changes.items()), tuple(rules_then.items()),
+                  tuple(rules_now.items()), tuple(refused), tuple(reasons),
+                  frozenset(changes).intersection(KEPT))
 
 
 def domain(address: str) -> str:
@@ -95,30 +150,35 @@ class Summary:
     last: float | None = None
     cached: int = 0  # transactions whose facts were replayed before (evaluated once)
 
-    def add(self, tx: Transaction, found: list[Row]) -> None:
+    def add(self, time: float, done: Effect, rows: Callable[[], list[Row]]) -> None:
+        """Count a transaction at `time`; `rows()` makes its rows if the lists want them."""
         self.transactions += 1
-        self.first = tx.time if self.first is None else min(self.first, tx.time)
-        self.last = tx.time if self.last is None else max(self.last, tx.time)
-        for row in found:
-            self.recipients += 1
-            change = row.change
-            self.changes[change] += 1
-            if row.then.refused:
-                self.rules_then[_restriction(row.then)] += 1
-            now = row.now.outcome
-            if now is not None and now.refused:
-                self.rules_now[_restriction(now)] += 1
-            if change == "refused":
-                assert now is not None
-                self.entries.add(rule_text(now.rule))
-                self.clients.add(row.client.namaddr)
-                self.sender_domains.add(domain(row.sender))
-                _keep(self.refused, row)
-            elif change == "accepted":
-                _keep(self.accepted, row)
-            elif change == "unknown":
-                self.reasons.add(reason_kind(row.now.reason))
-                _keep(self.unknown, row)
+        if self.first is None or time < self.first:
+            self.first = time
+        if self.last is None or time > self.last:
+            self.last = time
+        self.recipients += len(done.now)
+        for key, n in done.changes:
+            self.changes[key] += n
+        for key, n in done.rules_then:
+            self.rules_then[key] += n
+        for key, n in done.rules_now:
+            self.rules_now[key] += n
+        for entry, client, sender_domain in done.refused:
+            self.entries.add(entry)
+            self.clients.add(client)
+            self.sender_domains.add(sender_domain)
+        for reason in done.reasons:
+            self.reasons.add(reason)
+        if done.kept and any(len(self._kept(what)) < EXAMPLES for what in done.kept):
+            for row in rows():
+                what = row.change
+                if what in done.kept:
+                    _keep(self._kept(what), row)
+
+    def _kept(self, what: str) -> list[Row]:
+        return self.refused if what == "refused" else self.accepted if what == "accepted" \
+            else self.unknown
 
     def merge(self, other: Summary) -> None:
         """Add a later part's counts."""
