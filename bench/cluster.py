@@ -43,6 +43,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
+from burstclient import _Session  # noqa: E402  (bench/burst's session state)
 from throughput import (  # noqa: E402
     count_files,
     fs_note,
@@ -161,15 +162,6 @@ def warm_greylist(port: int, rcpts: list[str], deferred: set[str],
             raise RuntimeError(f"check_greylist not warm after {attempt} attempts: {replies}")
         time.sleep(0.25)  # greylisting needs the clock to move on (greylist_delay)
     raise RuntimeError("check_greylist not warm")
-
-
-@dataclass
-class _Session:
-    sock: socket.socket
-    steps: list[tuple[bytes, bytes, str]]  # (what to send, expected code, what it is)
-    step: int = -1  # -1: waiting for the greeting
-    sent_ns: int = 0
-    buffer: bytes = b""
 
 
 @dataclass
