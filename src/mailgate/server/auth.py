@@ -103,12 +103,10 @@ class AuthCommands(SessionParts):
         limit = self.s.auth_rate_limit
         if not limit:
             return False
-        rate = self.event_rate("auth", True)
-        if rate is not None and self.site_rate is not None:
-            rate = await self.site_rate("auth", rate)
-            if rate == TEMPFAIL:
-                self.reply("451 4.3.5 Server configuration problem")
-                return True
+        rate = await self.counted_rate("auth")
+        if rate == TEMPFAIL:
+            self.reply("451 4.3.5 Server configuration problem")
+            return True
         if rate is None or rate <= limit:
             return False
         self.warn(f"AUTH command rate limit exceeded: {rate} from {self.namaddr} for service "

@@ -57,9 +57,10 @@ class ClientLimits:
         return self.connections.event(key, event, time.time(), s.rate_time_unit,
                                       s.rate_window_sliding, ident, count)
 
-    async def site_event(self, key: str, event: str, local: int) -> int:
-        """The site-wide rate of a counted event (MAIL, RCPT, AUTH) given this node's
-        `local` one: `local` without shared state; TEMPFAIL when the store failed so."""
+    async def counted_rate(self, key: str, ident: str, event: str) -> int:
+        """Count a MAIL, RCPT or AUTH of a client anvil counts and return its rate: this
+        node's, or with shared state every node's (TEMPFAIL when the store failed so)."""
+        local = self.event_rate(key, ident, event, True)
         if self.site is None:
             return local
         return await self.site.event(key, event, local)

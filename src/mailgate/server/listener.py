@@ -246,10 +246,10 @@ class SmtpServer:
         key = connection.counted
         limits = self.limits
         ident = limits.ident(client, session.service, key)
-        if ident:  # (else the session's event_rate() counts nothing)
+        if ident:  # (else the session's event_rate() and counted_rate() count nothing)
             session.event_rate = functools.partial(limits.event_rate, key, ident)
+            session.counted_rate = functools.partial(limits.counted_rate, key, ident)
         if ident and limits.site is not None:
-            session.site_rate = functools.partial(limits.site_event, key)
             # (uncounted when the connection ends; over smtpd_max_connections, never counted)
             connection.site_counted = total <= s.max_connections
         refusal, warning = await limits.over_limit(client, count, total, session.service,

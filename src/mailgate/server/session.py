@@ -57,6 +57,11 @@ def _utf8(text: str) -> bool:
     return True
 
 
+
+async def _uncounted(event: str) -> int | None:
+    """counted_rate() of a client anvil does not count."""
+    return None
+
 class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataCommands,
               xclient.XclientCommands):
     """Postfix smtpd semantics for one connection; `handle()` an event, read `out`."""
@@ -91,8 +96,9 @@ class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataComm
         # anvil's rates of MAIL, RCPT, AUTH and new TLS sessions (set by the listener): the
         # rate (with `count`, after counting this event), or None for a client not counted
         self.event_rate: Callable[[str, bool], int | None] = lambda event, count: None
-        # with shared state, the site-wide rate given this node's (set by the listener)
-        self.site_rate: Callable[[str, int], Awaitable[int]] | None = None
+        # MAIL, RCPT and AUTH counted: the rate, every node's with shared state (TEMPFAIL:
+        # the store failed with redis_failure_action = tempfail), or None (not counted)
+        self.counted_rate: Callable[[str], Awaitable[int | None]] = _uncounted
         self.service = "smtp"  # the master.cf service name, for anvil's warnings
 
     # --- replies and logging ----------------------------------------------------------

@@ -48,7 +48,7 @@ class SessionParts:
     tx: Transaction
     st: CheckState
     event_rate: Callable[[str, bool], int | None]
-    site_rate: Callable[[str, int], Awaitable[int]] | None
+    counted_rate: Callable[[str], Awaitable[int | None]]
     service: str
 
     if TYPE_CHECKING:  # provided by Session

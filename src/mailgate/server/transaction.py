@@ -114,7 +114,7 @@ class TransactionCommands:
     service: str  # the master.cf service name, for anvil's warnings
     # anvil's rate of an event for this client, counted (None: anvil does not count it)
     event_rate: Callable[[str, bool], int | None]
-    site_rate: Callable[[str, int], Awaitable[int]] | None  # every node's (shared state)
+    counted_rate: Callable[[str], Awaitable[int | None]]  # (every node's: shared state)
 
     @property
     def namaddr(self) -> str:
@@ -243,13 +243,10 @@ class TransactionCommands:
         limit = self.s.message_rate_limit if mail else self.s.recipient_rate_limit
         if not limit:
             return False
-        event = "mail" if mail else "rcpt"
-        rate = self.event_rate(event, True)
-        if rate is not None and self.site_rate is not None:
-            rate = await self.site_rate(event, rate)
-            if rate == TEMPFAIL:
-                self.reply("451 4.3.5 Server configuration problem")
-                return True
+        rate = await self.counted_rate("mail" if mail else "rcpt")
+        if rate == TEMPFAIL:
+            self.reply("451 4.3.5 Server configuration problem")
+            return True
         if rate is None or rate <= limit:
             return False
         addr = self.st.client.addr

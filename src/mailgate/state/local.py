@@ -17,6 +17,9 @@ _INCR = ("INSERT INTO state (key, value, expires) VALUES (?1, ?2, ?3) ON CONFLIC
 _ADD = ("INSERT INTO state (key, value, expires) VALUES (?1, MAX(?2, 0), ?3) ON CONFLICT (key) "
         "DO UPDATE SET value = MAX(CASE WHEN expires <= ?4 THEN 0 ELSE CAST(value AS INTEGER) "
         "END + ?2, 0), expires = ?3 RETURNING value")
+# counts(): the same statements, with the lifetime left
+_INCR_LEFT = _INCR.replace("RETURNING value", "RETURNING value, expires")
+_ADD_LEFT = _ADD.replace("RETURNING value", "RETURNING value, expires")
 _PURGE_EVERY = 4096  # writes between two removals of expired rows
 
 
@@ -27,7 +30,7 @@ class LocalStore:
     are synchronous (tens of microseconds); a database locked longer than `timeout`
     seconds raises StateUnavailable."""
 
-    shared = False  # every node sees the same state (the counts are site-wide)
+    shared = False  # this machine's alone (the counts stay per gateway)
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time,
                  timeout: float = 0.2) -> None:
@@ -92,9 +95,8 @@ class LocalStore:
         out = []
         for c in changes:
             now = self.clock()
-            sql = (_ADD if c.gauge else _INCR).replace("RETURNING value",
-                                                       "RETURNING value, expires")
-            row = self._run(sql, (c.key, c.amount, now + c.ttl, now))[0]
+            row = self._run(_ADD_LEFT if c.gauge else _INCR_LEFT,
+                            (c.key, c.amount, now + c.ttl, now))[0]
             out.append((int(row[0]), float(row[1]) - now))
         self._wrote()
         return out

@@ -11,7 +11,7 @@ from mailgate.state.store import Change, Item
 class MemoryStore:
     """Store in a dict. Expired entries are dropped when met and on every 1,024th write."""
 
-    shared = False  # every node sees the same state (the counts are site-wide)
+    shared = False  # this machine's alone (the counts stay per gateway)
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
