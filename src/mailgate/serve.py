@@ -313,11 +313,12 @@ def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
             serving.release(new_listeners.addresses)
             statistics.configure(new_cfg.get_time("anvil_status_update_time"),
                                  new_cfg.get_time("anvil_rate_time_unit"))
+            warnings = (*new_cfg.warnings, *new_cfg.unused_parameters(),  # (before the
+                        *new_engine.startup_warnings(), *new_listeners.warnings,  # line
+                        *stale_tables(new_cfg))  # that says the reload is done: its state)
             log.log("master", f"reload -- version {new_cfg.get_str('mail_version')}, "
                     f"configuration {new_cfg.config_dir or '(embedded)'}")
-            for warning in (*new_cfg.warnings, *new_cfg.unused_parameters(),
-                            *new_engine.startup_warnings(), *new_listeners.warnings,
-                            *stale_tables(new_cfg)):
+            for warning in warnings:
                 log.warning("master", warning)
 
         return serving.generation(new_cfg, new_listeners, first=False, started=started)
