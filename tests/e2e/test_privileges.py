@@ -117,6 +117,8 @@ def test_client_facing_processes_run_as_mail_owner(server_factory, users) -> Non
     assert mine.parent.stat().st_uid == local.pw_uid  # the Maildir made for the user is theirs
 
     queue = server.root / "data" / "queue"
+    # the status=deferred line is logged before the file moves from active/ to deferred/
+    wait_until(lambda: any((queue / "deferred").iterdir()))
     (deferred,) = (queue / "deferred").iterdir()
     assert deferred.stat().st_uid == owner.pw_uid
     for name in ("incoming", "active", "deferred", "hold"):
