@@ -105,9 +105,9 @@ def run(port: int, clients: list[str], bind: list[str], xclient: bool,
     deadline = time.monotonic() + timeout
     while sessions and time.monotonic() < deadline:
         for fd, _ in ep.poll(min(1.0, max(deadline - time.monotonic(), 0.0)), 1024):
-            sess = sessions.get(fd)
-            if sess is not None:
-                _ready(res, sessions, ep, fd, sess, start_ns)
+            ready = sessions.get(fd)
+            if ready is not None:
+                _ready(res, sessions, ep, fd, ready, start_ns)
     for fd in list(sessions):
         _fail(res, sessions, ep, fd, f"no answer within {timeout:.0f} s")
     ep.close()

@@ -1,0 +1,61 @@
+"""The TLS parameters of the SMTP server and the SMTP client's parameters (Postfix 3.7 defaults)."""
+
+from __future__ import annotations
+
+from mailgate.config.paramtypes import Kind, Param
+
+_S, _I, _B, _T, _L = Kind.STR, Kind.INT, Kind.BOOL, Kind.TIME, Kind.LIST
+
+TLS_AND_CLIENT_PARAMETERS: tuple[Param, ...] = (
+    # --- smtpd TLS (Postfix 3.7 defaults; docs/tls.md says what Python's ssl maps)
+    Param("smtpd_tls_security_level", _S, ""),
+    Param("smtpd_use_tls", _B, "no"),
+    Param("smtpd_enforce_tls", _B, "no"),
+    Param("smtpd_tls_cert_file", _S, ""),
+    Param("smtpd_tls_key_file", _S, "$smtpd_tls_cert_file"),
+    Param("smtpd_tls_eccert_file", _S, ""),
+    Param("smtpd_tls_eckey_file", _S, "$smtpd_tls_eccert_file"),
+    Param("smtpd_tls_dcert_file", _S, ""),
+    Param("smtpd_tls_dkey_file", _S, "$smtpd_tls_dcert_file"),
+    Param("smtpd_tls_chain_files", _L, ""),
+    Param("smtpd_tls_CAfile", _S, ""),
+    Param("smtpd_tls_CApath", _S, ""),
+    Param("smtpd_tls_protocols", _S, ">=TLSv1"),
+    Param("smtpd_tls_mandatory_protocols", _S, ">=TLSv1"),
+    Param("smtpd_tls_ciphers", _S, "medium"),
+    Param("smtpd_tls_mandatory_ciphers", _S, "medium"),
+    Param("smtpd_tls_exclude_ciphers", _L, ""),
+    Param("smtpd_tls_mandatory_exclude_ciphers", _L, ""),
+    Param("smtpd_tls_auth_only", _B, "no"),
+    Param("smtpd_tls_wrappermode", _B, "no"),
+    Param("smtpd_tls_received_header", _B, "no"),
+    Param("smtpd_tls_loglevel", _I, "0", min=0),
+    Param("smtpd_tls_ask_ccert", _B, "no"),
+    Param("relay_clientcerts", _L, ""),
+    Param("smtpd_tls_req_ccert", _B, "no"),
+    Param("smtpd_tls_ccert_verifydepth", _I, "9", min=0),
+    Param("smtpd_tls_fingerprint_digest", _S,
+          "${{$compatibility_level} <level {3.6} ? {md5} : {sha256}}"),
+    Param("smtpd_tls_session_cache_timeout", _T, "3600s", min=0),
+    Param("smtpd_tls_session_cache_database", _S, ""),
+    Param("smtpd_tls_always_issue_session_ids", _B, "yes"),
+    Param("smtpd_tls_eecdh_grade", _S, "auto"),
+    Param("smtpd_tls_dh1024_param_file", _S, ""),
+    Param("smtpd_starttls_timeout", _T, "${stress?{10}:{300}}s", min=1),
+    Param("tls_preempt_cipherlist", _B, "no"),
+    Param("tls_high_cipherlist", _S, "aNULL:-aNULL:HIGH:@STRENGTH"),
+    Param("tls_medium_cipherlist", _S, "aNULL:-aNULL:HIGH:MEDIUM:+RC4:@STRENGTH"),
+    Param("tls_low_cipherlist", _S, "aNULL:-aNULL:HIGH:MEDIUM:LOW:+RC4:@STRENGTH"),
+    Param("tls_null_cipherlist", _S, "eNULL:!aNULL"),
+    Param("smtp_tls_security_level", _S, ""),
+    Param("smtp_helo_name", _S, "$myhostname"),
+    Param("smtp_connect_timeout", _T, "30s", min=0),
+    Param("smtp_helo_timeout", _T, "300s", min=1),
+    Param("smtp_mail_timeout", _T, "300s", min=1),
+    Param("smtp_rcpt_timeout", _T, "300s", min=1),
+    Param("smtp_data_init_timeout", _T, "120s", min=1),
+    Param("smtp_data_xfer_timeout", _T, "180s", min=1),
+    Param("smtp_data_done_timeout", _T, "600s", min=1),
+    Param("smtp_line_length_limit", _I, "998", min=0),
+    Param("lmtp_line_length_limit", _I, "998", min=0),
+)
