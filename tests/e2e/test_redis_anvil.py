@@ -46,10 +46,14 @@ def nodes(server_factory, count: int, redis: RedisServer | None, **params: str  
 
 
 def site_count(redis: RedisServer, name: str) -> int:
-    """A site-wide anvil count as Redis holds it (`rcpt:127.0.0.1`, `conn:127.0.0.1`)."""
-    client = redis_module.Redis(port=redis.port, socket_timeout=5)
+    """A site-wide anvil count as Redis holds it (`rcpt:127.0.0.1`, or `conn:127.0.0.1`: a
+    hash of each worker's share, "COUNT EXPIRY")."""
+    client = redis_module.Redis(port=redis.port, socket_timeout=5, decode_responses=True)
     try:
-        value = client.get(f"mailgate:{{anvil:{name}}}")
+        key = f"mailgate:{{anvil:{name}}}"
+        if name.startswith("conn:"):
+            return sum(int(share.split()[0]) for share in client.hvals(key))
+        value = client.get(key)
     finally:
         client.close()
     return int(value or 0)

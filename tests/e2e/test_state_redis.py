@@ -48,10 +48,19 @@ def contract(store: RedisStore | GuardedStore) -> None:
         assert await store.incr("c:1", 4, 60) == 5
         assert await store.add("g:1", 2, 60) == 2
         assert await store.add("g:1", -5, 60) == 0
-        counted = await store.counts([Change("c:1", 1, 60), Change("g:1", 3, 30, gauge=True)])
+        counted = await store.counts([Change("c:1", 1, 60), Change("s:1", 3, 30, share="n1")])
         assert [value for value, _ in counted] == [6, 3]
-        assert 59 < counted[0][1] <= 60 and 29 < counted[1][1] <= 30
-        assert 29 < (await store.items("g:"))[0].expires - time.time() <= 30.5
+        assert 59 < counted[0][1] <= 60 and counted[1][1] == 30
+        assert 59 < (await store.items("c:"))[0].expires - time.time() <= 60.5
+        counted = await store.counts([Change("s:1", 2, 30, share="n2"),
+                                      Change("s:1", 1, 30, share="n1")])
+        assert [value for value, _ in counted] == [5, 3]  # n1's share is set, not added
+        await store.counts([Change("s:1", 4, 0.05, share="n3")])  # n3 dies: its share goes
+        deadline = time.monotonic() + 10
+        while (await store.counts([Change("s:1", 0, 30, share="n4")]))[0][0] != 3:
+            assert time.monotonic() < deadline, "a share outlived its lifetime"
+        assert (await store.counts([Change("s:1", 0, 30, share="n1"),
+                                    Change("s:1", 0, 30, share="n2")]))[1][0] == 0
         await store.put("block:192.0.2.0/24", "x", 100)
         await store.put("block*odd", "y", 100)
         items = await store.items("block:")

@@ -82,11 +82,18 @@ def test_counts_change_several_counters_at_once(store: tuple[Store, Clock]) -> N
     db, clock = store
 
     async def run() -> None:
-        both = [Change("w", 2, 60), Change("g", 1, 30, gauge=True)]
+        both = [Change("w", 2, 60), Change("g", 1, 30, share="a")]
         assert await db.counts(both) == [(2, 60.0), (1, 30.0)]
         clock.now += 10
-        assert await db.counts(both) == [(4, 50.0), (2, 30.0)]  # the window, the gauge
-        assert await db.counts([Change("g", -5, 30, gauge=True)]) == [(0, 30.0)]
+        both = [Change("w", 2, 60), Change("g", 3, 30, share="b")]
+        assert await db.counts(both) == [(4, 50.0), (4, 30.0)]  # the window, a's + b's shares
+        assert await db.counts([Change("g", 2, 30, share="a")]) == [(5, 30.0)]  # set, not added
+        clock.now += 25
+        assert await db.counts([Change("g", 1, 30, share="c")]) == [(6, 30.0)]
+        clock.now += 10  # a's and b's shares were not sent again: gone (a node that died)
+        assert await db.counts([Change("g", 0, 30, share="d")]) == [(1, 30.0)]
+        assert await db.counts([Change("g", 0, 30, share="c")]) == [(0, 30.0)]
+        assert await db.counts([Change("g", 0, 30, share="c")]) == [(0, 30.0)]
 
     asyncio.run(run())
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 
 from mailgate.state import Change, StateUnavailable, Store
 
-CONNECTIONS = "anvil:conn:"  # a gauge per client key: its open connections on every node
-# A gauge forgets a client this long after its count last changed: what a node killed with
-# connections open leaves behind lasts no longer than a quiet spell of this length.
-CONNECTION_TTL = 600.0
+CONNECTIONS = "anvil:conn:"  # per client key: each node's share of its open connections
+# A node's share lives this long unless sent again; a node sends its shares again every
+# RENEW seconds, so what a node killed with connections open left behind is gone after
+# LEASE seconds, and a share lost in a failover comes back within RENEW.
+LEASE = 60.0
+RENEW = 20.0
 TEMPFAIL = -1  # a count the store could not give with redis_failure_action = tempfail
 BATCH = 0.02  # seconds a worker gathers its changes before sending them in one round trip
 RETRY = 1.0  # seconds before sending again after the store failed
@@ -32,7 +37,9 @@ class SiteCounts:
     what other nodes counted in the last cache time plus a batch can be missing (0: none).
     Rates are the store's fixed windows of anvil_rate_time_unit (anvil's windows: they
     begin with the first event). Each node still counts in its own anvil table; the larger
-    of the two is the one compared.
+    of the two is the one compared. A connection count is the sum of the nodes' shares:
+    each worker sends how many connections it has open from the client (an absolute
+    number, so a resend never counts twice), renewed while they stay open.
 
     The store failing: `fail_open` and `local` leave the node's own counts (the local
     store's, with `local`) to decide; `tempfail` makes every count TEMPFAIL until the store
@@ -45,7 +52,12 @@ class SiteCounts:
         self.unit = max(float(int(unit)), 1.0)
         self.fresh = fresh  # redis_count_cache_time: how long a count read back is trusted
         self.clock = clock
-        self._pending: dict[str, int] = {}  # key → change not sent yet
+        self._pending: dict[str, int] = {}  # rate key → events not sent yet
+        self._open: dict[str, int] = {}  # connection key → this worker's open connections
+        self._sent: dict[str, int] = {}  # connection key → the share the store has
+        self._dirty: set[str] = set()  # connection keys whose share is to be sent
+        self._node = ""  # this worker's name in the shares (made in the worker: its pid)
+        self._renewal: asyncio.TimerHandle | None = None
         self._known: dict[str, tuple[int, float]] = {}  # key → (site count, trusted until)
         self._failed = False  # the store failed with tempfail: counts are TEMPFAIL
         self._timer: asyncio.TimerHandle | None = None
@@ -61,7 +73,12 @@ class SiteCounts:
 
     async def connect(self, key: str, count: int, rate: int) -> tuple[int, int]:
         """A new connection: the client's (connections, connection rate) on every node."""
-        counted, rated = await asyncio.gather(self._site(CONNECTIONS + key, 1),
+        name = CONNECTIONS + key
+        self._open[name] = self._open.get(name, 0) + 1
+        self._dirty.add(name)
+        if self._renewal is None:
+            self._renewal = asyncio.get_running_loop().call_later(RENEW, self.renew)
+        counted, rated = await asyncio.gather(self._site(name, 0),
                                               self._site(f"anvil:connect:{key}", 1))
         if self._failed:  # (still counted: its end is, too)
             return TEMPFAIL, TEMPFAIL
@@ -69,7 +86,25 @@ class SiteCounts:
 
     def disconnect(self, key: str) -> None:
         """A connection counted by connect() ended."""
-        self._change(CONNECTIONS + key, -1)
+        name = CONNECTIONS + key
+        left = self._open.get(name, 0) - 1
+        if left > 0:
+            self._open[name] = left
+        else:
+            self._open.pop(name, None)
+        self._dirty.add(name)
+        self._schedule()
+
+    def renew(self) -> None:
+        """Send every open connection's share again (they expire after LEASE); run every
+        RENEW seconds while connections are open."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
+        if self._open:
+            self._dirty.update(self._open)
+            self._schedule()
+            self._renewal = asyncio.get_running_loop().call_later(RENEW, self.renew)
 
     async def _site(self, key: str, delta: int) -> int:
         """Count `delta` and return the site's count: at once when this worker read it back
@@ -83,22 +118,33 @@ class SiteCounts:
         self._hurry()
         await asyncio.shield(done)
         known = self._known.get(key)  # (just read back: whatever the cache time)
-        return max((known[0] if known is not None else 0) + self._pending.get(key, 0), 0)
+        return max((known[0] if known is not None else 0) + self._unsent(key), 0)
 
     def _change(self, key: str, delta: int) -> int | None:
         """Count `delta` for the next batch; the site's count if known, else None."""
-        self._pending[key] = self._pending.get(key, 0) + delta
+        if delta:
+            self._pending[key] = self._pending.get(key, 0) + delta
+        self._schedule()
+        return self._estimate(key)
+
+    def _schedule(self) -> None:
+        """Have the pending changes sent in the next batch."""
         if self._batch is None:
             self._batch = asyncio.get_running_loop().create_future()
         if self._timer is None and self._sending is None:
             self._timer = asyncio.get_running_loop().call_later(BATCH, self._send_soon)
-        return self._estimate(key)
 
     def _estimate(self, key: str) -> int | None:
         known = self._known.get(key)
         if known is None or known[1] <= self.clock():
             return None
-        return max(known[0] + self._pending.get(key, 0), 0)
+        return max(known[0] + self._unsent(key), 0)
+
+    def _unsent(self, key: str) -> int:
+        """What this worker counted that the store's count does not hold yet."""
+        if key.startswith(CONNECTIONS):
+            return self._open.get(key, 0) - self._sent.get(key, 0)
+        return self._pending.get(key, 0)
 
     # --- sending -------------------------------------------------------------------------
     def _hurry(self) -> None:
@@ -122,7 +168,7 @@ class SiteCounts:
             self._sending = None
             if done is not None and not done.done():
                 done.set_result(None)
-            if self._pending:
+            if self._pending or self._dirty:
                 loop = asyncio.get_running_loop()
                 if self._urgent and delay == BATCH:
                     self._send_soon()
@@ -132,8 +178,11 @@ class SiteCounts:
     async def flush(self) -> float:
         """Send what was counted; return how long to wait before the next batch."""
         batch, self._pending = self._pending, {}
-        changes = [Change(key, delta, CONNECTION_TTL, True) if key.startswith(CONNECTIONS)
-                   else Change(key, delta, self.unit) for key, delta in batch.items() if delta]
+        dirty, self._dirty = self._dirty, set()
+        if dirty and not self._node:
+            self._node = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+        changes = [Change(key, delta, self.unit) for key, delta in batch.items() if delta]
+        changes += [Change(key, self._open.get(key, 0), LEASE, self._node) for key in dirty]
         if not changes:
             if not self._failed:
                 return BATCH
@@ -143,9 +192,7 @@ class SiteCounts:
         except StateUnavailable as exc:
             self._failed = not exc.fail_open
             self._known.clear()
-            for change in changes:  # connections are sent again; rate events are dropped
-                if change.gauge:
-                    self._pending[change.key] = self._pending.get(change.key, 0) + change.amount
+            self._dirty |= dirty  # connections are sent again; rate events are dropped
             return RETRY
         self._failed = False
         now = self.clock()
@@ -153,14 +200,21 @@ class SiteCounts:
             self._known = {k: v for k, v in self._known.items() if v[1] > now}
         for change, (value, left) in zip(changes, counted, strict=True):
             self._known[change.key] = (value, now + min(left, self.fresh))
+            if change.share and change.amount:
+                self._sent[change.key] = change.amount
+            elif change.share:
+                self._sent.pop(change.key, None)
         return BATCH
 
     async def drain(self) -> None:
         """At stop: send what is left (the connections that ended), once."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._sending is not None:
             await asyncio.gather(self._sending, return_exceptions=True)
-        if self._pending:
+        if self._pending or self._dirty:
             await self.flush()

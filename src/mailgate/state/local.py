@@ -17,9 +17,13 @@ _INCR = ("INSERT INTO state (key, value, expires) VALUES (?1, ?2, ?3) ON CONFLIC
 _ADD = ("INSERT INTO state (key, value, expires) VALUES (?1, MAX(?2, 0), ?3) ON CONFLICT (key) "
         "DO UPDATE SET value = MAX(CASE WHEN expires <= ?4 THEN 0 ELSE CAST(value AS INTEGER) "
         "END + ?2, 0), expires = ?3 RETURNING value")
-# counts(): the same statements, with the lifetime left
+# counts(): the window, with its lifetime left
 _INCR_LEFT = _INCR.replace("RETURNING value", "RETURNING value, expires")
-_ADD_LEFT = _ADD.replace("RETURNING value", "RETURNING value, expires")
+# a node's share of a sum: a row KEY<US>NODE each, summed over the key's live rows
+_SHARE_SET = "INSERT OR REPLACE INTO state (key, value, expires) VALUES (?, ?, ?)"
+_SHARE_DROP = "DELETE FROM state WHERE key = ?"
+_SHARE_SUM = ("SELECT COALESCE(SUM(CAST(value AS INTEGER)), 0) FROM state "
+              "WHERE key >= ? AND key < ? AND expires > ?")
 _PURGE_EVERY = 4096  # writes between two removals of expired rows
 
 
@@ -95,11 +99,20 @@ class LocalStore:
         out = []
         for c in changes:
             now = self.clock()
-            row = self._run(_ADD_LEFT if c.gauge else _INCR_LEFT,
-                            (c.key, c.amount, now + c.ttl, now))[0]
+            if c.share:
+                out.append((self._share(c, now), c.ttl))
+                continue
+            row = self._run(_INCR_LEFT, (c.key, c.amount, now + c.ttl, now))[0]
             out.append((int(row[0]), float(row[1]) - now))
         self._wrote()
         return out
+
+    def _share(self, c: Change, now: float) -> int:
+        if c.amount > 0:
+            self._run(_SHARE_SET, (f"{c.key}\x1f{c.share}", str(c.amount), now + c.ttl))
+        else:
+            self._run(_SHARE_DROP, (f"{c.key}\x1f{c.share}",))
+        return int(self._run(_SHARE_SUM, (c.key + "\x1f", c.key + "\x20", now))[0][0])
 
     async def items(self, prefix: str) -> list[Item]:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

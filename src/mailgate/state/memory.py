@@ -16,6 +16,7 @@ class MemoryStore:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._data: dict[str, tuple[str, float]] = {}
+        self._shares: dict[str, dict[str, tuple[int, float]]] = {}  # key → node → (n, expiry)
         self._writes = 0
 
     def _live(self, key: str) -> tuple[str, float] | None:
@@ -63,10 +64,26 @@ class MemoryStore:
     async def counts(self, changes: Sequence[Change]) -> list[tuple[int, float]]:
         out = []
         for c in changes:
-            value = await (self.add if c.gauge else self.incr)(c.key, c.amount, c.ttl)
+            if c.share:
+                out.append((self._share(c), c.ttl))
+                continue
+            value = await self.incr(c.key, c.amount, c.ttl)
             entry = self._data.get(c.key)
             out.append((value, entry[1] - self.clock() if entry else 0.0))
         return out
+
+    def _share(self, c: Change) -> int:
+        now = self.clock()
+        shares = self._shares.setdefault(c.key, {})
+        if c.amount > 0:
+            shares[c.share] = (c.amount, now + c.ttl)
+        else:
+            shares.pop(c.share, None)
+        for node in [n for n, (_, exp) in shares.items() if exp <= now]:
+            del shares[node]
+        if not shares:
+            del self._shares[c.key]
+        return sum(n for n, _ in shares.values())
 
     async def items(self, prefix: str) -> list[Item]:
         now = self.clock()
@@ -75,6 +92,7 @@ class MemoryStore:
 
     def close(self) -> None:
         self._data.clear()
+        self._shares.clear()
 
     async def aclose(self) -> None:
         self.close()

@@ -23,17 +23,37 @@ if count < 0 then count = 0; redis.call('SET', KEYS[1], 0) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return count
 """
-# either, with the lifetime left: {value, PTTL}; ARGV[3] = 1 for a gauge (sent with EVAL in
-# a pipeline: Redis keeps the compiled script by its digest, and Cluster routes it by key)
+# a window with the lifetime left: {value, PTTL} (sent with EVAL in a pipeline: Redis keeps
+# the compiled script by its digest, and Cluster routes it by key)
 _COUNT = """
 local count = redis.call('INCRBY', KEYS[1], ARGV[1])
-if ARGV[3] == '1' then
-  if count < 0 then count = 0; redis.call('SET', KEYS[1], 0) end
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-elseif count == tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
+if count == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return {count, redis.call('PTTL', KEYS[1])}
+"""
+# a node's share of a sum: a hash of node → "count expiry" (Redis' own clock, in ms); sets
+# ARGV[3]'s share to ARGV[1] (0: drops it) for ARGV[2] ms, drops the expired ones and returns
+# {the sum of the live shares, ARGV[2]}; the hash itself lives as long as its newest share
+_SHARE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+if tonumber(ARGV[1]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[3], ARGV[1] .. ' ' .. (now + ttl))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  redis.call('HDEL', KEYS[1], ARGV[3])
+end
+local sum = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local n, expires = string.match(all[i + 1], '^(%d+) (%d+)$')
+  if n and tonumber(expires) > now then
+    sum = sum + tonumber(n)
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return {sum, ttl}
 """
 MASTER_CHECK = 1.0  # seconds between two questions to Sentinel about the master
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
@@ -145,8 +165,12 @@ class RedisStore:
         async def send() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for c in changes:
-                    pipe.eval(_COUNT, 1, self._key(c.key), c.amount,
-                              max(int(c.ttl * 1000), 1), int(c.gauge))
+                    if c.share:
+                        pipe.eval(_SHARE, 1, self._key(c.key), c.amount,
+                                  max(int(c.ttl * 1000), 1), c.share)
+                    else:
+                        pipe.eval(_COUNT, 1, self._key(c.key), c.amount,
+                                  max(int(c.ttl * 1000), 1))
                 replies: list[Any] = await pipe.execute()
                 return replies
 

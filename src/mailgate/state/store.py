@@ -27,12 +27,15 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One counter's change in Store.counts(): `gauge` False is incr(), True is add()."""
+    """One counter's change in Store.counts(). Without `share`, incr(): `amount` added to a
+    fixed window of `ttl` seconds. With `share` (a node's name), the key is a sum of the
+    nodes' shares: this node's share becomes `amount` (0: none), and lives `ttl` seconds
+    unless set again, so what a node that died left behind is gone after `ttl`."""
 
     key: str
     amount: int
     ttl: float
-    gauge: bool = False
+    share: str = ""
 
 
 class Store(Protocol):
@@ -65,8 +68,9 @@ class Store(Protocol):
 
     async def counts(self, changes: Sequence[Change]) -> list[tuple[int, float]]:
         """Several counters changed together (one round trip to a remote store): each a
-        fixed window (incr) or a gauge (add); returns each one's value and the seconds
-        left of its lifetime."""
+        fixed window (incr) or a node's share of a sum (Change.share); returns each one's
+        value (the window's count, or the sum of the live shares) and the seconds left of
+        its lifetime (a share's: `ttl`)."""
         ...
 
     async def items(self, prefix: str) -> list[Item]:
