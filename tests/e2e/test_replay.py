@@ -12,13 +12,12 @@ import os
 import smtplib
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from conftest import Server, wait_until
-from support.replayplay import by_tag, play_all, replay, scripts
+from support.replayplay import by_tag, compare, play_all, replay, scripts
 
 SESSIONS = 300
 TEXT = "REPLAY"
@@ -74,31 +73,6 @@ def config_b2(t: dict[str, Path]) -> dict[str, str]:
             "smtpd_recipient_restrictions": "reject_unauth_destination",
             "smtpd_end_of_data_restrictions": f"check_client_access "
                                               f"texthash:{t['eod_clients']}"}
-
-
-def compare(predicted: dict[int, list[dict[str, object]]], live: dict[int, list[int]]
-            ) -> tuple[int, int, list[str]]:
-    """(evaluated, not evaluated, mismatches) of the predictions against the live codes."""
-    evaluated = unknown = 0
-    wrong = []
-    for tag, codes in live.items():
-        rows = predicted.get(tag, [])
-        assert len(rows) == len(codes), (tag, rows, codes)
-        for row, code in zip(rows, codes, strict=True):
-            if not row["evaluated"]:
-                unknown += 1
-                assert row["now"] is None and row["reason"]
-                continue
-            evaluated += 1
-            if row["now"] != code:
-                wrong.append(f"session {tag}: predicted {row['now']} ({row['rule']}), "
-                             f"live {code}: {row}")
-    if os.environ.get("MAILGATE_SHOW"):
-        rows = [row for rows in predicted.values() for row in rows]
-        print(evaluated, unknown, len(wrong), Counter(
-            (r["then"], r["now"], r["rule"], r["stage"]) for r in rows).most_common(),
-            Counter(r["reason"] for r in rows))
-    return evaluated, unknown, wrong
 
 
 UNSENT = "if the client sends it"  # a message A never let it send, which B refuses

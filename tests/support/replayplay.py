@@ -10,10 +10,12 @@ Each session sets its client with XCLIENT (ADDR, NAME, REVERSE_NAME) and tags it
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ class Script:
     recipients: tuple[str, ...]
     data: bool
     pipelined: bool
+    persistent: bool = False  # goes on after a refused greeting (as spam bots do)
 
     @property
     def port(self) -> int:
@@ -98,6 +101,11 @@ def play(port: int, s: Script) -> list[int]:
         conn.send(f"XCLIENT ADDR={s.addr} NAME={s.name} PORT={s.port}")
         greeting = conn.reply()
         if greeting != 220:
+            if s.persistent:  # every command is answered 503 5.7.0 access denied
+                for line in (f"{s.verb} {s.helo}", f"MAIL FROM:<{s.sender}>",
+                             *(f"RCPT TO:<{r}>" for r in s.recipients)):
+                    conn.send(line)
+                    conn.reply()  # (503 5.7.0 access denied)
             conn.send("QUIT")
             return [greeting] * len(s.recipients)
         conn.send(f"{s.verb} {s.helo}")
@@ -155,3 +163,28 @@ def by_tag(rows: list[dict[str, object]]) -> dict[int, list[dict[str, object]]]:
         assert isinstance(port, int)
         out.setdefault(port - BASE_PORT, []).append(row)
     return out
+
+
+def compare(predicted: dict[int, list[dict[str, object]]], live: dict[int, list[int]]
+            ) -> tuple[int, int, list[str]]:
+    """(evaluated, not evaluated, mismatches) of the predictions against the live codes."""
+    evaluated = unknown = 0
+    wrong = []
+    for tag, codes in live.items():
+        rows = predicted.get(tag, [])
+        assert len(rows) == len(codes), (tag, rows, codes)
+        for row, code in zip(rows, codes, strict=True):
+            if not row["evaluated"]:
+                unknown += 1
+                assert row["now"] is None and row["reason"]
+                continue
+            evaluated += 1
+            if row["now"] != code:
+                wrong.append(f"session {tag}: predicted {row['now']} ({row['rule']}), "
+                             f"live {code}: {row}")
+    if os.environ.get("MAILGATE_SHOW"):
+        rows = [row for rows in predicted.values() for row in rows]
+        print(evaluated, unknown, len(wrong), Counter(
+            (r["then"], r["now"], r["rule"], r["stage"]) for r in rows).most_common(),
+            Counter(r["reason"] for r in rows))
+    return evaluated, unknown, wrong

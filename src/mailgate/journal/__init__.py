@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 from mailgate.config.config import Config
 from mailgate.journal.record import Outcome, RecordError, Then, Transaction, decode, encode
-from mailgate.journal.recorder import NO_JOURNAL, Journal, TransactionJournal
+from mailgate.journal.recorder import NEED_HELO, NO_JOURNAL, Journal, TransactionJournal
 from mailgate.journal.writer import JournalFile, create
 
-__all__ = ["NO_JOURNAL", "Journal", "JournalFile", "Outcome", "RecordError", "Then",
+__all__ = ["NEED_HELO", "NO_JOURNAL", "Journal", "JournalFile", "Outcome", "RecordError", "Then",
            "Transaction", "TransactionJournal", "create", "decode", "encode", "open_journal"]
 
 

@@ -70,6 +70,12 @@ class Outcome:
     def refused(self) -> bool:
         return self.code >= 400
 
+    def soft(self, soft_bounce: bool) -> Outcome:
+        """As the client gets it: soft_bounce turns every 5xx reply into 4xx."""
+        if not soft_bounce or self.code < 500:
+            return self
+        return Outcome(self.code - 100, "4" + self.dsn[1:], self.text, self.rule)
+
     def encode(self) -> list[Any]:
         if not self.refused:
             return [self.code]
@@ -91,13 +97,16 @@ _PASSED = {code: Outcome(code) for code in (250, 354)}
 @dataclass(slots=True)
 class Then:
     """The replies the transaction got from the checks (None: that check did not run or
-    was not recorded): HELO (smtpd_delay_reject = no), MAIL, each RCPT, DATA, END-OF-DATA."""
+    was not recorded): HELO (smtpd_delay_reject = no), MAIL, each RCPT, DATA, END-OF-DATA;
+    and `connect`, the client list's refusal at the greeting (smtpd_delay_reject = no),
+    after which the client's MAIL and RCPT were answered `503 5.7.0 access denied`."""
 
     helo: Outcome | None = None
     mail: Outcome | None = None
     rcpt: list[Outcome] = field(default_factory=list)
     data: Outcome | None = None
     eod: Outcome | None = None
+    connect: Outcome | None = None
 
 
 @dataclass(slots=True)
@@ -153,7 +162,7 @@ _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 def _then(then: Then) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in ("helo", "mail"):
+    for name in ("connect", "helo", "mail"):
         value: Outcome | None = getattr(then, name)
         if value is not None:
             out[name] = value.encode()
@@ -294,7 +303,8 @@ def then_of(t: dict[str, Any]) -> Then:
                 Outcome.decode(t["mail"]) if "mail" in t else None,
                 [Outcome.decode(o) for o in t["rcpt"]],
                 Outcome.decode(t["data"]) if "data" in t else None,
-                Outcome.decode(t["eod"]) if "eod" in t else None)
+                Outcome.decode(t["eod"]) if "eod" in t else None,
+                Outcome.decode(t["connect"]) if "connect" in t else None)
 
 
 def again(line: str, seen: Transaction) -> Transaction:

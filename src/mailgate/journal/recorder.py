@@ -23,6 +23,8 @@ from mailgate.engine.resolve import Resolution
 from mailgate.journal.record import Outcome, Transaction, encode
 from mailgate.journal.writer import JournalFile
 
+TOO_MANY = Outcome(452, "4.5.3", "Error: too many recipients")  # smtpd_recipient_limit
+NEED_HELO = Outcome(503, "5.5.1", "Error: send HELO/EHLO first")  # smtpd_helo_required
 _SESSION: ContextVar[SessionRecorder | None] = ContextVar("mailgate_journal", default=None)
 
 
@@ -30,7 +32,8 @@ class SessionRecorder:
     """One session: the DNS answers its checks saw so far (every record of the session
     carries them), the last HELO refused, and the transaction being recorded."""
 
-    __slots__ = ("dns", "helo", "helo_refused", "instance", "rbl", "tx", "write")
+    __slots__ = ("denied", "dns", "helo", "helo_refused", "instance", "protocol", "rbl",
+                 "tx", "write")
 
     def __init__(self, write: Callable[[Transaction], None]) -> None:
         self.write = write
@@ -40,6 +43,8 @@ class SessionRecorder:
         self.helo_refused: Outcome | None = None
         self.tx: Transaction | None = None
         self.instance: str | None = None  # the transaction's (None: MAIL checked, not taken)
+        self.denied: Outcome | None = None  # the client list's refusal at the greeting
+        self.protocol = "SMTP"  # the greeting verb seen while access is denied
 
     def begin(self, st: CheckState, sender: str, clock: Callable[[], float]) -> Transaction:
         """A new transaction, from the session's state as the engine sees it now."""
@@ -67,6 +72,30 @@ class SessionRecorder:
         if st.ill_pipelining and tx.pipelining_from is None:
             tx.pipelining_from = len(tx.recipients)
         return tx
+
+    def attempted(self, recipient: str) -> None:
+        """A RCPT answered 503 after the transaction's MAIL (or the client) was refused: the
+        recipient it was for (what `mailgate replay` evaluates when the candidate accepts)."""
+        tx = self.tx
+        if tx is not None and (tx.then.connect is not None or (
+                tx.then.mail is not None and tx.then.mail.refused)):
+            tx.recipients.append(recipient)
+
+    def denied_command(self, st: CheckState, verb: str, argument: str,
+                       clock: Callable[[], float]) -> None:
+        """A command answered `503 5.7.0 access denied` (the client was refused at the
+        greeting): its HELO name, and each MAIL (a transaction) and RCPT, are kept."""
+        if self.denied is None:
+            return
+        if verb in ("HELO", "EHLO"):
+            self.end()
+            self.helo, self.protocol = argument, "ESMTP" if verb == "EHLO" else "SMTP"
+        elif verb == "MAIL":
+            tx = self.begin(st, argument, clock)
+            tx.helo, tx.protocol = self.helo, self.protocol
+            tx.then.connect, tx.then.helo = self.denied, None
+        elif verb == "RCPT":
+            self.attempted(argument)
 
     def end(self) -> None:
         """The transaction is over: its record goes to the journal (with a copy of the
@@ -99,8 +128,16 @@ class RecordingEngine(Engine):
         if recorder is not None:
             recorder.end()
             recorder.dns, recorder.rbl = {}, {}
-            recorder.helo = recorder.helo_refused = None
+            recorder.helo = recorder.helo_refused = recorder.denied = None
         super().started_client(client)
+
+    async def check_client(self, st: CheckState) -> Verdict:
+        """The client list at the greeting (smtpd_delay_reject = no)."""
+        verdict = await super().check_client(st)
+        recorder = _SESSION.get()
+        if recorder is not None and verdict.reply is not None:
+            recorder.denied = Outcome.of(verdict, 220)
+        return verdict
 
     async def check_helo(self, st: CheckState, helo: str | None) -> Verdict:
         verdict = await super().check_helo(st, helo)
@@ -118,9 +155,8 @@ class RecordingEngine(Engine):
         recorder = _SESSION.get()
         if recorder is not None and sender is not None:
             tx = recorder.begin(st, sender, self.journal.clock)
-            if verdict.reply is not None:
-                tx.then.mail = Outcome.of(verdict, 250)
-                recorder.end()
+            if verdict.reply is not None:  # (written at the next MAIL, HELO, RSET or the
+                tx.then.mail = Outcome.of(verdict, 250)  # end, with the RCPTs tried since)
         return verdict
 
     async def check_rcpt(self, st: CheckState, recipient: str,
@@ -164,6 +200,23 @@ class Journal:
 
     def finish(self) -> None:
         """The session ends (its last transaction's record is written)."""
+
+    def attempted(self, recipient: str) -> None:
+        """RCPT TO:<recipient> answered 503 (no MAIL transaction): after a refused MAIL,
+        a recipient of the refused transaction."""
+
+    def reset(self) -> None:
+        """RSET: the transaction (if any) is over."""
+
+    def over_limit(self, st: CheckState, recipient: str) -> None:
+        """RCPT TO:<recipient> answered `452 4.5.3 Error: too many recipients`."""
+
+    def mail_refused(self, st: CheckState, sender: str, outcome: Outcome) -> None:
+        """MAIL FROM:<sender> refused by smtpd itself (smtpd_helo_required)."""
+
+    def denied(self, st: CheckState, verb: str, argument: str) -> None:
+        """A command answered `503 5.7.0 access denied` (HELO/EHLO's name, MAIL's sender,
+        RCPT's recipient: the address as smtpd reads it)."""
 
     def batch_in(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Records of one event-loop iteration are written together."""
@@ -214,6 +267,33 @@ class TransactionJournal(Journal):
         if recorder is not None:
             recorder.end()
             _SESSION.set(None)
+
+    def attempted(self, recipient: str) -> None:
+        recorder = _SESSION.get()
+        if recorder is not None:
+            recorder.attempted(recipient)
+
+    def reset(self) -> None:
+        recorder = _SESSION.get()
+        if recorder is not None:
+            recorder.end()
+
+    def denied(self, st: CheckState, verb: str, argument: str) -> None:
+        recorder = _SESSION.get()
+        if recorder is not None:
+            recorder.denied_command(st, verb, argument, self.clock)
+
+    def mail_refused(self, st: CheckState, sender: str, outcome: Outcome) -> None:
+        recorder = _SESSION.get()
+        if recorder is not None:
+            recorder.begin(st, sender, self.clock).then.mail = outcome
+
+    def over_limit(self, st: CheckState, recipient: str) -> None:
+        recorder = _SESSION.get()
+        if recorder is not None:
+            tx = recorder.current(st, self.clock)
+            tx.recipients.append(recipient)
+            tx.then.rcpt.append(TOO_MANY)
 
     def batch_in(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.file.batch_in(loop)

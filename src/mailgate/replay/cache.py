@@ -78,18 +78,18 @@ class Known:
     its `then` (`bits`, simulate.then_key), and what the record added to the counts
     (`done`, for its `then` text); the same for other `then`s of the same facts (rare)."""
 
-    bits: tuple[bool, bool]
+    bits: tuple[bool, bool, bool]
     then: str
     done: Effect
     effects: dict[str, Effect] | None = None
-    nows: dict[tuple[bool, bool], Sequence[Now]] | None = None
+    nows: dict[tuple[bool, bool, bool], Sequence[Now]] | None = None
 
     def effect(self, then: str) -> Effect | None:
         if then == self.then:
             return self.done
         return self.effects.get(then) if self.effects is not None else None
 
-    def now(self, bits: tuple[bool, bool]) -> Sequence[Now] | None:
+    def now(self, bits: tuple[bool, bool, bool]) -> Sequence[Now] | None:
         if bits == self.bits:
             return self.done.now
         return self.nows.get(bits) if self.nows is not None else None
@@ -99,7 +99,7 @@ class Known:
             self.effects = {}
         self.effects[then] = done
 
-    def remember(self, bits: tuple[bool, bool], now: Sequence[Now]) -> None:
+    def remember(self, bits: tuple[bool, bool, bool], now: Sequence[Now]) -> None:
         if self.nows is None:
             self.nows = {}
         self.nows[bits] = now

@@ -55,9 +55,13 @@ READS: dict[str, tuple[str, ...]] = {
                            "reject_rhsbl_reverse_client"),
     "tls": ("permit_tls_clientcerts", "permit_tls_all_clientcerts", "check_ccert_access",
             "reject_plaintext_session"),
+    # (a journal: the candidate answers HELO/EHLO otherwise, so ESMTP may differ: simulate)
+    "pipelining": ("reject_unauth_pipelining",),
 }
 WHAT = {"helo": "the HELO name", "client_name_status": "the client name lookup's result",
-        "tls": "the TLS session"}
+        "tls": "the TLS session",
+        "pipelining": "whether the client's pipelining was improper with the candidate's "
+                      "answer to HELO/EHLO"}
 # Restrictions a replay never runs: another server's answer, or state that the replay
 # would read in another moment (or change).
 NEVER = {"check_policy_service": "asks a policy server",

@@ -35,11 +35,13 @@ class Now:
     reason: str = ""
 
 
-def then_key(t: Then) -> tuple[bool, bool]:
+def then_key(t: Then) -> tuple[bool, bool, bool]:
     """What a simulation reads of `then` (the rest is only reported): whether every RCPT was
     refused then and whether DATA was refused (or not reached) then, which say whether the
-    client could send the message. An evaluation depends on the facts and these alone."""
-    return all(o.refused for o in t.rcpt), t.data is None or t.data.refused
+    client could send the message, and whether HELO was refused then (whether the session
+    was ESMTP). An evaluation depends on the facts and these alone."""
+    return (all(o.refused for o in t.rcpt), t.data is None or t.data.refused,
+            t.helo is not None and t.helo.refused)
 
 
 def then(tx: Transaction) -> list[Outcome]:
@@ -49,8 +51,9 @@ def then(tx: Transaction) -> list[Outcome]:
 
 def replies_then(t: Then, recipients: int) -> list[Outcome]:
     """then() from a record's `then` and its number of recipients."""
-    if t.mail is not None and t.mail.refused:
-        return [t.mail] * max(recipients, 1)
+    for first in (t.connect, t.mail):
+        if first is not None and first.refused:
+            return [first] * max(recipients, 1)
     message = t.data if t.data is not None and t.data.refused else \
         t.eod if t.eod is not None and t.eod.refused else None
     out = []
@@ -75,6 +78,8 @@ class Simulation:
             refused = await self._before_rcpt(st, tx)
             if refused is not None:
                 return [refused] * count
+            if not tx.recipients:  # refused at MAIL then, recipients not known (a Postfix
+                return [Now(ACCEPTED, "mail")]  # log; or the client tried none): the MAIL
             await self._recipients(st, tx, out)
         except NotEvaluable as exc:
             out += [Now(None, reason=str(exc))] * (count - len(out))
@@ -105,13 +110,15 @@ class Simulation:
                 helo_refusal = verdict if verdict.reply is not None else None
             if helo_refusal is None:
                 st.helo = neuter(printable(helo, s.smtputf8_enable))
+        if helo is not None and _esmtp_changes(tx, helo_refusal is not None):
+            st.missing = st.missing | {"pipelining"}
         st.where = "MAIL"
         if s.helo_required and not st.helo:
             rule = helo_refusal.rule if helo_refusal is not None else None
-            return Now(Outcome(503, "5.5.1", "Error: send HELO/EHLO first", rule), "helo")
+            return Now(self._smtpd(503, "5.5.1", "Error: send HELO/EHLO first", rule), "helo")
         st.smtputf8, st.size, st.sasl_sender = tx.smtputf8, tx.size, tx.sasl_sender
         if s.message_size_limit and st.size > s.message_size_limit:
-            return Now(Outcome(552, "5.3.4", "Message size exceeds fixed limit"), "mail")
+            return Now(self._smtpd(552, "5.3.4", "Message size exceeds fixed limit"), "mail")
         if not s.delay_reject:
             verdict = await engine.check_mail(st, tx.sender)
             if verdict.reply is not None:
@@ -120,10 +127,14 @@ class Simulation:
         st.instance = tx.queue_id or "replay"
         return None
 
+    def _smtpd(self, code: int, dsn: str, text: str, rule: Rule | None = None) -> Outcome:
+        """A reply of smtpd's own: soft_bounce turns 5xx into 4xx there too."""
+        return Outcome(code, dsn, text, rule).soft(self.s.soft_bounce)
+
     async def _recipients(self, st: ReplayState, tx: Transaction, out: list[Now]) -> None:
         """Each RCPT; then DATA and the end of the message for those accepted."""
         accepted = await self._rcpt(st, tx, out)
-        no_rcpt, no_data = then_key(tx.then)
+        no_rcpt, no_data, _ = then_key(tx.then)
         data = _sends(tx.data, no_rcpt)
         if not accepted or data is False:
             return
@@ -177,6 +188,17 @@ class Simulation:
         st.size = tx.message_size or 0
         verdict = await self.engine.check_eod(st, only)
         return _now(verdict, "end-of-data") if verdict.reply is not None else None
+
+
+def _esmtp_changes(tx: Transaction, refused_now: bool) -> bool:
+    """Whether the session may be ESMTP now where it was not then, or the other way round:
+    the candidate refuses an EHLO accepted then, or accepts a HELO/EHLO refused then. Then
+    whether the client's pipelining is improper is not known (the record has what smtpd
+    flagged then, not what the client sent ahead)."""
+    refused_then = tx.then.helo is not None and tx.then.helo.refused
+    if tx.protocol == "ESMTP":
+        return refused_now
+    return refused_then and not refused_now
 
 
 def _sends(sent: bool, no_chance: bool) -> bool | None:

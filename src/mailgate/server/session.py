@@ -324,6 +324,8 @@ class Session(SessionCommands, AuthCommands, TlsCommands, BdatCommands, DataComm
                 self.closing = True
                 return
         if self.access_denied and verb != "QUIT":
+            if self.svc.journal.enabled:
+                self.journal_denied(cmd)
             self.reply(f"503 5.7.0 Error: access denied for {self.namaddr}")
             if handler is not None:
                 self.stats.count(verb.lower(), False)

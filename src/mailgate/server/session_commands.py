@@ -158,6 +158,7 @@ class SessionCommands(SessionParts):
             self.reply("501 5.5.4 Syntax: RSET")
             return False
         self.reset_transaction()
+        self.svc.journal.reset()
         self.reply("250 2.0.0 Ok")
         return True
 

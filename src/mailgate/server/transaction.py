@@ -19,7 +19,7 @@ from mailgate.engine.context import CheckState, Client, Marks
 from mailgate.engine.engine import Engine
 from mailgate.engine.reply import Reply
 from mailgate.engine.resolve import Resolution
-from mailgate.journal import NO_JOURNAL, Journal
+from mailgate.journal import NEED_HELO, NO_JOURNAL, Journal
 from mailgate.maillog import MailLog
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.queue.space import INSUFFICIENT_STORAGE, check_queue
@@ -150,7 +150,10 @@ class TransactionCommands:
     # MAIL -------------------------------------------------------------------------------
     async def mail_cmd(self, cmd: Command) -> bool:
         if self.s.helo_required and not self.st.helo:
-            self.reply("503 5.5.1 Error: send HELO/EHLO first")
+            address = self.journal_address(cmd.tokens, "MAIL")
+            if address is not None:
+                self.svc.journal.mail_refused(self.st, address, NEED_HELO.soft(self.s.soft_bounce))
+            self.reply(f"{NEED_HELO.code} {NEED_HELO.dsn} {NEED_HELO.text}")
             return False
         self.st.smtputf8 = False  # smtpd.c clears the MAIL flags first, even when nested
         if self.st.sender is not None:
@@ -281,6 +284,9 @@ class TransactionCommands:
     # RCPT -------------------------------------------------------------------------------
     async def rcpt_cmd(self, cmd: Command) -> bool:
         if self.st.sender is None:
+            recipient = self.journal_address(cmd.tokens, "RCPT")
+            if recipient:
+                self.svc.journal.attempted(recipient)
             self.reply("503 5.5.1 Error: need MAIL command")
             return False
         if self.tx.in_bdat:
@@ -300,6 +306,7 @@ class TransactionCommands:
             return False
         # smtpd.c rcpt_cmd(): the address and its parameters are judged before the limit
         if self.st.rcpt_count >= self.s.recipient_limit:
+            self.svc.journal.over_limit(self.st, extracted.address)
             self.reply("452 4.5.3 Error: too many recipients")
             self.tx.rcpt_overshoot += 1
             return self.tx.rcpt_overshoot <= self.s.recipient_overshoot_limit
@@ -317,6 +324,25 @@ class TransactionCommands:
             st.recipient = recipient  # logged as to=<> by later checks (HELO, ...)
         self.reply("250 2.1.5 Ok")
         return True
+
+    def journal_address(self, args: tuple[Token, ...], verb: str) -> str | None:
+        """For the journal, the address of a MAIL or RCPT that is answered without its
+        checks (503): as smtpd reads it; None when off or of bad syntax."""
+        if not self.svc.journal.enabled or len(args) < 3 or args[2].type is TokType.ERROR \
+                or args[1].value.lower() != ("from:" if verb == "MAIL" else "to:"):
+            return None
+        extracted = extract_addr(args[2].value, self.s.strict_rfc821_envelopes)
+        return None if extracted.illegal else extracted.address
+
+    def journal_denied(self, cmd: Command) -> None:
+        """A command answered `503 5.7.0 access denied`, for the journal."""
+        verb, args = cmd.verb, cmd.tokens
+        if verb in ("HELO", "EHLO") and len(args) >= 2:
+            self.svc.journal.denied(self.st, verb, args[1].value)
+        elif verb in ("MAIL", "RCPT"):
+            address = self.journal_address(args, verb)
+            if address is not None and (address or verb == "MAIL"):
+                self.svc.journal.denied(self.st, verb, address)
 
     async def check_recipient(self, recipient: str, resolution: Resolution | None) -> bool:
         """Run the RCPT restrictions (the engine logs a reject); reply to a reject."""
