@@ -57,7 +57,8 @@ def test_a_message_takes_the_recipients_refused_before_it() -> None:
     assert (tx.sender, tx.helo, tx.message_size, tx.data, tx.end_of_data) == (
         "s@sender.example", "mx.sender.example", 1234, True, True)
     assert tx.encryption == ("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256)
-    assert tx.missing == frozenset()  # HELO from the reject lines, a name, TLS known
+    # HELO from the reject lines, a name, TLS known; the recipients' order and count not
+    assert tx.missing == {"recipient_order", "recipient_count"}
     assert tx.time == datetime(2026, 12, 3, 10, 0, 2).timestamp()
 
 
@@ -71,7 +72,7 @@ def test_an_accepted_message_alone_lacks_its_helo() -> None:
     tx = found[0]
     assert (tx.sender, tx.recipients, tx.helo) == ("", ["alice@example.test"], None)
     assert (tx.sasl_method, tx.sasl_username) == ("PLAIN", "u")
-    assert tx.missing == {"helo", "client_name_status", "tls"}
+    assert tx.missing == {"helo", "client_name_status", "tls", "recipient_count"}
     assert tx.client.name_status == NAME_PERM
 
 
@@ -88,7 +89,8 @@ def test_refused_recipients_of_one_transaction_stay_together() -> None:
                                                ["c@example.test"]]
     assert found[1].then.mail is not None and found[1].then.mail.code == 554
     assert found[1].protocol == "SMTP"
-    assert found[2].client.port == 4567 and found[2].missing == {"client_name_status", "tls"}
+    assert found[2].client.port == 4567 and found[2].missing == {"client_name_status", "tls",
+                                                                 "recipient_count"}
 
 
 def test_a_message_never_sent_is_not_taken_as_sent() -> None:
@@ -110,3 +112,18 @@ def test_client_names() -> None:
     assert (client.name, client.addr, client.port, client.name_status) == (
         "mail.example.org", "2001:db8::1", 25, NAME_OK)
     assert client.reverse_name == "mail.example.org"
+
+
+def test_a_helo_refused_then_gives_the_name_to_the_reject_lines_after_it() -> None:
+    """smtpd_delay_reject = no: `reject: EHLO` logs the name; the RCPT lines after it show
+    no helo= (smtpd has none): their transaction takes the refused name and refusal."""
+    found = parse(
+        (1, "smtpd[7]", "NOQUEUE: reject: EHLO from mx.sender.example[192.0.2.1]: 450 4.7.1 "
+                        "<bad.example>: Helo command rejected: later; proto=SMTP "
+                        "helo=<bad.example>"),
+        (2, "smtpd[7]", "NOQUEUE: reject: RCPT from mx.sender.example[192.0.2.1]: 550 5.1.1 "
+                        "<c@example.test>: Recipient address rejected: no; "
+                        "from=<s@sender.example> to=<c@example.test> proto=SMTP"))
+    (tx,) = found
+    assert tx.helo == "bad.example" and tx.then.helo is not None
+    assert (tx.then.helo.code, tx.protocol) == (450, "SMTP")

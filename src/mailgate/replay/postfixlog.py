@@ -37,6 +37,7 @@ class _Session:
     tls_known: bool = False  # a `TLS connection established` line without a certificate
     pipelining: bool = False
     refused: Transaction | None = None
+    helo_refused: tuple[str, Outcome] | None = None  # `reject: EHLO` (delay_reject = no)
 
 
 @dataclass
@@ -172,13 +173,18 @@ class PostfixLog:
     def _reject(self, when: str, pid: str, queue_id: str, text: str) -> None:
         """A refused MAIL or RCPT (or the message refused at its end)."""
         found = parse_reject(text)
-        if found is None or found.command not in ("RCPT", "MAIL", "DATA", "END-OF-MESSAGE"):
+        if found is None or found.command not in ("RCPT", "MAIL", "DATA", "END-OF-MESSAGE",
+                                                  "HELO", "EHLO"):
             return
         rest = text[text.find(": ", text.find("]")) + 2:]
         dsn, _, reply = rest[4:].partition(" ")
         reply = reply[:reply.rfind("; from=<")] if "; from=<" in reply else \
             reply.split("; proto=")[0]
         outcome = Outcome(int(found.code), dsn, reply, Rule(found.restriction))
+        if found.command in ("HELO", "EHLO"):  # the name, for the reject lines that follow
+            name = _field(text, " helo=<")  # (they show no helo= then)
+            self._session(pid).helo_refused = (name, outcome) if name is not None else None
+            return
         message = self.messages.get(queue_id)
         if message is not None:  # after the first recipient accepted
             if found.command == "RCPT":
@@ -195,6 +201,9 @@ class PostfixLog:
         client = client_of(text[start:text.find(": ", text.find("]", start))])
         session = self._session(pid)
         sender, helo = found.sender or "", _field(text, " helo=<")
+        helo_refusal = None
+        if helo is None and session.helo_refused is not None:
+            helo, helo_refusal = session.helo_refused
         pending = session.refused
         if found.command == "RCPT" and pending is not None and pending.sender == sender \
                 and pending.client.addr == client.addr and pending.helo == helo:
@@ -205,6 +214,7 @@ class PostfixLog:
                          protocol=_field(text, " proto=") or "ESMTP", encryption=session.tls,
                          pipelining_from=0 if session.pipelining else None,
                          missing=_missing(client, session, helo=True))
+        tx.then.helo = helo_refusal
         self._close(session)
         if found.command == "MAIL":
             tx.then.mail = outcome
@@ -212,6 +222,7 @@ class PostfixLog:
             return
         tx.recipients.append(found.recipient or "")
         tx.then.rcpt.append(outcome)
+        tx.missing |= {"recipient_count"}  # (recipients accepted without a message: unlogged)
         session.refused = tx
 
     def _client(self, when: str, pid: str, queue_id: str, text: str) -> None:
@@ -269,6 +280,9 @@ class PostfixLog:
                 self.found.append(before)
             return
         helo = before.helo if before is not None else m.helo
+        helo_refusal = before.then.helo if before is not None else None
+        if helo is None and m.session.helo_refused is not None:
+            helo, helo_refusal = m.session.helo_refused
         sent = m.queued or m.eod is not None  # (else the client never sent it)
         tx = Transaction(m.time if before is None else before.time, m.client, sender,
                          recipients, helo=helo, message_size=m.size, data=sent,
@@ -276,6 +290,12 @@ class PostfixLog:
                          pipelining_from=0 if m.session.pipelining else None,
                          sasl_method=method, sasl_username=username, sasl_sender=sasl_sender,
                          missing=_missing(m.client, m.session, helo=helo is not None))
+        tx.then.helo = helo_refusal
+        if accepted and len(recipients) > 1:  # (delivered in qmgr's order: where the
+            # accepted ones came among the others is not known)
+            tx.missing |= {"recipient_order"}
+        # the accepted recipients of a message not sent, held or discarded are in no line
+        tx.missing |= {"recipient_count"}
         tx.then.rcpt = (before.then.rcpt if before is not None else []) + \
             [Outcome(250)] * len(accepted) + [o for _, o in m.refused]
         if sent:

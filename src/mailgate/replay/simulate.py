@@ -22,6 +22,7 @@ from mailgate.replay.guards import MISSING_HELO, NotEvaluable, ReplayState
 from mailgate.server.session_commands import neuter
 
 ACCEPTED = Outcome(250)
+POSTFIX_RECIPIENT_LIMIT = 1000  # smtpd_recipient_limit's default (taken as the log's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,14 @@ class Simulation:
     async def _rcpt(self, st: ReplayState, tx: Transaction, out: list[Now]) -> list[int]:
         """The RCPT commands; the indexes of the recipients accepted."""
         engine, first = self.engine, tx.pipelining_from
+        limit = self.s.recipient_limit
+        if "recipient_order" in tx.missing and len(tx.recipients) > limit:
+            raise NotEvaluable("smtpd_recipient_limit needs the order of the recipients, "
+                               "which the log does not show")
+        if "recipient_count" in tx.missing and limit < POSTFIX_RECIPIENT_LIMIT:
+            raise NotEvaluable("an smtpd_recipient_limit below Postfix's default needs the "
+                               "recipients accepted without a message, which the log does "
+                               "not show")
         accepted: list[int] = []
         for index, recipient in enumerate(tx.recipients):
             st.where = "RCPT"
