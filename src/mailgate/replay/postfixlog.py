@@ -291,6 +291,8 @@ class PostfixLog:
                          sasl_method=method, sasl_username=username, sasl_sender=sasl_sender,
                          missing=_missing(m.client, m.session, helo=helo is not None))
         tx.then.helo = helo_refusal
+        if helo_refusal is not None:  # (the EHLO refused: the session stayed SMTP)
+            tx.protocol = "SMTP"
         if accepted and len(recipients) > 1:  # (delivered in qmgr's order: where the
             # accepted ones came among the others is not known)
             tx.missing |= {"recipient_order"}
