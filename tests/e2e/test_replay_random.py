@@ -15,17 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Server
+from support.differential import seeds
 from support.replayconfigs import configuration
 from support.replayplay import by_tag, compare, play_all, replay, scripts
-
-
-def seeds(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.replace(",", " ").split():
-        first, _, last = part.partition("-")
-        out += range(int(first), int(last or first) + 1)
-    return out
-
 
 SEEDS = seeds(os.environ.get("MAILGATE_REPLAY_RANDOM_SEEDS", "1-3"))
 SESSIONS = int(os.environ.get("MAILGATE_REPLAY_RANDOM_SESSIONS", "60"))

@@ -22,6 +22,7 @@ import pytest
 from conftest import SHARED, free_port
 from support import dns as dns_support
 from support import reference
+from support.differential import seeds
 
 REFERENCE = SHARED / "postfix" / "reference-postfix.sh"
 BASE = Path(__file__).resolve().parents[1] / "data" / "dialogues" / "main.cf"
@@ -203,15 +204,6 @@ def session(rng: random.Random) -> tuple[str, list[str]]:
             lines.append(f"RCPT TO:<{'alice' if i == 0 else f'u{i}'}@{_vary(rng, domain)}>")
         lines.append("RSET")
     return rng.choice(SOURCES), [*lines, "QUIT"]
-
-
-def seeds(text: str) -> list[int]:
-    """`1 2 3` or `1-300`."""
-    out: list[int] = []
-    for item in text.split():
-        low, _, high = item.partition("-")
-        out += list(range(int(low), int(high or low) + 1))
-    return out
 
 
 SEEDS = seeds(os.environ.get("MAILGATE_DNS_RANDOM_SEEDS", "1 2 3 4"))

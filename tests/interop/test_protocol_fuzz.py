@@ -26,6 +26,7 @@ import pytest
 
 from conftest import reference_postfix
 from support import protofuzz, reference
+from support.differential import seeds
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dialogues"
 # A crash of Postfix's smtpd during its first session makes master throttle the service for
@@ -35,14 +36,6 @@ _SMTPD = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [^/]+/smtpd\[\d+\]: (.*)
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{10,12}\b")
 _CRASH = re.compile(r"killed by signal|\bfatal: |\bpanic: ")
 _AFTER_PERMIT = re.compile(r"warning: restriction `[^']*' after `permit' is ignored$")
-
-
-def seeds(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.replace(",", " ").split():
-        first, _, last = part.partition("-")
-        out += range(int(first), int(last or first) + 1)
-    return out
 
 
 SEEDS = seeds(os.environ.get("MAILGATE_PROTO_FUZZ_SEEDS", "1-250"))

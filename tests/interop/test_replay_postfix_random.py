@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Server, reference_postfix, wait_until
-from e2e.test_replay_random import seeds
+from support.differential import seeds
 from support.reference import Instance
 from support.replayconfigs import configuration
 from support.replayplay import by_tag, play_all, replay, scripts

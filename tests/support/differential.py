@@ -266,3 +266,12 @@ def script(seed: int, sessions: int = 3) -> tuple[dict[str, str], list[list[Item
     settings = configuration(rng)
     errors = settings["smtpd_error_sleep_time"] != "0s"
     return settings, [session(rng, errors) for _ in range(sessions)]
+
+
+def seeds(text: str) -> list[int]:
+    """The seeds an environment variable names: `1 2 3`, `1-300`, or `1-50,300`."""
+    out: list[int] = []
+    for part in text.replace(",", " ").split():
+        first, _, last = part.partition("-")
+        out += range(int(first), int(last or first) + 1)
+    return out
