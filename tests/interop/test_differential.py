@@ -135,13 +135,16 @@ _GOODBYE = "S: 221 2.7.0 Error: I can break rules, too. Goodbye."
 
 
 def settle(transcript: list[str]) -> list[str]:
-    """A session ends at the server's goodbye or close. The client may already have sent more
-    (pipelined, or text after a refused BDAT): the server closes with that input unread, the
-    kernel answers it with a reset, and whether the goodbye reply reaches the client first is
-    a race. Both the goodbye and the close therefore end the transcript as `<CLOSED>`; what
-    the server did is still compared line by line in its log."""
+    """A session ends at the server's goodbye (221 after a non-SMTP command, 421 such as
+    `too many errors`) or close. The client may already have sent more (pipelined, text
+    after a refused BDAT, or its next command while the 421 was on its way): the server
+    closes with that input unread, the kernel answers it with a reset, and whether the
+    goodbye reply reaches the client first is a race (seeds 3164, 3167: microseconds between
+    the 421 and the close decide it). Both the goodbye and the close therefore end the
+    transcript as `<CLOSED>`; what the server did is still compared line by line in its
+    log (`too many errors after CMD`)."""
     for i, line in enumerate(transcript):
-        if line in (_GOODBYE, "S: <CLOSED>"):
+        if line in (_GOODBYE, "S: <CLOSED>") or line.startswith("S: 421 "):
             return [*transcript[:i], "S: <CLOSED>"]
     return transcript
 

@@ -60,6 +60,61 @@ def test_a_helper_that_is_gone_defers() -> None:
     assert result.text == "maildir delivery failed: delivery helper unavailable"
 
 
+# protocol fuzz seed 4283 (smtputf8_enable = no): MAIL FROM:<\xff@x.example> went to the helper
+# as invalid UTF-8 JSON; the helper ended the conversation, and each later Maildir delivery
+# wrote to the closed socket (RuntimeError: smtpd said "451 4.3.0 Error: queue file write error")
+def test_an_8bit_address_crosses_the_wire_and_the_helper_stays() -> None:
+    sender, recipient = "\udcff@x.example", "j\udcc3\udcb6rg@example.test"
+    seen: list[DeliveryRequest] = []
+
+    async def deliver(transport: str, req: DeliveryRequest) -> DeliveryResult:
+        seen.append(req)
+        return DeliveryResult(Status.SENT, "2.0.0", f"for {req.recipient}", transport)
+
+    async def main() -> list[DeliveryResult]:
+        ours, theirs = socket.socketpair()
+        helper = asyncio.create_task(serve(theirs, deliver))
+        client = HelperClient(ours)
+        eight_bit = DeliveryRequest("ABC123", sender, recipient, recipient, 0, 1.5e9, b"x\n",
+                                    "", False)
+        results = [await asyncio.wait_for(HelperAgent("virtual", client).deliver(req), 5)
+                   for req in (eight_bit, request("a@example.test"))]
+        await client.close()
+        await helper
+        return results
+
+    first, second = asyncio.run(main())
+    assert (first.status, first.text) == (Status.SENT, f"for {recipient}")
+    assert second.status is Status.SENT
+    assert (seen[0].sender, seen[0].recipient) == (sender, recipient)
+
+
+def test_requests_after_the_helper_went_away_are_deferred() -> None:
+    async def deliver(transport: str, req: DeliveryRequest) -> DeliveryResult:
+        return DeliveryResult(Status.SENT, "2.0.0", "ok", transport)
+
+    async def main() -> list[DeliveryResult]:
+        ours, theirs = socket.socketpair()
+        helper = asyncio.create_task(serve(theirs, deliver))
+        client = HelperClient(ours)
+        agent = HelperAgent("virtual", client)
+        results = [await agent.deliver(request("a@example.test"))]
+        theirs.shutdown(socket.SHUT_RDWR)  # the helper goes away
+        await helper
+        assert client._reading is not None
+        await client._reading  # ... and the worker has seen it go
+        for _ in range(2):
+            results.append(await asyncio.wait_for(agent.deliver(request("b@example.test")), 5))
+        await client.close()
+        return results
+
+    first, *later = asyncio.run(main())
+    assert first.status is Status.SENT
+    for result in later:
+        assert (result.status, result.dsn) == (Status.DEFERRED, "4.3.0")
+        assert result.text == "maildir delivery failed: delivery helper unavailable"
+
+
 def test_a_malformed_request_ends_the_conversation() -> None:
     called: list[str] = []
 

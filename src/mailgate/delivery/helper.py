@@ -39,7 +39,10 @@ class HelperClient:
         self._lost = False
 
     async def _connect(self) -> asyncio.StreamWriter | None:
-        if self._writer is not None or self._lost:
+        """The connection to the helper; None once it is lost (the helper is gone)."""
+        if self._lost:
+            return None
+        if self._writer is not None:
             return self._writer
         if self._connecting is None:
             self._connecting = asyncio.Lock()
@@ -68,15 +71,17 @@ class HelperClient:
     async def ask(self, transport: str, request: DeliveryRequest) -> DeliveryResult:
         """Deliver `request` through the helper; a helper that is gone defers it."""
         writer = await self._connect()
-        if writer is None:
+        if writer is None or writer.is_closing():
             return _unavailable(transport)
         self._seq += 1
+        # ASCII JSON: an 8-bit address (smtputf8_enable = no) holds surrogates, which
+        # travel as \udcXX escapes and come back as the same text
         header = json.dumps({
             "id": self._seq, "transport": transport, "queue_id": request.queue_id,
             "sender": request.sender, "recipient": request.recipient,
             "original_recipient": request.original_recipient, "index": request.index,
             "arrival": request.arrival, "recovered": request.recovered,
-        }, ensure_ascii=False).encode("utf-8", "surrogateescape")
+        }).encode("ascii")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[self._seq] = future
         writer.write(_HEAD.pack(len(header), len(request.content)) + header)
@@ -151,8 +156,7 @@ async def serve(sock: socket.socket, deliver: Deliver) -> None:
             result = DeliveryResult(Status.DEFERRED, "4.3.0",
                                     f"maildir delivery failed: {exc!r}", transport)
         data = json.dumps({"id": ident, "status": result.status.value, "dsn": result.dsn,
-                           "text": result.text, "relay": result.relay},
-                          ensure_ascii=False).encode("utf-8", "surrogateescape")
+                           "text": result.text, "relay": result.relay}).encode("ascii")
         writer.write(_ANSWER.pack(len(data)) + data)
 
     try:
