@@ -126,6 +126,27 @@ def test_what_cannot_be_evaluated(made: list[Replayer], tmp_path: Path) -> None:
     assert run(r, tx(dns=answers))[0].reason == "check_policy_service asks a policy server"
 
 
+def test_a_recipient_not_evaluable_leaves_the_message_unknown(made: list[Replayer],
+                                                             tmp_path: Path) -> None:
+    """The third RCPT needs the client name lookup's result (a Postfix log lacks it): the
+    second, accepted, meets DATA next, which is not evaluated either (its answer is the
+    message's); the first, refused, stays."""
+    r = replayer(made, tmp_path, "mydestination = example.test\n"
+                           "local_recipient_maps = inline:{alice=x, bob=x}\n"
+                           "smtpd_recipient_restrictions = check_recipient_access "
+                           "inline:{{bob@example.test=reject_unknown_reverse_client_hostname}, "
+                           "{carol@example.test=REJECT}}\n"
+                           "smtpd_data_restrictions = defer_if_permit\n")
+    three = ("carol@example.test", "alice@example.test", "bob@example.test")
+    lacking = frozenset({"client_name_status"})
+    now = run(r, tx(rcpts=three, then_codes=(250, 250, 250), missing=lacking))
+    assert answer(now)[0] == ("rcpt", 554, "check_recipient_access")
+    assert [n.outcome for n in now[1:]] == [None, None]
+    assert all("client name lookup" in n.reason for n in now[1:])
+    assert answer(run(r, tx(rcpts=three, then_codes=(250, 250, 250), data=False,
+                            missing=lacking)))[1] == ("rcpt", 250, "")  # no message then
+
+
 def test_then_is_the_first_refusal_on_the_way() -> None:
     t = tx(rcpts=("a@example.test", "b@example.test"), then_codes=(250, 550))
     t.then.eod = Outcome(554, "5.7.1", "end", Rule("check_client_access"))

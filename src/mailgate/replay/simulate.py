@@ -134,9 +134,15 @@ class Simulation:
 
     async def _recipients(self, st: ReplayState, tx: Transaction, out: list[Now]) -> None:
         """Each RCPT; then DATA and the end of the message for those accepted."""
-        accepted = await self._rcpt(st, tx, out)
         no_rcpt, no_data, _ = then_key(tx.then)
         data = _sends(tx.data, no_rcpt)
+        try:
+            accepted = await self._rcpt(st, tx, out)
+        except NotEvaluable as exc:  # a later recipient: the message's checks, which the
+            if data is not False:    # ones accepted before it meet next, are not known
+                out[:] = [Now(None, reason=str(exc)) if n.outcome is not None
+                          and not n.outcome.refused else n for n in out]
+            raise
         if not accepted or data is False:
             return
         eod = _sends(tx.end_of_data, no_data)
