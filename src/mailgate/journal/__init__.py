@@ -10,12 +10,35 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mailgate.config.config import Config
-from mailgate.journal.record import Outcome, RecordError, Then, Transaction, decode, encode
-from mailgate.journal.recorder import NEED_HELO, NO_JOURNAL, Journal, TransactionJournal
+from mailgate.journal.record import (
+    NEED_HELO,
+    TOO_MANY,
+    Outcome,
+    RecordError,
+    Then,
+    Transaction,
+    decode,
+    encode,
+)
+from mailgate.journal.recorder import NO_JOURNAL, Journal, TransactionJournal
 from mailgate.journal.writer import JournalFile, create
 
-__all__ = ["NEED_HELO", "NO_JOURNAL", "Journal", "JournalFile", "Outcome", "RecordError", "Then",
-           "Transaction", "TransactionJournal", "create", "decode", "encode", "open_journal"]
+__all__ = [
+    "NEED_HELO",
+    "NO_JOURNAL",
+    "TOO_MANY",
+    "Journal",
+    "JournalFile",
+    "Outcome",
+    "RecordError",
+    "Then",
+    "Transaction",
+    "TransactionJournal",
+    "create",
+    "decode",
+    "encode",
+    "open_journal",
+]
 
 
 def open_journal(cfg: Config, warn: Callable[[str], None]) -> Journal:

@@ -70,6 +70,11 @@ class Outcome:
     def refused(self) -> bool:
         return self.code >= 400
 
+    @property
+    def line(self) -> str:
+        """The reply line of a refusal: `CODE DSN text`."""
+        return f"{self.code} {self.dsn} {self.text}"
+
     def soft(self, soft_bounce: bool) -> Outcome:
         """As the client gets it: soft_bounce turns every 5xx reply into 4xx."""
         if not soft_bounce or self.code < 500:
@@ -92,6 +97,9 @@ class Outcome:
 
 
 _PASSED = {code: Outcome(code) for code in (250, 354)}
+# smtpd's own refusals that the journal records (the session replies with their line)
+TOO_MANY = Outcome(452, "4.5.3", "Error: too many recipients")  # smtpd_recipient_limit
+NEED_HELO = Outcome(503, "5.5.1", "Error: send HELO/EHLO first")  # smtpd_helo_required
 
 
 @dataclass(slots=True)

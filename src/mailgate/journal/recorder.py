@@ -20,11 +20,9 @@ from mailgate.engine.context import CheckState, Client
 from mailgate.engine.engine import Engine
 from mailgate.engine.reply import Verdict
 from mailgate.engine.resolve import Resolution
-from mailgate.journal.record import Outcome, Transaction, encode
+from mailgate.journal.record import TOO_MANY, Outcome, Transaction, encode
 from mailgate.journal.writer import JournalFile
 
-TOO_MANY = Outcome(452, "4.5.3", "Error: too many recipients")  # smtpd_recipient_limit
-NEED_HELO = Outcome(503, "5.5.1", "Error: send HELO/EHLO first")  # smtpd_helo_required
 _SESSION: ContextVar[SessionRecorder | None] = ContextVar("mailgate_journal", default=None)
 
 

@@ -69,7 +69,9 @@ def client_of(namaddr: str) -> Client:
 
 
 def _missing(client: Client, session: _Session, helo: bool) -> frozenset[str]:
-    out = set()
+    # (recipient_count: the recipients accepted in a transaction that sent no message, or
+    # whose message was held or discarded, are in no line)
+    out = {"recipient_count"}
     if not helo:
         out.add("helo")
     if client.name == "unknown":
@@ -222,7 +224,6 @@ class PostfixLog:
             return
         tx.recipients.append(found.recipient or "")
         tx.then.rcpt.append(outcome)
-        tx.missing |= {"recipient_count"}  # (recipients accepted without a message: unlogged)
         session.refused = tx
 
     def _client(self, when: str, pid: str, queue_id: str, text: str) -> None:
@@ -296,8 +297,6 @@ class PostfixLog:
         if accepted and len(recipients) > 1:  # (delivered in qmgr's order: where the
             # accepted ones came among the others is not known)
             tx.missing |= {"recipient_order"}
-        # the accepted recipients of a message not sent, held or discarded are in no line
-        tx.missing |= {"recipient_count"}
         tx.then.rcpt = (before.then.rcpt if before is not None else []) + \
             [Outcome(250)] * len(accepted) + [o for _, o in m.refused]
         if sent:

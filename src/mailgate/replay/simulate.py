@@ -10,13 +10,13 @@ what it sent then, whatever the answers (a refused HELO does not stop it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailgate.config.settings import SmtpdSettings
 from mailgate.engine.context import Client
 from mailgate.engine.engine import Engine
 from mailgate.engine.reply import Rule, Verdict
-from mailgate.journal.record import Outcome, Then, Transaction
+from mailgate.journal.record import NEED_HELO, TOO_MANY, Outcome, Then, Transaction
 from mailgate.maps.casefold import printable
 from mailgate.replay.guards import MISSING_HELO, NotEvaluable, ReplayState
 from mailgate.server.session_commands import neuter
@@ -116,10 +116,11 @@ class Simulation:
         st.where = "MAIL"
         if s.helo_required and not st.helo:
             rule = helo_refusal.rule if helo_refusal is not None else None
-            return Now(self._smtpd(503, "5.5.1", "Error: send HELO/EHLO first", rule), "helo")
+            return Now(self._smtpd(replace(NEED_HELO, rule=rule)), "helo")
         st.smtputf8, st.size, st.sasl_sender = tx.smtputf8, tx.size, tx.sasl_sender
         if s.message_size_limit and st.size > s.message_size_limit:
-            return Now(self._smtpd(552, "5.3.4", "Message size exceeds fixed limit"), "mail")
+            return Now(self._smtpd(Outcome(552, "5.3.4", "Message size exceeds fixed limit")),
+                       "mail")
         if not s.delay_reject:
             verdict = await engine.check_mail(st, tx.sender)
             if verdict.reply is not None:
@@ -128,9 +129,9 @@ class Simulation:
         st.instance = tx.queue_id or "replay"
         return None
 
-    def _smtpd(self, code: int, dsn: str, text: str, rule: Rule | None = None) -> Outcome:
+    def _smtpd(self, outcome: Outcome) -> Outcome:
         """A reply of smtpd's own: soft_bounce turns 5xx into 4xx there too."""
-        return Outcome(code, dsn, text, rule).soft(self.s.soft_bounce)
+        return outcome.soft(self.s.soft_bounce)
 
     async def _recipients(self, st: ReplayState, tx: Transaction, out: list[Now]) -> None:
         """Each RCPT; then DATA and the end of the message for those accepted."""
@@ -175,7 +176,7 @@ class Simulation:
             st.where = "RCPT"
             st.ill_pipelining = first is not None and index >= first
             if st.rcpt_count >= self.s.recipient_limit:
-                out.append(Now(Outcome(452, "4.5.3", "Error: too many recipients"), "rcpt"))
+                out.append(Now(TOO_MANY, "rcpt"))
                 continue
             verdict = await engine.check_rcpt(st, recipient)
             if verdict.reply is not None:

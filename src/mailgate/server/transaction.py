@@ -19,7 +19,7 @@ from mailgate.engine.context import CheckState, Client, Marks
 from mailgate.engine.engine import Engine
 from mailgate.engine.reply import Reply
 from mailgate.engine.resolve import Resolution
-from mailgate.journal import NEED_HELO, NO_JOURNAL, Journal
+from mailgate.journal import NEED_HELO, NO_JOURNAL, TOO_MANY, Journal
 from mailgate.maillog import MailLog
 from mailgate.metrics import NO_METRICS, Metrics
 from mailgate.queue.space import INSUFFICIENT_STORAGE, check_queue
@@ -153,7 +153,7 @@ class TransactionCommands:
             address = self.journal_address(cmd.tokens, "MAIL")
             if address is not None:
                 self.svc.journal.mail_refused(self.st, address, NEED_HELO.soft(self.s.soft_bounce))
-            self.reply(f"{NEED_HELO.code} {NEED_HELO.dsn} {NEED_HELO.text}")
+            self.reply(NEED_HELO.line)
             return False
         self.st.smtputf8 = False  # smtpd.c clears the MAIL flags first, even when nested
         if self.st.sender is not None:
@@ -307,7 +307,7 @@ class TransactionCommands:
         # smtpd.c rcpt_cmd(): the address and its parameters are judged before the limit
         if self.st.rcpt_count >= self.s.recipient_limit:
             self.svc.journal.over_limit(self.st, extracted.address)
-            self.reply("452 4.5.3 Error: too many recipients")
+            self.reply(TOO_MANY.line)
             self.tx.rcpt_overshoot += 1
             return self.tx.rcpt_overshoot <= self.s.recipient_overshoot_limit
         recipient = extracted.address
