@@ -32,14 +32,14 @@ return {count, redis.call('PTTL', KEYS[1])}
 """
 # a node's share of a sum: a hash of node → "count expiry" (Redis' own clock, in ms); sets
 # ARGV[3]'s share to ARGV[1] (0: drops it) for ARGV[2] ms, drops the expired ones and returns
-# {the sum of the live shares, ARGV[2]}; the hash itself lives as long as its newest share
+# {the sum of the live shares, ARGV[2]}; the hash lives as long as its longest-lived share
 _SHARE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 if tonumber(ARGV[1]) > 0 then
   redis.call('HSET', KEYS[1], ARGV[3], ARGV[1] .. ' ' .. (now + ttl))
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 else
   redis.call('HDEL', KEYS[1], ARGV[3])
 end
